@@ -1,0 +1,36 @@
+import type { Logger } from '../log';
+import type { Broker, SetAsideListener } from './broker';
+import { RedisBroker } from './redis/redis-broker';
+
+export interface BrokerSettings {
+  url: string;
+  inputQueue: string;
+  outputQueue: string;
+  logger: Logger;
+  onSetAside: SetAsideListener;
+  visibilityTimeoutS: number;
+  leaseTtlMs: number;
+  prefetch: number;
+  amqpPassive: boolean;
+  amqpQueueArguments: Record<string, unknown>;
+}
+
+/** Pick the broker implementation from the URL scheme alone, as Celery does. */
+export function createBroker(s: BrokerSettings): Broker {
+  const scheme = s.url.split(':', 1)[0]?.toLowerCase();
+  switch (scheme) {
+    case 'redis':
+    case 'rediss':
+      return new RedisBroker({
+        url: s.url,
+        inputQueue: s.inputQueue,
+        outputQueues: [s.outputQueue],
+        logger: s.logger,
+        onSetAside: s.onSetAside,
+        visibilityTimeoutS: s.visibilityTimeoutS,
+        leaseTtlMs: s.leaseTtlMs,
+      });
+    default:
+      throw new Error(`unsupported broker URL scheme ${JSON.stringify(scheme)}: use redis://, rediss:// or amqp://`);
+  }
+}

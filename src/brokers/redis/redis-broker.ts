@@ -1,0 +1,262 @@
+import Redis from 'ioredis';
+import { hostname } from 'node:os';
+import { randomUUID } from 'node:crypto';
+import { bindingMember, buildEnvelope, consumeKeys, parseEnvelope, priorityKey } from '../../../protocol/redis-envelope';
+import type { Logger } from '../../log';
+import type { Broker, Delivery, Outgoing, SetAsideListener, Settlement } from '../broker';
+import {
+  KOMBU_UNACKED,
+  KOMBU_UNACKED_INDEX,
+  WORKERS_KEY,
+  inflightKey,
+  kombuBindingKey,
+  landingKey,
+  leaseKey,
+  setAsideKey,
+} from './keys';
+import { type LeaseInfo, Restorer } from './restorer';
+import { POP_SCRIPT, RESTORE_SCRIPT, SETTLE_SCRIPT } from './scripts';
+
+export interface RedisBrokerOptions {
+  url: string;
+  inputQueue: string;
+  /** Queues we publish to; their kombu bindings are declared like a Python producer would. */
+  outputQueues: string[];
+  logger: Logger;
+  onSetAside?: SetAsideListener;
+  workerId?: string;
+  /** How long a silent worker keeps its messages before others restore them. */
+  leaseTtlMs?: number;
+  /** kombu's visibility_timeout, for restoring Python workers' (and stuck) messages. */
+  visibilityTimeoutS?: number;
+  /** How often to look for dead workers / for messages past the visibility timeout. */
+  deadWorkerScanMs?: number;
+  visibilityScanMs?: number;
+  /** Longest single blocking wait while idle; bounds the latency of priority >= 3 messages when idle. */
+  idleBlockMs?: number;
+}
+
+/** Scripts defined without a fixed key count: ioredis takes the key count as the first argument. */
+interface ScriptCommands {
+  phPop(numKeys: number, ...keysAndArgs: string[]): Promise<[string[], string[]]>;
+  phSettle(numKeys: number, ...keysAndArgs: string[]): Promise<string[]>;
+  phRestore(numKeys: number, ...keysAndArgs: string[]): Promise<number>;
+}
+
+const DEFAULTS = {
+  leaseTtlMs: 15_000,
+  visibilityTimeoutS: 3600,
+  deadWorkerScanMs: 2_000,
+  visibilityScanMs: 60_000,
+  idleBlockMs: 100,
+};
+
+/**
+ * Celery's kombu Redis transport, consumer and producer side, without kombu's loss window: pop + unacked
+ * record in one Lua call, publish + ack in one Lua call, leases so a dead worker's messages come back in
+ * seconds, and kombu-compatible unacked records so Python workers can restore ours and we theirs.
+ */
+export type ScriptedRedis = Redis & ScriptCommands;
+
+export class RedisBroker implements Broker {
+  readonly displayUrl: string;
+  readonly workerId: string;
+  private readonly opts: Required<Omit<RedisBrokerOptions, 'onSetAside' | 'workerId'>> & { onSetAside?: SetAsideListener };
+  private cmd!: ScriptedRedis;
+  private blocking!: Redis;
+  private restorer!: Restorer;
+  private readonly held = new Map<string, Delivery>();
+  private readonly timers: NodeJS.Timeout[] = [];
+  private closed = false;
+
+  constructor(options: RedisBrokerOptions) {
+    this.opts = { ...DEFAULTS, ...options };
+    this.workerId = options.workerId ?? `${hostname()}-${process.pid}-${randomUUID().slice(0, 8)}`;
+    this.displayUrl = maskPassword(options.url);
+  }
+
+  async connect(): Promise<void> {
+    const common = { lazyConnect: true, maxRetriesPerRequest: null, enableAutoPipelining: false };
+    this.cmd = new Redis(this.opts.url, { ...common, connectionName: `posthog-plugins:${this.workerId}` }) as ScriptedRedis;
+    this.blocking = new Redis(this.opts.url, { ...common, connectionName: `posthog-plugins:${this.workerId}:wait` });
+    for (const client of [this.cmd, this.blocking]) {
+      client.on('error', (err: Error) => this.opts.logger.warn(`redis connection error: ${err.message}`, { broker: this.displayUrl }));
+    }
+    this.cmd.defineCommand('phPop', { lua: POP_SCRIPT });
+    this.cmd.defineCommand('phSettle', { lua: SETTLE_SCRIPT });
+    this.cmd.defineCommand('phRestore', { lua: RESTORE_SCRIPT });
+    await Promise.all([this.cmd.connect(), this.blocking.connect()]);
+    this.restorer = new Restorer(this.cmd, this.opts.logger);
+
+    // Declare queues the way kombu does (binding member in _kombu.binding.<queue>), so Python's restore
+    // and Python producers that route through the named exchange can find them.
+    const pipe = this.cmd.pipeline();
+    for (const queue of new Set([this.opts.inputQueue, ...this.opts.outputQueues])) {
+      pipe.sadd(kombuBindingKey(queue), bindingMember(queue, queue));
+    }
+    await pipe.exec();
+
+    await this.renewLease();
+    await this.restorer.restoreDeadWorkers(this.workerId, this.opts.inputQueue);
+    await this.restorer.restoreVisible(this.opts.visibilityTimeoutS, new Set());
+    this.every(Math.max(250, Math.floor(this.opts.leaseTtlMs / 5)), () => this.renewLease());
+    this.every(this.opts.deadWorkerScanMs, () => this.restorer.restoreDeadWorkers(this.workerId, this.opts.inputQueue));
+    this.every(this.opts.visibilityScanMs, () =>
+      this.restorer.restoreVisible(this.opts.visibilityTimeoutS, new Set(this.held.keys())),
+    );
+  }
+
+  private every(ms: number, task: () => Promise<unknown>): void {
+    let running = false;
+    const timer = setInterval(() => {
+      if (running || this.closed) return;
+      running = true;
+      task()
+        .catch((err: Error) => this.opts.logger.warn(`redis housekeeping failed: ${err.message}`))
+        .finally(() => (running = false));
+    }, ms);
+    timer.unref();
+    this.timers.push(timer);
+  }
+
+  private async renewLease(): Promise<void> {
+    const info: LeaseInfo = { host: hostname(), pid: process.pid, started: new Date().toISOString() };
+    await this.cmd
+      .multi()
+      .sadd(WORKERS_KEY, this.workerId)
+      .set(leaseKey(this.workerId), JSON.stringify(info), 'PX', this.opts.leaseTtlMs)
+      .exec();
+  }
+
+  async receive(max: number, waitMs: number): Promise<Delivery[]> {
+    const deadline = Date.now() + waitMs;
+    for (;;) {
+      const batch = await this.pop(max);
+      if (batch.length > 0 || this.closed) return batch;
+      const remaining = deadline - Date.now();
+      if (remaining <= 0) return [];
+      // Block on the priority-0 list (where PostHog's events go) into our landing list; the next pop takes it.
+      // Priority >= 3 lists are looked at by the pop between waits.
+      const seconds = Math.min(remaining, this.opts.idleBlockMs) / 1000;
+      await this.blocking.blmove(this.opts.inputQueue, landingKey(this.workerId), 'RIGHT', 'LEFT', seconds);
+    }
+  }
+
+  private async pop(max: number): Promise<Delivery[]> {
+    const now = Date.now();
+    const keys = [
+      KOMBU_UNACKED,
+      KOMBU_UNACKED_INDEX,
+      inflightKey(this.workerId),
+      landingKey(this.workerId),
+      setAsideKey(this.opts.inputQueue),
+      ...consumeKeys(this.opts.inputQueue),
+    ];
+    const [taken, bad] = await this.cmd.phPop(keys.length, ...keys, String(max), (now / 1000).toFixed(6), new Date(now).toISOString());
+    for (let i = 0; i < bad.length; i += 2) this.opts.onSetAside?.(bad[i] as string, bad[i + 1] as string);
+
+    const deliveries: Delivery[] = [];
+    const unreadable: Settlement[] = [];
+    for (const rawText of taken) {
+      const parsed = parseEnvelope(rawText);
+      if (!parsed.ok) {
+        // It has a delivery tag (the pop script checked) but no readable message: set it aside properly.
+        const tag = (JSON.parse(rawText) as { properties: { delivery_tag: string } }).properties.delivery_tag;
+        const delivery: Delivery = { tag, queue: this.opts.inputQueue, message: emptyMessage(), redelivered: false, rawText };
+        unreadable.push({ kind: 'reject', delivery, reason: parsed.reason });
+        continue;
+      }
+      const delivery: Delivery = {
+        tag: parsed.deliveryTag,
+        queue: this.opts.inputQueue,
+        message: parsed.message,
+        redelivered: parsed.redelivered,
+        rawText,
+      };
+      this.held.set(delivery.tag, delivery);
+      deliveries.push(delivery);
+    }
+    if (unreadable.length) {
+      await this.settle(unreadable);
+      for (const s of unreadable) if (s.kind === 'reject') this.opts.onSetAside?.(s.reason, s.delivery.rawText);
+    }
+    return deliveries;
+  }
+
+  async settle(settlements: Settlement[]): Promise<void> {
+    if (settlements.length === 0) return;
+    const requeue = settlements.filter((s) => s.kind === 'requeue').map((s) => s.delivery.tag);
+    const outputKeys = new Map<string, number>();
+    const keyIndex = (key: string): string => {
+      let index = outputKeys.get(key);
+      if (index === undefined) {
+        index = 4 + outputKeys.size;
+        outputKeys.set(key, index);
+      }
+      return String(index);
+    };
+    const args: string[] = [];
+    const now = new Date().toISOString();
+    for (const s of settlements) {
+      if (s.kind === 'ack') {
+        args.push(s.delivery.tag, String(s.outputs.length));
+        for (const out of s.outputs) args.push(keyIndex(priorityKey(out.queue, out.priority)), this.envelopeFor(out));
+      } else if (s.kind === 'reject') {
+        const record = JSON.stringify({ reason: s.reason, time: now, queue: s.delivery.queue, message: s.delivery.rawText });
+        args.push(s.delivery.tag, '1', keyIndex(setAsideKey(s.delivery.queue)), record);
+      }
+    }
+    if (args.length > 0) {
+      const keys = [KOMBU_UNACKED, KOMBU_UNACKED_INDEX, inflightKey(this.workerId), ...outputKeys.keys()];
+      const skipped = await this.cmd.phSettle(keys.length, ...keys, ...args);
+      if (skipped.length) {
+        this.opts.logger.warn(`${skipped.length} message(s) were restored by another worker before we acked them; their outputs were not published (the restored copies will be)`, { tags: skipped });
+      }
+    }
+    if (requeue.length) await this.restorer.restoreTags(requeue, inflightKey(this.workerId));
+    for (const s of settlements) this.held.delete(s.delivery.tag);
+  }
+
+  private envelopeFor(out: Outgoing): string {
+    return buildEnvelope(
+      { ...out.message, properties: { ...out.message.properties, priority: out.priority } },
+      { deliveryTag: randomUUID(), exchange: '', routingKey: out.queue },
+    );
+  }
+
+  async publish(outgoing: Outgoing[]): Promise<void> {
+    if (outgoing.length === 0) return;
+    const pipe = this.cmd.multi();
+    for (const out of outgoing) pipe.lpush(priorityKey(out.queue, out.priority), this.envelopeFor(out));
+    await pipe.exec();
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    for (const t of this.timers) clearInterval(t);
+    this.blocking.disconnect();
+    try {
+      const restored = await this.restorer.restoreWorker(this.workerId, this.opts.inputQueue);
+      if (restored) this.opts.logger.info(`returned ${restored} unfinished message(s) to ${this.opts.inputQueue}`);
+      this.held.clear();
+      await this.cmd.multi().del(leaseKey(this.workerId)).srem(WORKERS_KEY, this.workerId).exec();
+    } finally {
+      await this.cmd.quit().catch(() => this.cmd.disconnect());
+    }
+  }
+}
+
+function emptyMessage(): Delivery['message'] {
+  return { headers: {}, properties: {}, contentType: '', contentEncoding: '', body: Buffer.alloc(0) };
+}
+
+export function maskPassword(url: string): string {
+  try {
+    const u = new URL(url);
+    if (u.password) u.password = '***';
+    return u.toString();
+  } catch {
+    return url.replace(/:[^:@/]*@/, ':***@');
+  }
+}

@@ -1,0 +1,150 @@
+import yargs from 'yargs';
+import { hideBin } from 'yargs/helpers';
+import { connectionOptions, logOptions, queueOptions, sandboxOptions, workerOptions } from '../config';
+import { createLogger, type LogFormat, type Logger } from '../log';
+
+/**
+ * Entry point of the `posthog-plugins` command. Every command gets its own --help; every option can also
+ * come from the environment (see src/config.ts).
+ */
+function loggerFor(argv: { 'log-level': string; 'log-format': string }): Logger {
+  return createLogger(argv['log-level'], argv['log-format'] as LogFormat);
+}
+
+async function main(): Promise<void> {
+  await yargs(hideBin(process.argv))
+    .scriptName('posthog-plugins')
+    .usage('$0 <command> [options]\n\nRuns PostHog plugins on Celery process_event_with_plugins tasks and hands the results to Python Celery.')
+    .command(
+      'start',
+      'Consume process_event_with_plugins, run the plugins, publish process_event (until SIGTERM)',
+      (y) => y.options({ ...connectionOptions, ...queueOptions, ...sandboxOptions, ...workerOptions, ...logOptions }),
+      async (argv) => {
+        const { runStart } = await import('./start');
+        await runStart(
+          {
+            broker: argv.broker,
+            databaseUrl: argv['database-url'],
+            baseDir: argv['base-dir'],
+            queue: argv.queue,
+            outputQueue: argv['output-queue'],
+            concurrency: argv.concurrency,
+            batchSize: argv['batch-size'],
+            memoryLimitMb: argv['memory-limit-mb'],
+            cpuTimeoutMs: argv['cpu-timeout-ms'],
+            wallTimeoutMs: argv['wall-timeout-ms'],
+            maxResultBytes: argv['max-result-bytes'],
+            visibilityTimeout: argv['visibility-timeout'],
+            leaseTtlMs: argv['lease-ttl-ms'],
+            prefetchMultiplier: argv['prefetch-multiplier'],
+            amqpPassive: argv['amqp-passive'],
+            amqpQueueArguments: argv['amqp-queue-arguments'],
+          },
+          loggerFor(argv),
+        );
+      },
+    )
+    .command(
+      'migrate',
+      "Create PostHog's plugin tables where they are missing (SQLite file or an empty Postgres)",
+      (y) => y.options({ 'database-url': connectionOptions['database-url'], ...logOptions }),
+      async (argv) => {
+        const { runMigrate } = await import('./migrate');
+        await runMigrate(argv['database-url'], loggerFor(argv));
+      },
+    )
+    .command(
+      'install <source>',
+      'Install a plugin (folder with plugin.json, .js/.ts file, .zip/.tgz archive) and enable it for a team',
+      (y) =>
+        y
+          .positional('source', { type: 'string', demandOption: true, describe: 'Path of the plugin folder, file or archive' })
+          .options({
+            'database-url': connectionOptions['database-url'],
+            'base-dir': connectionOptions['base-dir'],
+            team: { type: 'number', default: 1, describe: 'Team id the config belongs to' },
+            order: { type: 'number', describe: 'Position in the team chain (default: after the last one)' },
+            config: { type: 'string', default: '{}', describe: 'Plugin config as a JSON object' },
+            name: { type: 'string', describe: 'Plugin name (default: plugin.json name, else the file name)' },
+            disabled: { type: 'boolean', default: false, describe: 'Install without enabling the config' },
+            ...logOptions,
+          }),
+      async (argv) => {
+        const { runInstall } = await import('./install');
+        await runInstall(
+          {
+            source: argv.source,
+            databaseUrl: argv['database-url'],
+            baseDir: argv['base-dir'],
+            team: argv.team,
+            order: argv.order,
+            config: argv.config,
+            name: argv.name,
+            disabled: argv.disabled,
+          },
+          loggerFor(argv),
+        );
+      },
+    )
+    .command(
+      'list',
+      'List plugin configs: team, order, plugin, enabled, last error',
+      (y) => y.options({ 'database-url': connectionOptions['database-url'], json: { type: 'boolean', default: false, describe: 'Print JSON' }, ...logOptions }),
+      async (argv) => {
+        const { runList } = await import('./list');
+        await runList(argv['database-url'], argv.json, loggerFor(argv));
+      },
+    )
+    .command(
+      'replay <files..>',
+      'Run captured Celery messages (JSON lines of Redis envelopes) through the plugins, without a broker',
+      (y) =>
+        y
+          .positional('files', { type: 'string', array: true, demandOption: true, describe: 'JSON-lines files of raw envelopes' })
+          .options({
+            out: { type: 'string', describe: 'Write the process_event envelopes here (default: stdout)' },
+            now: { type: 'string', describe: 'Judge `expires` against this ISO instant (default: now)' },
+            strict: { type: 'boolean', default: false, describe: 'Exit with status 1 if any message was rejected' },
+            'database-url': connectionOptions['database-url'],
+            'base-dir': connectionOptions['base-dir'],
+            'output-queue': queueOptions['output-queue'],
+            'batch-size': workerOptions['batch-size'],
+            ...sandboxOptions,
+            ...logOptions,
+          }),
+      async (argv) => {
+        const { runReplayCommand } = await import('./replay-command');
+        const summary = await runReplayCommand(
+          {
+            files: argv.files as string[],
+            out: argv.out,
+            now: argv.now,
+            strict: argv.strict,
+            outputQueue: argv['output-queue'],
+            batchSize: argv['batch-size'],
+            databaseUrl: argv['database-url'],
+            baseDir: argv['base-dir'],
+            limits: {
+              memoryLimitMb: argv['memory-limit-mb'],
+              cpuTimeoutMs: argv['cpu-timeout-ms'],
+              wallTimeoutMs: argv['wall-timeout-ms'],
+              maxResultBytes: argv['max-result-bytes'],
+            },
+          },
+          loggerFor(argv),
+        );
+        if (argv.strict && summary.rejected > 0) process.exitCode = 1;
+      },
+    )
+    .demandCommand(1, 'Name a command: start, migrate, install, list or replay')
+    .strict()
+    .help()
+    .alias('h', 'help')
+    .version()
+    .parseAsync();
+}
+
+main().catch((err: Error) => {
+  process.stderr.write(`posthog-plugins: ${err.message}\n`);
+  process.exit(1);
+});

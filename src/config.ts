@@ -1,0 +1,101 @@
+import type { Options } from 'yargs';
+
+/**
+ * Every setting, with PostHog's names and defaults: each one can be given as a flag or as the environment
+ * variable in `env` (flags win). CELERY_BROKER_URL falls back to REDIS_URL as in PostHog's settings.
+ */
+export interface Settings {
+  broker: string;
+  redisUrl: string;
+  databaseUrl: string;
+  queue: string;
+  outputQueue: string;
+  baseDir: string;
+  concurrency: number;
+  batchSize: number;
+  memoryLimitMb: number;
+  cpuTimeoutMs: number;
+  wallTimeoutMs: number;
+  maxResultBytes: number;
+  visibilityTimeout: number;
+  leaseTtlMs: number;
+  prefetchMultiplier: number;
+  amqpPassive: boolean;
+  amqpQueueArguments: string;
+  logLevel: string;
+  logFormat: 'pretty' | 'json';
+}
+
+const DEFAULT_REDIS = 'redis://127.0.0.1:6379/0';
+
+function env(name: string): string | undefined {
+  const v = process.env[name];
+  return v === undefined || v === '' ? undefined : v;
+}
+
+/** yargs option definitions shared by the commands that need them. */
+export const connectionOptions = {
+  broker: {
+    type: 'string',
+    describe: 'Celery broker URL: redis://, rediss:// or amqp:// (env CELERY_BROKER_URL, then REDIS_URL)',
+    default: env('CELERY_BROKER_URL') ?? env('REDIS_URL') ?? DEFAULT_REDIS,
+  },
+  'redis-url': {
+    type: 'string',
+    describe: 'Redis for plugin cache and liveness, also when the broker is RabbitMQ (env REDIS_URL)',
+    default: env('REDIS_URL') ?? DEFAULT_REDIS,
+  },
+  'database-url': {
+    type: 'string',
+    describe: "PostHog's database: postgres://… or sqlite:PATH (env DATABASE_URL)",
+    default: env('DATABASE_URL') ?? 'sqlite:./posthog-plugins.sqlite3',
+  },
+  'base-dir': {
+    type: 'string',
+    describe: 'Directory that relative file: plugin URLs are resolved against (env BASE_DIR)',
+    default: env('BASE_DIR') ?? process.cwd(),
+  },
+} satisfies Record<string, Options>;
+
+export const queueOptions = {
+  queue: {
+    type: 'string',
+    describe: 'Queue to consume process_event_with_plugins from (env PLUGINS_CELERY_QUEUE)',
+    default: env('PLUGINS_CELERY_QUEUE') ?? 'posthog-plugins',
+  },
+  'output-queue': {
+    type: 'string',
+    describe: 'Queue to publish process_event to (env CELERY_DEFAULT_QUEUE)',
+    default: env('CELERY_DEFAULT_QUEUE') ?? 'celery',
+  },
+} satisfies Record<string, Options>;
+
+export const sandboxOptions = {
+  'memory-limit-mb': { type: 'number', describe: 'Heap limit of each plugin isolate, MB (env PLUGIN_MEMORY_LIMIT_MB)', default: num('PLUGIN_MEMORY_LIMIT_MB', 64) },
+  'cpu-timeout-ms': { type: 'number', describe: 'CPU time per entry into a plugin, ms (env PLUGIN_CPU_TIMEOUT_MS)', default: num('PLUGIN_CPU_TIMEOUT_MS', 1000) },
+  'wall-timeout-ms': { type: 'number', describe: 'Wall-clock deadline per plugin call, ms (env PLUGIN_WALL_TIMEOUT_MS)', default: num('PLUGIN_WALL_TIMEOUT_MS', 10_000) },
+  'max-result-bytes': { type: 'number', describe: 'Largest result a plugin call may return, bytes (env PLUGIN_MAX_RESULT_BYTES)', default: num('PLUGIN_MAX_RESULT_BYTES', 16 * 1024 * 1024) },
+} satisfies Record<string, Options>;
+
+export const workerOptions = {
+  concurrency: { type: 'number', describe: 'Batches in flight at once in this process (env WORKER_CONCURRENCY)', default: num('WORKER_CONCURRENCY', 1) },
+  'batch-size': { type: 'number', describe: 'Messages taken from the broker per batch (env BATCH_SIZE)', default: num('BATCH_SIZE', 100) },
+  'visibility-timeout': { type: 'number', describe: "Redis: kombu's visibility_timeout in seconds, for restoring messages of vanished workers (env CELERY_VISIBILITY_TIMEOUT)", default: num('CELERY_VISIBILITY_TIMEOUT', 3600) },
+  'lease-ttl-ms': { type: 'number', describe: "Redis: how long a silent worker keeps its messages before others restore them, ms (env WORKER_LEASE_TTL_MS)", default: num('WORKER_LEASE_TTL_MS', 15_000) },
+  'prefetch-multiplier': { type: 'number', describe: 'AMQP: prefetch = batch size x concurrency x this (env CELERY_PREFETCH_MULTIPLIER)', default: num('CELERY_PREFETCH_MULTIPLIER', 1) },
+  'amqp-passive': { type: 'boolean', describe: 'AMQP: only check that queues exist, never declare them (env AMQP_PASSIVE)', default: env('AMQP_PASSIVE') === 'true' || env('AMQP_PASSIVE') === '1' },
+  'amqp-queue-arguments': { type: 'string', describe: 'AMQP: JSON queue arguments to declare with, e.g. {"x-max-priority":10} (env AMQP_QUEUE_ARGUMENTS)', default: env('AMQP_QUEUE_ARGUMENTS') ?? '' },
+} satisfies Record<string, Options>;
+
+export const logOptions = {
+  'log-level': { type: 'string', describe: 'error, warn, info, debug (env LOG_LEVEL)', default: env('LOG_LEVEL') ?? 'info' },
+  'log-format': { type: 'string', choices: ['pretty', 'json'], describe: 'Log format (env LOG_FORMAT)', default: env('LOG_FORMAT') === 'json' ? 'json' : 'pretty' },
+} satisfies Record<string, Options>;
+
+function num(name: string, fallback: number): number {
+  const v = env(name);
+  if (v === undefined) return fallback;
+  const n = Number(v);
+  if (!Number.isFinite(n)) throw new Error(`environment variable ${name} must be a number, got ${JSON.stringify(v)}`);
+  return n;
+}

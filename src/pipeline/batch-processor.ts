@@ -1,0 +1,133 @@
+import { decodeTask } from '../../protocol/decode';
+import { taskTiming } from '../../protocol/decode';
+import { encodeTaskV2 } from '../../protocol/encode';
+import { derivedUuid } from '../../protocol/ids';
+import {
+  PROCESS_EVENT_WITH_PLUGINS,
+  ingestionArgsFromTask,
+  processEventTask,
+  toPluginEvent,
+  toProcessEventKwargs,
+  type IngestionArgs,
+  type PluginEvent,
+} from '../../protocol/posthog';
+import type { TaskMessage } from '../../protocol/types';
+import type { Delivery, Outgoing } from '../brokers/broker';
+import type { Logger } from '../log';
+
+/** The part of the plugin manager the pipeline needs. */
+export interface ChainRunner {
+  runChain(teamId: number, events: PluginEvent[]): Promise<Array<PluginEvent | null>>;
+}
+
+export interface BatchProcessorOptions {
+  plugins: ChainRunner;
+  logger: Logger;
+  /** Celery `origin` header of what we publish. */
+  origin: string;
+  /** Queue for `process_event` (PostHog's CELERY_DEFAULT_QUEUE). */
+  outputQueue: string;
+  /** Clock, injectable so replay can judge `expires` against a given instant. */
+  now?: () => number;
+  /** Replay runs every task at once, whatever its eta. */
+  ignoreEta?: boolean;
+}
+
+/** What should happen to one delivery. */
+export type Outcome =
+  | { kind: 'ack'; delivery: Delivery; outputs: Outgoing[]; result: 'published' | 'dropped' | 'expired' }
+  | { kind: 'reject'; delivery: Delivery; reason: string }
+  | { kind: 'wait'; delivery: Delivery; dueMs: number };
+
+interface Runnable {
+  index: number;
+  delivery: Delivery;
+  task: TaskMessage;
+  args: IngestionArgs;
+}
+
+/**
+ * One batch of deliveries in, one outcome per delivery out (same order): decode, check task name and
+ * timing, run each team's plugin chain once over that team's events (in arrival order), and build the
+ * `process_event` messages for what survives. Broker-agnostic; `replay` uses it without any broker.
+ */
+export class BatchProcessor {
+  private readonly now: () => number;
+
+  constructor(private readonly opts: BatchProcessorOptions) {
+    this.now = opts.now ?? Date.now;
+  }
+
+  async process(deliveries: Delivery[]): Promise<Outcome[]> {
+    const outcomes: Outcome[] = new Array(deliveries.length);
+    const byTeam = new Map<number, Runnable[]>();
+    const now = this.now();
+
+    deliveries.forEach((delivery, index) => {
+      const decoded = decodeTask(delivery.message);
+      if (!decoded.ok) {
+        outcomes[index] = { kind: 'reject', delivery, reason: decoded.reason };
+        return;
+      }
+      const task = decoded.task;
+      if (task.task !== PROCESS_EVENT_WITH_PLUGINS) {
+        outcomes[index] = { kind: 'reject', delivery, reason: `unknown task ${JSON.stringify(task.task)} (this worker only handles ${PROCESS_EVENT_WITH_PLUGINS})` };
+        return;
+      }
+      const timing = taskTiming(task, now);
+      if (timing.state === 'expired') {
+        outcomes[index] = { kind: 'ack', delivery, outputs: [], result: 'expired' };
+        return;
+      }
+      if (timing.state === 'wait' && !this.opts.ignoreEta) {
+        outcomes[index] = { kind: 'wait', delivery, dueMs: timing.dueMs };
+        return;
+      }
+      const parsed = ingestionArgsFromTask(task);
+      if (!parsed.ok) {
+        outcomes[index] = { kind: 'reject', delivery, reason: parsed.reason };
+        return;
+      }
+      const team = parsed.args.team_id;
+      const list = byTeam.get(team) ?? [];
+      list.push({ index, delivery, task, args: parsed.args });
+      byTeam.set(team, list);
+    });
+
+    await Promise.all(
+      [...byTeam].map(async ([teamId, runnables]) => {
+        const results = await this.opts.plugins.runChain(
+          teamId,
+          runnables.map((r) => toPluginEvent(r.args)),
+        );
+        runnables.forEach((r, i) => {
+          const event = results[i] ?? null;
+          if (event === null) {
+            outcomes[r.index] = { kind: 'ack', delivery: r.delivery, outputs: [], result: 'dropped' };
+            return;
+          }
+          try {
+            outcomes[r.index] = { kind: 'ack', delivery: r.delivery, outputs: [this.output(r, event)], result: 'published' };
+          } catch (err) {
+            // A plugin returned something Python's process_event could not take (e.g. a numeric `now`):
+            // keep the input, with the reason, rather than publish a message that crashes a Python worker.
+            outcomes[r.index] = { kind: 'reject', delivery: r.delivery, reason: `plugins produced an event that cannot be published: ${(err as Error).message}` };
+          }
+        });
+      }),
+    );
+    return outcomes;
+  }
+
+  private output(r: Runnable, event: PluginEvent): Outgoing {
+    // The output id derives from the input id: a redelivered input yields the same task id again,
+    // so a duplicate is recognisable downstream, and replay output is byte-stable.
+    const task = processEventTask(toProcessEventKwargs(event, r.args), {
+      id: derivedUuid(`${r.task.id}:process_event`),
+      origin: this.opts.origin,
+      parentId: r.task.id,
+      rootId: r.task.rootId ?? r.task.id,
+    });
+    return { queue: this.opts.outputQueue, message: encodeTaskV2(task), priority: 0 };
+  }
+}

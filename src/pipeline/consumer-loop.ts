@@ -1,0 +1,125 @@
+import type { Broker, Delivery, Settlement } from '../brokers/broker';
+import type { Logger } from '../log';
+import type { BatchProcessor, Outcome } from './batch-processor';
+import { EtaScheduler } from './eta-scheduler';
+
+export interface ConsumerLoopOptions {
+  broker: Broker;
+  processor: BatchProcessor;
+  logger: Logger;
+  /** Messages taken from the broker per batch. */
+  batchSize: number;
+  /** Longest wait for a message before looking at timers again. */
+  pollMs?: number;
+}
+
+export interface ConsumerStats {
+  received: number;
+  published: number;
+  dropped: number;
+  expired: number;
+  rejected: number;
+  waiting: number;
+}
+
+/**
+ * The worker's main loop: receive a batch, process it, settle it (publish + ack together), repeat.
+ * Broker errors never end the loop: it backs off and tries again. stop() finishes the batch in hand,
+ * gives held (eta) messages back, and resolves when the loop has ended.
+ */
+export class ConsumerLoop {
+  private readonly eta = new EtaScheduler();
+  private running = false;
+  private finished: Promise<void> | null = null;
+  readonly stats: ConsumerStats = { received: 0, published: 0, dropped: 0, expired: 0, rejected: 0, waiting: 0 };
+
+  constructor(private readonly opts: ConsumerLoopOptions) {}
+
+  start(): void {
+    if (this.running) return;
+    this.running = true;
+    this.finished = this.run();
+  }
+
+  async stop(): Promise<void> {
+    this.running = false;
+    await this.finished;
+  }
+
+  private async run(): Promise<void> {
+    const { broker, logger } = this.opts;
+    let backoffMs = 100;
+    while (this.running) {
+      try {
+        const now = Date.now();
+        const due = this.eta.takeDue(now, this.opts.batchSize);
+        const wait = due.length > 0 ? 0 : Math.min(this.opts.pollMs ?? 1000, this.eta.msUntilNext(now));
+        const received = await broker.receive(this.opts.batchSize - due.length, wait);
+        this.stats.received += received.length;
+        if (due.length + received.length > 0) await this.handle([...due, ...received]);
+        backoffMs = 100;
+      } catch (err) {
+        if (!this.running) break;
+        logger.error(`consumer loop error, retrying in ${backoffMs} ms: ${(err as Error).message}`, { broker: broker.displayUrl });
+        await sleep(backoffMs);
+        backoffMs = Math.min(backoffMs * 2, 10_000);
+      }
+    }
+    const held = this.eta.drain();
+    if (held.length) {
+      await broker.settle(held.map((delivery): Settlement => ({ kind: 'requeue', delivery })));
+      logger.info(`gave ${held.length} eta message(s) back to the queue`);
+    }
+    this.stats.waiting = 0;
+  }
+
+  private async handle(batch: Delivery[]): Promise<void> {
+    const outcomes = await this.opts.processor.process(batch);
+    const settlements: Settlement[] = [];
+    for (const outcome of outcomes) {
+      this.record(outcome);
+      if (outcome.kind === 'wait') this.eta.hold(outcome.delivery, outcome.dueMs);
+      else if (outcome.kind === 'ack') settlements.push({ kind: 'ack', delivery: outcome.delivery, outputs: outcome.outputs });
+      else settlements.push(outcome);
+    }
+    await this.settleWithRetry(settlements);
+    this.stats.waiting = this.eta.size;
+  }
+
+  /**
+   * The outcomes are decided and the output ids are derived from the inputs, so settling again after a
+   * broker error is safe; giving up instead would leave the batch unacked until a restore. Keeps trying
+   * until it works or, once stopping, returns after one last failure (the messages stay unacked and are
+   * restored for another worker).
+   */
+  private async settleWithRetry(settlements: Settlement[]): Promise<void> {
+    let backoffMs = 100;
+    for (;;) {
+      try {
+        await this.opts.broker.settle(settlements);
+        return;
+      } catch (err) {
+        if (!this.running) throw err;
+        this.opts.logger.error(`could not settle ${settlements.length} message(s), retrying in ${backoffMs} ms: ${(err as Error).message}`);
+        await sleep(backoffMs);
+        backoffMs = Math.min(backoffMs * 2, 10_000);
+      }
+    }
+  }
+
+  private record(outcome: Outcome): void {
+    const { logger } = this.opts;
+    const taskId = outcome.delivery.message.headers['id'] ?? null;
+    if (outcome.kind === 'reject') {
+      this.stats.rejected++;
+      logger.warn(`set aside message: ${outcome.reason}`, { queue: outcome.delivery.queue, taskId, tag: outcome.delivery.tag });
+    } else if (outcome.kind === 'ack') {
+      this.stats[outcome.result]++;
+      if (outcome.result === 'expired') logger.info('task expired before it could run: acked without running it', { taskId });
+    }
+  }
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
