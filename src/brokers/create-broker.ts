@@ -1,5 +1,6 @@
 import type { Logger } from '../log';
 import type { Broker, SetAsideListener } from './broker';
+import { AmqpBroker } from './amqp/amqp-broker';
 import { RedisBroker } from './redis/redis-broker';
 
 export interface BrokerSettings {
@@ -29,6 +30,19 @@ export function createBroker(s: BrokerSettings): Broker {
         onSetAside: s.onSetAside,
         visibilityTimeoutS: s.visibilityTimeoutS,
         leaseTtlMs: s.leaseTtlMs,
+      });
+    case 'amqp':
+    case 'amqps':
+    case 'pyamqp':
+      return new AmqpBroker({
+        url: s.url.replace(/^pyamqp:/i, 'amqp:'),
+        inputQueue: s.inputQueue,
+        outputQueue: s.outputQueue,
+        logger: s.logger,
+        onSetAside: s.onSetAside,
+        prefetch: s.prefetch,
+        passive: s.amqpPassive,
+        queueArguments: s.amqpQueueArguments,
       });
     default:
       throw new Error(`unsupported broker URL scheme ${JSON.stringify(scheme)}: use redis://, rediss:// or amqp://`);

@@ -1,4 +1,5 @@
 import { hostname } from 'node:os';
+import { AmqpTopologyError } from '../brokers/amqp/errors';
 import { createBroker } from '../brokers/create-broker';
 import type { Logger } from '../log';
 import { BatchProcessor } from '../pipeline/batch-processor';
@@ -98,6 +99,8 @@ async function connectWithRetry(connect: () => Promise<void>, what: string, logg
       await connect();
       return;
     } catch (err) {
+      // A queue declared with other arguments will not fix itself: say so once and stop.
+      if (err instanceof AmqpTopologyError) throw err;
       logger.error(`cannot connect to broker ${what}: ${(err as Error).message}; retrying in ${delayMs} ms`);
       await new Promise((r) => setTimeout(r, delayMs));
       delayMs = Math.min(delayMs * 2, 10_000);

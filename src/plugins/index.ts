@@ -1,0 +1,10 @@
+export { PluginManager } from './manager';
+export type { PluginManagerOptions } from './manager';
+export { DEFAULT_LIMITS } from './types';
+export type { PluginEvent, SandboxLimits, ConfigInfo, SandboxErrorInfo } from './types';
+export { PluginVm, SandboxError } from './sandbox';
+export type { BatchOutcome, PluginVmSpec } from './sandbox';
+export { readPluginPath, readPluginFolder, readPluginFile, readPluginArchive, readPluginRowSource, resolveFileUrl, configSchemaOf, PluginSourceError } from './source';
+export type { PluginSourceCode } from './source';
+export { transpilePlugin, PluginCompileError } from './transpile';
+export { openArchive, sniffArchive } from './archive';

@@ -1,0 +1,488 @@
+import ivm from 'isolated-vm';
+import type { JsonObject } from '../../protocol/types';
+import type { Logger } from '../log';
+import type { PluginAttachment } from '../store/types';
+import { BOOT_SOURCE } from './boot';
+import { importNotAvailable } from './transpile';
+import { DEFAULT_LIMITS, SandboxErrorInfo, SandboxLimits } from './types';
+
+export type FailureKind =
+  | 'timeout' // isolated-vm `timeout` (CPU) fired
+  | 'deadline' // our wall-clock deadline passed
+  | 'memory' // isolate disposed by isolated-vm at its memory limit
+  | 'disposed' // isolate gone for another reason (closed while running)
+  | 'too-large' // results over maxResultBytes
+  | 'invalid-result' // the driver answered something malformed
+  | 'call' // the call rejected for another reason (e.g. an unhandled rejection inside the plugin)
+  | 'load' // plugin code failed to compile or run at load
+  | 'setup'; // setupPlugin threw or failed
+
+export class SandboxError extends Error {
+  constructor(
+    readonly kind: FailureKind,
+    message: string,
+    /** The error as thrown inside the isolate (for 'call', 'load', 'setup'). */
+    readonly original?: SandboxErrorInfo,
+  ) {
+    super(message);
+    this.name = original?.name ?? (kind === 'timeout' || kind === 'deadline' ? 'TimeoutError' : kind === 'memory' ? 'MemoryLimitError' : kind === 'too-large' ? 'ResultTooLargeError' : 'Error');
+  }
+
+  /** After these the isolate's state is unknown (or it is gone): dispose and recreate it. */
+  get needsRecycle(): boolean {
+    return this.kind === 'timeout' || this.kind === 'deadline' || this.kind === 'memory' || this.kind === 'disposed';
+  }
+
+  info(): SandboxErrorInfo {
+    if (this.original && (this.kind === 'call' || this.kind === 'load' || this.kind === 'setup')) {
+      return { ...this.original, message: this.kind === 'call' ? this.original.message : this.message };
+    }
+    return { name: this.name, message: this.message, stack: this.stack };
+  }
+}
+
+function errorInfo(err: unknown): SandboxErrorInfo {
+  if (typeof err === 'string') return { name: 'Error', message: err, thrownString: true };
+  const e = (err ?? {}) as { name?: unknown; message?: unknown; stack?: unknown };
+  const info: SandboxErrorInfo = {
+    name: typeof e.name === 'string' ? e.name : 'Error',
+    message: typeof e.message === 'string' ? e.message : String(err),
+  };
+  if (typeof e.stack === 'string') info.stack = e.stack;
+  return info;
+}
+
+export interface PluginVmSpec {
+  configId: number;
+  pluginId: number;
+  teamId: number;
+  name: string;
+  /** Transpiled CommonJS code. */
+  code: string;
+  /** For stack traces, e.g. "my-plugin/index.ts". */
+  filename: string;
+  config: JsonObject;
+  attachments: PluginAttachment[];
+  limits?: Partial<SandboxLimits>;
+  logger: Logger;
+  /** Console lines per config per second before lines are dropped (default 1000). */
+  maxLogLinesPerSecond?: number;
+}
+
+export interface BatchOutcome {
+  /** Per input: new event JSON, null = dropped, undefined = unchanged (error, not run, or no processEvent). */
+  outputs: Array<string | null | undefined>;
+  /** Per-event failures (thrown errors, and timeouts/memory found by the event-by-event rerun). */
+  errors: Array<{ index: number; error: SandboxErrorInfo }>;
+  /** Isolates disposed and recreated during this call. */
+  recreated: number;
+  /** Events this plugin did not get to run on (config failed or gave up after repeated fatal failures). */
+  notRun: number;
+  /** Set when the config became unusable during this call (recreate + setupPlugin failed). */
+  failure: SandboxErrorInfo | null;
+}
+
+interface DriverRefs {
+  run: ivm.Reference<(inputs: string[]) => Promise<string>>;
+  take: ivm.Reference<(keep: boolean) => Array<string | null | undefined> | null>;
+  setup: ivm.Reference<() => Promise<void>>;
+  teardown: ivm.Reference<() => Promise<void>>;
+  resolve: ivm.Reference<() => string>;
+}
+
+export interface ExportsInfo {
+  processEvent: boolean;
+  processEventBatch: boolean;
+  setupPlugin: boolean;
+  teardownPlugin: boolean;
+}
+
+const MAX_LOG_LINE = 4096;
+/** In the event-by-event rerun, give up on the rest of the call after this many fatal (isolate-killing) failures. */
+const MAX_FATAL_PER_CALL = 2;
+
+let lastBusyDisposeAt = 0;
+/** ms since an isolate was disposed while running (segfault-at-exit note: wait ≥100 ms before exiting). */
+export function msSinceBusyDispose(): number {
+  return Date.now() - lastBusyDisposeAt;
+}
+
+export function resolveLimits(limits: Partial<SandboxLimits> | undefined): SandboxLimits {
+  const l = { ...DEFAULT_LIMITS, ...(limits ?? {}) };
+  const int = (v: number, min: number, max: number): number => Math.min(max, Math.max(min, Math.floor(Number.isFinite(v) ? v : min)));
+  return {
+    memoryLimitMb: int(l.memoryLimitMb, 8, 1 << 20),
+    cpuTimeoutMs: int(l.cpuTimeoutMs, 1, 2 ** 31 - 1),
+    wallTimeoutMs: int(l.wallTimeoutMs, 1, 2 ** 31 - 1),
+    maxResultBytes: int(l.maxResultBytes, 1, Number.MAX_SAFE_INTEGER),
+  };
+}
+
+/**
+ * One plugin config in its own isolate. Every entry has isolated-vm's `timeout` and a wall-clock deadline;
+ * calls are serialised. After a timeout, deadline or memory-limit failure the isolate is disposed and a new one
+ * is created (code loaded and setupPlugin run again).
+ */
+export class PluginVm {
+  readonly limits: SandboxLimits;
+  state: 'new' | 'ready' | 'failed' | 'closed' = 'new';
+  /** Why the config is unusable (state 'failed'). */
+  failure: SandboxError | null = null;
+  exports: ExportsInfo = { processEvent: false, processEventBatch: false, setupPlugin: false, teardownPlugin: false };
+  /** Isolates created so far (1 after a successful start). */
+  generation = 0;
+
+  private isolate: ivm.Isolate | null = null;
+  private refs: DriverRefs | null = null;
+  private busy = false;
+  private pending = 0;
+  private closing = false;
+  private tail: Promise<unknown> = Promise.resolve();
+  private readonly logMeta: Record<string, unknown>;
+  private logWindowStart = 0;
+  private logCount = 0;
+  private logDropped = 0;
+
+  constructor(private readonly spec: PluginVmSpec) {
+    this.limits = resolveLimits(spec.limits);
+    this.logMeta = { pluginConfigId: spec.configId, pluginId: spec.pluginId, teamId: spec.teamId, plugin: spec.name };
+  }
+
+  get configId(): number {
+    return this.spec.configId;
+  }
+
+  /** Create the isolate, load the code, run setupPlugin. Throws SandboxError ('load' | 'setup' | limits). */
+  start(): Promise<void> {
+    return this.exclusive(() => this.startUnlocked());
+  }
+
+  /** Run processEvent over a batch of event JSON strings. Never throws. */
+  process(inputs: string[]): Promise<BatchOutcome> {
+    return this.exclusive(async () => {
+      const outcome = await this.processUnlocked(inputs);
+      if (this.closing) {
+        // Closed under our feet (shutdown/reload): not the plugin's fault, report nothing.
+        outcome.errors = [];
+        outcome.failure = null;
+      }
+      return outcome;
+    });
+  }
+
+  /** teardownPlugin (if exported), bounded by the limits; errors are logged. */
+  teardown(): Promise<void> {
+    return this.exclusive(async () => {
+      if (this.state !== 'ready' || !this.exports.teardownPlugin || !this.refs) return;
+      try {
+        await this.call(this.refs.teardown.apply(undefined, [], { result: { promise: true }, timeout: this.limits.cpuTimeoutMs }), 'teardownPlugin');
+      } catch (err) {
+        const e = this.classify(err, 'teardownPlugin');
+        this.spec.logger.warn(`teardownPlugin failed: ${e.message}`, this.logMeta);
+      }
+    });
+  }
+
+  /**
+   * From now on failures are not the plugin's: no recreation, no errors reported. In-flight calls finish (or are
+   * cut short by dispose()) and leave their events unchanged.
+   */
+  beginClose(): void {
+    this.closing = true;
+  }
+
+  /** Dispose the isolate now (even mid-call). Returns true when it was running. */
+  dispose(): boolean {
+    this.closing = true;
+    const wasBusy = this.busy;
+    this.disposeIsolate();
+    this.state = 'closed';
+    return wasBusy;
+  }
+
+  /** Heap statistics of the live isolate (tests, metrics). */
+  async heapUsedBytes(): Promise<number | null> {
+    if (!this.isolate || this.isolate.isDisposed) return null;
+    return (await this.isolate.getHeapStatistics()).used_heap_size;
+  }
+
+  // ------------------------------------------------------------------------------------------------ internals
+
+  private exclusive<T>(fn: () => Promise<T>): Promise<T> {
+    this.pending++;
+    const run = this.tail.then(fn, fn).finally(() => {
+      this.pending--;
+    });
+    this.tail = run.catch(() => undefined);
+    return run;
+  }
+
+  /** No call running or queued. */
+  get idle(): boolean {
+    return this.pending === 0;
+  }
+
+  private async startUnlocked(): Promise<void> {
+    if (this.closing || this.state === 'closed') throw new SandboxError('disposed', 'plugin VM is closed');
+    this.disposeIsolate();
+    this.generation++;
+    const { limits, spec } = this;
+    const timeout = limits.cpuTimeoutMs;
+    const isolate = new ivm.Isolate({ memoryLimit: limits.memoryLimitMb });
+    this.isolate = isolate;
+    try {
+      const context = await isolate.createContext();
+      const post = new ivm.Callback((level: unknown, line: unknown) => this.onConsole(level, line), { ignored: true });
+      const init = JSON.stringify({ config: spec.config, maxLogLine: MAX_LOG_LINE, importMessage: importNotAvailable('%s') });
+      const attachments = spec.attachments.map((a) => ({
+        key: a.key,
+        content_type: a.contentType,
+        file_name: a.fileName,
+        bytes: new Uint8Array(a.contents),
+        utf8: a.contents.toString('utf8'),
+        base64: a.contents.toString('base64'),
+      }));
+      const driver = await this.call(
+        context.evalClosure(BOOT_SOURCE, [post, init, attachments], { arguments: { copy: true }, result: { reference: true }, timeout }),
+        'boot',
+      );
+      const get = (k: string): ivm.Reference => driver.getSync(k, { reference: true }) as ivm.Reference;
+      const refs = {
+        run: get('run'),
+        take: get('take'),
+        setup: get('setup'),
+        teardown: get('teardown'),
+        resolve: get('resolve'),
+      } as DriverRefs;
+      driver.release();
+
+      try {
+        const script = await isolate.compileScript(spec.code, { filename: spec.filename });
+        await this.call(script.run(context, { timeout, release: true }), 'plugin load');
+        const info = await this.call(refs.resolve.apply(undefined, [], { result: { copy: true }, timeout }), 'plugin load');
+        this.exports = JSON.parse(String(info)) as ExportsInfo;
+      } catch (err) {
+        throw this.stageError(err, 'load', 'plugin load');
+      }
+      try {
+        await this.call(refs.setup.apply(undefined, [], { result: { promise: true }, timeout }), 'setupPlugin');
+      } catch (err) {
+        throw this.stageError(err, 'setup', 'setupPlugin');
+      }
+      this.refs = refs;
+      this.state = 'ready';
+      this.failure = null;
+    } catch (err) {
+      this.disposeIsolate();
+      const e = err instanceof SandboxError ? err : this.stageError(err, 'load', 'plugin load');
+      this.state = 'failed';
+      this.failure = e;
+      throw e;
+    }
+  }
+
+  /** A load/setup failure: keep the plugin's own error (name, message, stack), or the limit that stopped it. */
+  private stageError(err: unknown, kind: 'load' | 'setup', what: string): SandboxError {
+    const e = this.classify(err, what);
+    if (e.kind === 'call') return new SandboxError(kind, `${what} failed: ${e.message}`, e.original);
+    return new SandboxError(kind, `${what} failed: ${e.message}`, e.info());
+  }
+
+  private async processUnlocked(inputs: string[]): Promise<BatchOutcome> {
+    const n = inputs.length;
+    const outcome: BatchOutcome = { outputs: new Array<string | null | undefined>(n).fill(undefined), errors: [], recreated: 0, notRun: 0, failure: null };
+    if (n === 0) return outcome;
+    if (this.state !== 'ready') {
+      outcome.notRun = n;
+      return outcome;
+    }
+    if (!this.exports.processEvent && !this.exports.processEventBatch) return outcome; // passes events through
+    try {
+      const r = await this.runBatch(inputs);
+      outcome.outputs = r.outputs;
+      outcome.errors = r.errors;
+      return outcome;
+    } catch (err) {
+      const e = this.classify(err, 'processEvent');
+      if (e.needsRecycle) await this.recycle(outcome, e);
+      if (n === 1) {
+        outcome.errors.push({ index: 0, error: e.info() });
+        return outcome;
+      }
+      this.spec.logger.warn(`processEvent batch of ${n} failed (${e.message}); rerunning event by event`, this.logMeta);
+    }
+    // Event by event, so only the offending event keeps its previous value.
+    let fatal = 0;
+    for (let i = 0; i < n; i++) {
+      if (this.state !== 'ready' || fatal >= MAX_FATAL_PER_CALL) {
+        outcome.notRun++;
+        continue;
+      }
+      try {
+        const r = await this.runBatch([inputs[i]]);
+        outcome.outputs[i] = r.outputs[0];
+        for (const er of r.errors) outcome.errors.push({ index: i, error: er.error });
+      } catch (err) {
+        const e = this.classify(err, 'processEvent');
+        outcome.errors.push({ index: i, error: e.info() });
+        if (e.needsRecycle) {
+          fatal++;
+          await this.recycle(outcome, e);
+        }
+      }
+    }
+    if (outcome.notRun > 0 && this.state === 'ready') {
+      this.spec.logger.warn(`gave up on ${outcome.notRun} event(s) after ${fatal} fatal failures in one call; they pass through unchanged`, this.logMeta);
+    }
+    return outcome;
+  }
+
+  private async recycle(outcome: BatchOutcome, cause: SandboxError): Promise<void> {
+    if (this.closing) {
+      this.disposeIsolate();
+      this.state = 'closed';
+      return;
+    }
+    outcome.recreated++;
+    this.spec.logger.warn(`recreating isolate after: ${cause.message}`, this.logMeta);
+    try {
+      await this.startUnlocked();
+    } catch (err) {
+      const e = err instanceof SandboxError ? err : this.classify(err, 'restart');
+      outcome.failure = e.info();
+      this.spec.logger.error(`plugin could not be restarted, skipping it until reload: ${e.message}`, this.logMeta);
+    }
+  }
+
+  private async runBatch(inputs: string[]): Promise<{ outputs: Array<string | null | undefined>; errors: Array<{ index: number; error: SandboxErrorInfo }> }> {
+    const refs = this.refs;
+    if (!refs || !this.isolate || this.isolate.isDisposed) throw new SandboxError('disposed', 'isolate is not running');
+    const { cpuTimeoutMs: timeout, maxResultBytes } = this.limits;
+    const n = inputs.length;
+    const summaryJson = await this.call(
+      refs.run.apply(undefined, [inputs], { arguments: { copy: true }, result: { promise: true, copy: true }, timeout }),
+      'processEvent',
+    );
+    if (typeof summaryJson !== 'string' || summaryJson.length > maxResultBytes) {
+      throw new SandboxError('invalid-result', 'sandbox driver returned an invalid summary');
+    }
+    let summary: { bytes?: unknown; errors?: unknown };
+    try {
+      summary = JSON.parse(summaryJson) as typeof summary;
+    } catch {
+      throw new SandboxError('invalid-result', 'sandbox driver returned an invalid summary');
+    }
+    const reported = typeof summary.bytes === 'number' ? summary.bytes : Infinity;
+    if (reported > maxResultBytes) {
+      refs.take.applySync(undefined, [false], { timeout });
+      throw new SandboxError('too-large', `processEvent results too large: ${reported} bytes for ${n} event(s), limit ${maxResultBytes}`);
+    }
+    const out = refs.take.applySync(undefined, [true], { result: { copy: true }, timeout }) as unknown;
+    if (!Array.isArray(out) || out.length !== n) throw new SandboxError('invalid-result', 'sandbox driver returned an invalid result list');
+
+    const errors: Array<{ index: number; error: SandboxErrorInfo }> = [];
+    const outputs = new Array<string | null | undefined>(n);
+    let total = 0;
+    for (let i = 0; i < n; i++) {
+      const v = out[i] as unknown;
+      if (typeof v === 'string') {
+        total += v.length;
+        if (v.charCodeAt(0) === 123 /* { */) outputs[i] = v;
+        else errors.push({ index: i, error: { name: 'TypeError', message: 'processEvent result is not a JSON object' } });
+      } else if (v === null || v === undefined) {
+        outputs[i] = v;
+      } else {
+        errors.push({ index: i, error: { name: 'TypeError', message: 'processEvent result is not a JSON object' } });
+      }
+    }
+    if (total > maxResultBytes) {
+      throw new SandboxError('too-large', `processEvent results too large: ${total} bytes for ${n} event(s), limit ${maxResultBytes}`);
+    }
+    if (Array.isArray(summary.errors)) {
+      for (const raw of summary.errors as unknown[]) {
+        const r = (raw ?? {}) as Record<string, unknown>;
+        const index = typeof r.i === 'number' && Number.isInteger(r.i) && r.i >= 0 && r.i < n ? r.i : -1;
+        if (index < 0) continue;
+        const error: SandboxErrorInfo = {
+          name: typeof r.name === 'string' ? r.name : 'Error',
+          message: typeof r.message === 'string' ? r.message : 'unknown error',
+        };
+        if (typeof r.stack === 'string') error.stack = r.stack;
+        if (r.thrownString === true) error.thrownString = true;
+        outputs[index] = undefined;
+        errors.push({ index, error });
+      }
+    }
+    return { outputs, errors };
+  }
+
+  /** Await an isolate call under the wall-clock deadline; on the deadline the isolate is disposed. */
+  private async call<T>(p: Promise<T>, what: string): Promise<T> {
+    const ms = this.limits.wallTimeoutMs;
+    let timer: NodeJS.Timeout | undefined;
+    p.catch(() => undefined); // may reject after the deadline ("Promise was abandoned")
+    const deadline = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        this.disposeIsolate();
+        reject(new SandboxError('deadline', `${what} did not finish within ${ms} ms (wall-clock deadline)`));
+      }, ms);
+    });
+    this.busy = true;
+    try {
+      return await Promise.race([p, deadline]);
+    } finally {
+      this.busy = false;
+      clearTimeout(timer);
+    }
+  }
+
+  private classify(err: unknown, what: string): SandboxError {
+    if (err instanceof SandboxError) return err;
+    const info = errorInfo(err);
+    const msg = info.message;
+    if (/memory limit/i.test(msg)) {
+      this.disposeIsolate();
+      return new SandboxError('memory', `${what} exceeded the memory limit of ${this.limits.memoryLimitMb} MB (${msg})`);
+    }
+    if (msg === 'Script execution timed out.' || /execution timed out/i.test(msg)) {
+      return new SandboxError('timeout', `${what} exceeded the CPU time limit of ${this.limits.cpuTimeoutMs} ms`);
+    }
+    if (!this.isolate || this.isolate.isDisposed) {
+      return new SandboxError('disposed', `${what} failed: isolate was disposed (${msg})`);
+    }
+    return new SandboxError('call', msg, info);
+  }
+
+  private disposeIsolate(): void {
+    const iso = this.isolate;
+    this.isolate = null;
+    this.refs = null;
+    if (iso && !iso.isDisposed) {
+      if (this.busy) lastBusyDisposeAt = Date.now();
+      try {
+        iso.dispose();
+      } catch {
+        // already disposed
+      }
+    }
+  }
+
+  private onConsole(level: unknown, line: unknown): void {
+    const now = Date.now();
+    if (now - this.logWindowStart >= 1000) {
+      if (this.logDropped > 0) {
+        this.spec.logger.warn(`dropped ${this.logDropped} console line(s) over the rate limit`, this.logMeta);
+      }
+      this.logWindowStart = now;
+      this.logCount = 0;
+      this.logDropped = 0;
+    }
+    if (++this.logCount > (this.spec.maxLogLinesPerSecond ?? 1000)) {
+      this.logDropped++;
+      return;
+    }
+    const text = typeof line === 'string' ? line.slice(0, MAX_LOG_LINE + 64) : String(line).slice(0, MAX_LOG_LINE);
+    const lvl = level === 'error' ? 'error' : level === 'warn' ? 'warn' : level === 'debug' ? 'debug' : 'info';
+    this.spec.logger.log(lvl, text, { ...this.logMeta, source: 'console' });
+  }
+}
