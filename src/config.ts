@@ -2,30 +2,9 @@ import type { Options } from 'yargs';
 
 /**
  * Every setting, with PostHog's names and defaults: each one can be given as a flag or as the environment
- * variable in `env` (flags win). CELERY_BROKER_URL falls back to REDIS_URL as in PostHog's settings.
+ * variable named in its description (flags win). CELERY_BROKER_URL falls back to REDIS_URL as in PostHog's
+ * settings.
  */
-export interface Settings {
-  broker: string;
-  redisUrl: string;
-  databaseUrl: string;
-  queue: string;
-  outputQueue: string;
-  baseDir: string;
-  concurrency: number;
-  batchSize: number;
-  memoryLimitMb: number;
-  cpuTimeoutMs: number;
-  wallTimeoutMs: number;
-  maxResultBytes: number;
-  visibilityTimeout: number;
-  leaseTtlMs: number;
-  prefetchMultiplier: number;
-  amqpPassive: boolean;
-  amqpQueueArguments: string;
-  logLevel: string;
-  logFormat: 'pretty' | 'json';
-}
-
 const DEFAULT_REDIS = 'redis://127.0.0.1:6379/0';
 
 function env(name: string): string | undefined {
@@ -39,11 +18,6 @@ export const connectionOptions = {
     type: 'string',
     describe: 'Celery broker URL: redis://, rediss:// or amqp:// (env CELERY_BROKER_URL, then REDIS_URL)',
     default: env('CELERY_BROKER_URL') ?? env('REDIS_URL') ?? DEFAULT_REDIS,
-  },
-  'redis-url': {
-    type: 'string',
-    describe: 'Redis for plugin cache and liveness, also when the broker is RabbitMQ (env REDIS_URL)',
-    default: env('REDIS_URL') ?? DEFAULT_REDIS,
   },
   'database-url': {
     type: 'string',
