@@ -42,7 +42,7 @@ export async function runReplay(args: ReplayArgs, plugins: ChainRunner, logger: 
     now: () => nowMs,
     ignoreEta: true,
   });
-  const out: Writable = args.out ? createWriteStream(args.out) : process.stdout;
+  const out: Writable = args.out ? await openOutput(args.out) : process.stdout;
   const summary: ReplaySummary = { read: 0, published: 0, dropped: 0, expired: 0, rejected: 0 };
   let batch: Delivery[] = [];
 
@@ -89,6 +89,18 @@ export async function runReplay(args: ReplayArgs, plugins: ChainRunner, logger: 
   if (out !== process.stdout) await new Promise<void>((resolve, reject) => out.end((err?: Error | null) => (err ? reject(err) : resolve())));
   logger.info(`replayed ${summary.read} message(s)`, summary);
   return summary;
+}
+
+/**
+ * The --out file, opened before any message is processed: a path that cannot be written is reported as an
+ * error (exit 1) instead of an unhandled stream 'error' event crashing the process mid-replay.
+ */
+function openOutput(file: string): Promise<Writable> {
+  return new Promise((resolve, reject) => {
+    const stream = createWriteStream(file);
+    stream.once('error', (err) => reject(new Error(`cannot write ${file}: ${err.message}`)));
+    stream.once('open', () => resolve(stream));
+  });
 }
 
 function write(stream: Writable, text: string): Promise<void> {
