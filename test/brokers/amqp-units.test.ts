@@ -64,7 +64,7 @@ describe('parseAmqpUrl', () => {
 });
 
 describe('describeDeclareError', () => {
-  const ctx = { kind: 'queue' as const, name: 'q', vhost: '/', passive: false, queueArguments: {} };
+  const ctx = { kind: 'queue' as const, name: 'q', vhost: '/', passive: false, queueArguments: {}, argumentsFlag: '--amqp-queue-arguments' };
   const amqplibError = (code: number, text: string): Error =>
     Object.assign(new Error(`Operation failed: QueueDeclare; ${code} (PRECONDITION-FAILED) with message "${text}"`), { code });
 

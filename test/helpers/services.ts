@@ -10,15 +10,25 @@
  * | Redis dbs 1–9                         | integration test files, one db per file (or per suite),    |
  * |                                       | assigned on request: add `<db>: <file>` to REDIS_DBS below |
  * |                                       | taken: 1, 2 test/integration/pipeline.test.ts;             |
+ * |                                       |        3 test/integration/crash.test.ts;                   |
+ * |                                       |        5 test/integration/replay.test.ts;                  |
+ * |                                       |        6 test/integration/timing.test.ts;                  |
+ * |                                       |        7 test/integration/supervisor.test.ts;              |
+ * |                                       |        8 test/integration/fatal-oom.test.ts;               |
  * |                                       |        9 test/brokers/redis-broker.test.ts                 |
- * | Redis db 10–13                        | spare (ask before use)                                     |
+ * | Redis db 10, 11, 13                   | spare (ask before use)                                     |
+ * | Redis db 12                           | test/bench/run.ts (`make bench`; flushed on each run)      |
  * | Redis db 14                           | test/helpers/harness.test.ts (the harness's own test)      |
  * | Redis db 15                           | fixtures/capture/capture.py (scratch, flushed on each run) |
  * | RabbitMQ vhost `/`                    | nobody (manual runs)                                       |
  * | RabbitMQ vhosts `posthog-plugins-test-<name>` | the test file <name>; in use: `-harness`            |
  * |                                       | (harness.test.ts), `-amqp` (test/brokers/amqp.test.ts),    |
  * |                                       | `-pipeline-sqlite`, `-pipeline-postgres` (pipeline.test.ts)|
+ * |                                       | `-supervisor` (test/integration/supervisor.test.ts)        |
+ * |                                       | `-crash` (test/integration/crash.test.ts),                 |
+ * |                                       | `-shared` (test/integration/shared-queue.test.ts)          |
  * | RabbitMQ vhost `posthog-plugins-capture` | fixtures/capture/capture.py                             |
+ * | RabbitMQ vhost `posthog-plugins-bench` | test/bench/run.ts (`make bench`; reset on each run)       |
  * | Postgres dbs `posthog_plugins_test_<name>` | the test file <name> (create with ensurePgDatabase);  |
  * |                                       | in use: `_pipeline_redis`, `_pipeline_rabbitmq`            |
  * | Postgres dbs `postgres`, `root`       | nobody: maintenance connections only                       |
@@ -40,12 +50,20 @@ export const REDIS_DBS: Readonly<Record<number, string>> = {
   1: 'test/integration/pipeline.test.ts (redis, sqlite)',
   2: 'test/integration/pipeline.test.ts (redis, postgres)',
   3: 'test/integration/crash.test.ts',
+  5: 'test/integration/replay.test.ts (Python sink for the replay output)',
+  6: 'test/integration/timing.test.ts',
+  7: 'test/integration/supervisor.test.ts',
+  8: 'test/integration/fatal-oom.test.ts',
   9: 'test/brokers/redis-broker.test.ts',
 };
 /** The harness's own test (test/helpers/harness.test.ts). */
 export const HARNESS_REDIS_DB = 14;
 /** Scratch db of fixtures/capture/capture.py. */
 export const CAPTURE_REDIS_DB = 15;
+/** `make bench` (test/bench/run.ts): flushed at the start and end of each run. */
+export const BENCH_REDIS_DB = 12;
+/** `make bench` (test/bench/run.ts): deleted and recreated at the start of each run. */
+export const BENCH_VHOST = 'posthog-plugins-bench';
 
 const REDIS_BASE = (process.env.TEST_REDIS_BASE ?? 'redis://127.0.0.1:6379').replace(/\/+$/, '');
 const AMQP_BASE = (process.env.TEST_AMQP_BASE ?? 'amqp://guest:guest@127.0.0.1:5672').replace(/\/+$/, '');

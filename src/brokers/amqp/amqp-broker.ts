@@ -24,6 +24,11 @@ export interface AmqpBrokerOptions {
   passive?: boolean;
   /** Arguments for declaring the input/output queues (and other publish destinations), e.g. {'x-max-priority': 10}. */
   queueArguments?: Record<string, unknown>;
+  /**
+   * Arguments for the output queue and any other destination. Separate from the input's because PostHog's Python
+   * workers declare `celery` themselves (without arguments by default): both sides must declare it identically.
+   */
+  outputQueueArguments?: Record<string, unknown>;
   /** Heartbeat in seconds (0 = off). Default: the URL's `?heartbeat=`, else 60. */
   heartbeat?: number;
   logger: Logger;
@@ -165,6 +170,7 @@ export class AmqpBroker implements Broker {
   private readonly opts: typeof DEFAULTS & AmqpBrokerOptions;
   private readonly setAsideQueue: string;
   private readonly queueArguments: Record<string, JsonValue>;
+  private readonly outputQueueArguments: Record<string, JsonValue>;
   private readonly logger: Logger;
 
   private state: State = 'idle';
@@ -197,6 +203,7 @@ export class AmqpBroker implements Broker {
     this.opts = { ...DEFAULTS, ...fromUrl, ...given };
     this.setAsideQueue = options.setAsideQueue ?? `${options.inputQueue}.rejected`;
     this.queueArguments = { ...(options.queueArguments ?? {}) } as Record<string, JsonValue>;
+    this.outputQueueArguments = { ...(options.outputQueueArguments ?? {}) } as Record<string, JsonValue>;
     this.logger = options.logger;
     if (!Number.isInteger(this.opts.prefetch) || this.opts.prefetch < 0 || this.opts.prefetch > 65535) {
       throw new Error(`AMQP prefetch must be an integer 0..65535, got ${this.opts.prefetch}`);
@@ -604,8 +611,16 @@ export class AmqpBroker implements Broker {
     }
   }
 
+  /** The input queue has its own arguments; every other Celery queue we declare shares the output's. */
+  private argumentsFor(queue: string): { flag: string; args: Record<string, JsonValue> } {
+    return queue === this.opts.inputQueue
+      ? { flag: '--amqp-queue-arguments', args: this.queueArguments }
+      : { flag: '--amqp-output-queue-arguments', args: this.outputQueueArguments };
+  }
+
   private describe(err: unknown, kind: 'queue' | 'exchange', name: string): Error {
-    return describeDeclareError(err, { kind, name, vhost: this.url.vhost, passive: !!this.opts.passive, queueArguments: this.queueArguments });
+    const { flag, args } = this.argumentsFor(name);
+    return describeDeclareError(err, { kind, name, vhost: this.url.vhost, passive: !!this.opts.passive, queueArguments: args, argumentsFlag: flag });
   }
 
   /**
@@ -634,7 +649,7 @@ export class AmqpBroker implements Broker {
         await ch.assertExchange(queue, 'direct', { durable: true, autoDelete: false, internal: false });
         stage = 'queue';
         // Integers typed like py-amqp writes them ('I' signedint), so RabbitMQ stores exactly what Celery declares.
-        await ch.assertQueue(queue, { durable: true, exclusive: false, autoDelete: false, arguments: pyAmqpFieldTable(this.queueArguments) });
+        await ch.assertQueue(queue, { durable: true, exclusive: false, autoDelete: false, arguments: pyAmqpFieldTable(this.argumentsFor(queue).args) });
         await ch.bindQueue(queue, queue, queue);
       });
     } catch (err) {

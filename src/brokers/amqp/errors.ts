@@ -55,7 +55,9 @@ export interface DescribeContext {
   name: string;
   vhost: string;
   passive: boolean;
+  /** The arguments we declared this queue with, and the option that sets them (named in the advice). */
   queueArguments: Record<string, JsonValue>;
+  argumentsFlag: string;
 }
 
 /**
@@ -80,7 +82,7 @@ export function describeDeclareError(err: unknown, ctx: DescribeContext): Error 
       advice =
         `Declarations must match exactly (Python Celery workers declare the same queue at start). Either start with ` +
         `--amqp-passive (use the existing queue as it is, declare nothing) or match its arguments with ` +
-        `--amqp-queue-arguments '${JSON.stringify(suggested)}'.`;
+        `${ctx.argumentsFlag} '${JSON.stringify(suggested)}'.`;
     } else if (kind === 'queue') {
       advice =
         `Celery declares its queues durable, not exclusive, not auto-delete; this one was created differently by something ` +
