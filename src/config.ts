@@ -1,3 +1,4 @@
+import { availableParallelism } from 'node:os';
 import type { Options } from 'yargs';
 
 /**
@@ -47,18 +48,32 @@ export const queueOptions = {
 export const sandboxOptions = {
   'memory-limit-mb': { type: 'number', describe: 'Heap limit of each plugin isolate, MB (env PLUGIN_MEMORY_LIMIT_MB)', default: num('PLUGIN_MEMORY_LIMIT_MB', 64) },
   'cpu-timeout-ms': { type: 'number', describe: 'CPU time per entry into a plugin, ms (env PLUGIN_CPU_TIMEOUT_MS)', default: num('PLUGIN_CPU_TIMEOUT_MS', 1000) },
-  'wall-timeout-ms': { type: 'number', describe: 'Wall-clock deadline per plugin call, ms (env PLUGIN_WALL_TIMEOUT_MS)', default: num('PLUGIN_WALL_TIMEOUT_MS', 10_000) },
+  'wall-timeout-ms': { type: 'number', describe: 'Wall-clock deadline per plugin call, ms (env PLUGIN_WALL_TIMEOUT_MS)', default: num('PLUGIN_WALL_TIMEOUT_MS', 30_000) },
   'max-result-bytes': { type: 'number', describe: 'Largest result a plugin call may return, bytes (env PLUGIN_MAX_RESULT_BYTES)', default: num('PLUGIN_MAX_RESULT_BYTES', 16 * 1024 * 1024) },
+  'fetch-timeout-ms': { type: 'number', describe: 'Whole plugin fetch (DNS, connect, redirects, body), ms (env PLUGIN_FETCH_TIMEOUT_MS)', default: num('PLUGIN_FETCH_TIMEOUT_MS', 10_000) },
+  'fetch-max-bytes': { type: 'number', describe: 'Largest plugin fetch response (after decompression) and request body, bytes (env PLUGIN_FETCH_MAX_BYTES)', default: num('PLUGIN_FETCH_MAX_BYTES', 5 * 1024 * 1024) },
+  'fetch-allow': { type: 'string', describe: 'Hosts, *.domains, IPs and CIDRs plugin fetch may reach although loopback/private/link-local/metadata, comma-separated (env PLUGIN_FETCH_ALLOW)', default: env('PLUGIN_FETCH_ALLOW') ?? '' },
 } satisfies Record<string, Options>;
 
 export const workerOptions = {
-  concurrency: { type: 'number', describe: 'Batches in flight at once in this process (env WORKER_CONCURRENCY)', default: num('WORKER_CONCURRENCY', 1) },
+  concurrency: { type: 'number', describe: 'Batches in flight at once in each worker process (env WORKER_CONCURRENCY)', default: num('WORKER_CONCURRENCY', 1) },
   'batch-size': { type: 'number', describe: 'Messages taken from the broker per batch (env BATCH_SIZE)', default: num('BATCH_SIZE', 100) },
   'visibility-timeout': { type: 'number', describe: "Redis: kombu's visibility_timeout in seconds, for restoring messages of vanished workers (env CELERY_VISIBILITY_TIMEOUT)", default: num('CELERY_VISIBILITY_TIMEOUT', 3600) },
   'lease-ttl-ms': { type: 'number', describe: "Redis: how long a silent worker keeps its messages before others restore them, ms (env WORKER_LEASE_TTL_MS)", default: num('WORKER_LEASE_TTL_MS', 15_000) },
   'prefetch-multiplier': { type: 'number', describe: 'AMQP: prefetch = batch size x concurrency x this (env CELERY_PREFETCH_MULTIPLIER)', default: num('CELERY_PREFETCH_MULTIPLIER', 1) },
   'amqp-passive': { type: 'boolean', describe: 'AMQP: only check that queues exist, never declare them (env AMQP_PASSIVE)', default: env('AMQP_PASSIVE') === 'true' || env('AMQP_PASSIVE') === '1' },
-  'amqp-queue-arguments': { type: 'string', describe: 'AMQP: JSON queue arguments to declare with, e.g. {"x-max-priority":10} (env AMQP_QUEUE_ARGUMENTS)', default: env('AMQP_QUEUE_ARGUMENTS') ?? '' },
+  'amqp-queue-arguments': { type: 'string', describe: 'AMQP: JSON arguments to declare the input queue with, e.g. {"x-max-priority":10} (env AMQP_QUEUE_ARGUMENTS)', default: env('AMQP_QUEUE_ARGUMENTS') ?? '' },
+  'amqp-output-queue-arguments': { type: 'string', describe: 'AMQP: JSON arguments to declare the output queue with; must match what the Python workers declare (env AMQP_OUTPUT_QUEUE_ARGUMENTS)', default: env('AMQP_OUTPUT_QUEUE_ARGUMENTS') ?? '' },
+} satisfies Record<string, Options>;
+
+/** `start` only: the worker processes it supervises. */
+export const supervisorOptions = {
+  workers: { type: 'number', describe: 'Worker processes, each a complete consumer with its own plugins (env WORKER_PROCESSES; default: one per core)', default: num('WORKER_PROCESSES', availableParallelism()) },
+  'heartbeat-interval-ms': { type: 'number', describe: 'How often each worker process is asked whether it is alive, ms (env WORKER_HEARTBEAT_INTERVAL_MS)', default: num('WORKER_HEARTBEAT_INTERVAL_MS', 2_000) },
+  'heartbeat-timeout-ms': { type: 'number', describe: 'A worker process that has not answered for this long is killed and replaced, ms (env WORKER_HEARTBEAT_TIMEOUT_MS)', default: num('WORKER_HEARTBEAT_TIMEOUT_MS', 30_000) },
+  'shutdown-timeout-ms': { type: 'number', describe: 'On SIGTERM, how long worker processes get to finish before they are killed, ms (env WORKER_SHUTDOWN_TIMEOUT_MS)', default: num('WORKER_SHUTDOWN_TIMEOUT_MS', 30_000) },
+  'crash-limit': { type: 'number', describe: 'A plugin config that crashes its worker process this many times within --crash-window-ms is disabled (env PLUGIN_CRASH_LIMIT)', default: num('PLUGIN_CRASH_LIMIT', 3) },
+  'crash-window-ms': { type: 'number', describe: 'Window for --crash-limit, ms (env PLUGIN_CRASH_WINDOW_MS)', default: num('PLUGIN_CRASH_WINDOW_MS', 600_000) },
 } satisfies Record<string, Options>;
 
 export const logOptions = {

@@ -43,6 +43,12 @@ export interface Broker {
   settle(settlements: Settlement[]): Promise<void>;
   /** Publish without any delivery to ack (plugin-originated tasks). */
   publish(outgoing: Outgoing[]): Promise<void>;
+  /**
+   * The pipeline holds `delta` more (or, negative, fewer) deliveries back until their eta. A broker that limits
+   * unacked deliveries (AMQP prefetch) widens the limit by that much, as Celery does, so held messages never
+   * stall the ones behind them. Redis has no such limit.
+   */
+  adjustHeld?(delta: number): void;
   /** Give every unsettled delivery back to its queue and disconnect. */
   close(): Promise<void>;
 }

@@ -14,6 +14,7 @@ export interface BrokerSettings {
   prefetch: number;
   amqpPassive: boolean;
   amqpQueueArguments: Record<string, unknown>;
+  amqpOutputQueueArguments: Record<string, unknown>;
 }
 
 /** Pick the broker implementation from the URL scheme alone, as Celery does. */
@@ -43,6 +44,7 @@ export function createBroker(s: BrokerSettings): Broker {
         prefetch: s.prefetch,
         passive: s.amqpPassive,
         queueArguments: s.amqpQueueArguments,
+        outputQueueArguments: s.amqpOutputQueueArguments,
       });
     default:
       throw new Error(`unsupported broker URL scheme ${JSON.stringify(scheme)}: use redis://, rediss:// or amqp://`);

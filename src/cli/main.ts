@@ -1,6 +1,6 @@
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
-import { connectionOptions, logOptions, queueOptions, sandboxOptions, workerOptions } from '../config';
+import { connectionOptions, logOptions, queueOptions, sandboxOptions, supervisorOptions, workerOptions } from '../config';
 import { createLogger, type LogFormat, type Logger } from '../log';
 
 /**
@@ -17,10 +17,12 @@ async function main(): Promise<void> {
     .usage('$0 <command> [options]\n\nRuns PostHog plugins on Celery process_event_with_plugins tasks and hands the results to Python Celery.')
     .command(
       'start',
-      'Consume process_event_with_plugins, run the plugins, publish process_event (until SIGTERM)',
-      (y) => y.options({ ...connectionOptions, ...queueOptions, ...sandboxOptions, ...workerOptions, ...logOptions }),
+      'Consume process_event_with_plugins, run the plugins, publish process_event (until SIGTERM), in supervised worker processes',
+      (y) => y.options({ ...connectionOptions, ...queueOptions, ...sandboxOptions, ...workerOptions, ...supervisorOptions, ...logOptions }),
       async (argv) => {
         const { runStart } = await import('./start');
+        // A start that cannot go on (bad settings, a queue RabbitMQ will not let us declare) says why and exits 1,
+        // without yargs' usage text: the command line was fine.
         await runStart(
           {
             broker: argv.broker,
@@ -34,16 +36,45 @@ async function main(): Promise<void> {
             cpuTimeoutMs: argv['cpu-timeout-ms'],
             wallTimeoutMs: argv['wall-timeout-ms'],
             maxResultBytes: argv['max-result-bytes'],
+            fetchTimeoutMs: argv['fetch-timeout-ms'],
+            fetchMaxBytes: argv['fetch-max-bytes'],
+            fetchAllow: argv['fetch-allow'],
             visibilityTimeout: argv['visibility-timeout'],
             leaseTtlMs: argv['lease-ttl-ms'],
             prefetchMultiplier: argv['prefetch-multiplier'],
             amqpPassive: argv['amqp-passive'],
             amqpQueueArguments: argv['amqp-queue-arguments'],
+            amqpOutputQueueArguments: argv['amqp-output-queue-arguments'],
           },
+          {
+            workers: argv.workers,
+            heartbeatIntervalMs: argv['heartbeat-interval-ms'],
+            heartbeatTimeoutMs: argv['heartbeat-timeout-ms'],
+            shutdownTimeoutMs: argv['shutdown-timeout-ms'],
+            crashLimit: argv['crash-limit'],
+            crashWindowMs: argv['crash-window-ms'],
+          },
+          { level: argv['log-level'], format: argv['log-format'] },
           loggerFor(argv),
-        );
+        ).catch((err: Error) => {
+          process.stderr.write(`posthog-plugins: ${err.message}\n`);
+          process.exit(1);
+        });
+        process.exit(0);
       },
     )
+    // Internal: one worker process of `start` (settings come from the supervisor). Not listed in --help.
+    .command({
+      command: 'worker',
+      describe: false,
+      handler: async () => {
+        const { runWorker } = await import('./worker');
+        await runWorker().catch((err: Error) => {
+          process.stderr.write(`posthog-plugins: ${err.message}\n`);
+          process.exit(1);
+        });
+      },
+    })
     .command(
       'migrate',
       "Create PostHog's plugin tables where they are missing (SQLite file or an empty Postgres)",
@@ -130,6 +161,7 @@ async function main(): Promise<void> {
               wallTimeoutMs: argv['wall-timeout-ms'],
               maxResultBytes: argv['max-result-bytes'],
             },
+            fetch: { timeoutMs: argv['fetch-timeout-ms'], maxBytes: argv['fetch-max-bytes'], allow: argv['fetch-allow'] },
           },
           loggerFor(argv),
         );

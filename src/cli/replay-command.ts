@@ -1,6 +1,6 @@
 import type { Logger } from '../log';
 import { PluginManager } from '../plugins/manager';
-import type { SandboxLimits } from '../plugins/types';
+import type { FetchOptions, SandboxLimits } from '../plugins/types';
 import { openStore } from './open-store';
 import { runReplay, type ReplayArgs, type ReplaySummary } from './replay';
 
@@ -8,6 +8,7 @@ export interface ReplayCommandArgs extends ReplayArgs {
   databaseUrl: string;
   baseDir: string;
   limits: SandboxLimits;
+  fetch: FetchOptions;
 }
 
 /**
@@ -17,7 +18,7 @@ export interface ReplayCommandArgs extends ReplayArgs {
  */
 export async function runReplayCommand(args: ReplayCommandArgs, logger: Logger): Promise<ReplaySummary> {
   const { db, store } = await openStore(args.databaseUrl, logger);
-  const plugins = await PluginManager.create({ store, baseDir: args.baseDir, limits: args.limits, logger });
+  const plugins = await PluginManager.create({ store, baseDir: args.baseDir, limits: args.limits, fetch: args.fetch, logger });
   try {
     const failed = plugins.teams().flatMap((team) => plugins.configsFor(team).filter((c) => c.state === 'failed').map((c) => ({ team, ...c })));
     for (const c of failed) logger.error(`plugin config #${c.id} (${c.name}, team ${c.team}) failed to load: replay runs without it`);

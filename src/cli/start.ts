@@ -1,10 +1,10 @@
-import { hostname } from 'node:os';
-import { AmqpTopologyError } from '../brokers/amqp/errors';
+import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { createBroker } from '../brokers/create-broker';
 import type { Logger } from '../log';
-import { BatchProcessor } from '../pipeline/batch-processor';
-import { ConsumerLoop, type ConsumerStats } from '../pipeline/consumer-loop';
-import { PluginManager } from '../plugins/manager';
+import { DeadWorkerRestorer } from '../supervisor/redis-restorer';
+import { Supervisor } from '../supervisor/supervisor';
 import { openStore } from './open-store';
 
 export interface StartArgs {
@@ -19,113 +19,133 @@ export interface StartArgs {
   cpuTimeoutMs: number;
   wallTimeoutMs: number;
   maxResultBytes: number;
+  fetchTimeoutMs: number;
+  fetchMaxBytes: number;
+  fetchAllow: string;
   visibilityTimeout: number;
   leaseTtlMs: number;
   prefetchMultiplier: number;
   amqpPassive: boolean;
   amqpQueueArguments: string;
+  amqpOutputQueueArguments: string;
+}
+
+export interface SupervisorArgs {
+  workers: number;
+  heartbeatIntervalMs: number;
+  heartbeatTimeoutMs: number;
+  shutdownTimeoutMs: number;
+  crashLimit: number;
+  crashWindowMs: number;
 }
 
 /**
- * `posthog-plugins start`: load the plugins, connect to the broker, run the consumer loops until SIGTERM or
- * SIGINT, then finish the batches in hand, give back what was not finished, and exit 0.
+ * `posthog-plugins start`: supervise `workers` worker processes (each consumes, runs plugins and publishes on
+ * its own) until SIGTERM or SIGINT; then forward SIGTERM, wait for every worker to finish its batch in hand
+ * and exit, SIGKILL those still running after the grace period, and exit 0. A second signal kills at once.
+ * Plugins never run in this process: some allocations abort the whole process they run in.
  */
-export async function runStart(args: StartArgs, logger: Logger): Promise<void> {
-  const { db, store, description } = await openStore(args.databaseUrl, logger);
-  const plugins = await PluginManager.create({
-    store,
-    baseDir: args.baseDir,
-    logger,
-    limits: {
-      memoryLimitMb: args.memoryLimitMb,
-      cpuTimeoutMs: args.cpuTimeoutMs,
-      wallTimeoutMs: args.wallTimeoutMs,
-      maxResultBytes: args.maxResultBytes,
-    },
-  });
-  const broker = createBroker({
+export async function runStart(args: StartArgs, sup: SupervisorArgs, log: { level: string; format: string }, logger: Logger): Promise<void> {
+  // Refuse bad settings here, once, rather than in a restart loop of workers.
+  parseJsonObject(args.amqpQueueArguments, '--amqp-queue-arguments');
+  parseJsonObject(args.amqpOutputQueueArguments, '--amqp-output-queue-arguments');
+  const probe = createBroker({
     url: args.broker,
     inputQueue: args.queue,
     outputQueue: args.outputQueue,
     logger,
-    onSetAside: (reason, rawText) => logger.warn(`set aside unreadable message: ${reason}`, { queue: args.queue, message: rawText.slice(0, 500) }),
+    onSetAside: () => undefined,
     visibilityTimeoutS: args.visibilityTimeout,
     leaseTtlMs: args.leaseTtlMs,
-    prefetch: Math.max(1, Math.ceil(args.batchSize * args.concurrency * args.prefetchMultiplier)),
+    prefetch: 1,
     amqpPassive: args.amqpPassive,
-    amqpQueueArguments: parseJsonObject(args.amqpQueueArguments, '--amqp-queue-arguments'),
+    amqpQueueArguments: {},
+    amqpOutputQueueArguments: {},
   });
-  await connectWithRetry(() => broker.connect(), broker.displayUrl, logger);
+  const workers = Math.floor(sup.workers);
+  if (!(workers >= 1)) throw new Error(`--workers must be at least 1, got ${sup.workers}`);
+  if (!(sup.heartbeatTimeoutMs > sup.heartbeatIntervalMs)) throw new Error('--heartbeat-timeout-ms must be larger than --heartbeat-interval-ms');
 
-  const processor = new BatchProcessor({
-    plugins,
+  // The store: SQLite gets its tables here, before the workers open it; the supervisor disables crashing configs.
+  const { db, store, description } = await openStore(args.databaseUrl, logger);
+  const isRedis = /^rediss?:/i.test(args.broker);
+  const restorer = isRedis ? new DeadWorkerRestorer(args.broker, args.queue, logger) : null;
+  let permanentFailure: ((message: string) => void) | null = null;
+  const supervisor = new Supervisor({
+    workers,
+    worker: { args, logLevel: log.level, logFormat: log.format },
+    heartbeatIntervalMs: sup.heartbeatIntervalMs,
+    heartbeatTimeoutMs: sup.heartbeatTimeoutMs,
+    shutdownTimeoutMs: sup.shutdownTimeoutMs,
+    crashLimit: sup.crashLimit,
+    crashWindowMs: sup.crashWindowMs,
+    store,
+    restorer,
     logger,
-    origin: `posthog-plugins-${process.pid}@${hostname()}`,
-    outputQueue: args.outputQueue,
+    flightDir: freshFlightDir(),
+    onPermanentFailure: (message) => permanentFailure?.(message),
   });
-  const loops = Array.from({ length: Math.max(1, args.concurrency) }, () => new ConsumerLoop({ broker, processor, logger, batchSize: args.batchSize }));
-  loops.forEach((l) => l.start());
-  logger.info(`consuming ${args.queue} on ${broker.displayUrl}, publishing to ${args.outputQueue}; plugins from ${description}`, {
-    concurrency: loops.length,
-    batchSize: args.batchSize,
+  logger.info(`supervising ${workers} worker process(es) for queue ${args.queue} on ${probe.displayUrl}; plugins from ${description}`, {
+    pid: process.pid,
+    workers,
   });
-  const reporter = startReporter(loops, logger);
+  supervisor.start();
 
-  await new Promise<void>((resolve) => {
+  const reason = await new Promise<{ signal: NodeJS.Signals } | { failure: string }>((resolve) => {
     const onSignal = (signal: NodeJS.Signals): void => {
-      logger.info(`${signal} received: finishing the batches in hand (send it again to exit at once)`);
       process.removeListener('SIGTERM', onSignal);
       process.removeListener('SIGINT', onSignal);
-      process.once('SIGTERM', () => process.exit(1));
-      process.once('SIGINT', () => process.exit(1));
-      resolve();
+      resolve({ signal });
     };
     process.on('SIGTERM', onSignal);
     process.on('SIGINT', onSignal);
+    permanentFailure = (failure) => {
+      process.removeListener('SIGTERM', onSignal);
+      process.removeListener('SIGINT', onSignal);
+      resolve({ failure });
+    };
   });
+  if ('signal' in reason) logger.info(`${reason.signal} received: stopping the workers, they finish the batches in hand (send it again to kill them at once)`);
+  const again = (s: NodeJS.Signals): void => {
+    logger.warn(`${s} received again: killing the workers`);
+    void supervisor.kill().finally(() => process.exit(1));
+  };
+  process.once('SIGTERM', again);
+  process.once('SIGINT', again);
 
-  clearInterval(reporter);
-  await Promise.all(loops.map((l) => l.stop()));
-  await broker.close();
-  await plugins.close();
+  const killed = await supervisor.stop();
+  await restorer?.close();
   await db.destroy();
-  logger.info('stopped cleanly', totals(loops));
+  if ('failure' in reason) throw new Error(reason.failure);
+  if (killed > 0) logger.warn(`stopped; ${killed} worker(s) had to be killed (their messages were returned to the queue)`);
+  else logger.info('all workers stopped cleanly');
 }
 
-async function connectWithRetry(connect: () => Promise<void>, what: string, logger: Logger): Promise<void> {
-  let delayMs = 500;
-  for (;;) {
-    try {
-      await connect();
-      return;
-    } catch (err) {
-      // A queue declared with other arguments will not fix itself: say so once and stop.
-      if (err instanceof AmqpTopologyError) throw err;
-      logger.error(`cannot connect to broker ${what}: ${(err as Error).message}; retrying in ${delayMs} ms`);
-      await new Promise((r) => setTimeout(r, delayMs));
-      delayMs = Math.min(delayMs * 2, 10_000);
+/**
+ * The supervisor's private temporary directory (flight records, worker settings). Directories left by
+ * supervisors that were killed outright (their pid is gone) are removed on the way.
+ */
+function freshFlightDir(): string {
+  const base = tmpdir();
+  try {
+    for (const name of readdirSync(base)) {
+      const m = /^posthog-plugins-(\d+)-[A-Za-z0-9]{6}$/.exec(name);
+      if (!m || Number(m[1]) === process.pid || pidAlive(Number(m[1]))) continue;
+      rmSync(path.join(base, name), { recursive: true, force: true });
     }
+  } catch {
+    // best effort
   }
+  return mkdtempSync(path.join(base, `posthog-plugins-${process.pid}-`));
 }
 
-function totals(loops: ConsumerLoop[]): ConsumerStats {
-  const sum: ConsumerStats = { received: 0, published: 0, dropped: 0, expired: 0, rejected: 0, waiting: 0 };
-  for (const l of loops) for (const k of Object.keys(sum) as Array<keyof ConsumerStats>) sum[k] += l.stats[k];
-  return sum;
-}
-
-/** A progress line every 10 s while messages flow, silent when idle. */
-function startReporter(loops: ConsumerLoop[], logger: Logger): NodeJS.Timeout {
-  let last = totals(loops);
-  const timer = setInterval(() => {
-    const now = totals(loops);
-    if (now.received !== last.received || now.waiting !== last.waiting) {
-      logger.info(`processed ${now.received - last.received} message(s) in the last 10 s`, now);
-    }
-    last = now;
-  }, 10_000);
-  timer.unref();
-  return timer;
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
 }
 
 export function parseJsonObject(text: string, what: string): Record<string, unknown> {

@@ -14,6 +14,8 @@ import {
 import type { TaskMessage } from '../../protocol/types';
 import type { Delivery, Outgoing } from '../brokers/broker';
 import type { Logger } from '../log';
+import { Gate } from './gate';
+import type { SuspectList } from './suspects';
 
 /** The part of the plugin manager the pipeline needs. */
 export interface ChainRunner {
@@ -31,6 +33,19 @@ export interface BatchProcessorOptions {
   now?: () => number;
   /** Replay runs every task at once, whatever its eta. */
   ignoreEta?: boolean;
+  /**
+   * Tasks that were inside a plugin call when a worker process died: each is run alone (one event per call,
+   * nothing else in flight in this process), after the rest of its batch.
+   */
+  suspects?: SuspectList;
+}
+
+/** The Celery task id of each event handed to the plugins, for flight records (see PluginManager onEnter). */
+const taskIds = new WeakMap<object, string>();
+
+/** The task id of an event object this module handed to the plugins, if any. */
+export function taskIdOf(event: object): string | undefined {
+  return taskIds.get(event);
 }
 
 /** What should happen to one delivery. */
@@ -53,6 +68,7 @@ interface Runnable {
  */
 export class BatchProcessor {
   private readonly now: () => number;
+  private readonly gate = new Gate();
 
   constructor(private readonly opts: BatchProcessorOptions) {
     this.now = opts.now ?? Date.now;
@@ -94,29 +110,48 @@ export class BatchProcessor {
       byTeam.set(team, list);
     });
 
-    await Promise.all(
-      [...byTeam].map(async ([teamId, runnables]) => {
-        const results = await this.opts.plugins.runChain(
-          teamId,
-          runnables.map((r) => toPluginEvent(r.args)),
-        );
-        runnables.forEach((r, i) => {
-          const event = results[i] ?? null;
-          if (event === null) {
-            outcomes[r.index] = { kind: 'ack', delivery: r.delivery, outputs: [], result: 'dropped' };
-            return;
-          }
-          try {
-            outcomes[r.index] = { kind: 'ack', delivery: r.delivery, outputs: [this.output(r, event)], result: 'published' };
-          } catch (err) {
-            // A plugin returned something Python's process_event could not take (e.g. a numeric `now`):
-            // keep the input, with the reason, rather than publish a message that crashes a Python worker.
-            outcomes[r.index] = { kind: 'reject', delivery: r.delivery, reason: `plugins produced an event that cannot be published: ${(err as Error).message}` };
-          }
-        });
-      }),
-    );
+    const careful: Runnable[] = [];
+    const suspects = this.opts.suspects;
+    if (suspects && suspects.size > 0) {
+      for (const [teamId, runnables] of byTeam) {
+        const normal = runnables.filter((r) => !suspects.isSuspect(r.task.id));
+        if (normal.length === runnables.length) continue;
+        careful.push(...runnables.filter((r) => suspects.isSuspect(r.task.id)));
+        if (normal.length > 0) byTeam.set(teamId, normal);
+        else byTeam.delete(teamId);
+      }
+    }
+    if (byTeam.size > 0) {
+      await this.gate.shared(() => Promise.all([...byTeam].map(([teamId, runnables]) => this.runTeam(teamId, runnables, outcomes))));
+    }
+    for (const r of careful) {
+      this.opts.logger.info('running an event alone: it was in a plugin call when a worker process died', { taskId: r.task.id, teamId: r.args.team_id });
+      await this.gate.exclusive(() => this.runTeam(r.args.team_id, [r], outcomes));
+    }
     return outcomes;
+  }
+
+  private async runTeam(teamId: number, runnables: Runnable[], outcomes: Outcome[]): Promise<void> {
+    const events = runnables.map((r) => {
+      const event = toPluginEvent(r.args);
+      taskIds.set(event, r.task.id);
+      return event;
+    });
+    const results = await this.opts.plugins.runChain(teamId, events);
+    runnables.forEach((r, i) => {
+      const event = results[i] ?? null;
+      if (event === null) {
+        outcomes[r.index] = { kind: 'ack', delivery: r.delivery, outputs: [], result: 'dropped' };
+        return;
+      }
+      try {
+        outcomes[r.index] = { kind: 'ack', delivery: r.delivery, outputs: [this.output(r, event)], result: 'published' };
+      } catch (err) {
+        // A plugin returned something Python's process_event could not take (e.g. a numeric `now`):
+        // keep the input, with the reason, rather than publish a message that crashes a Python worker.
+        outcomes[r.index] = { kind: 'reject', delivery: r.delivery, reason: `plugins produced an event that cannot be published: ${(err as Error).message}` };
+      }
+    });
   }
 
   private output(r: Runnable, event: PluginEvent): Outgoing {

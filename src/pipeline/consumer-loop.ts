@@ -53,6 +53,7 @@ export class ConsumerLoop {
       try {
         const now = Date.now();
         const due = this.eta.takeDue(now, this.opts.batchSize);
+        if (due.length) broker.adjustHeld?.(-due.length);
         const wait = due.length > 0 ? 0 : Math.min(this.opts.pollMs ?? 1000, this.eta.msUntilNext(now));
         const received = await broker.receive(this.opts.batchSize - due.length, wait);
         this.stats.received += received.length;
@@ -66,6 +67,7 @@ export class ConsumerLoop {
       }
     }
     const held = this.eta.drain();
+    if (held.length) broker.adjustHeld?.(-held.length);
     if (held.length) {
       await broker.settle(held.map((delivery): Settlement => ({ kind: 'requeue', delivery })));
       logger.info(`gave ${held.length} eta message(s) back to the queue`);
@@ -78,7 +80,10 @@ export class ConsumerLoop {
     const settlements: Settlement[] = [];
     for (const outcome of outcomes) {
       this.record(outcome);
-      if (outcome.kind === 'wait') this.eta.hold(outcome.delivery, outcome.dueMs);
+      if (outcome.kind === 'wait') {
+        this.eta.hold(outcome.delivery, outcome.dueMs);
+        this.opts.broker.adjustHeld?.(1);
+      }
       else if (outcome.kind === 'ack') settlements.push({ kind: 'ack', delivery: outcome.delivery, outputs: outcome.outputs });
       else settlements.push(outcome);
     }

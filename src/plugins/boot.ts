@@ -1,11 +1,17 @@
 /**
  * Code evaluated in every fresh context before the plugin (through `context.evalClosure`), with
- *   $0 = ivm.Callback(level, line) {ignored: true}  — console output
- *   $1 = JSON string {config, maxLogLine, importMessage}
- *   $2 = attachments [{key, content_type, file_name, bytes: Uint8Array, utf8, base64}] (copied)
- * It captures every isolated-vm object and builtin it needs in this closure, installs only plain functions on
- * globalThis (console, require, module, exports), and returns the driver object, which only the host holds (as a
- * Reference). Nothing reachable from plugin code leads back to the host.
+ *   $0 = ivm.Callback(level, line) {ignored: true}       — console output ('dropped' + count for rate-limited lines)
+ *   $1 = ivm.Callback(id, op, argsJson) {ignored: true}  — bridge requests (see bridge.ts)
+ *   $2 = JSON string {config, maxLogLine, maxLogLinesPerSecond, importMessage, ops: {name: {maxArgBytes, maxPending}}}
+ *   $3 = attachments [{key, content_type, file_name, bytes: Uint8Array, utf8, base64}] (copied)
+ * It keeps both Callbacks and every builtin it needs in this closure, installs only plain functions on globalThis
+ * (console, require, module, exports, and `fetch` when the host offers it), and returns the driver object, which
+ * only the host holds (as References). Nothing reachable from plugin code leads back to the host.
+ *
+ * Plugin code runs in the same realm and may replace any builtin or prototype method afterwards, so this closure
+ * never calls a builtin through a property lookup at run time: methods are captured (uncurried) here, internal
+ * records have a null prototype, internal arrays are filled with defineProperty, and JSON sent to the host is
+ * assembled from strings (JSON.stringify only ever sees primitives, so no toJSON can change it).
  *
  * The driver:
  *   resolve()        → JSON {processEvent, processEventBatch, setupPlugin, teardownPlugin} (booleans), after load
@@ -13,35 +19,71 @@
  *   run(string[])    → JSON {bytes, errors:[{i, name, message, stack, thrownString}]}; results kept in the closure
  *   take(keep)       → the kept results: Array<string | null | undefined> (string = new event JSON, null = dropped,
  *                      undefined = unchanged because of an error), or null when keep is false
+ *   settle(id, ok, json) → completes bridge request `id` (ok: json is the result; else {name, message, type, code})
  */
 export const BOOT_SOURCE = String.raw`
 'use strict';
-const post = $0;
-const init = JSON.parse($1);
-const rawAttachments = $2;
+const hostLog = $0;
+const hostRequest = $1;
+const init = JSON.parse($2);
+const rawAttachments = $3;
+
+// ------------------------------------------------------------------ builtins, captured before plugin code runs
 const G = globalThis;
 const parse = JSON.parse;
 const stringify = JSON.stringify;
+const uncurry = Function.prototype.bind.bind(Function.prototype.call);
+const ReflectApply = Reflect.apply;
 const isArray = Array.isArray;
 const StringFn = String;
+const fromCharCode = String.fromCharCode;
 const ObjectKeys = Object.keys;
+const ObjectCreate = Object.create;
 const defineProperty = Object.defineProperty;
+const hasOwn = Object.hasOwn;
+const objectToString = uncurry(Object.prototype.toString);
+const PromiseCtor = Promise;
+const ErrorCtor = Error;
+const TypeErrorCtor = TypeError;
+const DateNow = Date.now;
+const MathFloor = Math.floor;
+const isView = ArrayBuffer.isView;
+const Uint8ArrayCtor = Uint8Array;
+const typedSubarray = uncurry(Object.getPrototypeOf(Uint8Array.prototype).subarray);
+const typedSet = uncurry(Object.getPrototypeOf(Uint8Array.prototype).set);
+const strSlice = uncurry(String.prototype.slice);
+const strIndexOf = uncurry(String.prototype.indexOf);
+const strToLower = uncurry(String.prototype.toLowerCase);
+const strCharCodeAt = uncurry(String.prototype.charCodeAt);
+const SymbolIterator = Symbol.iterator;
+
 const MAX_LINE = init.maxLogLine;
+const LINES_PER_SECOND = init.maxLogLinesPerSecond;
 const MAX_MESSAGE = 4096;
 const MAX_STACK = 16384;
 
+/** arr[i] = v without consulting setters a plugin may have put on Array.prototype / Object.prototype. */
+function put(arr, i, v) {
+  defineProperty(arr, i, { __proto__: null, value: v, writable: true, enumerable: true, configurable: true });
+}
+function own(obj, key, v, enumerable) {
+  defineProperty(obj, key, { __proto__: null, value: v, writable: true, enumerable: enumerable, configurable: true });
+}
 function cut(s, n) {
-  return s.length > n ? s.slice(0, n) + '…[truncated ' + (s.length - n) + ' chars]' : s;
+  return s.length > n ? strSlice(s, 0, n) + '…[truncated ' + (s.length - n) + ' chars]' : s;
 }
 
 // ------------------------------------------------------------------ console
 function fmt(v) {
   if (typeof v === 'string') return v;
   if (v === undefined) return 'undefined';
-  if (typeof v === 'function') return '[Function ' + (v.name || 'anonymous') + ']';
+  if (typeof v === 'function') return '[Function ' + (typeof v.name === 'string' && v.name ? v.name : 'anonymous') + ']';
   if (typeof v === 'symbol' || typeof v === 'bigint') return StringFn(v);
-  if (v instanceof Error) return v.stack ? StringFn(v.stack) : v.name + ': ' + v.message;
   if (v !== null && typeof v === 'object') {
+    if (objectToString(v) === '[object Error]') {
+      const st = v.stack;
+      return typeof st === 'string' ? st : StringFn(v.name) + ': ' + StringFn(v.message);
+    }
     try {
       const s = stringify(v);
       if (typeof s === 'string') return s;
@@ -51,23 +93,42 @@ function fmt(v) {
   }
   return StringFn(v);
 }
+let logWindow = 0;
+let logCount = 0;
+let logDropped = 0;
+function flushDropped() {
+  if (logDropped > 0) {
+    const n = logDropped;
+    logDropped = 0;
+    try {
+      hostLog('dropped', '' + n);
+    } catch (_) {}
+  }
+}
 function makeLogger(level) {
   return function () {
-    let line;
+    const now = DateNow();
+    if (now - logWindow >= 1000) {
+      logWindow = now;
+      logCount = 0;
+      flushDropped();
+    }
+    if (++logCount > LINES_PER_SECOND) {
+      logDropped++;
+      return;
+    }
+    let line = '';
     try {
-      const parts = [];
-      let len = 0;
-      for (let i = 0; i < arguments.length && len <= MAX_LINE; i++) {
+      for (let i = 0; i < arguments.length && line.length <= MAX_LINE; i++) {
         const s = fmt(arguments[i]);
-        parts[parts.length] = s;
-        len += s.length + 1;
+        line = i === 0 ? s : line + ' ' + s;
       }
-      line = cut(parts.join(' '), MAX_LINE);
+      line = cut(line, MAX_LINE);
     } catch (_) {
       line = '[unprintable console arguments]';
     }
     try {
-      post(level, line);
+      hostLog(level, line);
     } catch (_) {}
   };
 }
@@ -78,17 +139,21 @@ const pluginConsole = {
   error: makeLogger('error'),
   debug: makeLogger('debug'),
 };
-defineProperty(G, 'console', { value: pluginConsole, writable: true, configurable: true, enumerable: false });
+defineProperty(G, 'console', { __proto__: null, value: pluginConsole, writable: true, configurable: true, enumerable: false });
 
 // ------------------------------------------------------------------ attachments
 const HEX = '0123456789abcdef';
-const textOf = new WeakMap();
 class AttachmentContents extends Uint8Array {
+  #utf8 = '';
+  #base64 = '';
+  static init(c, utf8, base64) {
+    c.#utf8 = utf8;
+    c.#base64 = base64;
+  }
   toString(encoding) {
-    const enc = encoding === undefined ? 'utf8' : StringFn(encoding).toLowerCase();
-    const t = textOf.get(this);
-    if ((enc === 'utf8' || enc === 'utf-8') && t) return t.utf8;
-    if (enc === 'base64' && t) return t.base64;
+    const enc = encoding === undefined ? 'utf8' : strToLower(StringFn(encoding));
+    if (enc === 'utf8' || enc === 'utf-8') return this.#utf8;
+    if (enc === 'base64') return this.#base64;
     if (enc === 'hex') {
       let s = '';
       for (let i = 0; i < this.length; i++) s += HEX[this[i] >> 4] + HEX[this[i] & 15];
@@ -96,35 +161,360 @@ class AttachmentContents extends Uint8Array {
     }
     if (enc === 'latin1' || enc === 'binary' || enc === 'ascii') {
       let s = '';
-      for (let i = 0; i < this.length; i++) s += StringFn.fromCharCode(enc === 'ascii' ? this[i] & 127 : this[i]);
+      for (let i = 0; i < this.length; i++) s += fromCharCode(enc === 'ascii' ? this[i] & 127 : this[i]);
       return s;
     }
-    if (enc === 'utf8' || enc === 'utf-8' || enc === 'base64') return '';
-    throw new TypeError('Unknown encoding: ' + encoding);
+    throw new TypeErrorCtor('Unknown encoding: ' + encoding);
   }
   toJSON() {
-    return { type: 'Buffer', data: Array.from(this) };
+    const data = [];
+    for (let i = 0; i < this.length; i++) put(data, i, this[i]);
+    return { type: 'Buffer', data };
   }
 }
+const initContents = AttachmentContents.init;
+delete AttachmentContents.init;
 const attachments = {};
 for (let i = 0; i < rawAttachments.length; i++) {
   const a = rawAttachments[i];
   const contents = new AttachmentContents(a.bytes.length);
-  contents.set(a.bytes);
-  textOf.set(contents, { utf8: a.utf8, base64: a.base64 });
+  typedSet(contents, a.bytes);
+  initContents(contents, a.utf8, a.base64);
   attachments[a.key] = { content_type: a.content_type, file_name: a.file_name, contents };
 }
 
 // ------------------------------------------------------------------ meta, module, require
 const meta = { config: init.config, attachments, global: {} };
-const importMessage = init.importMessage;
+const importAt = strIndexOf(init.importMessage, '%s');
+const importBefore = strSlice(init.importMessage, 0, importAt);
+const importAfter = strSlice(init.importMessage, importAt + 2);
 function require(name) {
-  throw new Error(importMessage.replace('%s', StringFn(name)));
+  throw new ErrorCtor(importBefore + StringFn(name) + importAfter);
 }
 const module = { exports: {} };
-defineProperty(G, 'module', { value: module, writable: true, configurable: true, enumerable: false });
-defineProperty(G, 'exports', { value: module.exports, writable: true, configurable: true, enumerable: false });
-defineProperty(G, 'require', { value: require, writable: true, configurable: true, enumerable: false });
+defineProperty(G, 'module', { __proto__: null, value: module, writable: true, configurable: true, enumerable: false });
+defineProperty(G, 'exports', { __proto__: null, value: module.exports, writable: true, configurable: true, enumerable: false });
+defineProperty(G, 'require', { __proto__: null, value: require, writable: true, configurable: true, enumerable: false });
+
+// ------------------------------------------------------------------ bridge client
+const ops = init.ops;
+const pending = ObjectCreate(null); // id → {resolve, reject, wrap, fail, op}
+const pendingPerOp = ObjectCreate(null);
+let lastId = 0;
+
+/** A promise for host op 'op' with argument JSON 'json'; wrap(result) builds the value, fail(message, type) the error. */
+function hostCall(op, json, wrap, fail) {
+  return new PromiseCtor(function (resolve, reject) {
+    const limits = ops[op];
+    const count = pendingPerOp[op] || 0;
+    if (json.length > limits.maxArgBytes) {
+      reject(fail(op + ' request too large: ' + json.length + ' bytes, limit ' + limits.maxArgBytes, 'max-size'));
+      return;
+    }
+    if (count >= limits.maxPending) {
+      reject(fail('too many ' + op + ' requests at once (limit ' + limits.maxPending + ' per plugin config)', 'too-many-requests'));
+      return;
+    }
+    const id = ++lastId;
+    pending[id] = { __proto__: null, resolve: resolve, reject: reject, wrap: wrap, fail: fail, op: op };
+    pendingPerOp[op] = count + 1;
+    try {
+      hostRequest(id, op, json);
+    } catch (e) {
+      delete pending[id];
+      pendingPerOp[op] = count;
+      reject(fail(op + ' failed: the host call could not be made', 'system'));
+    }
+  });
+}
+
+/** A field of a parsed host reply (own properties only: no getter a plugin put on Object.prototype runs). */
+function field(o, key) {
+  return o !== null && typeof o === 'object' && hasOwn(o, key) ? o[key] : undefined;
+}
+function remoteError(v, fail) {
+  const name = field(v, 'name');
+  const message = typeof field(v, 'message') === 'string' ? field(v, 'message') : 'host call failed';
+  if (name === 'TypeError') return new TypeErrorCtor(message);
+  const type = field(v, 'type');
+  const e = fail(message, typeof type === 'string' ? type : 'system');
+  const code = field(v, 'code');
+  if (typeof code === 'string') {
+    own(e, 'code', code, true);
+    own(e, 'errno', code, true);
+  }
+  return e;
+}
+
+function settle(id, ok, json) {
+  const p = pending[id];
+  if (p === undefined) return;
+  delete pending[id];
+  pendingPerOp[p.op]--;
+  let v;
+  try {
+    v = parse(json);
+  } catch (_) {
+    p.reject(p.fail('malformed reply from the host', 'system'));
+    return;
+  }
+  if (!ok) {
+    p.reject(remoteError(v, p.fail));
+    return;
+  }
+  let r;
+  try {
+    r = p.wrap(v);
+  } catch (e) {
+    p.reject(e);
+    return;
+  }
+  p.resolve(r);
+}
+
+// ------------------------------------------------------------------ fetch (node-fetch v2 surface, bodies as text)
+class FetchError extends ErrorCtor {
+  constructor(message, type) {
+    super(message);
+    own(this, 'name', 'FetchError', false);
+    own(this, 'type', type, true);
+  }
+}
+function fetchFail(message, type) {
+  return new FetchError(message, type);
+}
+
+let headerList = null;
+/** Header names: lower case, as node-fetch's Headers. */
+function headerName(name) {
+  return strToLower(StringFn(name));
+}
+function appendHeader(l, name, value) {
+  l[l.length] = [headerName(name), StringFn(value)];
+  l.length++;
+}
+class Headers {
+  #list = { __proto__: null, length: 0 };
+  static {
+    headerList = function (h) {
+      return h !== null && typeof h === 'object' && #list in h ? h.#list : null;
+    };
+  }
+  constructor(init) {
+    const l = this.#list;
+    if (init !== undefined && init !== null) forEachPair(init, (k, v) => appendHeader(l, k, v));
+  }
+  append(name, value) {
+    appendHeader(this.#list, name, value);
+  }
+  delete(name) {
+    const n = headerName(name);
+    const l = this.#list;
+    let j = 0;
+    for (let i = 0; i < l.length; i++) if (l[i][0] !== n) l[j++] = l[i];
+    for (let i = j; i < l.length; i++) delete l[i];
+    l.length = j;
+  }
+  set(name, value) {
+    this.delete(name);
+    this.append(name, value);
+  }
+  get(name) {
+    const n = headerName(name);
+    const l = this.#list;
+    let out = null;
+    for (let i = 0; i < l.length; i++) if (l[i][0] === n) out = out === null ? l[i][1] : out + ', ' + l[i][1];
+    return out;
+  }
+  has(name) {
+    return this.get(name) !== null;
+  }
+  forEach(callback, thisArg) {
+    const names = this.#names();
+    for (let i = 0; i < names.length; i++) ReflectApply(callback, thisArg, [this.get(names[i]), names[i], this]);
+  }
+  raw() {
+    const o = {};
+    const l = this.#list;
+    for (let i = 0; i < l.length; i++) {
+      const k = l[i][0];
+      const prev = o[k];
+      if (isArray(prev)) put(prev, prev.length, l[i][1]);
+      else own(o, k, [l[i][1]], true);
+    }
+    return o;
+  }
+  #names() {
+    const names = [];
+    const seen = ObjectCreate(null);
+    const l = this.#list;
+    for (let i = 0; i < l.length; i++) {
+      if (seen[l[i][0]] !== true) {
+        seen[l[i][0]] = true;
+        put(names, names.length, l[i][0]);
+      }
+    }
+    return names;
+  }
+  *entries() {
+    const names = this.#names();
+    for (let i = 0; i < names.length; i++) yield [names[i], this.get(names[i])];
+  }
+  *keys() {
+    const names = this.#names();
+    for (let i = 0; i < names.length; i++) yield names[i];
+  }
+  *values() {
+    const names = this.#names();
+    for (let i = 0; i < names.length; i++) yield this.get(names[i]);
+  }
+  [SymbolIterator]() {
+    return this.entries();
+  }
+}
+
+/** Calls fn(name, value) for a Headers, an array of pairs or a plain object (array values = repeated header). */
+function forEachPair(h, fn) {
+  const l = headerList(h);
+  if (l !== null) {
+    for (let i = 0; i < l.length; i++) fn(l[i][0], l[i][1]);
+  } else if (isArray(h)) {
+    for (let i = 0; i < h.length; i++) {
+      const pair = h[i];
+      if (pair === null || typeof pair !== 'object' || pair.length !== 2) throw new TypeErrorCtor('Header pairs must contain exactly two items');
+      fn(StringFn(pair[0]), StringFn(pair[1]));
+    }
+  } else if (typeof h === 'object') {
+    const keys = ObjectKeys(h);
+    for (let i = 0; i < keys.length; i++) {
+      const v = h[keys[i]];
+      if (isArray(v)) for (let j = 0; j < v.length; j++) fn(keys[i], StringFn(v[j]));
+      else fn(keys[i], StringFn(v));
+    }
+  } else {
+    throw new TypeErrorCtor('Provided headers must be an object, an array of pairs or a Headers');
+  }
+}
+
+const RESPONSE_TOKEN = ObjectCreate(null);
+function bodyUnsupported(what) {
+  return new PromiseCtor(function (_, reject) {
+    reject(new TypeErrorCtor('response.' + what + '() is not available in posthog-plugins: read bodies with text() or json()'));
+  });
+}
+class Response {
+  #body;
+  #used = false;
+  constructor(token, data) {
+    if (token !== RESPONSE_TOKEN) throw new TypeErrorCtor('Illegal constructor: responses come from fetch()');
+    this.#body = data.body;
+    const headers = new Headers();
+    const l = headerList(headers);
+    const pairs = data.headers;
+    for (let i = 0; i < pairs.length; i++) appendHeader(l, pairs[i][0], pairs[i][1]);
+    own(this, 'url', data.url, true);
+    own(this, 'status', data.status, true);
+    own(this, 'statusText', data.statusText, true);
+    own(this, 'ok', data.status >= 200 && data.status < 300, true);
+    own(this, 'redirected', data.redirected, true);
+    own(this, 'headers', headers, true);
+  }
+  get bodyUsed() {
+    return this.#used;
+  }
+  async text() {
+    if (this.#used) throw new TypeErrorCtor('body used already for: ' + this.url);
+    this.#used = true;
+    return this.#body;
+  }
+  async json() {
+    if (this.#used) throw new TypeErrorCtor('body used already for: ' + this.url);
+    this.#used = true;
+    try {
+      return parse(this.#body);
+    } catch (e) {
+      throw new FetchError('invalid json response body at ' + this.url + ' reason: ' + e.message, 'invalid-json');
+    }
+  }
+  clone() {
+    if (this.#used) throw new TypeErrorCtor('cannot clone body after it is used');
+    const pairs = [];
+    forEachPair(this.headers, (k, v) => put(pairs, pairs.length, [k, v]));
+    return new Response(RESPONSE_TOKEN, { url: this.url, status: this.status, statusText: this.statusText, redirected: this.redirected, headers: pairs, body: this.#body });
+  }
+  arrayBuffer() {
+    return bodyUnsupported('arrayBuffer');
+  }
+  buffer() {
+    return bodyUnsupported('buffer');
+  }
+  blob() {
+    return bodyUnsupported('blob');
+  }
+}
+function toResponse(data) {
+  return new Response(RESPONSE_TOKEN, data);
+}
+
+function jsonNumber(v) {
+  return typeof v === 'number' && v === v && v >= 0 && v < 1e12 ? '' + MathFloor(v) : 'null';
+}
+/** Bytes (ArrayBuffer or a view) as a string of one char per byte. */
+function latin1(body) {
+  const u8 = isView(body) ? new Uint8ArrayCtor(body.buffer, body.byteOffset, body.byteLength) : new Uint8ArrayCtor(body);
+  let s = '';
+  for (let i = 0; i < u8.length; i += 8192) s += ReflectApply(fromCharCode, null, typedSubarray(u8, i, i + 8192));
+  return s;
+}
+function fetchRequestJson(input, options) {
+  let url;
+  if (typeof input === 'string') url = input;
+  else if (input !== null && typeof input === 'object' && typeof input.url === 'string') url = input.url;
+  else if (input !== null && typeof input === 'object' && typeof input.href === 'string') url = input.href;
+  else url = StringFn(input);
+  const o = options === undefined || options === null ? ObjectCreate(null) : options;
+  if (typeof o !== 'object') throw new TypeErrorCtor('fetch: the second argument must be an options object');
+  const method = o.method === undefined || o.method === null ? 'GET' : StringFn(o.method);
+  let headers = '';
+  if (o.headers !== undefined && o.headers !== null) {
+    forEachPair(o.headers, (k, v) => {
+      headers += (headers === '' ? '[[' : ',[') + stringify(StringFn(k)) + ',' + stringify(StringFn(v)) + ']';
+    });
+  }
+  let body = null;
+  let encoding = 'utf8';
+  const b = o.body;
+  if (b !== undefined && b !== null) {
+    if (typeof b === 'string') body = b;
+    else if (isView(b) || (typeof b === 'object' && objectToString(b) === '[object ArrayBuffer]')) {
+      body = latin1(b);
+      encoding = 'latin1';
+    } else body = StringFn(b);
+  }
+  const redirect = o.redirect === undefined ? 'follow' : StringFn(o.redirect);
+  if (redirect !== 'follow' && redirect !== 'manual' && redirect !== 'error') throw new TypeErrorCtor('fetch: redirect must be "follow", "manual" or "error"');
+  return '{"url":' + stringify(url) +
+    ',"method":' + stringify(method) +
+    ',"headers":' + (headers === '' ? '[]' : headers + ']') +
+    ',"body":' + (body === null ? 'null' : stringify(body)) +
+    ',"bodyEncoding":"' + encoding + '"' +
+    ',"redirect":"' + redirect + '"' +
+    ',"timeout":' + jsonNumber(o.timeout) +
+    ',"follow":' + jsonNumber(o.follow) +
+    ',"compress":' + (o.compress === false ? 'false' : 'true') + '}';
+}
+function fetch(url, options) {
+  let json;
+  try {
+    json = fetchRequestJson(url, options);
+  } catch (e) {
+    return new PromiseCtor(function (_, reject) {
+      reject(e);
+    });
+  }
+  return hostCall('fetch', json, toResponse, fetchFail);
+}
+if (ops.fetch) defineProperty(G, 'fetch', { __proto__: null, value: fetch, writable: true, configurable: true, enumerable: false });
 
 // ------------------------------------------------------------------ driver
 let fns = null;
@@ -143,32 +533,35 @@ function resolve() {
   const dests = [];
   for (let i = 0; i < candidates.length; i++) {
     const d = candidates[i];
-    if (isHolder(d) && dests.indexOf(d) < 0) dests[dests.length] = d;
+    if (!isHolder(d)) continue;
+    let seen = false;
+    for (let j = 0; j < dests.length; j++) if (dests[j] === d) seen = true;
+    if (!seen) put(dests, dests.length, d);
   }
   let any = false;
   for (let i = 0; i < dests.length; i++) if (ObjectKeys(dests[i]).length > 0) any = true;
-  if (!any) dests[dests.length] = G;
+  if (!any) put(dests, dests.length, G);
   const get = (key) => {
     for (let i = 0; i < dests.length; i++) {
       const f = dests[i][key];
-      if (typeof f === 'function') return f;
+      if (typeof f === 'function') return { __proto__: null, fn: f, self: dests[i] };
     }
     return null;
   };
   fns = {
+    __proto__: null,
     processEvent: get('processEvent'),
     processEventBatch: get('processEventBatch'),
     setupPlugin: get('setupPlugin'),
     teardownPlugin: get('teardownPlugin'),
   };
-  return stringify({
-    processEvent: !!fns.processEvent,
-    processEventBatch: !!fns.processEventBatch,
-    setupPlugin: !!fns.setupPlugin,
-    teardownPlugin: !!fns.teardownPlugin,
-  });
+  return '{"processEvent":' + !!fns.processEvent +
+    ',"processEventBatch":' + !!fns.processEventBatch +
+    ',"setupPlugin":' + !!fns.setupPlugin +
+    ',"teardownPlugin":' + !!fns.teardownPlugin + '}';
 }
 
+/** {json, size} of a thrown value, every field truncated. */
 function describe(i, e) {
   let name = 'Error';
   let message;
@@ -178,15 +571,22 @@ function describe(i, e) {
     if (e !== null && (typeof e === 'object' || typeof e === 'function')) {
       if (typeof e.name === 'string') name = e.name;
       message = typeof e.message === 'string' ? e.message : fmt(e);
-      if (typeof e.stack === 'string') stack = cut(e.stack, MAX_STACK);
+      const st = e.stack;
+      if (typeof st === 'string') stack = cut(st, MAX_STACK);
     } else {
       thrownString = typeof e === 'string';
       message = StringFn(e);
     }
   } catch (_) {
     message = 'unprintable error';
+    stack = undefined;
   }
-  return { i, name: cut(StringFn(name), 200), message: cut(StringFn(message), MAX_MESSAGE), stack, thrownString };
+  if (typeof message !== 'string') message = 'unprintable error';
+  let json = '{"i":' + i + ',"name":' + stringify(cut(StringFn(name), 200)) + ',"message":' + stringify(cut(message, MAX_MESSAGE));
+  if (stack !== undefined) json += ',"stack":' + stringify(stack);
+  if (thrownString) json += ',"thrownString":true';
+  json += '}';
+  return { __proto__: null, json: json, size: json.length };
 }
 
 function isThenable(r) {
@@ -196,11 +596,11 @@ function isThenable(r) {
 async function callOne(event) {
   let r;
   if (fns.processEvent) {
-    r = fns.processEvent(event, meta);
+    r = ReflectApply(fns.processEvent.fn, fns.processEvent.self, [event, meta]);
     if (isThenable(r)) r = await r;
   } else {
     // Only processEventBatch: PostHog's shim, processEvent(e) = (await processEventBatch([e], meta))?.[0]
-    let rs = fns.processEventBatch([event], meta);
+    let rs = ReflectApply(fns.processEventBatch.fn, fns.processEventBatch.self, [[event], meta]);
     if (isThenable(rs)) rs = await rs;
     r = rs === null || rs === undefined ? undefined : rs[0];
   }
@@ -209,34 +609,36 @@ async function callOne(event) {
 
 async function run(inputs) {
   const n = inputs.length;
-  const out = new Array(n);
-  const errors = [];
+  const out = [];
+  let errors = '';
   let bytes = 0;
   lastOut = null;
   for (let i = 0; i < n; i++) {
     try {
       const r = await callOne(parse(inputs[i]));
       if (!r) {
-        out[i] = null;
+        put(out, i, null);
         continue;
       }
       if (typeof r !== 'object' || isArray(r)) {
-        throw new TypeError('processEvent must return an event object (or a falsy value to drop the event), got ' + (isArray(r) ? 'an array' : typeof r));
+        throw new TypeErrorCtor('processEvent must return an event object (or a falsy value to drop the event), got ' + (isArray(r) ? 'an array' : typeof r));
       }
       const s = stringify(r);
-      if (typeof s !== 'string' || s.charCodeAt(0) !== 123) {
-        throw new TypeError('the event returned by processEvent does not serialize to a JSON object');
+      if (typeof s !== 'string' || strCharCodeAt(s, 0) !== 123) {
+        throw new TypeErrorCtor('the event returned by processEvent does not serialize to a JSON object');
       }
-      out[i] = s;
+      put(out, i, s);
       bytes += s.length;
     } catch (e) {
+      put(out, i, undefined);
       const d = describe(i, e);
-      errors[errors.length] = d;
-      bytes += d.message.length + (d.stack ? d.stack.length : 0);
+      errors += (errors === '' ? '' : ',') + d.json;
+      bytes += d.size;
     }
   }
   lastOut = out;
-  return stringify({ bytes, errors });
+  flushDropped();
+  return '{"bytes":' + bytes + ',"errors":[' + errors + ']}';
 }
 
 function take(keep) {
@@ -247,17 +649,25 @@ function take(keep) {
 
 async function setup() {
   if (fns && fns.setupPlugin) {
-    const r = fns.setupPlugin(meta);
+    const r = ReflectApply(fns.setupPlugin.fn, fns.setupPlugin.self, [meta]);
     if (isThenable(r)) await r;
   }
+  flushDropped();
 }
 
 async function teardown() {
   if (fns && fns.teardownPlugin) {
-    const r = fns.teardownPlugin(meta);
+    const r = ReflectApply(fns.teardownPlugin.fn, fns.teardownPlugin.self, [meta]);
     if (isThenable(r)) await r;
   }
+  flushDropped();
 }
 
-return { resolve, setup, teardown, run, take };
+function safeSettle(id, ok, json) {
+  try {
+    settle(id, ok, json);
+  } catch (_) {}
+}
+
+return { resolve, setup, teardown, run, take, settle: safeSettle };
 `;

@@ -1,7 +1,9 @@
 export { PluginManager } from './manager';
 export type { PluginManagerOptions } from './manager';
-export { DEFAULT_LIMITS } from './types';
-export type { PluginEvent, SandboxLimits, ConfigInfo, SandboxErrorInfo } from './types';
+export { DEFAULT_LIMITS, DEFAULT_FETCH_OPTIONS } from './types';
+export type { PluginEvent, SandboxLimits, ConfigInfo, SandboxErrorInfo, FetchOptions } from './types';
+export { NetGuard, parseAllowList, FetchRefusedError } from './net-guard';
+export type { HostOp, HostOps } from './bridge';
 export { PluginVm, SandboxError } from './sandbox';
 export type { BatchOutcome, PluginVmSpec } from './sandbox';
 export { readPluginPath, readPluginFolder, readPluginFile, readPluginArchive, readPluginRowSource, resolveFileUrl, configSchemaOf, PluginSourceError } from './source';

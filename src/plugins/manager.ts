@@ -4,10 +4,12 @@ import type { JsonObject } from '../../protocol/types';
 import type { Logger } from '../log';
 import { PluginStore, pluginErrorFrom } from '../store/plugin-store';
 import type { LoadedPluginConfig, PluginError } from '../store/types';
+import type { HostOps } from './bridge';
+import { createFetchOp, resolveFetchOptions } from './fetch';
 import { msSinceBusyDispose, PluginVm, resolveLimits, SandboxError } from './sandbox';
 import { readPluginRowSource } from './source';
 import { importNotAvailable, transpilePlugin } from './transpile';
-import type { ConfigInfo, PluginEvent, SandboxErrorInfo, SandboxLimits } from './types';
+import type { ConfigInfo, FetchOptions, PluginEvent, SandboxErrorInfo, SandboxLimits } from './types';
 
 export { DEFAULT_LIMITS } from './types';
 export type { SandboxLimits } from './types';
@@ -20,6 +22,14 @@ export interface PluginManagerOptions {
   logger: Logger;
   /** Isolates started in parallel during a (re)load (default 4). */
   loadConcurrency?: number;
+  /** `fetch` for plugins: limits and the address allow-list (see FetchOptions). */
+  fetch?: FetchOptions;
+  /**
+   * Called synchronously right before each entry into a config's isolate: a chain step (`events`: the caller's
+   * event objects going in) or a load with setupPlugin (`events` empty). It may return a function, called when
+   * that entry is over, or `false` to skip this chain step (the events keep their current value).
+   */
+  onEnter?: (configId: number, events: readonly PluginEvent[]) => (() => void) | false | void;
 }
 
 interface ConfigEntry {
@@ -83,9 +93,13 @@ export class PluginManager {
   private reloading: Promise<void> = Promise.resolve();
   private closed = false;
   private readonly retiring = new Set<Promise<void>>();
+  /** Async host APIs (request/settle bridge) every plugin config gets. */
+  private readonly hostOps: HostOps;
 
   private constructor(private readonly opts: PluginManagerOptions) {
     this.limits = resolveLimits(opts.limits);
+    const fetch = resolveFetchOptions(opts.fetch); // throws on an unreadable allow-list entry
+    this.hostOps = new Map(fetch.enabled ? [['fetch', createFetchOp(fetch)]] : []);
   }
 
   static async create(opts: PluginManagerOptions): Promise<PluginManager> {
@@ -189,12 +203,16 @@ export class PluginManager {
       if (idx.length === 0) break;
       const inputs = idx.map((i) => current[i] as string);
 
+      const leave = this.opts.onEnter?.(entry.id, idx.map((i) => events[i]));
+      if (leave === false) continue;
       let outcome;
       try {
         outcome = await vm.process(inputs);
       } catch (err) {
         logger.error(`plugin chain step failed unexpectedly: ${(err as Error).message}`, { pluginConfigId: entry.id, teamId });
         continue;
+      } finally {
+        if (leave) leave();
       }
       for (let k = 0; k < idx.length; k++) {
         const out = outcome.outputs[k];
@@ -311,6 +329,7 @@ export class PluginManager {
             attachments: row.attachments,
             limits: this.limits,
             logger,
+            ops: this.hostOps,
           });
           toStart.push({ entry, row });
         }
@@ -329,6 +348,7 @@ export class PluginManager {
       while (cursor < toStart.length) {
         const { entry, row } = toStart[cursor++];
         const meta = { pluginConfigId: row.id, pluginId: row.pluginId, teamId: row.teamId, plugin: row.plugin.name };
+        const leave = this.opts.onEnter?.(row.id, []);
         try {
           await entry.vm!.start();
           logger.info(`plugin ${row.plugin.name} loaded (config ${row.id}, team ${row.teamId})`, meta);
@@ -337,6 +357,8 @@ export class PluginManager {
           const info = err instanceof SandboxError ? err.info() : { name: 'Error', message: String(err) };
           entry.loadError = toPluginError(info, undefined);
           logger.error(`plugin ${row.plugin.name} (config ${row.id}, team ${row.teamId}) failed to load: ${info.message}`, meta);
+        } finally {
+          if (leave) leave();
         }
       }
     };

@@ -407,6 +407,27 @@ describe('AmqpBroker on RabbitMQ', { timeout: 90_000 }, () => {
     assert.equal(await queueDepth(input), 0);
   });
 
+  it('deliveries held back for their eta widen the prefetch window, so they never stall the queue', async () => {
+    const input = q('held-in');
+    const b = broker({ inputQueue: input, outputQueue: q('held-out'), prefetch: 2 });
+    await b.connect();
+    try {
+      await b.publish(Array.from({ length: 4 }, (_, i) => out(input, taskMessage('t', [i]))));
+      const held = await receiveAll(b, 2);
+      assert.equal(held.length, 2);
+      // Prefetch 2 is used up: nothing more arrives while both are unsettled...
+      assert.equal((await b.receive(2, 500)).length, 0);
+      // ...until the pipeline says it holds them back (eta): the window grows by 2, like Celery's.
+      b.adjustHeld(2);
+      const next = await receiveAll(b, 2);
+      assert.equal(next.length, 2);
+      b.adjustHeld(-2);
+      await b.settle([...held, ...next].map((d) => ({ kind: 'ack' as const, delivery: d, outputs: [] })));
+    } finally {
+      await b.close();
+    }
+  });
+
   it('406: a queue declared with x-max-priority by someone else → a clear error; passive mode and matching arguments work', async () => {
     const input = q('prio');
     // Declared the way a Celery worker with Queue(..., max_priority=10) declares it.

@@ -385,6 +385,9 @@ for (const c of CASES) {
     if (c.kind === 'amqp') {
       test('RabbitMQ closes the connection mid-stream: the worker reconnects by itself and every event comes out', async (t) => {
         const base = sink.records().length;
+        // 5 ms of plugin CPU per event keeps both workers busy with a backlog while rabbitmqctl closes their
+        // connections (without it a fast worker drains the queue as the producer fills it).
+        await cli(['install', 'fixtures/plugins/slow.js', '--team', String(TEAM), '--config', '{"ms":"5"}'], env);
         const worker = await start();
         const pids = await childPids(worker.child.pid!);
         assert.equal(pids.length, WORKERS);

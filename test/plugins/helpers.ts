@@ -107,7 +107,7 @@ export function readText(file: string): string {
   return fs.readFileSync(file, 'utf8');
 }
 
-import { PluginManager } from '../../src/plugins/manager';
+import { PluginManager, PluginManagerOptions } from '../../src/plugins/manager';
 import type { SandboxLimits } from '../../src/plugins/types';
 
 export const FAST_LIMITS: Partial<SandboxLimits> = { memoryLimitMb: 16, cpuTimeoutMs: 200, wallTimeoutMs: 1000, maxResultBytes: 1024 * 1024 };
@@ -122,13 +122,17 @@ export interface Harness {
 type PluginSpec = Parameters<typeof addPlugin>[1];
 
 /** An in-memory store with the given plugins installed (urls relative to fixtures/plugins), and a manager over it. */
-export async function harness(plugins: PluginSpec[], limits: Partial<SandboxLimits> = FAST_LIMITS): Promise<Harness> {
+export async function harness(
+  plugins: PluginSpec[],
+  limits: Partial<SandboxLimits> = FAST_LIMITS,
+  extra: Partial<Omit<PluginManagerOptions, 'store' | 'baseDir' | 'limits' | 'logger'>> = {},
+): Promise<Harness> {
   const store = await memoryStore();
   const ids = [];
   for (const p of plugins) ids.push(await addPlugin(store, p));
   const { logger, logs } = captureLogger();
   try {
-    const manager = await PluginManager.create({ store, baseDir: FIXTURES, limits, logger });
+    const manager = await PluginManager.create({ ...extra, store, baseDir: FIXTURES, limits, logger });
     return { store, manager, logs, ids };
   } catch (err) {
     await store.db.destroy();

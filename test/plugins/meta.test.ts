@@ -48,14 +48,14 @@ describe('meta, console and what plugin code can reach', () => {
     assert.equal(second.setupCalls, 1);
   });
 
-  it('no isolated-vm object is reachable from globals; no require/fetch/process', async () => {
+  it('no isolated-vm object is reachable from globals; no require/process; fetch is the bridge shim', async () => {
     const probe = props((await h.manager.runChain(1, [makeEvent('x')]))[0]).probe as JsonObject;
     assert.deepEqual(probe.suspicious, []);
     assert.equal(probe.typeofRequire, 'function'); // the throwing stub
-    assert.equal(probe.typeofFetch, 'undefined');
+    assert.equal(probe.typeofFetch, 'function'); // plain function from the boot script (bridge), not a Callback
     assert.equal(probe.typeofProcess, 'undefined');
     const globals = probe.globals as string[];
-    for (const g of globals) assert.ok(['console', 'exports', 'module', 'require', 'globalThis', 'undefined', 'eval', 'isFinite', 'isNaN', 'parseFloat', 'parseInt', 'decodeURI', 'decodeURIComponent', 'encodeURI', 'encodeURIComponent', 'escape', 'unescape', 'setupPlugin', 'processEvent', '__defProp', '__getOwnPropDesc', '__getOwnPropNames', '__hasOwnProp', '__export', '__copyProps', '__toCommonJS', 'meta_probe_exports'].includes(g) || g.startsWith('__') || g.endsWith('_exports'), `unexpected global ${g}`);
+    for (const g of globals) assert.ok(['console', 'fetch', 'exports', 'module', 'require', 'globalThis', 'undefined', 'eval', 'isFinite', 'isNaN', 'parseFloat', 'parseInt', 'decodeURI', 'decodeURIComponent', 'encodeURI', 'encodeURIComponent', 'escape', 'unescape', 'setupPlugin', 'processEvent', '__defProp', '__getOwnPropDesc', '__getOwnPropNames', '__hasOwnProp', '__export', '__copyProps', '__toCommonJS', 'meta_probe_exports'].includes(g) || g.startsWith('__') || g.endsWith('_exports'), `unexpected global ${g}`);
   });
 
   it('console.* goes to the logger, tagged, formatted in the isolate and truncated', async () => {

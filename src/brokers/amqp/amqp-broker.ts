@@ -171,6 +171,8 @@ export class AmqpBroker implements Broker {
   private readonly setAsideQueue: string;
   private readonly queueArguments: Record<string, JsonValue>;
   private readonly outputQueueArguments: Record<string, JsonValue>;
+  /** Deliveries the pipeline holds back until their eta; they count against prefetch, so it grows by this. */
+  private held = 0;
   private readonly logger: Logger;
 
   private state: State = 'idle';
@@ -416,7 +418,7 @@ export class AmqpBroker implements Broker {
       const consumeCh = await conn.createChannel();
       this.watchChannel(s, consumeCh, 'consume channel');
       // global=true: a channel-wide limit, what kombu asks of RabbitMQ (qos_semantics_matches_spec is False there).
-      await consumeCh.prefetch(this.opts.prefetch, this.globalQos);
+      await consumeCh.prefetch(this.prefetchNow(), this.globalQos);
       s.pubCh = pubCh;
       s.consumeCh = consumeCh;
       return s;
@@ -424,6 +426,21 @@ export class AmqpBroker implements Broker {
       this.abandon(s);
       throw err;
     }
+  }
+
+  /** Configured prefetch plus the deliveries held back for their eta (kombu's qos.increment_eventually). */
+  private prefetchNow(): number {
+    return Math.min(65535, this.opts.prefetch + this.held);
+  }
+
+  adjustHeld(delta: number): void {
+    const before = this.prefetchNow();
+    this.held = Math.max(0, this.held + delta);
+    const ch = this.session?.consumeCh;
+    if (!ch || this.prefetchNow() === before) return;
+    ch.prefetch(this.prefetchNow(), this.globalQos).catch((err: Error) =>
+      this.logger.warn(`could not change prefetch to ${this.prefetchNow()}: ${err.message}`, { broker: this.displayUrl }),
+    );
   }
 
   private async startConsuming(s: Session): Promise<void> {

@@ -1,0 +1,191 @@
+import fs from 'node:fs';
+import { hostname } from 'node:os';
+import path from 'node:path';
+import { AmqpTopologyError } from '../brokers/amqp/errors';
+import { createBroker } from '../brokers/create-broker';
+import { RedisBroker } from '../brokers/redis/redis-broker';
+import { createLogger, type LogFormat, type Logger } from '../log';
+import { BatchProcessor, taskIdOf } from '../pipeline/batch-processor';
+import { ConsumerLoop, type ConsumerStats } from '../pipeline/consumer-loop';
+import { SuspectList } from '../pipeline/suspects';
+import { PluginManager } from '../plugins/manager';
+import { FlightRecorder } from '../supervisor/flight-recorder';
+import type { WorkerInit } from '../supervisor/messages';
+import { WorkerLink } from '../supervisor/worker-link';
+import { WorkerPluginStore } from '../supervisor/worker-store';
+import { openStore } from './open-store';
+import { parseJsonObject } from './start';
+
+/**
+ * `posthog-plugins worker` (internal, started by `posthog-plugins start`): one complete consumer in its own
+ * process. Loads the plugins, connects to the broker, runs the consumer loops; writes a flight record before
+ * every isolate entry; answers the supervisor's heartbeats. SIGTERM (forwarded by the supervisor) or the
+ * supervisor going away: finish the batches in hand, give back what was not finished, exit 0.
+ */
+export async function runWorker(): Promise<void> {
+  const init = WorkerLink.init();
+  const logger = createLogger(init.logLevel, init.logFormat as LogFormat);
+  logger.defaultMeta = { worker: init.index };
+
+  let requestStop: (why: string) => void = () => undefined;
+  const stopRequested = new Promise<string>((resolve) => (requestStop = resolve));
+  let consuming = false;
+  let stopping = false;
+  const onStop = (why: string): void => {
+    if (stopping) {
+      logger.warn(`${why} again: exiting at once`);
+      process.exit(1);
+    }
+    stopping = true;
+    // Before consuming nothing is held: leave now.
+    if (!consuming) process.exit(0);
+    requestStop(why);
+  };
+  const link = new WorkerLink(() => onStop('supervisor gone'));
+  process.on('SIGTERM', () => onStop('SIGTERM received'));
+  process.on('SIGINT', () => undefined); // a terminal's Ctrl-C reaches the whole group: the supervisor decides
+
+  try {
+    await work(init, logger, link, stopRequested, () => (consuming = true));
+  } catch (err) {
+    // The supervisor logs it (once, with how often it happened); say it here only if it cannot hear us.
+    const message = (err as Error).message;
+    const permanent = err instanceof AmqpTopologyError;
+    if (!(await link.send({ type: 'fatal', message, permanent }))) logger.error(`worker failed: ${message}`);
+    process.exit(1);
+  }
+  link.disconnect();
+  process.exit(0);
+}
+
+async function work(init: WorkerInit, logger: Logger, link: WorkerLink, stopRequested: Promise<string>, onConsuming: () => void): Promise<void> {
+  const args = init.args;
+  const suspects = SuspectList.from(init.suspects);
+  link.handleSuspects((s) => suspects.merge(s));
+  const recorder = new FlightRecorder(init.flightFile);
+  const { db, description } = await openStore(args.databaseUrl, logger);
+  const store = new WorkerPluginStore(db);
+
+  const plugins = await PluginManager.create({
+    store,
+    baseDir: args.baseDir,
+    logger,
+    limits: {
+      memoryLimitMb: args.memoryLimitMb,
+      cpuTimeoutMs: args.cpuTimeoutMs,
+      wallTimeoutMs: args.wallTimeoutMs,
+      maxResultBytes: args.maxResultBytes,
+    },
+    fetch: { timeoutMs: args.fetchTimeoutMs, maxBytes: args.fetchMaxBytes, allow: args.fetchAllow },
+    loadConcurrency: init.serialLoad ? 1 : undefined,
+    onEnter: (configId, events) => {
+      const ids = events.map((e) => taskIdOf(e) ?? '?');
+      const only = ids.length === 1 ? (ids[0] as string) : null;
+      if (only !== null && suspects.isPoisoned(only, configId)) {
+        // This event killed the process in this config before: it goes on without this plugin's change.
+        logger.warn(`skipping plugin config ${configId} for task ${only}: this event crashed a worker process in it before`, { pluginConfigId: configId, taskId: only });
+        store
+          .setError(configId, {
+            message: 'processEvent crashed the worker process on this event (fatal error inside the isolate, e.g. V8 out of memory); the event went on without this plugin',
+            time: new Date().toISOString(),
+            name: 'PluginCrashError',
+            event: events[0],
+          })
+          .catch((err: Error) => logger.error(`could not store plugin error for config ${configId}: ${err.message}`));
+        return false;
+      }
+      return recorder.enter(configId, ids, only !== null && suspects.isSuspect(only));
+    },
+  });
+  link.handleReload(() => {
+    plugins.reload().catch((err: Error) => logger.error(`plugin reload failed: ${err.message}`));
+  });
+
+  const broker = createBroker({
+    url: args.broker,
+    inputQueue: args.queue,
+    outputQueue: args.outputQueue,
+    logger,
+    onSetAside: (reason, rawText) => logger.warn(`set aside unreadable message: ${reason}`, { queue: args.queue, message: rawText.slice(0, 500) }),
+    visibilityTimeoutS: args.visibilityTimeout,
+    leaseTtlMs: args.leaseTtlMs,
+    prefetch: Math.max(1, Math.ceil(args.batchSize * args.concurrency * args.prefetchMultiplier)),
+    amqpPassive: args.amqpPassive,
+    amqpQueueArguments: parseJsonObject(args.amqpQueueArguments, '--amqp-queue-arguments'),
+    amqpOutputQueueArguments: parseJsonObject(args.amqpOutputQueueArguments, '--amqp-output-queue-arguments'),
+  });
+  // The supervisor must know whose messages to restore before this process can hold any.
+  await link.send({ type: 'broker', workerId: broker instanceof RedisBroker ? broker.workerId : null });
+  await connectWithRetry(() => broker.connect(), broker.displayUrl, logger);
+
+  const processor = new BatchProcessor({
+    plugins,
+    logger,
+    origin: `posthog-plugins-${process.pid}@${hostname()}`,
+    outputQueue: args.outputQueue,
+    suspects,
+  });
+  const loops = Array.from({ length: Math.max(1, args.concurrency) }, () => new ConsumerLoop({ broker, processor, logger, batchSize: args.batchSize }));
+  loops.forEach((l) => l.start());
+  onConsuming();
+  logger.info(`consuming ${args.queue} on ${broker.displayUrl}, publishing to ${args.outputQueue}; plugins from ${description}`, {
+    pid: process.pid,
+    concurrency: loops.length,
+    batchSize: args.batchSize,
+  });
+  await link.send({ type: 'ready' });
+  const reporter = startReporter(loops, logger);
+
+  const why = await stopRequested;
+  logger.info(`${why}: finishing the batches in hand`);
+  clearInterval(reporter);
+  await Promise.all(loops.map((l) => l.stop()));
+  await broker.close();
+  await plugins.close();
+  recorder.close();
+  await db.destroy();
+  if (why === 'supervisor gone') {
+    try {
+      fs.rmdirSync(path.dirname(init.flightFile)); // the supervisor's temporary directory, once its last worker is done
+    } catch {
+      // a sibling still uses it, or it is gone already
+    }
+  }
+  logger.info('stopped cleanly', totals(loops));
+}
+
+async function connectWithRetry(connect: () => Promise<void>, what: string, logger: Logger): Promise<void> {
+  let delayMs = 500;
+  for (;;) {
+    try {
+      await connect();
+      return;
+    } catch (err) {
+      // A queue declared with other arguments will not fix itself: say so once and stop.
+      if (err instanceof AmqpTopologyError) throw err;
+      logger.error(`cannot connect to broker ${what}: ${(err as Error).message}; retrying in ${delayMs} ms`);
+      await new Promise((r) => setTimeout(r, delayMs));
+      delayMs = Math.min(delayMs * 2, 10_000);
+    }
+  }
+}
+
+function totals(loops: ConsumerLoop[]): ConsumerStats {
+  const sum: ConsumerStats = { received: 0, published: 0, dropped: 0, expired: 0, rejected: 0, waiting: 0 };
+  for (const l of loops) for (const k of Object.keys(sum) as Array<keyof ConsumerStats>) sum[k] += l.stats[k];
+  return sum;
+}
+
+/** A progress line every 10 s while messages flow, silent when idle. */
+function startReporter(loops: ConsumerLoop[], logger: Logger): NodeJS.Timeout {
+  let last = totals(loops);
+  const timer = setInterval(() => {
+    const now = totals(loops);
+    if (now.received !== last.received || now.waiting !== last.waiting) {
+      logger.info(`processed ${now.received - last.received} message(s) in the last 10 s`, now);
+    }
+    last = now;
+  }, 10_000);
+  timer.unref();
+  return timer;
+}

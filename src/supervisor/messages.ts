@@ -1,0 +1,52 @@
+import type { SuspectSnapshot } from '../pipeline/suspects';
+import type { StartArgs } from '../cli/start';
+
+/**
+ * What the supervisor and its worker processes tell each other. Events never travel this way: each worker
+ * pulls its own messages from the broker. Everything a worker needs at start is in a small JSON file (mode
+ * 0600, in the supervisor's private temporary directory) whose path is in this environment variable: read
+ * synchronously, so nothing can be missed before the IPC channel is listened to, and no size limit of the
+ * environment applies to the suspect list.
+ */
+export const WORKER_INIT_ENV = 'POSTHOG_PLUGINS_WORKER_INIT';
+
+export interface WorkerInit {
+  /** Slot number, 0-based (stable across restarts). */
+  index: number;
+  args: StartArgs;
+  logLevel: string;
+  logFormat: string;
+  /** Where to keep the flight record. */
+  flightFile: string;
+  suspects: SuspectSnapshot;
+  /** Load plugin configs one at a time (a load crashed with several in flight). */
+  serialLoad: boolean;
+}
+
+/** Worker → supervisor. */
+export type WorkerMessage =
+  /** Sent (and flushed) before connecting: the Redis worker id whose messages to restore if this process dies. */
+  | { type: 'broker'; workerId: string | null }
+  | { type: 'ready' }
+  | { type: 'pong'; seq: number }
+  /**
+   * Startup failed; the reason, so the supervisor's log can say why it restarts with a delay. `permanent`: it
+   * will not fix itself (e.g. RabbitMQ refuses the queue declaration): the supervisor stops and exits non-zero.
+   */
+  | { type: 'fatal'; message: string; permanent: boolean };
+
+/** Supervisor → worker. */
+export type SupervisorMessage =
+  | { type: 'ping'; seq: number }
+  /** Events to run alone from now on (they were in flight when a worker died). */
+  | { type: 'suspects'; suspects: SuspectSnapshot }
+  /** Plugin configs changed (one was disabled): reload them. */
+  | { type: 'reload' };
+
+export function isWorkerMessage(m: unknown): m is WorkerMessage {
+  return typeof m === 'object' && m !== null && typeof (m as { type?: unknown }).type === 'string';
+}
+
+export function isSupervisorMessage(m: unknown): m is SupervisorMessage {
+  return typeof m === 'object' && m !== null && typeof (m as { type?: unknown }).type === 'string';
+}

@@ -1,0 +1,38 @@
+import Redis from 'ioredis';
+import { Restorer } from '../brokers/redis/restorer';
+import { leaseKey } from '../brokers/redis/keys';
+import type { ScriptedRedis } from '../brokers/redis/redis-broker';
+import { RESTORE_SCRIPT } from '../brokers/redis/scripts';
+import type { Logger } from '../log';
+
+/**
+ * The supervisor's own Redis connection, used for one thing: the moment a worker process dies, put the
+ * messages it held (in-flight set and landing list) back at the front of the queue, instead of waiting for a
+ * sibling's dead-worker scan. Restores are idempotent (first restorer wins), so racing a sibling is harmless.
+ */
+export class DeadWorkerRestorer {
+  private readonly redis: ScriptedRedis;
+  private readonly restorer: Restorer;
+
+  constructor(
+    url: string,
+    private readonly inputQueue: string,
+    logger: Logger,
+  ) {
+    this.redis = new Redis(url, { lazyConnect: false, maxRetriesPerRequest: null, enableAutoPipelining: false, connectionName: 'posthog-plugins:supervisor' }) as ScriptedRedis;
+    this.redis.on('error', (err: Error) => logger.warn(`supervisor redis connection error: ${err.message}`));
+    this.redis.defineCommand('phRestore', { lua: RESTORE_SCRIPT });
+    this.restorer = new Restorer(this.redis, logger);
+  }
+
+  /** Returns how many messages went back to the queue. */
+  async restore(workerId: string): Promise<number> {
+    const restored = await this.restorer.restoreWorker(workerId, this.inputQueue);
+    await this.redis.del(leaseKey(workerId));
+    return restored;
+  }
+
+  async close(): Promise<void> {
+    await this.redis.quit().catch(() => this.redis.disconnect());
+  }
+}
