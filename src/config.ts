@@ -59,7 +59,7 @@ export const workerOptions = {
   concurrency: { type: 'number', describe: 'Batches in flight at once in each worker process (env WORKER_CONCURRENCY)', default: num('WORKER_CONCURRENCY', 1) },
   'batch-size': { type: 'number', describe: 'Messages taken from the broker per batch (env BATCH_SIZE)', default: num('BATCH_SIZE', 100) },
   'visibility-timeout': { type: 'number', describe: "Redis: kombu's visibility_timeout in seconds, for restoring messages of vanished workers (env CELERY_VISIBILITY_TIMEOUT)", default: num('CELERY_VISIBILITY_TIMEOUT', 3600) },
-  'lease-ttl-ms': { type: 'number', describe: "Redis: how long a silent worker keeps its messages before others restore them, ms (env WORKER_LEASE_TTL_MS)", default: num('WORKER_LEASE_TTL_MS', 15_000) },
+  'lease-ttl-ms': { type: 'number', describe: "Redis: how long a silent worker keeps its messages before others restore them; keep it above --heartbeat-timeout-ms, ms (env WORKER_LEASE_TTL_MS)", default: num('WORKER_LEASE_TTL_MS', 45_000) },
   'prefetch-multiplier': { type: 'number', describe: 'AMQP: prefetch = batch size x concurrency x this (env CELERY_PREFETCH_MULTIPLIER)', default: num('CELERY_PREFETCH_MULTIPLIER', 1) },
   'amqp-passive': { type: 'boolean', describe: 'AMQP: only check that queues exist, never declare them (env AMQP_PASSIVE)', default: env('AMQP_PASSIVE') === 'true' || env('AMQP_PASSIVE') === '1' },
   'amqp-queue-arguments': { type: 'string', describe: 'AMQP: JSON arguments to declare the input queue with, e.g. {"x-max-priority":10} (env AMQP_QUEUE_ARGUMENTS)', default: env('AMQP_QUEUE_ARGUMENTS') ?? '' },

@@ -98,7 +98,10 @@ async function work(init: WorkerInit, logger: Logger, link: WorkerLink, stopRequ
     },
   });
   link.handleReload(() => {
-    plugins.reload().catch((err: Error) => logger.error(`plugin reload failed: ${err.message}`));
+    plugins.reload().then(
+      () => logger.info('plugins reloaded'),
+      (err: Error) => logger.error(`plugin reload failed: ${err.message}`),
+    );
   });
 
   const broker = createBroker({

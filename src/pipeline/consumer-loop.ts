@@ -50,16 +50,21 @@ export class ConsumerLoop {
     const { broker, logger } = this.opts;
     let backoffMs = 100;
     while (this.running) {
+      // Deliveries taken out of the eta scheduler or the broker in this round and not settled yet.
+      let inHand: Delivery[] = [];
       try {
         const now = Date.now();
-        const due = this.eta.takeDue(now, this.opts.batchSize);
-        if (due.length) broker.adjustHeld?.(-due.length);
-        const wait = due.length > 0 ? 0 : Math.min(this.opts.pollMs ?? 1000, this.eta.msUntilNext(now));
-        const received = await broker.receive(this.opts.batchSize - due.length, wait);
+        inHand = this.eta.takeDue(now, this.opts.batchSize);
+        if (inHand.length) broker.adjustHeld?.(-inHand.length);
+        const wait = inHand.length > 0 ? 0 : Math.min(this.opts.pollMs ?? 1000, this.eta.msUntilNext(now));
+        const received = await broker.receive(this.opts.batchSize - inHand.length, wait);
+        inHand = [...inHand, ...received];
         this.stats.received += received.length;
-        if (due.length + received.length > 0) await this.handle([...due, ...received]);
+        if (inHand.length > 0) await this.handle(inHand);
         backoffMs = 100;
       } catch (err) {
+        // Whatever this round had in hand must not stay unacked under our live lease: give it back.
+        if (inHand.length) await this.giveBack(inHand);
         if (!this.running) break;
         logger.error(`consumer loop error, retrying in ${backoffMs} ms: ${(err as Error).message}`, { broker: broker.displayUrl });
         await sleep(backoffMs);
@@ -73,6 +78,14 @@ export class ConsumerLoop {
       logger.info(`gave ${held.length} eta message(s) back to the queue`);
     }
     this.stats.waiting = 0;
+  }
+
+  private async giveBack(deliveries: Delivery[]): Promise<void> {
+    try {
+      await this.opts.broker.settle(deliveries.map((delivery): Settlement => ({ kind: 'requeue', delivery })));
+    } catch (err) {
+      this.opts.logger.error(`could not give ${deliveries.length} message(s) back (they are restored when this worker stops): ${(err as Error).message}`);
+    }
   }
 
   private async handle(batch: Delivery[]): Promise<void> {

@@ -105,6 +105,28 @@ describe('RedisBroker against the real Redis', () => {
     }
   });
 
+  test('an envelope that Lua reads but JSON.parse refuses (NaN) is set aside, and the batch around it flows', async () => {
+    const reasons: string[] = [];
+    const b = broker({ onSetAside: (reason) => reasons.push(reason) });
+    await b.connect();
+    try {
+      const nan = envelope('nan').replace('"retries": 0', '"retries": NaN').replace('"retries":0', '"retries":NaN');
+      assert.notEqual(nan, envelope('nan'), 'the test envelope carries a NaN');
+      await redis.lpush(Q, envelope('g1'), nan, envelope('g2'));
+      const got = await b.receive(10, 100);
+      assert.deepEqual(got.map((d) => d.tag), ['tag-g1', 'tag-g2']);
+      assert.equal(reasons.length, 1);
+      const setAside = (await redis.lrange(`${Q}.rejected`, 0, -1)).map((x) => JSON.parse(x) as { queue: string; message: string });
+      assert.equal(setAside.length, 1);
+      assert.equal(setAside[0]!.queue, Q, 'the record names the queue to LPUSH it back to');
+      assert.equal(setAside[0]!.message, nan);
+      assert.equal(await redis.hexists('unacked', 'tag-nan'), 0);
+      await b.settle(got.map((delivery) => ({ kind: 'ack' as const, delivery, outputs: [] })));
+    } finally {
+      await b.close();
+    }
+  });
+
   test('close gives unsettled deliveries back to the front of their queue, marked redelivered', async () => {
     const b = broker();
     await b.connect();

@@ -6,6 +6,7 @@ import { after, before, describe, test } from 'node:test';
 import { type BrokerFixture, redisFixture } from '../helpers/brokers';
 import { type JsonObject, type SentTask, type SinkRecord, type SinkWorker, sendEvents, startSinkWorker } from '../helpers/python';
 import { type WorkerProcess, cli, startWorker } from '../helpers/worker';
+import { waitUntil } from '../helpers/services';
 
 /**
  * A plugin whose allocation ends in a V8 fatal OOM (a Map growing forever; isolated-vm cannot unwind it, the
@@ -141,7 +142,14 @@ describe('fatal OOM in a plugin: contained by the supervisor (redis)', () => {
     assert.equal(b.enabled, true, 'the other team’s config is untouched');
     assert.equal(b.error, null);
 
-    // Phase 3: after the disable, team A's events pass without the plugin, team B's keep flowing.
+    // Phase 3: after the disable, team A's events pass without the plugin, team B's keep flowing. Wait until
+    // every worker process has reloaded its plugins (the disable reaches them as a reload request).
+    const disabledAt = Date.parse(String(sup.logs().find((l) => /^plugin config \d+ disabled after/.test(String(l.message)))?.timestamp));
+    await waitUntil(
+      () => new Set(sup.logs().filter((l) => l.message === 'plugins reloaded' && Date.parse(String(l.timestamp)) >= disabledAt).map((l) => l.worker)).size >= 2,
+      30_000,
+      'both worker processes reloaded their plugins after the disable',
+    );
     await Promise.all([send(3, TEAM_A, Array.from({ length: 10 }, () => event())), send(3, TEAM_B, Array.from({ length: 10 }, () => event()))]);
     const out = await allOut(60_000);
 

@@ -189,8 +189,9 @@ describe('supervisor: worker processes on redis', () => {
       `held at kill ${heldAtKill}; kill → in-flight restored ${restoreMs} ms (supervisor: ${String(restoredLine.restoreMs)} ms after exit); ` +
         `kill → replacement spawned ${restartMs} ms, consuming ${readyMs} ms; duplicates ${duplicates}`,
     );
-    assert.ok(restoreMs < 2000, `restore took ${restoreMs} ms`);
-    assert.ok(restartMs < 2000, `restart took ${restartMs} ms`);
+    // "At once": generous bounds for a loaded 2-core machine (measured 20-140 ms when quiet).
+    assert.ok(restoreMs < 10_000, `restore took ${restoreMs} ms`);
+    assert.ok(restartMs < 10_000, `restart took ${restartMs} ms`);
   });
 
   test('a worker that stops answering heartbeats is killed and replaced', async (t) => {

@@ -66,14 +66,15 @@ describe('eta and expires end to end (redis)', () => {
   });
 
   test('an eta task waits unacked for its eta while the events sent after it flow past', async () => {
-    const [etaTask] = await sendEvents({ brokerUrl: broker.url, count: 1, startIndex: 0, countdown: 3 });
+    // 12 s: the events sent after it come from a second Python process, which can take seconds to start on a busy machine.
+    const [etaTask] = await sendEvents({ brokerUrl: broker.url, count: 1, startIndex: 0, countdown: 12 });
     const later = await sendEvents({ brokerUrl: broker.url, count: 5, startIndex: 1 });
     // While held, the message is in kombu's unacked hash: a crash now loses nothing.
     const held = await waitUntil(() => unackedEnvelope(etaTask!.id), 3000, 'the eta task in kombu unacked');
     const etaMs = Date.parse(String(held.headers['eta']));
     assert.ok(Number.isFinite(etaMs), `eta header ${String(held.headers['eta'])}`);
 
-    const records = await sink.waitFor(6, 20_000);
+    const records = await sink.waitFor(6, 40_000);
     const order = records.map(uuidOf);
     const etaAt = order.indexOf(sentUuid(etaTask!));
     assert.ok(etaAt >= 0, 'the eta task ran');
@@ -116,8 +117,8 @@ describe('eta and expires end to end (redis)', () => {
 
   test('SIGTERM gives a held eta task back to the queue; the next worker runs it once, at its eta', async () => {
     const before = sink.records().length;
-    const [task] = await sendEvents({ brokerUrl: broker.url, count: 1, startIndex: 200, countdown: 5 });
-    const held = await waitUntil(async () => ((await inputLength()) === 0 ? unackedEnvelope(task!.id) : null), 4000, 'the eta task taken and held');
+    const [task] = await sendEvents({ brokerUrl: broker.url, count: 1, startIndex: 200, countdown: 20 });
+    const held = await waitUntil(async () => ((await inputLength()) === 0 ? unackedEnvelope(task!.id) : null), 15_000, 'the eta task taken and held');
     const etaMs = Date.parse(String(held.headers['eta']));
     await new Promise((r) => setTimeout(r, 300)); // let the batch that took it finish
 
@@ -138,7 +139,7 @@ describe('eta and expires end to end (redis)', () => {
     assert.deepEqual(executed(sentUuid(task!)), [], 'not run by the stopped worker');
 
     worker = await start();
-    await sink.waitFor(before + 1, 20_000);
+    await sink.waitFor(before + 1, 45_000);
     const runs = executed(sentUuid(task!));
     assert.equal(runs.length, 1);
     assert.ok(runs[0]!.time * 1000 >= etaMs, `ran ${etaMs - runs[0]!.time * 1000} ms before its eta`);

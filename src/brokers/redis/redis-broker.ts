@@ -14,7 +14,7 @@ import {
   leaseKey,
   setAsideKey,
 } from './keys';
-import { type LeaseInfo, Restorer } from './restorer';
+import { type LeaseInfo, Restorer, processSpace } from './restorer';
 import { POP_SCRIPT, RESTORE_SCRIPT, SETTLE_SCRIPT } from './scripts';
 
 export interface RedisBrokerOptions {
@@ -44,7 +44,7 @@ interface ScriptCommands {
 }
 
 const DEFAULTS = {
-  leaseTtlMs: 15_000,
+  leaseTtlMs: 45_000,
   visibilityTimeoutS: 3600,
   deadWorkerScanMs: 2_000,
   visibilityScanMs: 60_000,
@@ -68,6 +68,9 @@ export class RedisBroker implements Broker {
   private readonly held = new Map<string, Delivery>();
   private readonly timers: NodeJS.Timeout[] = [];
   private closed = false;
+  private orphansPossible = false;
+  private readonly startedAt = new Date().toISOString();
+  private readonly space = processSpace();
 
   constructor(options: RedisBrokerOptions) {
     this.opts = { ...DEFAULTS, ...options };
@@ -76,7 +79,27 @@ export class RedisBroker implements Broker {
   }
 
   async connect(): Promise<void> {
-    const common = { lazyConnect: true, maxRetriesPerRequest: null, enableAutoPipelining: false };
+    try {
+      await this.open();
+    } catch (err) {
+      // A failed attempt must not leave clients reconnecting in the background (the caller retries connect()).
+      this.cmd?.disconnect();
+      this.blocking?.disconnect();
+      throw err;
+    }
+  }
+
+  private async open(): Promise<void> {
+    const common = {
+      lazyConnect: true,
+      maxRetriesPerRequest: null,
+      enableAutoPipelining: false,
+      // Never replay a command whose reply was lost: a replayed pop would take a second batch while the first
+      // sits unacked and unknown to us. Lost pops are recovered by restoreOrphans() instead.
+      autoResendUnfulfilledCommands: false,
+      // A failed-over master answers READONLY: reconnect so the client finds the new one.
+      reconnectOnError: (err: Error) => err.message.startsWith('READONLY'),
+    };
     this.cmd = new Redis(this.opts.url, { ...common, connectionName: `posthog-plugins:${this.workerId}` }) as ScriptedRedis;
     this.blocking = new Redis(this.opts.url, { ...common, connectionName: `posthog-plugins:${this.workerId}:wait` });
     for (const client of [this.cmd, this.blocking]) {
@@ -86,6 +109,7 @@ export class RedisBroker implements Broker {
     this.cmd.defineCommand('phSettle', { lua: SETTLE_SCRIPT });
     this.cmd.defineCommand('phRestore', { lua: RESTORE_SCRIPT });
     await Promise.all([this.cmd.connect(), this.blocking.connect()]);
+    await this.checkServerVersion();
     this.restorer = new Restorer(this.cmd, this.opts.logger);
 
     // Declare queues the way kombu does (binding member in _kombu.binding.<queue>), so Python's restore
@@ -106,6 +130,15 @@ export class RedisBroker implements Broker {
     );
   }
 
+  /** BLMOVE and RPOP with a count need Redis 6.2; say so once instead of failing on every pop. */
+  private async checkServerVersion(): Promise<void> {
+    const info = await this.cmd.info('server');
+    const version = /redis_version:(\d+)\.(\d+)/.exec(info);
+    if (version && (Number(version[1]) < 6 || (Number(version[1]) === 6 && Number(version[2]) < 2))) {
+      throw new Error(`Redis ${version[1]}.${version[2]} at ${this.displayUrl} is too old: posthog-plugins needs Redis 6.2 or newer (BLMOVE, RPOP with a count)`);
+    }
+  }
+
   private every(ms: number, task: () => Promise<unknown>): void {
     let running = false;
     const timer = setInterval(() => {
@@ -120,7 +153,7 @@ export class RedisBroker implements Broker {
   }
 
   private async renewLease(): Promise<void> {
-    const info: LeaseInfo = { host: hostname(), pid: process.pid, started: new Date().toISOString() };
+    const info: LeaseInfo = { host: hostname(), pid: process.pid, started: this.startedAt, processSpace: this.space };
     await this.cmd
       .multi()
       .sadd(WORKERS_KEY, this.workerId)
@@ -142,7 +175,17 @@ export class RedisBroker implements Broker {
     }
   }
 
+  /** Restore in-flight tags that no delivery in hand accounts for (a pop whose reply was lost). */
+  private async restoreOrphans(): Promise<void> {
+    const inflight = inflightKey(this.workerId);
+    const orphans = (await this.cmd.smembers(inflight)).filter((tag) => !this.held.has(tag));
+    const restored = await this.restorer.restoreTags(orphans, inflight);
+    if (restored) this.opts.logger.warn(`returned ${restored} message(s) whose pop reply was lost to the queue`);
+    this.orphansPossible = false;
+  }
+
   private async pop(max: number): Promise<Delivery[]> {
+    if (this.orphansPossible) await this.restoreOrphans();
     const now = Date.now();
     const keys = [
       KOMBU_UNACKED,
@@ -152,16 +195,26 @@ export class RedisBroker implements Broker {
       setAsideKey(this.opts.inputQueue),
       ...consumeKeys(this.opts.inputQueue),
     ];
-    const [taken, bad] = await this.cmd.phPop(keys.length, ...keys, String(max), (now / 1000).toFixed(6), new Date(now).toISOString());
+    let taken: string[];
+    let bad: string[];
+    try {
+      [taken, bad] = await this.cmd.phPop(keys.length, ...keys, String(max), (now / 1000).toFixed(6), new Date(now).toISOString(), this.opts.inputQueue);
+    } catch (err) {
+      // The script may have run although its reply was lost: whatever it took is recorded in our in-flight
+      // set but not held by anyone here. Give such orphans back before the next pop.
+      this.orphansPossible = true;
+      throw err;
+    }
     for (let i = 0; i < bad.length; i += 2) this.opts.onSetAside?.(bad[i] as string, bad[i + 1] as string);
 
     const deliveries: Delivery[] = [];
     const unreadable: Settlement[] = [];
-    for (const rawText of taken) {
+    for (let i = 0; i < taken.length; i += 2) {
+      const rawText = taken[i] as string;
+      const tag = taken[i + 1] as string;
       const parsed = parseEnvelope(rawText);
       if (!parsed.ok) {
         // It has a delivery tag (the pop script checked) but no readable message: set it aside properly.
-        const tag = (JSON.parse(rawText) as { properties: { delivery_tag: string } }).properties.delivery_tag;
         const delivery: Delivery = { tag, queue: this.opts.inputQueue, message: emptyMessage(), redelivered: false, rawText };
         unreadable.push({ kind: 'reject', delivery, reason: parsed.reason });
         continue;

@@ -1,3 +1,4 @@
+import { readFileSync, readlinkSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { randomUUID } from 'node:crypto';
 import { markRedelivered, parseBindingMember, parseEnvelope, parseUnackedRecord, priorityKey } from '../../../protocol/redis-envelope';
@@ -14,11 +15,26 @@ import {
   leaseKey,
 } from './keys';
 
+const RESTORE_CHUNK = 500;
+const SPACE = processSpace();
+
 /** What a worker writes into its lease, so that others can tell a dead local process at once. */
 export interface LeaseInfo {
   host: string;
   pid: number;
   started: string;
+  /** Together with host, what makes a pid comparable: same boot, same PID namespace (not just same hostname). */
+  processSpace: string;
+}
+
+/** This process's boot id and PID namespace: containers sharing a hostname (host network) differ here. */
+export function processSpace(): string {
+  try {
+    const boot = readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim();
+    return `${boot}/${readlinkSync('/proc/self/ns/pid')}`;
+  } catch {
+    return 'unknown';
+  }
 }
 
 /**
@@ -33,8 +49,17 @@ export class Restorer {
     private readonly logger: Logger,
   ) {}
 
-  /** Restore the given delivery tags if they are still unacked. Returns how many went back. */
+  /**
+   * Restore the given delivery tags if they are still unacked. Returns how many went back. Works in chunks:
+   * a spread of very many arguments would overflow the stack, and one huge script would block Redis.
+   */
   async restoreTags(tags: string[], holderInflightKey: string): Promise<number> {
+    let restored = 0;
+    for (let i = 0; i < tags.length; i += RESTORE_CHUNK) restored += await this.restoreChunk(tags.slice(i, i + RESTORE_CHUNK), holderInflightKey);
+    return restored;
+  }
+
+  private async restoreChunk(tags: string[], holderInflightKey: string): Promise<number> {
     if (tags.length === 0) return 0;
     const records = await this.redis.hmget(KOMBU_UNACKED, ...tags);
     const args: string[] = [];
@@ -121,7 +146,10 @@ export class Restorer {
   }
 }
 
-/** A lease from this host whose process no longer exists is dead even before its TTL runs out. */
+/**
+ * A lease from this host, boot and PID namespace whose process no longer exists is dead even before its TTL
+ * runs out. Anything else (another machine, or a container that only shares our hostname) waits for the TTL.
+ */
 function isAlive(leaseValue: string): boolean {
   let info: Partial<LeaseInfo>;
   try {
@@ -129,7 +157,7 @@ function isAlive(leaseValue: string): boolean {
   } catch {
     return true;
   }
-  if (info.host !== hostname() || typeof info.pid !== 'number') return true;
+  if (info.host !== hostname() || typeof info.pid !== 'number' || info.processSpace !== SPACE || SPACE === 'unknown') return true;
   try {
     process.kill(info.pid, 0);
     return true;

@@ -13,15 +13,16 @@
  * (pushed to the set-aside list with the reason) and returned only for logging.
  *
  * KEYS: 1 unacked, 2 unacked_index, 3 in-flight set, 4 landing list, 5 set-aside list, 6.. priority lists
- * ARGV: 1 max, 2 now (Unix seconds, float), 3 now (ISO, for set-aside records)
- * Returns: { {envelope...}, {reason, envelope, ...} }
+ * ARGV: 1 max, 2 now (Unix seconds, float), 3 now (ISO, for set-aside records), 4 queue name (for them too)
+ * Returns: { {envelope, delivery_tag, ...}, {reason, envelope, ...} } — the tag comes from here so that the
+ * caller never has to parse an envelope again to learn it (Lua's JSON accepts NaN and hex, JSON.parse not).
  */
 export const POP_SCRIPT = `
 local max = tonumber(ARGV[1])
 local taken = {}
 local bad = {}
 local count = 0
-local function accept(raw, from)
+local function accept(raw)
   local ok, env = pcall(cjson.decode, raw)
   local tag, ex, rk
   local reason
@@ -44,7 +45,7 @@ local function accept(raw, from)
   end
   count = count + 1
   if reason then
-    redis.call('LPUSH', KEYS[5], cjson.encode({reason = reason, time = ARGV[3], queue = from, message = raw}))
+    redis.call('LPUSH', KEYS[5], cjson.encode({reason = reason, time = ARGV[3], queue = ARGV[4], message = raw}))
     table.insert(bad, reason)
     table.insert(bad, raw)
     return
@@ -53,13 +54,14 @@ local function accept(raw, from)
   redis.call('ZADD', KEYS[2], ARGV[2], tag)
   redis.call('SADD', KEYS[3], tag)
   table.insert(taken, raw)
+  table.insert(taken, tag)
 end
 for i = 4, #KEYS do
   if i ~= 5 then
     while count < max do
       local items = redis.call('RPOP', KEYS[i], max - count)
       if not items then break end
-      for _, raw in ipairs(items) do accept(raw, KEYS[i]) end
+      for _, raw in ipairs(items) do accept(raw) end
     end
   end
   if count >= max then break end
