@@ -18,14 +18,15 @@ import { waitUntil } from '../helpers/services';
  */
 const REDIS_DB = 8;
 const INPUT = 'posthog-plugins';
-const TEAM_A = 2; // fixtures/plugins/fatal/map-oom.js: marks fatal_plugin_seen, explodes on properties.explode
+const TEAM_A = 2; // fixtures/plugins/fatal/fatal-oom.js: marks fatal_plugin_seen, explodes on properties.explode
 const TEAM_B = 3; // add-property: b_added = yes
 const CRASH_LIMIT = 3;
 
 let counter = 0;
-function event(explode = false): JsonObject {
+/** `explode`: which fatal-OOM pattern the event triggers (false: none). */
+function event(explode: false | 'map' | 'fill' | 'from' = false): JsonObject {
   const i = counter++;
-  return { event: explode ? 'boom' : '$pageview', uuid: `00000000-0000-4000-8000-${String(i).padStart(12, '0')}`, properties: explode ? { i, explode: true } : { i } };
+  return { event: explode ? 'boom' : '$pageview', uuid: `00000000-0000-4000-8000-${String(i).padStart(12, '0')}`, properties: explode ? { i, explode } : { i } };
 }
 
 function uuidOfSent(t: SentTask): string {
@@ -49,7 +50,7 @@ describe('fatal OOM in a plugin: contained by the supervisor (redis)', () => {
 
   async function send(phase: number, team: number, events: JsonObject[]): Promise<SentTask[]> {
     const sent = await sendEvents({ brokerUrl: broker.url, teamId: team, events, count: events.length });
-    for (const t of sent) expected.set(uuidOfSent(t), { team, explode: (t.args[3] as { properties: { explode?: boolean } }).properties.explode === true, phase });
+    for (const t of sent) expected.set(uuidOfSent(t), { team, explode: Boolean((t.args[3] as { properties: { explode?: string } }).properties.explode), phase });
     return sent;
   }
 
@@ -80,7 +81,7 @@ describe('fatal OOM in a plugin: contained by the supervisor (redis)', () => {
     broker = redisFixture(REDIS_DB);
     await broker.reset();
     await cli(['migrate'], env);
-    await cli(['install', 'fixtures/plugins/fatal/map-oom.js', '--team', String(TEAM_A)], env);
+    await cli(['install', 'fixtures/plugins/fatal/fatal-oom.js', '--team', String(TEAM_A)], env);
     await cli(['install', 'fixtures/plugins/add-property', '--team', String(TEAM_B), '--config', '{"propertyName":"b_added","propertyValue":"yes"}'], env);
     const list = await configs();
     configA = list.find((c) => c.teamId === TEAM_A)!.id;
@@ -112,7 +113,7 @@ describe('fatal OOM in a plugin: contained by the supervisor (redis)', () => {
     const started = Date.now();
     // Phase 1: one exploding event among ordinary ones of both teams.
     await Promise.all([
-      send(1, TEAM_A, [...Array.from({ length: 10 }, () => event()), event(true), ...Array.from({ length: 9 }, () => event())]),
+      send(1, TEAM_A, [...Array.from({ length: 10 }, () => event()), event('map'), ...Array.from({ length: 9 }, () => event())]),
       send(1, TEAM_B, Array.from({ length: 20 }, () => event())),
     ]);
     await allOut(60_000);
@@ -129,7 +130,8 @@ describe('fatal OOM in a plugin: contained by the supervisor (redis)', () => {
 
     // Phase 2: more exploding events until the config has crashed CRASH_LIMIT times and is disabled.
     for (let round = 0; round < CRASH_LIMIT && !disabledLogged(); round++) {
-      await Promise.all([send(2, TEAM_A, [event(), event(true), event()]), send(2, TEAM_B, [event(), event()])]);
+      // Each round a different pattern: all three abort the process and must all be contained.
+      await Promise.all([send(2, TEAM_A, [event(), event((['fill', 'from', 'map'] as const)[round % 3]), event()]), send(2, TEAM_B, [event(), event()])]);
       await allOut(60_000);
     }
     assert.ok(disabledLogged(), `config disabled after ${CRASH_LIMIT} crashes:\n${sup.logText().slice(-4000)}`);
@@ -164,7 +166,7 @@ describe('fatal OOM in a plugin: contained by the supervisor (redis)', () => {
           assert.equal(p['b_added'], 'yes', `team B event ${uuid} has its plugin's change`);
         } else if (want.explode) {
           assert.equal(p['fatal_plugin_seen'], undefined, `exploding event ${uuid} goes on without the exploding plugin's change`);
-          assert.equal(p['explode'], true);
+          assert.ok(['map', 'fill', 'from'].includes(String(p['explode'])));
         } else if (want.phase === 3) {
           assert.equal(p['fatal_plugin_seen'], undefined, `team A event ${uuid} after the disable`);
         } else if (want.phase === 1 && !disabledInPhase1) {
