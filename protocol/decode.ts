@@ -52,6 +52,25 @@ const UTF8_ENCODINGS = new Set(['', 'utf-8', 'utf8', 'ascii', 'us-ascii', 'binar
 
 /** Returns a refusal reason, or null when content type and encoding are acceptable JSON-in-UTF-8. */
 export function checkContentType(contentType: unknown, contentEncoding: unknown): string | null {
+  // Exactly "application/json" (what Celery sends) has nothing more to check: no parameters, no charset.
+  if (contentType !== 'application/json') {
+    const refusal = checkMime(contentType);
+    if (refusal !== null) return refusal;
+  }
+  if (contentEncoding !== undefined && contentEncoding !== null) {
+    if (typeof contentEncoding !== 'string') {
+      return `content encoding must be a string, got ${describe(contentEncoding)}`;
+    }
+    // 'utf-8' first: what Celery sends, and a member of UTF8_ENCODINGS as it is.
+    if (contentEncoding !== 'utf-8' && !UTF8_ENCODINGS.has(contentEncoding.trim().toLowerCase())) {
+      return `unsupported content encoding ${JSON.stringify(contentEncoding)} for application/json (only utf-8)`;
+    }
+  }
+  return null;
+}
+
+/** The content type part of checkContentType: a refusal reason, or null for application/json in UTF-8. */
+function checkMime(contentType: unknown): string | null {
   if (typeof contentType !== 'string' || contentType.trim() === '') {
     return `message has no content type (got ${describe(contentType)})`;
   }
@@ -78,14 +97,6 @@ export function checkContentType(contentType: unknown, contentEncoding: unknown)
       .toLowerCase();
     if (!UTF8_ENCODINGS.has(charset)) {
       return `unsupported charset ${JSON.stringify(charset)} in content type ${JSON.stringify(contentType)}`;
-    }
-  }
-  if (contentEncoding !== undefined && contentEncoding !== null) {
-    if (typeof contentEncoding !== 'string') {
-      return `content encoding must be a string, got ${describe(contentEncoding)}`;
-    }
-    if (!UTF8_ENCODINGS.has(contentEncoding.trim().toLowerCase())) {
-      return `unsupported content encoding ${JSON.stringify(contentEncoding)} for application/json (only utf-8)`;
     }
   }
   return null;

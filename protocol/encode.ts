@@ -23,44 +23,48 @@ function isPlainObject(v: unknown): v is JsonObject {
   return v !== null && typeof v === 'object' && !Array.isArray(v) && !Buffer.isBuffer(v);
 }
 
-function checkDate(name: string, value: Date | null | undefined, ctx: string): string | null {
+function checkDate(name: string, value: Date | null | undefined, ctx: () => string): string | null {
   if (value === undefined || value === null) return null;
   if (!(value instanceof Date) || !Number.isFinite(value.getTime())) {
-    throw new Error(`cannot encode ${ctx}: ${name} must be a valid Date or null`);
+    throw new Error(`cannot encode ${ctx()}: ${name} must be a valid Date or null`);
   }
   try {
     return formatPythonUtcIso(value);
   } catch (err) {
-    throw new Error(`cannot encode ${ctx}: ${name}: ${(err as Error).message}`);
+    throw new Error(`cannot encode ${ctx()}: ${name}: ${(err as Error).message}`);
   }
 }
 
 /** Builds the v2 message. Throws an Error naming the task and id when the task is not publishable. */
 export function encodeTaskV2(t: OutgoingTask): RawMessage {
   if (t === null || typeof t !== 'object') throw new Error(`cannot encode task: expected an object, got ${describe(t)}`);
-  const ctx = `task ${typeof t.task === 'string' ? JSON.stringify(t.task) : '?'} id ${
-    typeof t.id === 'string' ? JSON.stringify(t.id) : '?'
-  }`;
+  // The error context, built only when an error is thrown (this runs for every published task).
+  const taskName: unknown = t.task;
+  const taskId: unknown = t.id;
+  const ctx = (): string =>
+    `task ${typeof taskName === 'string' ? JSON.stringify(taskName) : '?'} id ${
+      typeof taskId === 'string' ? JSON.stringify(taskId) : '?'
+    }`;
   if (typeof t.task !== 'string' || t.task === '') {
-    throw new Error(`cannot encode ${ctx}: task name must be a non-empty string, got ${describe(t.task ?? null)}`);
+    throw new Error(`cannot encode ${ctx()}: task name must be a non-empty string, got ${describe(t.task ?? null)}`);
   }
   if (typeof t.id !== 'string' || t.id === '') {
-    throw new Error(`cannot encode ${ctx}: id must be a non-empty string, got ${describe(t.id ?? null)}`);
+    throw new Error(`cannot encode ${ctx()}: id must be a non-empty string, got ${describe(t.id ?? null)}`);
   }
-  if (!Array.isArray(t.args)) throw new Error(`cannot encode ${ctx}: args must be an array, got ${describe(t.args ?? null)}`);
+  if (!Array.isArray(t.args)) throw new Error(`cannot encode ${ctx()}: args must be an array, got ${describe(t.args ?? null)}`);
   if (!isPlainObject(t.kwargs)) {
-    throw new Error(`cannot encode ${ctx}: kwargs must be an object, got ${describe(t.kwargs ?? null)}`);
+    throw new Error(`cannot encode ${ctx()}: kwargs must be an object, got ${describe(t.kwargs ?? null)}`);
   }
-  if (typeof t.origin !== 'string') throw new Error(`cannot encode ${ctx}: origin must be a string`);
+  if (typeof t.origin !== 'string') throw new Error(`cannot encode ${ctx()}: origin must be a string`);
   const priority = t.priority ?? 0;
   // AMQP allows 0..255 (RabbitMQ honours up to x-max-priority); the Redis transport clamps to 0..9.
   if (!Number.isInteger(priority) || priority < 0 || priority > 255) {
-    throw new Error(`cannot encode ${ctx}: priority must be an integer 0..255, got ${String(priority)}`);
+    throw new Error(`cannot encode ${ctx()}: priority must be an integer 0..255, got ${String(priority)}`);
   }
   const rootId = t.rootId ?? t.id;
-  if (typeof rootId !== 'string' || rootId === '') throw new Error(`cannot encode ${ctx}: rootId must be a non-empty string`);
+  if (typeof rootId !== 'string' || rootId === '') throw new Error(`cannot encode ${ctx()}: rootId must be a non-empty string`);
   const parentId = t.parentId ?? null;
-  if (parentId !== null && typeof parentId !== 'string') throw new Error(`cannot encode ${ctx}: parentId must be a string or null`);
+  if (parentId !== null && typeof parentId !== 'string') throw new Error(`cannot encode ${ctx()}: parentId must be a string or null`);
   const eta = checkDate('eta', t.eta, ctx);
   const expires = checkDate('expires', t.expires, ctx);
 
@@ -69,12 +73,12 @@ export function encodeTaskV2(t: OutgoingTask): RawMessage {
   try {
     argsJson = stringifyForPython(t.args);
   } catch (err) {
-    throw new Error(`cannot encode ${ctx}: args: ${(err as Error).message}`);
+    throw new Error(`cannot encode ${ctx()}: args: ${(err as Error).message}`);
   }
   try {
     kwargsJson = stringifyForPython(t.kwargs);
   } catch (err) {
-    throw new Error(`cannot encode ${ctx}: kwargs: ${(err as Error).message}`);
+    throw new Error(`cannot encode ${ctx()}: kwargs: ${(err as Error).message}`);
   }
 
   // Key order as Python 5.2.6 writes them (irrelevant to readers; keeps captures comparable).

@@ -32,6 +32,19 @@ export function isTaggedShape(value: unknown): value is { __type__: unknown; __v
 
 const STRICT_BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
 
+/**
+ * Decodes strict base64 (standard alphabet, padded, no whitespace), or returns null when `text` is not that.
+ * Accepts and refuses exactly what STRICT_BASE64 does. Fast path: Node's encoder writes the canonical form,
+ * which always matches STRICT_BASE64, so when decoding and re-encoding gives the text back, the text was valid
+ * and the regex need not run; otherwise (garbage, base64url characters, non-zero padding bits, …) the regex
+ * decides, as before.
+ */
+export function decodeStrictBase64(text: string): Buffer | null {
+  const bytes = Buffer.from(text, 'base64');
+  if (bytes.toString('base64') === text) return bytes;
+  return STRICT_BASE64.test(text) ? bytes : null;
+}
+
 /** Formats 32 hex digits (as in Python's `UUID.hex`) as the canonical 8-4-4-4-12 lowercase form. */
 function formatUuidHex(input: string): string {
   // uuid.UUID(hex=...) accepts braces, a urn:uuid: prefix and hyphens anywhere; so do we.
@@ -83,10 +96,11 @@ export function convertTagged(tagged: { __type__: unknown; __value__: unknown })
       // kombu uses "base64" for bytes that are not UTF-8. We still hand out text (the worker has no bytes
       // type in JSON): invalid sequences become U+FFFD, which is lossy but never throws.
       const text = requireString(type, value);
-      if (!STRICT_BASE64.test(text)) {
+      const bytes = decodeStrictBase64(text);
+      if (bytes === null) {
         throw new KombuTagError(`tagged base64 value is not valid base64: ${JSON.stringify(truncate(text, 60))}`);
       }
-      return Buffer.from(text, 'base64').toString('utf8');
+      return bytes.toString('utf8');
     }
     default:
       throw new KombuTagError(
@@ -96,13 +110,57 @@ export function convertTagged(tagged: { __type__: unknown; __value__: unknown })
 }
 
 /**
+ * A `\uXXXX` escape of one of the characters of "__type__" (`_` 5F, `e` 65, `p` 70, `t` 74, `y` 79): the only
+ * way a JSON text can spell that key other than literally (`\t` and friends stand for other characters).
+ */
+const TYPE_KEY_OR_ESCAPE = /"__type__"|\\u00(?:5[Ff]|65|7[049])/;
+
+/**
+ * False only when no object parsed from `text` can have an own key `__type__`, i.e. when the text contains
+ * neither the literal key `"__type__"` nor a `\u` escape that could spell one of its characters. True is
+ * only a "maybe" (the text may be inside a string value, `\\u0074` is an escaped backslash, …).
+ */
+export function mayContainTaggedValue(text: string): boolean {
+  // One regex pass costs less than String#includes of the key alone.
+  return TYPE_KEY_OR_ESCAPE.test(text);
+}
+
+function reviver(_key: string, value: unknown): unknown {
+  return isTaggedShape(value) ? convertTagged(value) : value;
+}
+
+/**
  * JSON.parse plus kombu ≥5.3 tagged-value conversion (bottom-up, like kombu's object_hook).
  * Throws SyntaxError for malformed JSON and KombuTagError for a tag it cannot convert.
+ *
+ * A reviver makes JSON.parse several times slower, and only matters when some object has a `__type__` key
+ * (every tagged shape has one); texts that cannot contain such a key are parsed plainly, with the same result
+ * (with no tagged shape the reviver returns every value unchanged, and a SyntaxError is raised before any
+ * reviving in both cases).
  */
 export function parseKombuJson(text: string): JsonValue {
-  return JSON.parse(text, function reviver(_key: string, value: unknown) {
-    return isTaggedShape(value) ? convertTagged(value) : value;
-  }) as JsonValue;
+  if (!mayContainTaggedValue(text)) return JSON.parse(text) as JsonValue;
+  return JSON.parse(text, reviver) as JsonValue;
+}
+
+/** Deeper than this, the checks below give up and answer "maybe" (the full path then runs, as before). */
+const MAX_CHECK_DEPTH = 256;
+
+/**
+ * True when some object inside an already-parsed value has the tagged shape (or the value is nested too deep to
+ * tell cheaply). reviveKombuTags of a value without tagged shapes is a plain deep copy of it.
+ */
+export function containsTaggedShape(value: JsonValue, depth = 0): boolean {
+  if (value === null || typeof value !== 'object') return false;
+  if (depth > MAX_CHECK_DEPTH) return true;
+  if (Array.isArray(value)) {
+    for (let i = 0; i < value.length; i++) if (containsTaggedShape(value[i], depth + 1)) return true;
+    return false;
+  }
+  if (hasOwn(value, '__type__') && isTaggedShape(value)) return true;
+  // for…in also visits inherited enumerable keys: that can only turn a "no" into a "maybe".
+  for (const k in value) if (containsTaggedShape(value[k], depth + 1)) return true;
+  return false;
 }
 
 /**
@@ -127,32 +185,98 @@ export function reviveKombuTags(value: JsonValue): JsonValue {
  * Object properties whose value is undefined are omitted, as JSON.stringify always does.
  */
 export function stringifyForPython(value: unknown): string {
-  let text: string | undefined;
-  try {
-    text = JSON.stringify(value, function replacer(this: unknown, key: string, v: unknown) {
-      if (typeof v === 'number') {
-        if (!Number.isFinite(v)) {
-          throw new TypeError(`cannot send non-finite number ${String(v)} to Python${where(key)}`);
-        }
-      } else if (v === undefined || typeof v === 'function' || typeof v === 'symbol') {
-        if (Array.isArray(this)) {
-          throw new TypeError(`cannot send ${v === undefined ? 'undefined' : typeof v} as an array item${where(key)}`);
-        }
-      } else if (isTaggedShape(v)) {
-        throw new TypeError(
-          `cannot send an object with exactly the keys __type__ and __value__${where(key)}: ` +
-            'kombu >= 5.3 would read it as a tagged value',
-        );
-      }
-      return v;
-    });
-  } catch (err) {
-    throw new TypeError(`value is not serializable for Python: ${(err as Error).message}`);
-  }
+  // A replacer forces V8 off its fast JSON.stringify path (one call back into JS per value, several times
+  // slower). isPlainJson checks, without it, that the replacer would return every value unchanged and that
+  // JSON.stringify cannot throw; only then is the plain JSON.stringify used. Anything else (NaN, an undefined
+  // array item, a tagged shape, a toJSON method, BigInt, a cycle, very deep nesting, a throwing getter) takes
+  // the strict path below, so errors and their messages are exactly as before.
+  let text = stringifyIfPlain(value);
+  if (text === null) text = stringifyStrict(value);
   if (text === undefined) {
     throw new TypeError(`value is not serializable for Python: top-level ${describe(value)} has no JSON form`);
   }
   return text;
+}
+
+/**
+ * JSON.stringify(value) when that is certainly what stringifyForPython would return or, for a top-level
+ * undefined/function/symbol, refuse (JSON.stringify's undefined); null when only the strict path can tell
+ * (it may throw). Lets a caller serialize the parts of a larger object on its own (see buildEnvelope).
+ */
+export function stringifyIfPlain(value: unknown): string | undefined | null {
+  try {
+    if (isPlainJson(value, false, 0)) return JSON.stringify(value);
+  } catch {
+    // A getter or a Proxy trap threw: the strict path reports it as before.
+  }
+  return null;
+}
+
+function strictReplacer(this: unknown, key: string, v: unknown): unknown {
+  if (typeof v === 'number') {
+    if (!Number.isFinite(v)) {
+      throw new TypeError(`cannot send non-finite number ${String(v)} to Python${where(key)}`);
+    }
+  } else if (v === undefined || typeof v === 'function' || typeof v === 'symbol') {
+    if (Array.isArray(this)) {
+      throw new TypeError(`cannot send ${v === undefined ? 'undefined' : typeof v} as an array item${where(key)}`);
+    }
+  } else if (isTaggedShape(v)) {
+    throw new TypeError(
+      `cannot send an object with exactly the keys __type__ and __value__${where(key)}: ` +
+        'kombu >= 5.3 would read it as a tagged value',
+    );
+  }
+  return v;
+}
+
+/** JSON.stringify with the checking replacer; its errors (and JSON.stringify's own) wrapped. */
+function stringifyStrict(value: unknown): string | undefined {
+  try {
+    return JSON.stringify(value, strictReplacer);
+  } catch (err) {
+    throw new TypeError(`value is not serializable for Python: ${(err as Error).message}`);
+  }
+}
+
+/**
+ * True when JSON.stringify(value) with strictReplacer would call the replacer only on values it returns
+ * unchanged, and would not throw: then it writes the same text as JSON.stringify(value). It visits every value
+ * JSON.stringify visits (array indices up to length; for objects `for…in`, i.e. the own enumerable keys plus
+ * any inherited enumerable ones, which can only make it stricter), and says false for every value the replacer
+ * refuses (non-finite numbers; undefined, functions and symbols as array items; tagged shapes), for every
+ * value that makes JSON.stringify throw (BigInt; cycles, which exceed MAX_CHECK_DEPTH) and for any object or
+ * function with a `toJSON` (the replacer would see toJSON's result, which is not looked at here).
+ * It reads every property once more than JSON.stringify: harmless for data, which is what is serialized here.
+ */
+function isPlainJson(v: unknown, inArray: boolean, depth: number): boolean {
+  switch (typeof v) {
+    case 'string':
+    case 'boolean':
+      return true;
+    case 'number':
+      return Number.isFinite(v);
+    case 'undefined':
+    case 'symbol':
+      return !inArray;
+    case 'function':
+      return !inArray && (v as { toJSON?: unknown }).toJSON === undefined;
+    case 'object': {
+      if (v === null) return true;
+      if (depth > MAX_CHECK_DEPTH || (v as { toJSON?: unknown }).toJSON !== undefined) return false;
+      if (Array.isArray(v)) {
+        for (let i = 0; i < v.length; i++) if (!isPlainJson(v[i], true, depth + 1)) return false;
+        return true;
+      }
+      const o = v as Record<string, unknown>;
+      if (hasOwn(o, '__type__') && isTaggedShape(o)) return false;
+      // for…in: no key array to allocate (the walk costs a third of an Object.keys loop).
+      for (const k in o) if (!isPlainJson(o[k], false, depth + 1)) return false;
+      return true;
+    }
+    default:
+      return false; // bigint
+  }
 }
 
 function where(key: string): string {

@@ -3,7 +3,15 @@
  * priority list names, the BRPOP key order, the `unacked` hash records, restore flags and the binding members.
  * Pure string/Buffer work; the Redis commands themselves live in the broker.
  */
-import { describe, reviveKombuTags, stringifyForPython, truncate } from './json';
+import {
+  containsTaggedShape,
+  decodeStrictBase64,
+  describe,
+  reviveKombuTags,
+  stringifyForPython,
+  stringifyIfPlain,
+  truncate,
+} from './json';
 import type { JsonObject, JsonValue, RawMessage } from './types';
 
 /** kombu defaults (transport options `sep`, `priority_steps`). */
@@ -38,10 +46,8 @@ function isPlainObject(v: unknown): v is JsonObject {
   return v !== null && typeof v === 'object' && !Array.isArray(v);
 }
 
-const STRICT_BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
-
-/** Redis-transport-only property keys: returned separately, not part of the transport-neutral RawMessage. */
-const TRANSPORT_PROPERTIES = new Set(['body_encoding', 'delivery_info', 'delivery_tag']);
+// The Redis-transport-only property keys, body_encoding, delivery_info and delivery_tag, are returned separately
+// by parseEnvelope, not as part of the transport-neutral RawMessage, and always written by buildEnvelope.
 
 /** kombu's `_get_message_priority`: int(properties.priority) clamped to 0..9, default 0 on any error. */
 export function messagePriority(properties: JsonObject): number {
@@ -88,10 +94,13 @@ export function parseEnvelope(text: string): EnvelopeResult {
   const encoding = props.body_encoding;
   let body: Buffer;
   if (encoding === 'base64') {
-    // Buffer.from(…, 'base64') silently skips garbage; validate first so corruption is reported, not decoded.
-    const b64 = env.body.replace(/[\r\n]/g, '');
-    if (!STRICT_BASE64.test(b64)) return fail(`envelope body is not valid base64${ctx}`);
-    body = Buffer.from(b64, 'base64');
+    // Buffer.from(…, 'base64') silently skips garbage; validate so corruption is reported, not decoded.
+    // Line breaks are dropped first; a text that is valid as it is has none, so it is tried first, uncopied.
+    const text = env.body;
+    const decoded =
+      decodeStrictBase64(text) ?? (/[\r\n]/.test(text) ? decodeStrictBase64(text.replace(/[\r\n]/g, '')) : null);
+    if (decoded === null) return fail(`envelope body is not valid base64${ctx}`);
+    body = decoded;
   } else if (encoding === undefined || encoding === null || encoding === 'utf-8' || encoding === 'utf8') {
     // kombu uses the body as-is when body_encoding is absent (and newer kombu for "utf-8").
     body = Buffer.from(env.body, 'utf8');
@@ -111,16 +120,15 @@ export function parseEnvelope(text: string): EnvelopeResult {
   let headers: JsonValue = env.headers === undefined ? {} : env.headers;
   if (!isPlainObject(headers)) return fail(`envelope headers must be an object, got ${describe(headers)}${ctx}`);
   try {
-    headers = reviveKombuTags(headers);
+    // Without a tagged shape reviveKombuTags would only deep-copy headers, a fresh object nothing else holds.
+    if (containsTaggedShape(headers)) headers = reviveKombuTags(headers);
   } catch (err) {
     return fail(`envelope headers: ${(err as Error).message}${ctx}`);
   }
 
-  const properties = Object.fromEntries(
-    Object.keys(props)
-      .filter((k) => !TRANSPORT_PROPERTIES.has(k))
-      .map((k) => [k, props[k]]),
-  ) as JsonObject;
+  // Rest destructuring copies like Object.fromEntries would (own enumerable keys in order, "__proto__" as data),
+  // leaving out the transport keys, without the intermediate arrays.
+  const { body_encoding: _encoding, delivery_info: _info, delivery_tag: _tag, ...properties } = props;
 
   return {
     ok: true,
@@ -182,21 +190,31 @@ export function buildEnvelope(message: RawMessage, opts: EnvelopeOptions): strin
     throw new Error(`buildEnvelope: properties.priority must be a non-negative integer, got ${describe(priority)}`);
   }
   // Caller properties first, then the transport keys in kombu's order; any stale transport keys are replaced.
-  const properties: JsonObject = Object.fromEntries(
-    Object.keys(src)
-      .filter((k) => k !== 'priority' && !TRANSPORT_PROPERTIES.has(k))
-      .map((k) => [k, src[k]]),
-  ) as JsonObject;
+  // (Rest destructuring: the copy Object.fromEntries of the other keys would make, without the arrays.)
+  const { priority: _priority, body_encoding: _encoding, delivery_info: _info, delivery_tag: _tag, ...properties } = src;
   properties.delivery_info = { exchange, routing_key: routingKey };
   properties.priority = priority;
   properties.body_encoding = 'base64';
   properties.delivery_tag = deliveryTag;
 
+  const body = message.body.toString('base64');
+  const headers = message.headers;
+  // Usually headers and properties are plain data: then the envelope is written from its parts, which gives
+  // the very text JSON.stringify(envelope) would (no indentation, so a nested object is written exactly as on
+  // its own) without scanning the base64 body, ~2/3 of the text, for characters to escape: it has none.
+  const headersJson = stringifyIfPlain(headers);
+  const propertiesJson = typeof headersJson === 'string' ? stringifyIfPlain(properties) : null;
+  if (typeof headersJson === 'string' && typeof propertiesJson === 'string') {
+    return (
+      `{"body":"${body}","content-encoding":${JSON.stringify(message.contentEncoding)},` +
+      `"content-type":${JSON.stringify(message.contentType)},"headers":${headersJson},"properties":${propertiesJson}}`
+    );
+  }
   const envelope = {
-    body: message.body.toString('base64'),
+    body,
     'content-encoding': message.contentEncoding,
     'content-type': message.contentType,
-    headers: message.headers,
+    headers,
     properties,
   };
   try {

@@ -22,11 +22,16 @@ function escapeCodePoint(cp: number): string {
   return `\\U${cp.toString(16).padStart(8, '0')}`;
 }
 
+/** Printable ASCII except ' and \: such a text is its own repr body, in single quotes. */
+const PLAIN_REPR = /^[\x20-\x26\x28-\x5b\x5d-\x7e]*$/;
+
 /** Python's repr of a str. */
 export function pythonStrRepr(s: string): string {
+  // By far the most common case, in one regex test: nothing to escape, and single quotes.
+  if (PLAIN_REPR.test(s)) return `'${s}'`;
   // Python prefers single quotes; it switches to double quotes only if the text has ' and no ".
   const quote = s.includes("'") && !s.includes('"') ? '"' : "'";
-  // Fast path for plain printable ASCII, by far the common case.
+  // Printable ASCII with quotes or backslashes: only those need escaping.
   if (/^[\x20-\x7e]*$/.test(s)) {
     return quote + s.replace(quote === "'" ? /[\\']/g : /\\/g, (c) => `\\${c}`) + quote;
   }
@@ -58,6 +63,17 @@ export function pythonStrRepr(s: string): string {
 
 /** Python's repr of the int or float that Python decodes from JSON.stringify(n). */
 export function pythonNumberRepr(n: number): string {
+  // Fast paths, giving the same text as the general code below:
+  // - an integer of magnitude below 1e21: JSON.stringify and String both write its digits (-0 as "0"), and
+  //   Python decodes an int;
+  // - a non-integer of magnitude at least 1e-4 (hence below 2^53 < 1e16, where every double is an integer):
+  //   String writes the shortest round-trip digits positionally, with a fractional part, which is exactly
+  //   Python's float repr for decimal exponents -4…15.
+  if (Number.isInteger(n)) {
+    if (n < 1e21 && n > -1e21) return String(n);
+  } else if (n >= 1e-4 || n <= -1e-4) {
+    if (Number.isFinite(n)) return String(n);
+  }
   if (!Number.isFinite(n)) return n > 0 ? 'inf' : n < 0 ? '-inf' : 'nan';
   const json = JSON.stringify(n);
   // JSON.stringify writes integers below 1e21 without exponent or dot: Python decodes those as int.
@@ -122,17 +138,40 @@ function writeRepr(w: Writer, value: JsonValue | undefined): void {
     w.out += ']';
   } else {
     w.out += '{';
-    let first = true;
-    for (const key of Object.keys(value)) {
+    let sep = '';
+    const keys = Object.keys(value);
+    for (let i = 0; i < keys.length; i++) {
       if (w.out.length > w.limit) break;
-      if (value[key] === undefined) continue; // omitted by JSON.stringify, so Python never sees it
-      if (!first) w.out += ', ';
-      first = false;
-      w.out += `${pythonStrRepr(key)}: `;
-      writeRepr(w, value[key]);
+      const key = keys[i];
+      const item = value[key];
+      if (item === undefined) continue; // omitted by JSON.stringify, so Python never sees it
+      w.out += sep + keyRepr(key);
+      sep = ', ';
+      writeRepr(w, item);
     }
     w.out += '}';
   }
+}
+
+/**
+ * `repr(key): ` for a dict key. Memoized: events carry the same property names over and over, so this saves a
+ * regex test and a concatenation per key. A pure function of an immutable string, so caching cannot change any
+ * output; bounded (short keys only, emptied when full), so odd inputs cannot grow it.
+ */
+const KEY_REPRS = new Map<string, string>();
+const KEY_REPRS_MAX_ENTRIES = 4096;
+const KEY_REPRS_MAX_KEY_LENGTH = 64;
+
+function keyRepr(key: string): string {
+  let r = KEY_REPRS.get(key);
+  if (r === undefined) {
+    r = `${pythonStrRepr(key)}: `;
+    if (key.length <= KEY_REPRS_MAX_KEY_LENGTH) {
+      if (KEY_REPRS.size >= KEY_REPRS_MAX_ENTRIES) KEY_REPRS.clear();
+      KEY_REPRS.set(key, r);
+    }
+  }
+  return r;
 }
 
 /** Celery-style truncation: at most `max` characters, ending in "..." when cut. */
