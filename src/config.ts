@@ -32,6 +32,20 @@ export const connectionOptions = {
   },
 } satisfies Record<string, Options>;
 
+/** Where PostHog announces plugin changes (live reload). */
+export const reloadOptions = {
+  'redis-url': {
+    type: 'string',
+    describe: "PostHog's Redis, for the plugin reload channel; also with a RabbitMQ broker (env REDIS_URL; default: the broker when it is Redis)",
+    default: env('REDIS_URL') ?? '',
+  },
+  'reload-channel': {
+    type: 'string',
+    describe: 'Redis pub/sub channel PostHog publishes plugin changes on; empty disables live reload (env PLUGINS_RELOAD_PUBSUB_CHANNEL)',
+    default: env('PLUGINS_RELOAD_PUBSUB_CHANNEL') ?? 'reload-plugins',
+  },
+} satisfies Record<string, Options>;
+
 export const queueOptions = {
   queue: {
     type: 'string',

@@ -20,7 +20,7 @@ export interface InstallArgs {
 /**
  * `posthog-plugins install SOURCE`: read the plugin first (so a broken one is refused here, not at start),
  * then store it as PostHog would: folders and code files as `local` plugins with a `file:` url (relative to
- * the base dir when inside it, so edits are picked up when the worker restarts), archives as `custom` plugins with the
+ * the base dir when inside it, so edits are picked up on the next reload), archives as `custom` plugins with the
  * archive bytes. Then add a config for the team at the end of its chain (or at --order).
  */
 export async function runInstall(args: InstallArgs, logger: Logger): Promise<void> {

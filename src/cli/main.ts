@@ -1,6 +1,6 @@
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
-import { connectionOptions, logOptions, queueOptions, sandboxOptions, supervisorOptions, workerOptions } from '../config';
+import { connectionOptions, logOptions, queueOptions, reloadOptions, sandboxOptions, supervisorOptions, workerOptions } from '../config';
 import { createLogger, type LogFormat, type Logger } from '../log';
 
 /**
@@ -18,7 +18,7 @@ async function main(): Promise<void> {
     .command(
       'start',
       'Consume process_event_with_plugins, run the plugins, publish process_event (until SIGTERM), in supervised worker processes',
-      (y) => y.options({ ...connectionOptions, ...queueOptions, ...sandboxOptions, ...workerOptions, ...supervisorOptions, ...logOptions }),
+      (y) => y.options({ ...connectionOptions, ...queueOptions, ...reloadOptions, ...sandboxOptions, ...workerOptions, ...supervisorOptions, ...logOptions }),
       async (argv) => {
         const { runStart } = await import('./start');
         // A start that cannot go on (bad settings, a queue RabbitMQ will not let us declare) says why and exits 1,
@@ -45,6 +45,8 @@ async function main(): Promise<void> {
             amqpPassive: argv['amqp-passive'],
             amqpQueueArguments: argv['amqp-queue-arguments'],
             amqpOutputQueueArguments: argv['amqp-output-queue-arguments'],
+            redisUrl: argv['redis-url'],
+            reloadChannel: argv['reload-channel'],
           },
           {
             workers: argv.workers,

@@ -28,6 +28,8 @@ export interface StartArgs {
   amqpPassive: boolean;
   amqpQueueArguments: string;
   amqpOutputQueueArguments: string;
+  redisUrl: string;
+  reloadChannel: string;
 }
 
 export interface SupervisorArgs {

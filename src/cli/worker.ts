@@ -9,12 +9,13 @@ import { BatchProcessor, taskIdOf } from '../pipeline/batch-processor';
 import { ConsumerLoop, type ConsumerStats } from '../pipeline/consumer-loop';
 import { SuspectList } from '../pipeline/suspects';
 import { PluginManager } from '../plugins/manager';
+import { ReloadListener } from '../plugins/reload-listener';
 import { FlightRecorder } from '../supervisor/flight-recorder';
 import type { WorkerInit } from '../supervisor/messages';
 import { WorkerLink } from '../supervisor/worker-link';
 import { WorkerPluginStore } from '../supervisor/worker-store';
 import { openStore } from './open-store';
-import { parseJsonObject } from './start';
+import { parseJsonObject, type StartArgs } from './start';
 
 /**
  * `posthog-plugins worker` (internal, started by `posthog-plugins start`): one complete consumer in its own
@@ -103,6 +104,7 @@ async function work(init: WorkerInit, logger: Logger, link: WorkerLink, stopRequ
       (err: Error) => logger.error(`plugin reload failed: ${err.message}`),
     );
   });
+  const reloads = startReloadListener(args, () => plugins.reload(), logger);
 
   const broker = createBroker({
     url: args.broker,
@@ -143,6 +145,7 @@ async function work(init: WorkerInit, logger: Logger, link: WorkerLink, stopRequ
   logger.info(`${why}: finishing the batches in hand`);
   clearInterval(reporter);
   await Promise.all(loops.map((l) => l.stop()));
+  await reloads?.stop();
   await broker.close();
   await plugins.close();
   recorder.close();
@@ -155,6 +158,21 @@ async function work(init: WorkerInit, logger: Logger, link: WorkerLink, stopRequ
     }
   }
   logger.info('stopped cleanly', totals(loops));
+}
+
+/**
+ * Live reload on PostHog's channel, on REDIS_URL (or the broker itself when it is Redis). Subscribing happens in
+ * the background: a Redis that is down delays live reload, never event processing.
+ */
+function startReloadListener(args: StartArgs, reload: () => Promise<void>, logger: Logger): ReloadListener | null {
+  const url = args.redisUrl || (/^rediss?:/i.test(args.broker) ? args.broker : '');
+  if (args.reloadChannel === '' || url === '') {
+    logger.info('live plugin reload is off (no --reload-channel, or no Redis: set REDIS_URL)');
+    return null;
+  }
+  const listener = new ReloadListener(url, args.reloadChannel, reload, logger);
+  listener.start().catch((err: Error) => logger.warn(`cannot subscribe to ${args.reloadChannel}: ${err.message}; plugin changes need a restart until it works`));
+  return listener;
 }
 
 async function connectWithRetry(connect: () => Promise<void>, what: string, logger: Logger): Promise<void> {

@@ -55,6 +55,7 @@ export const REDIS_DBS: Readonly<Record<number, string>> = {
   7: 'test/integration/supervisor.test.ts',
   8: 'test/integration/fatal-oom.test.ts',
   9: 'test/brokers/redis-broker.test.ts',
+  10: 'test/integration/reload.test.ts',
 };
 /** The harness's own test (test/helpers/harness.test.ts). */
 export const HARNESS_REDIS_DB = 14;
