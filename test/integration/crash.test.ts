@@ -262,6 +262,17 @@ for (const c of CASES) {
     }
 
     /** Waits until every sent uuid came out (at least once) since `base`. */
+    async function brokerState(): Promise<string> {
+      if (redis) {
+        const lens = await Promise.all(priorityLists(INPUT).map((k) => redis!.llen(k)));
+        return `redis: input lists ${JSON.stringify(lens)}, unacked ${await redis.hlen('unacked')}, celery ${await redis.llen(OUTPUT)}`;
+      }
+      const vhost = decodeURIComponent(new URL(broker.url).pathname.slice(1));
+      const q = await execFileAsync('rabbitmqctl', ['-q', 'list_queues', '-p', vhost, 'name', 'messages_ready', 'messages_unacknowledged', 'consumers']);
+      const ch = await execFileAsync('rabbitmqctl', ['-q', 'list_channels', 'connection', 'number', 'consumer_count', 'messages_unacknowledged', 'prefetch_count', 'global_prefetch_count']);
+      return `rabbitmq queues:\n${q.stdout}channels:\n${ch.stdout}`;
+    }
+
     async function waitAllOut(base: number, sentUuids: Set<string>, timeoutMs: number): Promise<void> {
       await waitUntil(
         () => {
@@ -272,10 +283,12 @@ for (const c of CASES) {
         timeoutMs,
         `all ${sentUuids.size} events at the Python sink`,
         50,
-      ).catch((err: Error) => {
+      ).catch(async (err: Error) => {
         const seen = new Set(sink.records().slice(base).map(uuidOfRecord));
         const missing = [...sentUuids].filter((u) => !seen.has(u));
-        throw new Error(`${err.message}: ${missing.length} missing (e.g. ${missing.slice(0, 3).join(', ')})\n${workers.at(-1)?.logText().slice(-3000)}`);
+        // Where are they? The broker's view tells a message stuck unacked on a live channel from one never sent.
+        const where = await brokerState().catch((e: Error) => `broker state unavailable: ${e.message}`);
+        throw new Error(`${err.message}: ${missing.length} missing (e.g. ${missing.slice(0, 3).join(', ')})\n${where}\n${workers.at(-1)?.logText().slice(-3000)}`);
       });
     }
 

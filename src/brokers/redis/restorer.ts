@@ -16,6 +16,8 @@ import {
 } from './keys';
 
 const RESTORE_CHUNK = 500;
+/** Stands in for the holder's in-flight set when there is no known holder (never written). */
+const NO_HOLDER = 'posthog-plugins:inflight:-';
 const SPACE = processSpace();
 
 /** What a worker writes into its lease, so that others can tell a dead local process at once. */
@@ -53,13 +55,14 @@ export class Restorer {
    * Restore the given delivery tags if they are still unacked. Returns how many went back. Works in chunks:
    * a spread of very many arguments would overflow the stack, and one huge script would block Redis.
    */
-  async restoreTags(tags: string[], holderInflightKey: string): Promise<number> {
+  async restoreTags(tags: string[], holderInflightKey: string | null): Promise<number> {
     let restored = 0;
     for (let i = 0; i < tags.length; i += RESTORE_CHUNK) restored += await this.restoreChunk(tags.slice(i, i + RESTORE_CHUNK), holderInflightKey);
     return restored;
   }
 
-  private async restoreChunk(tags: string[], holderInflightKey: string): Promise<number> {
+  /** `holderInflightKey` null: restore whoever holds them (kombu's visibility restore). */
+  private async restoreChunk(tags: string[], holderInflightKey: string | null): Promise<number> {
     if (tags.length === 0) return 0;
     const records = await this.redis.hmget(KOMBU_UNACKED, ...tags);
     const args: string[] = [];
@@ -72,9 +75,10 @@ export class Restorer {
     }
     // Tags without a record still get cleaned out of the holder's in-flight set.
     const stale = tags.filter((_, i) => records[i] == null);
-    if (stale.length) await this.redis.srem(holderInflightKey, ...stale);
+    if (stale.length && holderInflightKey) await this.redis.srem(holderInflightKey, ...stale);
     if (args.length === 0) return 0;
-    return this.redis.phRestore(3, KOMBU_UNACKED, KOMBU_UNACKED_INDEX, holderInflightKey, ...args);
+    const holder = holderInflightKey ?? NO_HOLDER;
+    return this.redis.phRestore(3, KOMBU_UNACKED, KOMBU_UNACKED_INDEX, holder, holderInflightKey ? '1' : '0', ...args);
   }
 
   private async targetFor(tag: string, record: string): Promise<{ key: string; envelope: string } | null> {
@@ -136,7 +140,7 @@ export class Restorer {
     try {
       const ceiling = Date.now() / 1000 - visibilityTimeoutS;
       const tags = (await this.redis.zrevrangebyscore(KOMBU_UNACKED_INDEX, ceiling, 0)).filter((t) => !ownTags.has(t));
-      const restored = await this.restoreTags(tags, 'posthog-plugins:inflight:-');
+      const restored = await this.restoreTags(tags, null);
       if (restored) this.logger.warn(`restored ${restored} message(s) unacked for over ${visibilityTimeoutS} s`);
       return restored;
     } finally {

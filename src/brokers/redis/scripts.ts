@@ -100,16 +100,21 @@ return skipped
 /**
  * Give messages back to their queue if their unacked record still exists (whoever restores first wins, so
  * a message is never restored twice). RPUSH puts them at the consuming end, next in line, as kombu does.
+ * When restoring a known holder's messages, a tag must still be in that holder's in-flight set: once
+ * restored, the same delivery tag may already be held again by a live worker, whose record must not be taken.
  *
  * KEYS: 1 unacked, 2 unacked_index, 3 in-flight set of the holder (or any unused key)
- * ARGV: groups of: tag, target list, envelope
+ * ARGV: 1 '1' to require membership of KEYS[3], else '0'; then groups of: tag, target list, envelope
  * Returns: number restored.
  */
 export const RESTORE_SCRIPT = `
 local restored = 0
-for i = 1, #ARGV, 3 do
+local needMember = ARGV[1] == '1'
+for i = 2, #ARGV, 3 do
   local tag = ARGV[i]
-  if redis.call('HDEL', KEYS[1], tag) == 1 then
+  if needMember and redis.call('SISMEMBER', KEYS[3], tag) == 0 then
+    -- restored by someone else already (and possibly taken again by a live worker): not ours to touch
+  elseif redis.call('HDEL', KEYS[1], tag) == 1 then
     redis.call('RPUSH', ARGV[i + 1], ARGV[i + 2])
     restored = restored + 1
   end
