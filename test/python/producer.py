@@ -51,6 +51,11 @@ def make_app(broker, protocol=2, compression=None, accept_pickle=False, name='po
         broker_connection_retry=True,
         broker_connection_max_retries=3,
     )
+    if str(broker).startswith(('amqp', 'pyamqp')):
+        # Publisher confirms: send_task returns only once RabbitMQ has the message. Without them a producer
+        # that exits right after its last send can lose messages RabbitMQ had not read yet (flow control,
+        # then the closing socket's reset discards them), and a test would blame the worker for the loss.
+        conf['broker_transport_options'] = {'confirm_publish': True}
     if compression:
         # Celery 5.2 bug: task messages are compressed according to `result_compression`
         # (celery/app/amqp.py: default_compressor = conf.result_compression); set both.
@@ -194,6 +199,7 @@ def main(argv=None):
                 'queue': opts.queue, 'args': args, 'kwargs': kwargs,
             }, ensure_ascii=False) + '\n')
             out.flush()
+    app.close()
     return 0
 
 
