@@ -33,10 +33,10 @@ export async function runWorker(): Promise<void> {
   let consuming = false;
   let stopping = false;
   const onStop = (why: string): void => {
-    if (stopping) {
-      logger.warn(`${why} again: exiting at once`);
-      process.exit(1);
-    }
+    // A SIGTERM sent to the whole process group (a terminal, `timeout`, systemd) arrives here and again through
+    // the supervisor, milliseconds apart: both mean "stop cleanly". Hurrying is the supervisor's call (SIGKILL
+    // after --shutdown-timeout-ms, or at once on a second signal to it).
+    if (stopping) return;
     stopping = true;
     // Before consuming nothing is held: leave now.
     if (!consuming) process.exit(0);
