@@ -220,11 +220,14 @@ describe('supervisor: worker processes on redis', () => {
     for (const m of more) assert.ok(uuids.has(uuidOfSent(m)));
   });
 
-  test('SIGTERM: workers finish and exit, the supervisor exits 0, nothing left running or held', async () => {
+  test('SIGTERM to the whole process group: workers finish and exit, the supervisor exits 0, nothing left running or held', async () => {
     const supPid = sup.child.pid!;
     const kids = await childrenOf(supPid);
     assert.equal(kids.length, 2);
+    // As a terminal, `timeout` or systemd deliver it: to every process, then the supervisor forwards it again.
+    for (const pid of kids) process.kill(pid, 'SIGTERM');
     const code = await sup.stop(60_000);
+    assert.ok(!sup.logs().some((l) => /exiting at once|exit code 1/.test(String(l.message))), sup.logText().slice(-3000));
     assert.equal(code, 0, sup.logText().slice(-3000));
     for (const pid of kids) assert.ok(!alive(pid), `worker ${pid} still running after the supervisor exited`);
     assert.equal(sup.logs().filter((l) => l.message === 'stopped cleanly').length >= 2, true);
