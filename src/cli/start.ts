@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { createBroker } from '../brokers/create-broker';
 import type { Logger } from '../log';
+import { processExists } from '../process-exists';
 import { DeadWorkerRestorer } from '../supervisor/redis-restorer';
 import { Supervisor } from '../supervisor/supervisor';
 import { openStore } from './open-store';
@@ -132,22 +133,13 @@ function freshFlightDir(): string {
   try {
     for (const name of readdirSync(base)) {
       const m = /^posthog-plugins-(\d+)-[A-Za-z0-9]{6}$/.exec(name);
-      if (!m || Number(m[1]) === process.pid || pidAlive(Number(m[1]))) continue;
+      if (!m || Number(m[1]) === process.pid || processExists(Number(m[1]))) continue;
       rmSync(path.join(base, name), { recursive: true, force: true });
     }
   } catch {
     // best effort
   }
   return mkdtempSync(path.join(base, `posthog-plugins-${process.pid}-`));
-}
-
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }
 
 export function parseJsonObject(text: string, what: string): Record<string, unknown> {

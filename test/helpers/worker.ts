@@ -4,6 +4,26 @@ import { promisify } from 'node:util';
 
 const execFileAsync = promisify(execFile);
 
+/** Whether a process with this pid still exists. */
+export function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Direct children of a process (e.g. the worker processes of `start`); [] when there are none. */
+export async function childrenOf(pid: number): Promise<number[]> {
+  try {
+    const { stdout } = await execFileAsync('pgrep', ['-P', String(pid)]);
+    return stdout.split('\n').filter(Boolean).map(Number);
+  } catch {
+    return []; // pgrep exits 1 when nothing matches
+  }
+}
+
 /** The real CLI, as an operator runs it (bin script adds --no-node-snapshot). */
 export const BIN = path.resolve(__dirname, '../../../bin/posthog-plugins');
 export const REPO = path.resolve(__dirname, '../../..');

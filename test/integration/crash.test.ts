@@ -10,7 +10,7 @@ import Redis from 'ioredis';
 import { type BrokerFixture, amqpFixture, redisFixture } from '../helpers/brokers';
 import { PYTHON, PYTHON_DIR, type SentTask, type SinkRecord, type SinkWorker, sendEvents, startSinkWorker } from '../helpers/python';
 import { waitUntil } from '../helpers/services';
-import { type WorkerProcess, cli, startWorker } from '../helpers/worker';
+import { type WorkerProcess, alive, childrenOf, cli, startWorker } from '../helpers/worker';
 
 const execFileAsync = promisify(execFile);
 
@@ -402,7 +402,7 @@ for (const c of CASES) {
       test('RabbitMQ closes the connection mid-stream: the worker reconnects by itself and every event comes out', async (t) => {
         const base = sink.records().length;
         const worker = await start();
-        const pids = await childPids(worker.child.pid!);
+        const pids = await childrenOf(worker.child.pid!);
         assert.equal(pids.length, WORKERS);
         const conns = await connectionsOf(pids);
         assert.equal(conns.length, WORKERS, `one connection per worker process ${JSON.stringify(pids)}`);
@@ -431,7 +431,7 @@ for (const c of CASES) {
         await waitAllOut(base, sentUuids, 60_000);
         const completeMs = Date.now() - closedAt;
         // The same processes reconnected by themselves: none died, none was replaced.
-        assert.deepEqual((await childPids(worker.child.pid!)).sort(), [...pids].sort());
+        assert.deepEqual((await childrenOf(worker.child.pid!)).sort(), [...pids].sort());
         const restarts = worker.logs().filter((l) => /died|started \(pid/.test(String(l.message)) && Date.parse(String(l['timestamp'])) >= closedAt);
         assert.deepEqual(restarts.map((l) => l.message), [], 'no worker process died or was replaced');
         const now = await connectionsOf(pids);
@@ -518,22 +518,6 @@ async function connectionsOf(pids: number[]): Promise<string[]> {
     .map((cols) => cols[0]!);
 }
 
-async function childPids(pid: number): Promise<number[]> {
-  const { stdout } = await execFileAsync('ps', ['-o', 'pid=', '--ppid', String(pid)]).catch(() => ({ stdout: '' })); // exit 1: none
-  return stdout
-    .split('\n')
-    .map((x) => Number(x.trim()))
-    .filter((x) => x > 0);
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 /**
  * SIGKILL `start` and its worker processes at the same instant: all are stopped first (SIGSTOP), so that neither
@@ -543,7 +527,7 @@ function alive(pid: number): boolean {
 async function killTree(w: WorkerProcess): Promise<number[]> {
   const supervisor = w.child.pid!;
   process.kill(supervisor, 'SIGSTOP');
-  const kids = await childPids(supervisor);
+  const kids = await childrenOf(supervisor);
   assert.equal(kids.length, WORKERS, `worker processes of ${supervisor}`);
   for (const pid of kids) process.kill(pid, 'SIGSTOP');
   for (const pid of [...kids, supervisor]) process.kill(pid, 'SIGKILL');

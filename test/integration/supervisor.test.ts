@@ -10,7 +10,7 @@ import { type BrokerFixture, amqpFixture, redisFixture } from '../helpers/broker
 import { type SentTask, type SinkRecord, type SinkWorker, sendEvents, startSinkWorker } from '../helpers/python';
 import { PYTHON, PYTHON_DIR } from '../helpers/python';
 import { waitUntil } from '../helpers/services';
-import { BIN, REPO, type WorkerProcess, cli, startWorker } from '../helpers/worker';
+import { BIN, REPO, type WorkerProcess, alive, childrenOf, cli, startWorker } from '../helpers/worker';
 
 const execFileAsync = promisify(execFile);
 
@@ -48,24 +48,6 @@ function uuidOf(r: SinkRecord): string {
 
 function uuidOfSent(t: SentTask): string {
   return String((t.args[3] as { uuid: string }).uuid);
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-async function childrenOf(pid: number): Promise<number[]> {
-  try {
-    const { stdout } = await execFileAsync('pgrep', ['-P', String(pid)]);
-    return stdout.split('\n').filter(Boolean).map(Number);
-  } catch {
-    return []; // pgrep exits 1 when nothing matches
-  }
 }
 
 describe('supervisor: worker processes on redis', () => {

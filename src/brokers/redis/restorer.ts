@@ -3,6 +3,7 @@ import { hostname } from 'node:os';
 import { randomUUID } from 'node:crypto';
 import { markRedelivered, parseBindingMember, parseEnvelope, parseUnackedRecord, priorityKey } from '../../../protocol/redis-envelope';
 import type { Logger } from '../../log';
+import { processExists } from '../../process-exists';
 import type { ScriptedRedis } from './redis-broker';
 import {
   KOMBU_UNACKED,
@@ -162,10 +163,5 @@ function isAlive(leaseValue: string): boolean {
     return true;
   }
   if (info.host !== hostname() || typeof info.pid !== 'number' || info.processSpace !== SPACE || SPACE === 'unknown') return true;
-  try {
-    process.kill(info.pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
+  return processExists(info.pid);
 }
