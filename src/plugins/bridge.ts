@@ -11,7 +11,16 @@ import type { Logger } from '../log';
  * Adding an async host API (cache, storage, …) = one more entry in the ops registry plus its shim in boot.ts.
  */
 
+/** Which plugin config a host call comes from (cache keys, storage rows, jobs are scoped by it). */
+export interface PluginIdentity {
+  pluginConfigId: number;
+  pluginId: number;
+  teamId: number;
+}
+
 export interface HostOpContext {
+  /** The calling plugin config. */
+  plugin: Readonly<PluginIdentity>;
   /** Aborted when the isolate is disposed (limit hit, reload, shutdown): stop the work. */
   signal: AbortSignal;
   logger: Logger;
@@ -52,6 +61,7 @@ export class PluginFacingError extends Error {
 export interface BridgeOptions {
   /** isolated-vm `timeout` for every settle (the plugin's CPU limit per entry). */
   timeout: number;
+  plugin: PluginIdentity;
   logger: Logger;
   logMeta: Readonly<Record<string, unknown>>;
   /**
@@ -95,7 +105,7 @@ export class Bridge {
     private readonly ops: HostOps,
     private readonly opts: BridgeOptions,
   ) {
-    this.ctx = { signal: this.abort.signal, logger: opts.logger, logMeta: opts.logMeta, warn: (m) => this.warn(m) };
+    this.ctx = { plugin: Object.freeze({ ...opts.plugin }), signal: this.abort.signal, logger: opts.logger, logMeta: opts.logMeta, warn: (m) => this.warn(m) };
   }
 
   /** Requests running or waiting. */

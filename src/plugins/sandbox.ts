@@ -290,6 +290,7 @@ export class PluginVm {
       driver.release();
       bridge = new Bridge(refs.settle, ops, {
         timeout,
+        plugin: { pluginConfigId: spec.configId, pluginId: spec.pluginId, teamId: spec.teamId },
         logger: spec.logger,
         logMeta: this.logMeta,
         onFatal: (err) => this.onBridgeFatal(bridge!, err),
