@@ -2,10 +2,12 @@
  * Code evaluated in every fresh context before the plugin (through `context.evalClosure`), with
  *   $0 = ivm.Callback(level, line) {ignored: true}       — console output ('dropped' + count for rate-limited lines)
  *   $1 = ivm.Callback(id, op, argsJson) {ignored: true}  — bridge requests (see bridge.ts)
- *   $2 = JSON string {config, maxLogLine, maxLogLinesPerSecond, importMessage, ops: {name: {maxArgBytes, maxPending}}}
+ *   $2 = JSON string {config, maxLogLine, maxLogLinesPerSecond, importMessage, ops: {name: {maxArgBytes, maxPending}},
+ *        unavailable: {op: why}} — ops the host offers; for missing ones (cache without Redis…) the reason to show
  *   $3 = attachments [{key, content_type, file_name, bytes: Uint8Array, utf8, base64}] (copied)
  * It keeps both Callbacks and every builtin it needs in this closure, installs only plain functions on globalThis
- * (console, require, module, exports, and `fetch` when the host offers it), and returns the driver object, which
+ * (console, require, module, exports, RetryError, posthog, and `fetch` when the host offers it) and the meta
+ * APIs (cache, storage, utils.cursor, jobs: each a host op), and returns the driver object, which
  * only the host holds (as References). Nothing reachable from plugin code leads back to the host.
  *
  * Plugin code runs in the same realm and may replace any builtin or prototype method afterwards, so this closure
@@ -14,11 +16,13 @@
  * assembled from strings (JSON.stringify only ever sees primitives, so no toJSON can change it).
  *
  * The driver:
- *   resolve()        → JSON {processEvent, processEventBatch, setupPlugin, teardownPlugin} (booleans), after load
+ *   resolve()        → JSON {processEvent, processEventBatch, setupPlugin, teardownPlugin, onEvent, exportEvents,
+ *                      runEveryMinute, runEveryHour, runEveryDay} (booleans) + jobs (names), after load
  *   setup()/teardown() → awaited setupPlugin(meta) / teardownPlugin(meta)
  *   run(string[])    → JSON {bytes, errors:[{i, name, message, stack, thrownString}]}; results kept in the closure
  *   take(keep)       → the kept results: Array<string | null | undefined> (string = new event JSON, null = dropped,
  *                      undefined = unchanged because of an error), or null when keep is false
+ *   task(kind, name, arg) → JSON {failed, retry, error?}: onEvent / exportEvents / scheduled task / job (see task())
  *   settle(id, ok, json) → completes bridge request `id` (ok: json is the result; else {name, message, type, code})
  */
 export const BOOT_SOURCE = String.raw`
@@ -56,6 +60,12 @@ const strIndexOf = uncurry(String.prototype.indexOf);
 const strToLower = uncurry(String.prototype.toLowerCase);
 const strCharCodeAt = uncurry(String.prototype.charCodeAt);
 const SymbolIterator = Symbol.iterator;
+const ProxyCtor = Proxy;
+const NumberFn = Number;
+const isInteger = Number.isInteger;
+const DateCtor = Date;
+const dateGetTime = uncurry(Date.prototype.getTime);
+const DateParse = Date.parse;
 
 const MAX_LINE = init.maxLogLine;
 const LINES_PER_SECOND = init.maxLogLinesPerSecond;
@@ -188,7 +198,10 @@ const meta = { config: init.config, attachments, global: {} };
 const importAt = strIndexOf(init.importMessage, '%s');
 const importBefore = strSlice(init.importMessage, 0, importAt);
 const importAfter = strSlice(init.importMessage, importAt + 2);
+const hostModules = ObjectCreate(null); // filled below: the only modules a plugin may import
 function require(name) {
+  const m = hostModules[StringFn(name)];
+  if (m !== undefined) return m;
   throw new ErrorCtor(importBefore + StringFn(name) + importAfter);
 }
 const module = { exports: {} };
@@ -516,6 +529,199 @@ function fetch(url, options) {
 }
 if (ops.fetch) defineProperty(G, 'fetch', { __proto__: null, value: fetch, writable: true, configurable: true, enumerable: false });
 
+// ------------------------------------------------------------------ RetryError, meta.cache/storage/utils/jobs, posthog
+class RetryError extends ErrorCtor {
+  constructor(message) {
+    super(message);
+    own(this, 'name', 'RetryError', false);
+  }
+}
+defineProperty(G, 'RetryError', { __proto__: null, value: RetryError, writable: true, configurable: true, enumerable: false });
+hostModules['@posthog/plugin-scaffold'] = { RetryError: RetryError };
+if (ops.fetch) hostModules['node-fetch'] = fetch;
+
+function rejected(e) {
+  return new PromiseCtor(function (_, reject) {
+    reject(e);
+  });
+}
+function apiError(name) {
+  return function (message, type) {
+    const e = new ErrorCtor(message);
+    own(e, 'name', name, false);
+    own(e, 'type', type, true);
+    return e;
+  };
+}
+const cacheFail = apiError('CacheError');
+const storageFail = apiError('StorageError');
+const jobsFail = apiError('JobError');
+const captureFail = apiError('CaptureError');
+function same(v) {
+  return v;
+}
+/** A host call, or a rejected promise saying why this API is missing here (e.g. no Redis for meta.cache). */
+function api(op, what, json, wrap, fail) {
+  if (!hasOwn(ops, op)) return rejected(fail(what + ' is not available in this worker: ' + (init.unavailable[op] || 'not configured'), 'unavailable'));
+  return hostCall(op, json, wrap, fail);
+}
+function q(v) {
+  return stringify(StringFn(v));
+}
+/** An integer argument as JSON, or throws a TypeError naming the argument. */
+function intJson(v, name) {
+  const n = typeof v === 'number' ? v : NumberFn(v);
+  if (!isInteger(n)) throw new TypeErrorCtor(name + ' must be an integer, got ' + StringFn(v));
+  return '' + n;
+}
+function guarded(build) {
+  try {
+    return build();
+  } catch (e) {
+    return rejected(e);
+  }
+}
+
+const cache = {
+  set(key, value, ttlSeconds, options) {
+    return guarded(() => {
+      const serialize = !(options !== null && typeof options === 'object' && options.jsonSerialize === false);
+      let v = serialize ? stringify(value === undefined ? null : value) : StringFn(value);
+      if (typeof v !== 'string') v = 'null';
+      const ttl = ttlSeconds === undefined || ttlSeconds === null ? 'null' : intJson(ttlSeconds, 'ttlSeconds');
+      return api('cache', 'meta.cache', '{"cmd":"set","key":' + q(key) + ',"value":' + stringify(v) + ',"ttl":' + ttl + '}', () => undefined, cacheFail);
+    });
+  },
+  get(key, defaultValue, options) {
+    const serialize = !(options !== null && typeof options === 'object' && options.jsonSerialize === false);
+    // A missing key gives the default (PostHog's own server returned null here: a known bug, fixed).
+    const wrap = (v) => (v === null || v === undefined ? defaultValue : serialize ? parse(v) : v);
+    return guarded(() => api('cache', 'meta.cache', '{"cmd":"get","key":' + q(key) + '}', wrap, cacheFail));
+  },
+  incr(key) {
+    return guarded(() => api('cache', 'meta.cache', '{"cmd":"incr","key":' + q(key) + '}', same, cacheFail));
+  },
+  expire(key, ttlSeconds) {
+    return guarded(() => api('cache', 'meta.cache', '{"cmd":"expire","key":' + q(key) + ',"ttl":' + intJson(ttlSeconds, 'ttlSeconds') + '}', same, cacheFail));
+  },
+  lpush(key, elementOrArray) {
+    return guarded(() => {
+      let values = '';
+      if (isArray(elementOrArray)) {
+        for (let i = 0; i < elementOrArray.length; i++) values += (i === 0 ? '' : ',') + q(elementOrArray[i]);
+      } else values = q(elementOrArray);
+      return api('cache', 'meta.cache', '{"cmd":"lpush","key":' + q(key) + ',"values":[' + values + ']}', same, cacheFail);
+    });
+  },
+  lrange(key, startIndex, endIndex) {
+    return guarded(() => api('cache', 'meta.cache', '{"cmd":"lrange","key":' + q(key) + ',"start":' + intJson(startIndex, 'startIndex') + ',"stop":' + intJson(endIndex, 'endIndex') + '}', same, cacheFail));
+  },
+  llen(key) {
+    return guarded(() => api('cache', 'meta.cache', '{"cmd":"llen","key":' + q(key) + '}', same, cacheFail));
+  },
+  lrem(key, count, elementKey) {
+    return guarded(() => api('cache', 'meta.cache', '{"cmd":"lrem","key":' + q(key) + ',"count":' + intJson(count, 'count') + ',"value":' + q(elementKey) + '}', same, cacheFail));
+  },
+  lpop(key, count) {
+    return guarded(() => api('cache', 'meta.cache', '{"cmd":"lpop","key":' + q(key) + ',"count":' + intJson(count === undefined ? 1 : count, 'count') + '}', same, cacheFail));
+  },
+};
+
+const storage = {
+  get(key, defaultValue) {
+    return guarded(() => api('storage', 'meta.storage', '{"cmd":"get","key":' + q(key) + '}', (v) => (v === null || v === undefined ? defaultValue : parse(v)), storageFail));
+  },
+  set(key, value) {
+    // PostHog: storing undefined deletes the key.
+    if (value === undefined) return storage.del(key);
+    return guarded(() => {
+      const v = stringify(value);
+      if (typeof v !== 'string') throw new TypeErrorCtor('meta.storage.set: the value does not serialize to JSON');
+      return api('storage', 'meta.storage', '{"cmd":"set","key":' + q(key) + ',"value":' + stringify(v) + '}', () => undefined, storageFail);
+    });
+  },
+  del(key) {
+    return guarded(() => api('storage', 'meta.storage', '{"cmd":"del","key":' + q(key) + '}', () => undefined, storageFail));
+  },
+};
+
+const cursor = {
+  init(key, initialValue) {
+    return guarded(() => api('storage', 'meta.utils.cursor', '{"cmd":"cursorInit","key":' + q(key) + ',"initial":' + intJson(initialValue === undefined ? 0 : initialValue, 'initialValue') + '}', () => undefined, storageFail));
+  },
+  increment(key, incrementBy) {
+    return guarded(() => api('storage', 'meta.utils.cursor', '{"cmd":"cursorIncrement","key":' + q(key) + ',"by":' + intJson(incrementBy === undefined ? 1 : incrementBy, 'incrementBy') + '}', same, storageFail));
+  },
+};
+
+// Job delays, in ms. A month is 30 days (PostHog's own server made it 30 weeks: a known bug, fixed).
+const UNIT_MS = ObjectCreate(null);
+const unitTable = [
+  ['millisecond', 1], ['second', 1000], ['minute', 60000], ['hour', 3600000], ['day', 86400000],
+  ['week', 604800000], ['month', 2592000000], ['quarter', 7776000000], ['year', 31536000000],
+];
+for (let i = 0; i < unitTable.length; i++) {
+  UNIT_MS[unitTable[i][0]] = unitTable[i][1];
+  UNIT_MS[unitTable[i][0] + 's'] = unitTable[i][1];
+}
+UNIT_MS.ms = 1;
+function enqueueJob(name, payload, runAtMs) {
+  return guarded(() => {
+    if (!(runAtMs === runAtMs) || runAtMs < 0 || runAtMs > 8.64e15) throw new TypeErrorCtor('job ' + name + ': invalid run time');
+    const p = stringify(payload === undefined ? null : payload);
+    if (typeof p !== 'string') throw new TypeErrorCtor('job ' + name + ': the payload does not serialize to JSON');
+    return api('jobs', 'meta.jobs', '{"name":' + q(name) + ',"payload":' + stringify(p) + ',"runAt":' + MathFloor(runAtMs) + '}', () => undefined, jobsFail);
+  });
+}
+function jobBuilder(name) {
+  return function (payload) {
+    return {
+      runNow() {
+        return enqueueJob(name, payload, DateNow());
+      },
+      runIn(duration, unit) {
+        const ms = UNIT_MS[StringFn(unit)];
+        const n = typeof duration === 'number' ? duration : NumberFn(duration);
+        if (ms === undefined) return rejected(new TypeErrorCtor('runIn: unknown unit ' + StringFn(unit) + ' (use milliseconds, seconds, minutes, hours, days, weeks, months, quarters or years)'));
+        if (!(n === n) || n < 0) return rejected(new TypeErrorCtor('runIn: duration must be a number ≥ 0'));
+        return enqueueJob(name, payload, DateNow() + n * ms);
+      },
+      runAt(date) {
+        let t;
+        try {
+          t = objectToString(date) === '[object Date]' ? dateGetTime(date) : typeof date === 'number' ? date : DateParse(StringFn(date));
+        } catch (e) {
+          return rejected(e);
+        }
+        return enqueueJob(name, payload, t);
+      },
+    };
+  };
+}
+const jobs = new ProxyCtor(ObjectCreate(null), {
+  __proto__: null,
+  get(_, prop) {
+    // Not a job: what 'await meta.jobs' and JSON.stringify look up.
+    if (typeof prop !== 'string' || prop === 'then' || prop === 'toJSON') return undefined;
+    return jobBuilder(prop);
+  },
+});
+
+const posthog = {
+  capture(event, properties) {
+    return guarded(() => {
+      const props = properties === undefined || properties === null ? '{}' : stringify(properties);
+      if (typeof props !== 'string' || strCharCodeAt(props, 0) !== 123) throw new TypeErrorCtor('posthog.capture: properties must be an object');
+      return api('capture', 'posthog.capture', '{"event":' + q(event) + ',"properties":' + props + '}', () => undefined, captureFail);
+    });
+  },
+};
+defineProperty(G, 'posthog', { __proto__: null, value: posthog, writable: true, configurable: true, enumerable: false });
+meta.cache = cache;
+meta.storage = storage;
+meta.utils = { cursor };
+meta.jobs = jobs;
+
 // ------------------------------------------------------------------ driver
 let fns = null;
 let lastOut = null;
@@ -554,11 +760,38 @@ function resolve() {
     processEventBatch: get('processEventBatch'),
     setupPlugin: get('setupPlugin'),
     teardownPlugin: get('teardownPlugin'),
+    onEvent: get('onEvent'),
+    exportEvents: get('exportEvents'),
+    runEveryMinute: get('runEveryMinute'),
+    runEveryHour: get('runEveryHour'),
+    runEveryDay: get('runEveryDay'),
+    jobs: null,
   };
+  // jobs: {name: (payload, meta) => …}, from the first export holder that has such an object.
+  let jobNames = '';
+  for (let i = 0; i < dests.length && fns.jobs === null; i++) {
+    const j = dests[i].jobs;
+    if (j === null || typeof j !== 'object') continue;
+    const table = ObjectCreate(null);
+    const keys = ObjectKeys(j);
+    for (let k = 0; k < keys.length; k++) {
+      const f = j[keys[k]];
+      if (typeof f !== 'function') continue;
+      table[keys[k]] = { __proto__: null, fn: f, self: j };
+      jobNames += (jobNames === '' ? '' : ',') + stringify(keys[k]);
+    }
+    fns.jobs = table;
+  }
   return '{"processEvent":' + !!fns.processEvent +
     ',"processEventBatch":' + !!fns.processEventBatch +
     ',"setupPlugin":' + !!fns.setupPlugin +
-    ',"teardownPlugin":' + !!fns.teardownPlugin + '}';
+    ',"teardownPlugin":' + !!fns.teardownPlugin +
+    ',"onEvent":' + !!fns.onEvent +
+    ',"exportEvents":' + !!fns.exportEvents +
+    ',"runEveryMinute":' + !!fns.runEveryMinute +
+    ',"runEveryHour":' + !!fns.runEveryHour +
+    ',"runEveryDay":' + !!fns.runEveryDay +
+    ',"jobs":[' + jobNames + ']}';
 }
 
 /** {json, size} of a thrown value, every field truncated. */
@@ -594,25 +827,33 @@ function isThenable(r) {
 }
 
 async function callOne(event) {
-  let r;
-  if (fns.processEvent) {
-    r = ReflectApply(fns.processEvent.fn, fns.processEvent.self, [event, meta]);
-    if (isThenable(r)) r = await r;
-  } else {
-    // Only processEventBatch: PostHog's shim, processEvent(e) = (await processEventBatch([e], meta))?.[0]
-    let rs = ReflectApply(fns.processEventBatch.fn, fns.processEventBatch.self, [[event], meta]);
-    if (isThenable(rs)) rs = await rs;
-    r = rs === null || rs === undefined ? undefined : rs[0];
+  const r = ReflectApply(fns.processEvent.fn, fns.processEvent.self, [event, meta]);
+  return isThenable(r) ? await r : r;
+}
+
+/** The JSON text of one returned event, or throws a TypeError saying what is wrong with it. */
+function eventJson(r, what) {
+  if (typeof r !== 'object' || isArray(r)) {
+    throw new TypeErrorCtor(what + ' must return an event object (or a falsy value to drop the event), got ' + (isArray(r) ? 'an array' : typeof r));
   }
-  return r;
+  const s = stringify(r);
+  if (typeof s !== 'string' || strCharCodeAt(s, 0) !== 123) throw new TypeErrorCtor('the event returned by ' + what + ' does not serialize to a JSON object');
+  return s;
 }
 
 async function run(inputs) {
+  lastOut = null;
+  const r = fns.processEvent ? await runEach(inputs) : await runBatchFn(inputs);
+  lastOut = r.out;
+  flushDropped();
+  return '{"bytes":' + r.bytes + ',"errors":[' + r.errors + ']}';
+}
+
+async function runEach(inputs) {
   const n = inputs.length;
   const out = [];
   let errors = '';
   let bytes = 0;
-  lastOut = null;
   for (let i = 0; i < n; i++) {
     try {
       const r = await callOne(parse(inputs[i]));
@@ -620,13 +861,7 @@ async function run(inputs) {
         put(out, i, null);
         continue;
       }
-      if (typeof r !== 'object' || isArray(r)) {
-        throw new TypeErrorCtor('processEvent must return an event object (or a falsy value to drop the event), got ' + (isArray(r) ? 'an array' : typeof r));
-      }
-      const s = stringify(r);
-      if (typeof s !== 'string' || strCharCodeAt(s, 0) !== 123) {
-        throw new TypeErrorCtor('the event returned by processEvent does not serialize to a JSON object');
-      }
+      const s = eventJson(r, 'processEvent');
       put(out, i, s);
       bytes += s.length;
     } catch (e) {
@@ -636,9 +871,60 @@ async function run(inputs) {
       bytes += d.size;
     }
   }
-  lastOut = out;
-  flushDropped();
-  return '{"bytes":' + bytes + ',"errors":[' + errors + ']}';
+  return { __proto__: null, out, errors, bytes };
+}
+
+/**
+ * processEventBatch(events, meta) over the whole call. Results map back by position when the plugin returns as
+ * many events as it got (a falsy entry drops that event), else by uuid (events not returned are dropped). A
+ * throw, or results that cannot be mapped, leave every event of the call unchanged, each with the error.
+ */
+async function runBatchFn(inputs) {
+  const n = inputs.length;
+  const out = [];
+  let bytes = 0;
+  try {
+    const events = [];
+    for (let i = 0; i < n; i++) put(events, i, parse(inputs[i]));
+    let rs = ReflectApply(fns.processEventBatch.fn, fns.processEventBatch.self, [events, meta]);
+    if (isThenable(rs)) rs = await rs;
+    for (let i = 0; i < n; i++) put(out, i, null);
+    if (rs === null || rs === undefined) return { __proto__: null, out, errors: '', bytes: 0 };
+    if (!isArray(rs)) throw new TypeErrorCtor('processEventBatch must return an array of events, got ' + typeof rs);
+    if (rs.length === n) {
+      for (let i = 0; i < n; i++) {
+        if (!rs[i]) continue;
+        const s = eventJson(rs[i], 'processEventBatch');
+        put(out, i, s);
+        bytes += s.length;
+      }
+    } else {
+      const byUuid = ObjectCreate(null);
+      for (let i = 0; i < n; i++) {
+        const u = parse(inputs[i]).uuid;
+        if (typeof u === 'string') byUuid[u] = i;
+      }
+      for (let k = 0; k < rs.length; k++) {
+        if (!rs[k]) continue;
+        const s = eventJson(rs[k], 'processEventBatch');
+        const u = rs[k].uuid;
+        const i = typeof u === 'string' ? byUuid[u] : undefined;
+        if (i === undefined) throw new TypeErrorCtor('processEventBatch returned ' + rs.length + ' events for ' + n + ' and event ' + k + ' has no uuid of an input event, so results cannot be matched to inputs');
+        put(out, i, s);
+        bytes += s.length;
+      }
+    }
+    return { __proto__: null, out, errors: '', bytes };
+  } catch (e) {
+    let errors = '';
+    for (let i = 0; i < n; i++) {
+      put(out, i, undefined);
+      const d = describe(i, e);
+      errors += (i === 0 ? '' : ',') + d.json;
+      bytes += d.size;
+    }
+    return { __proto__: null, out, errors, bytes };
+  }
 }
 
 function take(keep) {
@@ -663,11 +949,64 @@ async function teardown() {
   flushDropped();
 }
 
+/**
+ * Background work outside the event chain: 'onEvent' (arg: event JSON strings, one call each, in order),
+ * 'exportEvents' (arg: event JSON strings, one call), 'schedule' (name: runEveryMinute/Hour/Day), 'job' (name: a
+ * jobs entry; arg: [payload JSON]). Resolves to JSON {ok, failed, error?, retry?}: failed counts failed calls,
+ * error describes the last one, retry says it was a RetryError (exportEvents is then retried later).
+ */
+async function task(kind, name, arg) {
+  let failed = 0;
+  let error = null;
+  let hasError = false;
+  let retry = false;
+  const fail = (e) => {
+    failed++;
+    error = e;
+    hasError = true;
+    retry = e !== null && typeof e === 'object' && (e instanceof RetryError || e.name === 'RetryError');
+  };
+  if (kind === 'onEvent') {
+    for (let i = 0; i < arg.length; i++) {
+      try {
+        const r = ReflectApply(fns.onEvent.fn, fns.onEvent.self, [parse(arg[i]), meta]);
+        if (isThenable(r)) await r;
+      } catch (e) {
+        fail(e);
+      }
+    }
+  } else {
+    try {
+      let r;
+      if (kind === 'exportEvents') {
+        const events = [];
+        for (let i = 0; i < arg.length; i++) put(events, i, parse(arg[i]));
+        r = ReflectApply(fns.exportEvents.fn, fns.exportEvents.self, [events, meta]);
+      } else if (kind === 'schedule') {
+        const f = name === 'runEveryMinute' || name === 'runEveryHour' || name === 'runEveryDay' ? fns[name] : null;
+        if (!f) throw new TypeErrorCtor('the plugin does not export ' + StringFn(name));
+        r = ReflectApply(f.fn, f.self, [meta]);
+      } else if (kind === 'job') {
+        const j = fns.jobs !== null ? fns.jobs[StringFn(name)] : undefined;
+        if (j === undefined) throw new TypeErrorCtor('the plugin has no job named ' + stringify(StringFn(name)));
+        r = ReflectApply(j.fn, j.self, [parse(arg[0]), meta]);
+      } else {
+        throw new TypeErrorCtor('unknown task kind');
+      }
+      if (isThenable(r)) await r;
+    } catch (e) {
+      fail(e);
+    }
+  }
+  flushDropped();
+  return '{"failed":' + failed + ',"retry":' + retry + (hasError ? ',"error":' + describe(0, error).json : '') + '}';
+}
+
 function safeSettle(id, ok, json) {
   try {
     settle(id, ok, json);
   } catch (_) {}
 }
 
-return { resolve, setup, teardown, run, take, settle: safeSettle };
+return { resolve, setup, teardown, run, take, task, settle: safeSettle };
 `;

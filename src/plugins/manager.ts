@@ -4,9 +4,10 @@ import type { JsonObject } from '../../protocol/types';
 import type { Logger } from '../log';
 import { PluginStore, pluginErrorFrom } from '../store/plugin-store';
 import type { LoadedPluginConfig, PluginError } from '../store/types';
-import type { HostOps } from './bridge';
+import type { HostOp, HostOps } from './bridge';
+import { EventSink, type SinkEvent } from './event-sink';
 import { createFetchOp, resolveFetchOptions } from './fetch';
-import { msSinceBusyDispose, PluginVm, resolveLimits, SandboxError } from './sandbox';
+import { msSinceBusyDispose, PluginVm, resolveLimits, SandboxError, type TaskOutcome } from './sandbox';
 import { readPluginRowSource } from './source';
 import { importNotAvailable, transpilePlugin } from './transpile';
 import type { ConfigInfo, FetchOptions, PluginEvent, SandboxErrorInfo, SandboxLimits } from './types';
@@ -30,7 +31,51 @@ export interface PluginManagerOptions {
    * that entry is over, or `false` to skip this chain step (the events keep their current value).
    */
   onEnter?: (configId: number, events: readonly PluginEvent[]) => (() => void) | false | void;
+  /** More host APIs for plugins (cache, storage, jobs, capture), by op name. */
+  ops?: ReadonlyMap<string, HostOp>;
+  /** Host APIs this worker cannot offer, with the reason plugins are told (e.g. cache: "no Redis"). */
+  unavailable?: Readonly<Record<string, string>>;
+  /** Run onEvent/exportEvents on the chain's results (the worker does; replay does not). */
+  eventSinks?: boolean;
+  /** Wall-clock limit of one background call (onEvent, exportEvents, runEvery*, a job), ms (default 5 min). */
+  taskWallTimeoutMs?: number;
+  /** setupPlugin failures retried before the config is disabled (default 10; 0 = never retry, never disable). */
+  setupRetries?: number;
+  /** First setupPlugin retry after this long, doubling each time (default 3 s, as PostHog). */
+  setupRetryBaseMs?: number;
+  /** Where plugin log entries go (posthog_pluginlogentry). */
+  pluginLog?: PluginLogSink;
+  /** Persisted jobs, for exportEvents retries after RetryError. */
+  jobs?: { enqueue(job: { pluginConfigId: number; teamId: number; name: string; payloadJson: string; runAt: Date }): Promise<number> };
 }
+
+/** One posthog_pluginlogentry row to write (batched by the sink). */
+export interface PluginLogEntry {
+  teamId: number;
+  pluginId: number;
+  pluginConfigId: number;
+  source: 'SYSTEM' | 'PLUGIN' | 'CONSOLE';
+  type: 'DEBUG' | 'LOG' | 'INFO' | 'WARN' | 'ERROR';
+  message: string;
+}
+
+export interface PluginLogSink {
+  add(entry: PluginLogEntry): void;
+}
+
+/** A loaded config, for the scheduler and the job runner. */
+export interface LiveConfig {
+  id: number;
+  pluginId: number;
+  teamId: number;
+  name: string;
+  vm: PluginVm;
+}
+
+/** The job that retries exportEvents after RetryError (PostHog's exportEventsWithRetry). */
+export const EXPORT_RETRY_JOB = '$exportEventsWithRetry';
+/** PostHog gives up on an export after 15 retries, 2^(n+1)·3 s apart (~54 h in all). */
+export const MAX_EXPORT_RETRIES = 15;
 
 interface ConfigEntry {
   id: number;
@@ -41,6 +86,13 @@ interface ConfigEntry {
   fingerprint: string;
   vm: PluginVm | null;
   loadError: PluginError | null;
+  /** onEvent/exportEvents of this config (shared with the next generation when the VM is reused). */
+  sink: EventSink | null;
+  /** setupPlugin attempts that failed in a row. */
+  setupFailures: number;
+  /** setupPlugin failed at load: retry it once this entry is live. */
+  retrySetup?: boolean;
+  config: JsonObject;
 }
 
 interface Generation {
@@ -95,11 +147,15 @@ export class PluginManager {
   private readonly retiring = new Set<Promise<void>>();
   /** Async host APIs (request/settle bridge) every plugin config gets. */
   private readonly hostOps: HostOps;
+  /** Modules plugins may import (the boot script provides them). */
+  private readonly hostModules: ReadonlySet<string>;
+  private readonly setupTimers = new Set<NodeJS.Timeout>();
 
   private constructor(private readonly opts: PluginManagerOptions) {
     this.limits = resolveLimits(opts.limits);
     const fetch = resolveFetchOptions(opts.fetch); // throws on an unreadable allow-list entry
-    this.hostOps = new Map(fetch.enabled ? [['fetch', createFetchOp(fetch)]] : []);
+    this.hostOps = new Map([...(fetch.enabled ? ([['fetch', createFetchOp(fetch)]] as const) : []), ...(opts.ops ?? [])]);
+    this.hostModules = new Set(['@posthog/plugin-scaffold', ...(fetch.enabled ? ['node-fetch'] : [])]);
   }
 
   static async create(opts: PluginManagerOptions): Promise<PluginManager> {
@@ -132,6 +188,31 @@ export class PluginManager {
     return this.gen.entries.get(configId)?.vm ?? null;
   }
 
+  /** Configs whose isolate is running now. */
+  liveConfigs(): LiveConfig[] {
+    const out: LiveConfig[] = [];
+    for (const e of this.gen.entries.values()) {
+      if (e.vm && e.vm.state === 'ready') out.push({ id: e.id, pluginId: e.pluginId, teamId: e.teamId, name: e.name, vm: e.vm });
+    }
+    return out;
+  }
+
+  /**
+   * Run a scheduled function (runEveryMinute/Hour/Day) or a job of a config. `null`: the config is not loaded
+   * here (disabled, deleted, or failed to load). Errors are recorded like processEvent's.
+   */
+  async runTask(configId: number, kind: 'schedule' | 'job', name: string, payloadJson = 'null'): Promise<TaskOutcome | null> {
+    const entry = this.gen.entries.get(configId);
+    const vm = entry?.vm;
+    if (!entry || !vm || vm.state !== 'ready' || this.closed) return null;
+    const wall = this.taskWallMs;
+    if (kind === 'job' && name === EXPORT_RETRY_JOB) return this.retryExport(entry, vm, payloadJson, wall);
+    const outcome = await vm.runTask(kind, name, kind === 'job' ? [payloadJson] : [], wall);
+    const what = kind === 'job' ? `job ${JSON.stringify(name)}` : name;
+    if (outcome.error) this.recordError(entry, what, outcome.error);
+    return outcome;
+  }
+
   /** Re-read configs from the store and swap in the new chains. Concurrent calls are serialised. */
   reload(): Promise<void> {
     const next = this.reloading.then(() => this.reloadUnlocked());
@@ -151,7 +232,9 @@ export class PluginManager {
     if (!chain || chain.length === 0 || events.length === 0) return events.slice();
     gen.active++;
     try {
-      return await this.runChainIn(chain, teamId, events);
+      const { result, finals } = await this.runChainIn(chain, teamId, events);
+      if (this.opts.eventSinks) this.feedSinks(chain, result, finals);
+      return result;
     } finally {
       gen.active--;
       if (gen.retired && gen.active === 0) gen.onIdle?.();
@@ -177,6 +260,10 @@ export class PluginManager {
         grace(Math.min(this.limits.wallTimeoutMs, 1000)),
       ]);
     }
+    for (const t of this.setupTimers) clearTimeout(t);
+    this.setupTimers.clear();
+    const sinks = [...gen.entries.values()].flatMap((e) => (e.sink ? [e.sink] : []));
+    await Promise.all(sinks.map((s) => this.flushSink(s, Math.min(this.limits.wallTimeoutMs, 5000))));
     const idle = vms.filter((vm) => vm.idle); // a VM still busy is cut short below, without teardown
     await Promise.race([Promise.all(idle.map((vm) => vm.teardown())), grace(Math.min(this.limits.wallTimeoutMs, 5000))]);
     for (const vm of vms) vm.dispose();
@@ -188,7 +275,90 @@ export class PluginManager {
 
   // ------------------------------------------------------------------------------------------------ internals
 
-  private async runChainIn(chain: ConfigEntry[], teamId: number, events: PluginEvent[]): Promise<Array<PluginEvent | null>> {
+  /** Export what a sink buffers, for at most `ms`; what is left becomes retry jobs (see EventSink.close). */
+  private async flushSink(sink: EventSink, ms: number): Promise<void> {
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([sink.flush(), new Promise<void>((r) => (timer = setTimeout(r, ms)))]);
+    clearTimeout(timer);
+    sink.pause();
+    await sink.close();
+  }
+
+  private get taskWallMs(): number {
+    return Math.max(1, this.opts.taskWallTimeoutMs ?? 300_000);
+  }
+
+  /** onEvent/exportEvents of every config in the chain get the events that made it through. */
+  private feedSinks(chain: ConfigEntry[], result: Array<PluginEvent | null>, finals: Array<string | null>): void {
+    let items: SinkEvent[] | null = null;
+    for (const entry of chain) {
+      if (!entry.sink) continue;
+      items ??= result.flatMap((ev, i) => (ev === null ? [] : [{ json: finals[i] ?? JSON.stringify(ev), name: typeof ev.event === 'string' ? ev.event : undefined }]));
+      entry.sink.push(items);
+    }
+  }
+
+  /** A failure outside processEvent: logged, stored in posthog_pluginconfig.error, and a plugin log entry. */
+  private recordError(entry: ConfigEntry, what: string, info: SandboxErrorInfo): void {
+    const { store, logger } = this.opts;
+    const meta = { pluginConfigId: entry.id, pluginId: entry.pluginId, teamId: entry.teamId, plugin: entry.name };
+    logger.warn(`plugin ${entry.name} (config ${entry.id}, team ${entry.teamId}): ${what} failed: ${info.name}: ${info.message}`, meta);
+    this.logEntry(entry, 'PLUGIN', 'ERROR', `${what} failed: ${info.name}: ${info.message}`);
+    store.setError(entry.id, toPluginError(info, undefined)).catch((e: unknown) => logger.error(`could not store plugin error for config ${entry.id}: ${(e as Error).message}`));
+  }
+
+  private logEntry(entry: { id: number; pluginId: number; teamId: number }, source: PluginLogEntry['source'], type: PluginLogEntry['type'], message: string): void {
+    this.opts.pluginLog?.add({ teamId: entry.teamId, pluginId: entry.pluginId, pluginConfigId: entry.id, source, type, message });
+  }
+
+  private async retryExport(entry: ConfigEntry, vm: PluginVm, payloadJson: string, wall: number): Promise<TaskOutcome> {
+    const payload = JSON.parse(payloadJson) as { events?: unknown; retriesPerformedSoFar?: unknown };
+    const events = Array.isArray(payload.events) ? payload.events.filter((e): e is string => typeof e === 'string') : [];
+    const retries = typeof payload.retriesPerformedSoFar === 'number' ? payload.retriesPerformedSoFar : 0;
+    const outcome = vm.exports.exportEvents
+      ? await vm.runTask('exportEvents', '', events, wall)
+      : { failed: 1, retry: false, interrupted: null, error: { name: 'Error', message: 'the plugin no longer exports exportEvents' } };
+    if (outcome.error && !outcome.retry) this.recordError(entry, 'exportEvents (retry)', outcome.error);
+    if (outcome.retry || (outcome.interrupted !== null && outcome.interrupted !== 'limit')) await this.scheduleExportRetry(entry, events, retries + 1);
+    return outcome;
+  }
+
+  /** exportEvents asked to be retried: a persisted job, 2^(n+1)·3 s later, at most MAX_EXPORT_RETRIES times. */
+  private async scheduleExportRetry(entry: { id: number; pluginId: number; teamId: number; name: string }, events: string[], retriesSoFar: number): Promise<void> {
+    const jobs = this.opts.jobs;
+    const meta = { pluginConfigId: entry.id, pluginId: entry.pluginId, teamId: entry.teamId, plugin: entry.name };
+    if (!jobs) throw new Error('no job store');
+    if (retriesSoFar >= MAX_EXPORT_RETRIES) {
+      this.opts.logger.error(`exportEvents of ${events.length} event(s) still failing after ${retriesSoFar} retries: giving up on them`, meta);
+      this.logEntry(entry, 'SYSTEM', 'ERROR', `exportEvents gave up on ${events.length} event(s) after ${retriesSoFar} retries`);
+      return;
+    }
+    const delayMs = 2 ** (retriesSoFar + 1) * 3000;
+    await jobs.enqueue({
+      pluginConfigId: entry.id,
+      teamId: entry.teamId,
+      name: EXPORT_RETRY_JOB,
+      payloadJson: JSON.stringify({ events, retriesPerformedSoFar: retriesSoFar }),
+      runAt: new Date(Date.now() + delayMs),
+    });
+    this.opts.logger.info(`exportEvents of ${events.length} event(s) will be retried in ${delayMs / 1000} s (retry ${retriesSoFar + 1} of ${MAX_EXPORT_RETRIES})`, meta);
+  }
+
+  private makeSink(entry: ConfigEntry, vm: PluginVm): EventSink | null {
+    if (!this.opts.eventSinks || !EventSink.wanted(vm)) return null;
+    const meta = { pluginConfigId: entry.id, pluginId: entry.pluginId, teamId: entry.teamId, plugin: entry.name };
+    return new EventSink({
+      vm,
+      config: entry.config,
+      logger: this.opts.logger,
+      logMeta: meta,
+      taskWallMs: this.taskWallMs,
+      onError: (what, info) => this.recordError(entry, what, info),
+      retryExport: this.opts.jobs ? (events, retriesSoFar) => this.scheduleExportRetry(entry, events, retriesSoFar) : undefined,
+    });
+  }
+
+  private async runChainIn(chain: ConfigEntry[], teamId: number, events: PluginEvent[]): Promise<{ result: Array<PluginEvent | null>; finals: Array<string | null> }> {
     const { store, logger } = this.opts;
     const n = events.length;
     const current: Array<string | null> = events.map((e) => JSON.stringify(e));
@@ -198,6 +368,7 @@ export class PluginManager {
     for (const entry of chain) {
       const vm = entry.vm;
       if (!vm || vm.state !== 'ready') continue;
+      if (!vm.exports.processEvent && !vm.exports.processEventBatch) continue; // exporters: nothing to change
       const idx: number[] = [];
       for (let i = 0; i < n; i++) if (current[i] !== null) idx.push(i);
       if (idx.length === 0) break;
@@ -226,6 +397,7 @@ export class PluginManager {
         const event = safeParse(inputs[index]);
         lastError = toPluginError(error, event);
         if (nth < MAX_ERROR_LOG_LINES) {
+          this.logEntry(entry, 'PLUGIN', 'ERROR', `processEvent failed on event ${describeEvent(event)}: ${error.name}: ${error.message}`);
           logger.warn(`plugin ${entry.name} (config ${entry.id}, team ${teamId}) failed on event ${describeEvent(event)}: ${error.name}: ${error.message}`, {
             pluginConfigId: entry.id,
             pluginId: entry.pluginId,
@@ -269,7 +441,7 @@ export class PluginManager {
       result[i] = ev as PluginEvent;
     }
     await Promise.all(writes);
-    return result;
+    return { result, finals: current };
   }
 
   private async reloadUnlocked(): Promise<void> {
@@ -292,12 +464,16 @@ export class PluginManager {
         fingerprint: '',
         vm: null,
         loadError: null,
+        sink: null,
+        setupFailures: 0,
+        config: row.config,
       };
       let code: { code: string; filename: string } | null = null;
       try {
         const src = readPluginRowSource(row.plugin, { baseDir });
         const t = transpilePlugin(src.code, src.main);
-        if (t.imports.length > 0) throw new SandboxError('load', importNotAvailable(t.imports[0]));
+        const missing = t.imports.find((m) => !this.hostModules.has(m));
+        if (missing !== undefined) throw new SandboxError('load', importNotAvailable(missing));
         const filename = `${src.name.replace(/[^\w@.-]+/g, '_')}/${path.posix.basename(src.main)}`;
         code = { code: t.code, filename };
         entry.fingerprint = sha256(
@@ -316,6 +492,7 @@ export class PluginManager {
         const prev = old.entries.get(row.id);
         if (prev?.vm && prev.vm.state === 'ready' && prev.fingerprint === entry.fingerprint) {
           entry.vm = prev.vm;
+          entry.sink = prev.sink;
           reused.add(prev.vm);
         } else {
           entry.vm = new PluginVm({
@@ -330,6 +507,8 @@ export class PluginManager {
             limits: this.limits,
             logger,
             ops: this.hostOps,
+            unavailable: this.opts.unavailable,
+            onConsole: (level, line) => this.logEntry(entry, 'CONSOLE', level === 'log' ? 'LOG' : (level.toUpperCase() as PluginLogEntry['type']), line),
           });
           toStart.push({ entry, row });
         }
@@ -351,12 +530,16 @@ export class PluginManager {
         const leave = this.opts.onEnter?.(row.id, []);
         try {
           await entry.vm!.start();
+          entry.sink = this.makeSink(entry, entry.vm!);
           logger.info(`plugin ${row.plugin.name} loaded (config ${row.id}, team ${row.teamId})`, meta);
+          this.logEntry(entry, 'SYSTEM', 'INFO', `Plugin loaded (config ${row.id}, process ${process.pid}).`);
           if (row.error !== null) await store.setError(row.id, null); // PostHog clears the error after a good load
         } catch (err) {
           const info = err instanceof SandboxError ? err.info() : { name: 'Error', message: String(err) };
           entry.loadError = toPluginError(info, undefined);
           logger.error(`plugin ${row.plugin.name} (config ${row.id}, team ${row.teamId}) failed to load: ${info.message}`, meta);
+          this.logEntry(entry, 'SYSTEM', 'ERROR', `Plugin failed to load (config ${row.id}, process ${process.pid}): ${info.message}`);
+          if (err instanceof SandboxError && err.kind === 'setup') entry.retrySetup = true;
         } finally {
           if (leave) leave();
         }
@@ -376,12 +559,61 @@ export class PluginManager {
     }
     // Swap in one step, then retire what the new generation does not use.
     this.gen = next;
+    for (const e of next.entries.values()) if (e.retrySetup) this.scheduleSetupRetry(e);
     const retired = [...old.entries.values()].map((e) => e.vm).filter((v): v is PluginVm => v !== null && !reused.has(v));
     if (retired.length > 0) this.retire(old, retired);
     logger.info(`plugins loaded: ${next.entries.size} config(s) for ${next.chains.size} team(s), ${loadErrors.length} failed`);
   }
 
+  /**
+   * setupPlugin failed: try again after 3 s, 6 s, 12 s… (PostHog's backoff); after `setupRetries` failures in a row
+   * the config is disabled with its error. Events meanwhile go on without this plugin (its error says why).
+   */
+  private scheduleSetupRetry(entry: ConfigEntry): void {
+    const { logger, store } = this.opts;
+    const max = this.opts.setupRetries ?? 10;
+    const meta = { pluginConfigId: entry.id, pluginId: entry.pluginId, teamId: entry.teamId, plugin: entry.name };
+    entry.setupFailures++;
+    if (max <= 0 || this.closed || !entry.vm) return;
+    if (entry.setupFailures > max) {
+      const error = entry.loadError ?? { message: 'setupPlugin failed', time: new Date().toISOString() };
+      logger.error(`plugin ${entry.name} (config ${entry.id}) failed setupPlugin ${entry.setupFailures} times in a row: disabling it`, meta);
+      this.logEntry(entry, 'SYSTEM', 'ERROR', `Plugin disabled after ${entry.setupFailures} failed setupPlugin attempts: ${error.message}`);
+      store.disable(entry.id, error).catch((e: unknown) => logger.error(`could not disable plugin config ${entry.id}: ${(e as Error).message}`));
+      return;
+    }
+    const delayMs = (this.opts.setupRetryBaseMs ?? 3000) * 2 ** (entry.setupFailures - 1);
+    logger.warn(`plugin ${entry.name} (config ${entry.id}): setupPlugin failed (${entry.setupFailures} of ${max + 1} attempts); retrying in ${delayMs} ms`, meta);
+    const timer = setTimeout(() => {
+      this.setupTimers.delete(timer);
+      if (this.closed || this.gen.entries.get(entry.id) !== entry || !entry.vm) return; // reloaded or closed since
+      const vm = entry.vm;
+      const leave = this.opts.onEnter?.(entry.id, []);
+      vm.start().then(
+        () => {
+          if (leave) leave();
+          entry.setupFailures = 0;
+          entry.loadError = null;
+          entry.sink = this.makeSink(entry, vm);
+          logger.info(`plugin ${entry.name} loaded (config ${entry.id}, team ${entry.teamId}) after retrying setupPlugin`, meta);
+          this.logEntry(entry, 'SYSTEM', 'INFO', `Plugin loaded (config ${entry.id}, process ${process.pid}) after retrying setupPlugin.`);
+          store.setError(entry.id, null).catch(() => undefined);
+        },
+        (err: unknown) => {
+          if (leave) leave();
+          const info = err instanceof SandboxError ? err.info() : { name: 'Error', message: String(err) };
+          entry.loadError = toPluginError(info, undefined);
+          store.setError(entry.id, entry.loadError).catch(() => undefined);
+          if (err instanceof SandboxError && err.kind === 'setup') this.scheduleSetupRetry(entry);
+        },
+      );
+    }, delayMs);
+    timer.unref();
+    this.setupTimers.add(timer);
+  }
+
   private retire(gen: Generation, vms: PluginVm[]): void {
+    const sinks = [...gen.entries.values()].filter((e) => e.vm !== null && vms.includes(e.vm) && e.sink !== null).map((e) => e.sink!);
     const done = (async () => {
       if (gen.active > 0) {
         await new Promise<void>((resolve) => {
@@ -389,6 +621,7 @@ export class PluginManager {
           gen.onIdle = resolve;
         });
       }
+      await Promise.all(sinks.map((s) => this.flushSink(s, this.taskWallMs)));
       await Promise.all(vms.map((vm) => vm.teardown()));
       for (const vm of vms) vm.dispose();
     })();

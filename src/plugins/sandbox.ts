@@ -42,6 +42,10 @@ export class SandboxError extends Error {
   }
 }
 
+function describeTask(kind: TaskKind, name: string): string {
+  return kind === 'schedule' ? name : kind === 'job' ? `job ${JSON.stringify(name)}` : kind;
+}
+
 function errorInfo(err: unknown): SandboxErrorInfo {
   if (typeof err === 'string') return { name: 'Error', message: err, thrownString: true };
   const e = (err ?? {}) as { name?: unknown; message?: unknown; stack?: unknown };
@@ -70,6 +74,27 @@ export interface PluginVmSpec {
   maxLogLinesPerSecond?: number;
   /** Async host APIs offered to the plugin through the request/settle bridge (e.g. `fetch`). */
   ops?: HostOps;
+  /** Host APIs this worker cannot offer, with the reason the plugin is shown when it calls them. */
+  unavailable?: Readonly<Record<string, string>>;
+  /** Every console line the plugin printed (after rate limiting), e.g. for posthog_pluginlogentry. */
+  onConsole?: (level: 'debug' | 'log' | 'info' | 'warn' | 'error', line: string) => void;
+}
+
+/** Background work in a plugin's isolate (see BOOT_SOURCE task()). */
+export type TaskKind = 'onEvent' | 'exportEvents' | 'schedule' | 'job';
+
+export interface TaskOutcome {
+  /** Calls that threw (onEvent: per event; the others: 0 or 1). */
+  failed: number;
+  /** The last error thrown by the plugin, or the limit that stopped it. */
+  error: SandboxErrorInfo | null;
+  /** The plugin threw RetryError (exportEvents is retried later). */
+  retry: boolean;
+  /**
+   * Not the plugin's answer: the isolate was not running, was recreated or closed under the task, or the task
+   * passed its wall-clock deadline and was abandoned. Work that can be retried (a job) should be.
+   */
+  interrupted: 'not-ready' | 'disposed' | 'deadline' | 'limit' | null;
 }
 
 export interface BatchOutcome {
@@ -89,6 +114,7 @@ export interface BatchOutcome {
 }
 
 interface DriverRefs {
+  task: ivm.Reference<(kind: TaskKind, name: string, arg: string[]) => Promise<string>>;
   run: ivm.Reference<(inputs: string[]) => Promise<string>>;
   take: ivm.Reference<(keep: boolean) => Array<string | null | undefined> | null>;
   setup: ivm.Reference<() => Promise<void>>;
@@ -102,6 +128,38 @@ export interface ExportsInfo {
   processEventBatch: boolean;
   setupPlugin: boolean;
   teardownPlugin: boolean;
+  onEvent: boolean;
+  exportEvents: boolean;
+  runEveryMinute: boolean;
+  runEveryHour: boolean;
+  runEveryDay: boolean;
+  /** Names of the functions in the plugin's `jobs` export. */
+  jobs: string[];
+}
+
+const NO_EXPORTS: ExportsInfo = Object.freeze({
+  processEvent: false,
+  processEventBatch: false,
+  setupPlugin: false,
+  teardownPlugin: false,
+  onEvent: false,
+  exportEvents: false,
+  runEveryMinute: false,
+  runEveryHour: false,
+  runEveryDay: false,
+  jobs: [],
+});
+
+/** The driver's export list, checked field by field (it comes out of the isolate). */
+function readExports(json: string): ExportsInfo {
+  const v = JSON.parse(json) as Record<string, unknown>;
+  const out = { ...NO_EXPORTS, jobs: [] as string[] };
+  for (const k of Object.keys(NO_EXPORTS) as Array<keyof ExportsInfo>) {
+    if (k === 'jobs') continue;
+    out[k] = v[k] === true;
+  }
+  if (Array.isArray(v.jobs)) out.jobs = v.jobs.filter((j): j is string => typeof j === 'string' && j.length <= 200).slice(0, 1000);
+  return out;
 }
 
 const MAX_LOG_LINE = 4096;
@@ -139,7 +197,7 @@ export class PluginVm {
   state: 'new' | 'ready' | 'failed' | 'closed' = 'new';
   /** Why the config is unusable (state 'failed'). */
   failure: SandboxError | null = null;
-  exports: ExportsInfo = { processEvent: false, processEventBatch: false, setupPlugin: false, teardownPlugin: false };
+  exports: ExportsInfo = NO_EXPORTS;
   /** Isolates created so far (1 after a successful start). */
   generation = 0;
 
@@ -152,6 +210,8 @@ export class PluginVm {
   /** A settle between calls hit a limit: the isolate is gone; the next call recreates it and reports this. */
   private backgroundFailure: SandboxError | null = null;
   private busy = false;
+  /** Background tasks (runTask) inside the isolate now. */
+  private tasks = 0;
   private pending = 0;
   private closing = false;
   private tail: Promise<unknown> = Promise.resolve();
@@ -199,6 +259,78 @@ export class PluginVm {
         this.spec.logger.warn(`teardownPlugin failed: ${e.message}`, this.logMeta);
       }
     });
+  }
+
+  /**
+   * Run background work (onEvent, exportEvents, a scheduled function, a job) next to event processing: it does not
+   * wait for, or block, processEvent calls. Every entry has the CPU `timeout`; the whole task has `wallMs`, after
+   * which it is abandoned (not disposed: a never-settling promise only costs memory, which the memory limit caps).
+   * A task that hits a limit has the isolate recreated, as processEvent would. Never throws.
+   */
+  async runTask(kind: TaskKind, name: string, arg: string[], wallMs: number): Promise<TaskOutcome> {
+    const outcome: TaskOutcome = { failed: 0, error: null, retry: false, interrupted: null };
+    if (this.backgroundFailure && this.state === 'ready' && !this.closing) {
+      const cause = this.backgroundFailure;
+      await this.exclusive(async () => {
+        if (this.backgroundFailure !== cause) return;
+        this.backgroundFailure = null;
+        await this.recycle({ outputs: [], errors: [], recreated: 0, notRun: 0, failure: null }, cause);
+      });
+    }
+    if (!this.refs && this.state === 'ready') await this.tail; // a restart in progress
+    const refs = this.refs;
+    if (!refs || this.state !== 'ready') {
+      outcome.interrupted = 'not-ready';
+      return outcome;
+    }
+    const generation = this.generation;
+    let timer: NodeJS.Timeout | undefined;
+    this.tasks++;
+    try {
+      const p = refs.task.apply(undefined, [kind, name, arg], { arguments: { copy: true }, result: { promise: true, copy: true }, timeout: this.limits.cpuTimeoutMs });
+      p.catch(() => undefined);
+      const deadline = new Promise<'deadline'>((resolve) => {
+        timer = setTimeout(() => resolve('deadline'), wallMs);
+      });
+      const summary = await Promise.race([p, deadline]);
+      if (summary === 'deadline') {
+        outcome.interrupted = 'deadline';
+        outcome.failed = 1;
+        outcome.error = { name: 'TimeoutError', message: `${describeTask(kind, name)} did not finish within ${wallMs} ms (abandoned)` };
+        return outcome;
+      }
+      const r = (typeof summary === 'string' && summary.length <= 64 * 1024 ? JSON.parse(summary) : null) as { failed?: unknown; retry?: unknown; error?: Record<string, unknown> } | null;
+      if (!r) throw new SandboxError('invalid-result', 'sandbox driver returned an invalid task summary');
+      outcome.failed = typeof r.failed === 'number' ? r.failed : 0;
+      outcome.retry = r.retry === true;
+      if (r.error && typeof r.error === 'object') {
+        const e = r.error;
+        outcome.error = {
+          name: typeof e.name === 'string' ? e.name.slice(0, MAX_ERROR_NAME) : 'Error',
+          message: typeof e.message === 'string' ? e.message.slice(0, MAX_ERROR_MESSAGE) : 'unknown error',
+        };
+        if (typeof e.stack === 'string') outcome.error.stack = e.stack.slice(0, MAX_ERROR_STACK);
+        if (e.thrownString === true) outcome.error.thrownString = true;
+      }
+      return outcome;
+    } catch (err) {
+      const e = this.classify(err, describeTask(kind, name));
+      outcome.failed = 1;
+      outcome.error = e.info();
+      if (e.kind === 'disposed' || this.closing || this.generation !== generation) {
+        outcome.interrupted = 'disposed';
+      } else if (e.needsRecycle) {
+        outcome.interrupted = 'limit';
+        // The next call (task or processEvent) recreates the isolate; calls running in it now fail with it.
+        this.spec.logger.warn(`${e.message}; the isolate is recreated`, this.logMeta);
+        this.backgroundFailure = e;
+        this.disposeIsolate();
+      }
+      return outcome;
+    } finally {
+      this.tasks--;
+      clearTimeout(timer);
+    }
   }
 
   /**
@@ -265,6 +397,7 @@ export class PluginVm {
         maxLogLinesPerSecond: this.maxLogLinesPerSecond,
         importMessage: importNotAvailable('%s'),
         ops: opLimits,
+        unavailable: spec.unavailable ?? {},
       });
       const attachments = spec.attachments.map((a) => ({
         key: a.key,
@@ -280,6 +413,7 @@ export class PluginVm {
       );
       const get = (k: string): ivm.Reference => driver.getSync(k, { reference: true }) as ivm.Reference;
       const refs = {
+        task: get('task'),
         run: get('run'),
         take: get('take'),
         setup: get('setup'),
@@ -301,8 +435,8 @@ export class PluginVm {
         const script = await isolate.compileScript(spec.code, { filename: spec.filename });
         await this.call(script.run(context, { timeout, release: true }), 'plugin load');
         const info = await this.call(refs.resolve.apply(undefined, [], { result: { copy: true }, timeout }), 'plugin load');
-        if (typeof info !== 'string' || info.length > 1024) throw new SandboxError('invalid-result', 'sandbox driver returned an invalid export list');
-        this.exports = JSON.parse(info) as ExportsInfo;
+        if (typeof info !== 'string' || info.length > 256 * 1024) throw new SandboxError('invalid-result', 'sandbox driver returned an invalid export list');
+        this.exports = readExports(info);
       } catch (err) {
         throw this.stageError(err, 'load', 'plugin load');
       }
@@ -424,7 +558,7 @@ export class PluginVm {
     // applySync is ~5 µs/event cheaper than a thread hop, but would block the host while the isolate is busy on a
     // pool thread: only possible while a bridge settle (of a fire-and-forget host call) is in flight.
     const take = async (keep: boolean): Promise<unknown> =>
-      this.bridge && this.bridge.settling > 0
+      (this.bridge && this.bridge.settling > 0) || this.tasks > 0
         ? this.call(refs.take.apply(undefined, [keep], { result: { copy: true }, timeout }), 'processEvent')
         : refs.take.applySync(undefined, [keep], { result: { copy: true }, timeout });
     if (reported > maxResultBytes) {
@@ -538,7 +672,7 @@ export class PluginVm {
     this.bridge = null;
     bridge?.close();
     if (iso && !iso.isDisposed) {
-      if (this.busy || (bridge !== null && bridge.settling > 0)) lastBusyDisposeAt = Date.now();
+      if (this.busy || this.tasks > 0 || (bridge !== null && bridge.settling > 0)) lastBusyDisposeAt = Date.now();
       try {
         iso.dispose();
       } catch {
@@ -585,5 +719,6 @@ export class PluginVm {
     const text = typeof line === 'string' ? line.slice(0, MAX_LOG_LINE + 64) : String(line).slice(0, MAX_LOG_LINE);
     const lvl = level === 'error' ? 'error' : level === 'warn' ? 'warn' : level === 'debug' ? 'debug' : 'info';
     this.spec.logger.log(lvl, text, { ...this.logMeta, source: 'console' });
+    this.spec.onConsole?.(level === 'log' ? 'log' : lvl, text);
   }
 }

@@ -68,12 +68,13 @@ describe('export styles and sources through PluginManager', () => {
     assert.equal(props((await h.manager.runChain(7, [makeEvent('x')]))[0]).style, 'export default');
   });
 
-  it('processEventBatch only: called per event like PostHog, falsy drops', async () => {
+  it('processEventBatch only: called once per batch; a shorter result maps back by uuid, the missing event is dropped', async () => {
     const r = await h.manager.runChain(8, [makeEvent('a'), makeEvent('$drop_me'), makeEvent('c')]);
     assert.equal(r[1], null);
     assert.equal(props(r[0]).style, 'batch');
-    assert.equal(props(r[0]).batch_size, 1);
+    assert.equal(props(r[0]).batch_size, 3);
     assert.equal(props(r[2]).style, 'batch');
+    assert.equal(r[2]!.event, 'c');
   });
 
   it('a plugin with neither processEvent nor processEventBatch passes events through', async () => {

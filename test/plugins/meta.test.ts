@@ -55,7 +55,7 @@ describe('meta, console and what plugin code can reach', () => {
     assert.equal(probe.typeofFetch, 'function'); // plain function from the boot script (bridge), not a Callback
     assert.equal(probe.typeofProcess, 'undefined');
     const globals = probe.globals as string[];
-    for (const g of globals) assert.ok(['console', 'fetch', 'exports', 'module', 'require', 'globalThis', 'undefined', 'eval', 'isFinite', 'isNaN', 'parseFloat', 'parseInt', 'decodeURI', 'decodeURIComponent', 'encodeURI', 'encodeURIComponent', 'escape', 'unescape', 'setupPlugin', 'processEvent', '__defProp', '__getOwnPropDesc', '__getOwnPropNames', '__hasOwnProp', '__export', '__copyProps', '__toCommonJS', 'meta_probe_exports'].includes(g) || g.startsWith('__') || g.endsWith('_exports'), `unexpected global ${g}`);
+    for (const g of globals) assert.ok(['console', 'fetch', 'posthog', 'exports', 'module', 'require', 'globalThis', 'undefined', 'eval', 'isFinite', 'isNaN', 'parseFloat', 'parseInt', 'decodeURI', 'decodeURIComponent', 'encodeURI', 'encodeURIComponent', 'escape', 'unescape', 'setupPlugin', 'processEvent', '__defProp', '__getOwnPropDesc', '__getOwnPropNames', '__hasOwnProp', '__export', '__copyProps', '__toCommonJS', 'meta_probe_exports'].includes(g) || g.startsWith('__') || g.endsWith('_exports'), `unexpected global ${g}`);
   });
 
   it('console.* goes to the logger, tagged, formatted in the isolate and truncated', async () => {
