@@ -73,7 +73,7 @@ function typeName(v: unknown): string {
  * (WRONGTYPE, "not an integer") are shown as Redis wrote them; anything else (connection refused, closed,
  * retries exhausted) is reduced to "Redis unavailable": those messages can carry the server's address.
  */
-async function call<T>(cmd: CacheCommand, timeoutMs: number, signal: AbortSignal, run: () => Promise<T>): Promise<T> {
+async function call<T>(cmd: CacheCommand, timeoutMs: number, signal: AbortSignal, warn: (m: string) => void, run: () => Promise<T>): Promise<T> {
   if (signal.aborted) throw signal.reason;
   let timer: NodeJS.Timeout | undefined;
   let onAbort: (() => void) | undefined;
@@ -90,6 +90,8 @@ async function call<T>(cmd: CacheCommand, timeoutMs: number, signal: AbortSignal
     if (e?.name === 'ReplyError' && typeof e.message === 'string') {
       throw new PluginFacingError('CacheError', `cache.${cmd} failed: ${e.message.slice(0, 300)}`, 'redis-error');
     }
+    // the operator gets the real reason (rate-limited per config), the plugin only that Redis is down
+    warn(`cache.${cmd} failed: ${String(e?.message ?? err)}`);
     throw new PluginFacingError('CacheError', `cache.${cmd} failed: Redis unavailable`, 'unavailable');
   } finally {
     clearTimeout(timer);
@@ -121,7 +123,7 @@ export function createCacheOp(redis: Redis, options: CacheOpOptions = {}): HostO
       const key = str(a, c, 'key');
       if (key.length > opts.maxKeyChars) refuse(`cache.${c}: key too long: ${key.length} characters, limit ${opts.maxKeyChars}`);
       const k = cacheKey(ctx.plugin, key);
-      const exec = <T>(run: () => Promise<T>): Promise<T> => call(c, opts.timeoutMs, ctx.signal, run);
+      const exec = <T>(run: () => Promise<T>): Promise<T> => call(c, opts.timeoutMs, ctx.signal, (m) => ctx.warn(m), run);
 
       switch (c) {
         case 'set': {

@@ -71,7 +71,20 @@ export function parseCaptureRequest(raw: unknown): CaptureRequest {
   if (properties !== null && properties !== undefined && !isPlainObject(properties)) {
     refuse(`posthog.capture: properties must be an object, got ${Array.isArray(properties) ? 'an array' : typeof properties}`);
   }
+  if (properties !== null && properties !== undefined && depthOver(properties, MAX_DEPTH)) {
+    refuse(`posthog.capture: properties are nested more than ${MAX_DEPTH} levels deep`);
+  }
   return { event, properties: (properties ?? {}) as JsonObject };
+}
+
+/** Python's json (recursion limit ~1000) and every consumer on the way need a sane bound. */
+const MAX_DEPTH = 100;
+
+function depthOver(value: unknown, left: number): boolean {
+  if (value === null || typeof value !== 'object') return false;
+  if (left === 0) return true;
+  for (const v of Array.isArray(value) ? value : Object.values(value)) if (depthOver(v, left - 1)) return true;
+  return false;
 }
 
 /**

@@ -149,7 +149,9 @@ describe('cache host op (Redis db 11)', () => {
     down.on('error', () => undefined);
     try {
       const downOp = createCacheOp(down);
-      const err = await refused(downOp.run({ cmd: 'get', key: 'k' }, ctxA), /^cache\.get failed: Redis unavailable$/);
+      const ctx = context(teamA);
+      const err = await refused(downOp.run({ cmd: 'get', key: 'k' }, ctx), /^cache\.get failed: Redis unavailable$/);
+      assert.equal(ctx.warnings.length, 1, 'the operator is told the reason');
       assert.equal(err.type, 'unavailable');
       assert.doesNotMatch(err.message, /127\.0\.0\.1|:1\b/);
     } finally {

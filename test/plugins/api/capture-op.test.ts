@@ -193,6 +193,11 @@ describe('posthog.capture host op (Redis db 13, Python Celery)', () => {
     await refused(op.run({ event: 'e', properties: { timestamp: 'yesterday' } }, ctx), /timestamp must be an ISO-8601 date-time, got "yesterday"/);
     await refused(op.run({ event: 'e', properties: { timestamp: 1700000000 } }, ctx), /timestamp must be an ISO-8601 string, got number/);
     await refused(op.run({ event: 'e', properties: { x: { __type__: 'datetime', __value__: '2020-01-01' } } }, ctx), /cannot be sent: .*__type__/);
+    let deep: JsonValue = 'bottom';
+    for (let i = 0; i < 100; i++) deep = [deep];
+    await refused(op.run({ event: 'e', properties: { deep } }, ctx), /nested more than 100 levels deep/);
+    assert.equal(await op.run({ event: 'e', properties: { deep: (deep as JsonValue[])[0] } }, ctx), null, '100 levels in all are fine');
+    await redis.del(QUEUE);
     const small = createCaptureOp(broker.publish.bind(broker), { queue: QUEUE, maxPayloadBytes: 2000 });
     await refused(small.run({ event: 'e', properties: { big: 'é'.repeat(1000) } }, ctx), /event too large: \d+ bytes, limit 2000/);
     assert.equal(await redis.llen(QUEUE), 0);
