@@ -9,11 +9,14 @@ export const PLUGIN_TABLES = [
   'posthog_pluginlogentry',
 ] as const;
 
+/** Tables of our own (not PostHog's): created on every database, PostHog's included. */
+export const OWN_TABLES = ['posthog_plugins_job'] as const;
+
 /**
  * Create whichever of PostHog's plugin tables are missing, with Django's table and column names
  * (posthog-plugin-server.md §3.1). Existing tables are never altered, so pointing this at PostHog's own
  * database is harmless. JSON columns are jsonb on Postgres and text on SQLite; binary columns bytea / blob.
- * Returns the names of the tables it created.
+ * Our own tables (OWN_TABLES) are created too. Returns the names of the tables it created.
  */
 export async function migrate(db: Knex): Promise<string[]> {
   const pg = databaseKind(db) === 'postgres';
@@ -23,9 +26,7 @@ export async function migrate(db: Knex): Promise<string[]> {
     pg ? t.timestamp(name, { useTz: true }) : t.text(name);
   const created: string[] = [];
   const ensure = async (name: string, build: (t: Knex.CreateTableBuilder) => void): Promise<void> => {
-    if (await db.schema.hasTable(name)) return;
-    await db.schema.createTable(name, build);
-    created.push(name);
+    if (await createIfMissing(db, name, build)) created.push(name);
   };
 
   await ensure('posthog_plugin', (t) => {
@@ -100,5 +101,37 @@ export async function migrate(db: Knex): Promise<string[]> {
     t.index(['plugin_config_id', 'timestamp'], 'posthog_plu_plugin__736133_idx');
   });
 
+  created.push(...(await migrateOwnTables(db)));
+  return created;
+}
+
+async function createIfMissing(db: Knex, name: string, build: (t: Knex.CreateTableBuilder) => void): Promise<boolean> {
+  if (await db.schema.hasTable(name)) return false;
+  await db.schema.createTable(name, build);
+  return true;
+}
+
+/**
+ * Create only our own tables (OWN_TABLES) where missing: safe on a Django-managed PostHog database, where
+ * `migrate()`'s PostHog tables already exist. Returns the names of the tables it created.
+ */
+export async function migrateOwnTables(db: Knex): Promise<string[]> {
+  const created: string[] = [];
+  // Persisted plugin jobs (job-store.ts). Times are epoch milliseconds in bigint columns: the same ordering and
+  // comparisons on SQLite and Postgres, no time-zone or text-format pitfalls.
+  const job = await createIfMissing(db, 'posthog_plugins_job', (t) => {
+    t.increments('id').primary();
+    t.integer('plugin_config_id').notNullable();
+    t.integer('team_id').notNullable();
+    t.string('name', 200).notNullable();
+    t.text('payload').notNullable();
+    t.bigInteger('run_at').notNullable();
+    t.integer('attempts').notNullable().defaultTo(0);
+    t.string('locked_by', 200).nullable();
+    t.bigInteger('locked_until').nullable();
+    t.bigInteger('created_at').notNullable();
+    t.index(['run_at'], 'posthog_plugins_job_run_at_idx');
+  });
+  if (job) created.push('posthog_plugins_job');
   return created;
 }

@@ -35,6 +35,8 @@
  * | RabbitMQ vhost `posthog-plugins-bench` | test/bench/run.ts (`make bench`; reset on each run)       |
  * | Postgres dbs `posthog_plugins_test_<name>` | the test file <name> (create with ensurePgDatabase);  |
  * |                                       | in use: `_pipeline_redis`, `_pipeline_rabbitmq`            |
+ * | Postgres db `posthog_plugins_test_store_api` | test/store/{plugin-storage,plugin-log-writer,job-store}  |
+ * |                                       | .test.ts, one schema per file (`storage`, `logs`, `jobs`)  |
  * | Postgres dbs `postgres`, `root`       | nobody: maintenance connections only                       |
  *
  * Connection defaults (all on this machine): Redis 127.0.0.1:6379, RabbitMQ 127.0.0.1:5672 guest/guest

@@ -83,9 +83,9 @@ describe('PostgreSQL', { concurrency: 1 }, () => {
     });
     after(() => dropDatabase(db));
 
-    it('migrate leaves existing tables alone and adds only the missing one', async () => {
+    it('migrate leaves existing tables alone and adds only the missing ones (with our own job table)', async () => {
       const before = await db('posthog_plugin').columnInfo();
-      assert.deepEqual(await migrate(db), ['posthog_pluginlogentry']);
+      assert.deepEqual(await migrate(db), ['posthog_pluginlogentry', 'posthog_plugins_job']);
       assert.deepEqual(await db('posthog_plugin').columnInfo(), before);
       assert.deepEqual(await migrate(db), []);
     });

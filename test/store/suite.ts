@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import type { Knex } from 'knex';
 import { databaseKind } from '../../src/store/database';
-import { migrate, PLUGIN_TABLES } from '../../src/store/migrate';
+import { migrate, OWN_TABLES, PLUGIN_TABLES } from '../../src/store/migrate';
 import { parseJsonColumn, PluginStore } from '../../src/store/plugin-store';
 
 /** The same store tests on every database: `open` gives a fresh, empty database. */
@@ -18,10 +18,10 @@ export function storeSuite(label: string, open: () => Promise<Knex>, cleanup: (d
     });
     after(() => cleanup(db));
 
-    it('migrate creates the five tables, then is a no-op', async () => {
-      assert.deepEqual((await migrate(db)).sort(), [...PLUGIN_TABLES].sort());
+    it('migrate creates the five PostHog tables and our job table, then is a no-op', async () => {
+      assert.deepEqual((await migrate(db)).sort(), [...PLUGIN_TABLES, ...OWN_TABLES].sort());
       assert.deepEqual(await migrate(db), []);
-      for (const t of PLUGIN_TABLES) assert.ok(await db.schema.hasTable(t), t);
+      for (const t of [...PLUGIN_TABLES, ...OWN_TABLES]) assert.ok(await db.schema.hasTable(t), t);
       const cols = Object.keys(await db('posthog_pluginconfig').columnInfo()).sort();
       assert.deepEqual(cols, ['config', 'created_at', 'enabled', 'error', 'id', 'order', 'plugin_id', 'team_id', 'updated_at']);
     });
