@@ -69,6 +69,14 @@ export const sandboxOptions = {
   'fetch-allow': { type: 'string', describe: 'Hosts, *.domains, IPs and CIDRs plugin fetch may reach although loopback/private/link-local/metadata, comma-separated (env PLUGIN_FETCH_ALLOW)', default: env('PLUGIN_FETCH_ALLOW') ?? '' },
 } satisfies Record<string, Options>;
 
+/** The plugin API beyond processEvent: background calls, setup retries, posthog.capture. */
+export const pluginApiOptions = {
+  'task-timeout-ms': { type: 'number', describe: 'Wall-clock limit of one background plugin call: onEvent, exportEvents, runEvery*, a job, ms (env PLUGIN_TASK_TIMEOUT_MS)', default: num('PLUGIN_TASK_TIMEOUT_MS', 300_000) },
+  'setup-retries': { type: 'number', describe: 'setupPlugin failures retried (3 s, 6 s, 12 s…) before the config is disabled; 0 = no retries (env PLUGIN_SETUP_RETRIES)', default: num('PLUGIN_SETUP_RETRIES', 10) },
+  'setup-retry-ms': { type: 'number', describe: 'Delay before the first setupPlugin retry, doubled for each next one, ms (env PLUGIN_SETUP_RETRY_MS)', default: num('PLUGIN_SETUP_RETRY_MS', 3_000) },
+  'site-url': { type: 'string', describe: "site_url of events plugins send with posthog.capture (env SITE_URL)", default: env('SITE_URL') ?? '' },
+} satisfies Record<string, Options>;
+
 export const workerOptions = {
   concurrency: { type: 'number', describe: 'Batches in flight at once in each worker process (env WORKER_CONCURRENCY)', default: num('WORKER_CONCURRENCY', 1) },
   'batch-size': { type: 'number', describe: 'Messages taken from the broker per batch (env BATCH_SIZE)', default: num('BATCH_SIZE', 100) },

@@ -1,6 +1,6 @@
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
-import { connectionOptions, logOptions, queueOptions, reloadOptions, sandboxOptions, supervisorOptions, workerOptions } from '../config';
+import { connectionOptions, logOptions, pluginApiOptions, queueOptions, reloadOptions, sandboxOptions, supervisorOptions, workerOptions } from '../config';
 import { createLogger, type LogFormat, type Logger } from '../log';
 
 /**
@@ -18,7 +18,7 @@ async function main(): Promise<void> {
     .command(
       'start',
       'Consume process_event_with_plugins, run the plugins, publish process_event (until SIGTERM), in supervised worker processes',
-      (y) => y.options({ ...connectionOptions, ...queueOptions, ...reloadOptions, ...sandboxOptions, ...workerOptions, ...supervisorOptions, ...logOptions }),
+      (y) => y.options({ ...connectionOptions, ...queueOptions, ...reloadOptions, ...sandboxOptions, ...pluginApiOptions, ...workerOptions, ...supervisorOptions, ...logOptions }),
       async (argv) => {
         const { runStart } = await import('./start');
         // A start that cannot go on (bad settings, a queue RabbitMQ will not let us declare) says why and exits 1,
@@ -47,6 +47,10 @@ async function main(): Promise<void> {
             amqpOutputQueueArguments: argv['amqp-output-queue-arguments'],
             redisUrl: argv['redis-url'],
             reloadChannel: argv['reload-channel'],
+            taskTimeoutMs: argv['task-timeout-ms'],
+            setupRetries: argv['setup-retries'],
+            setupRetryMs: argv['setup-retry-ms'],
+            siteUrl: argv['site-url'],
           },
           {
             workers: argv.workers,

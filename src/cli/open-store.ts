@@ -1,13 +1,14 @@
 import type { Knex } from 'knex';
 import type { Logger } from '../log';
 import { describeDatabaseUrl, openDatabase } from '../store/database';
-import { migrate } from '../store/migrate';
+import { migrate, migrateOwnTables } from '../store/migrate';
 import { PluginStore } from '../store/plugin-store';
 
 /**
  * Open PostHog's plugin tables. The embedded SQLite default creates its tables on first use so that
  * `posthog-plugins start` works on a fresh machine; a Postgres database is PostHog's own (Django owns its
- * schema), so it is only created there by an explicit `posthog-plugins migrate`.
+ * schema), so it is only created there by an explicit `posthog-plugins migrate`; only our own job table is
+ * added there when missing.
  */
 export async function openStore(url: string, logger: Logger): Promise<{ db: Knex; store: PluginStore; description: string }> {
   const db = openDatabase(url);
@@ -16,6 +17,12 @@ export async function openStore(url: string, logger: Logger): Promise<{ db: Knex
   const store = new PluginStore(db);
   try {
     await store.listConfigs();
+    if (!url.startsWith('sqlite:')) {
+      // Several worker processes start at once: one of them creates it, the others find it.
+      await migrateOwnTables(db).catch(async (err: Error) => {
+        if (!(await db.schema.hasTable('posthog_plugins_job'))) throw err;
+      });
+    }
   } catch (err) {
     await db.destroy();
     throw new Error(`cannot read plugin tables in ${description}: ${(err as Error).message} (run \`posthog-plugins migrate\` on an empty database)`);

@@ -31,6 +31,10 @@ export interface StartArgs {
   amqpOutputQueueArguments: string;
   redisUrl: string;
   reloadChannel: string;
+  taskTimeoutMs: number;
+  setupRetries: number;
+  setupRetryMs: number;
+  siteUrl: string;
 }
 
 export interface SupervisorArgs {

@@ -15,6 +15,7 @@ import type { WorkerInit } from '../supervisor/messages';
 import { WorkerLink } from '../supervisor/worker-link';
 import { WorkerPluginStore } from '../supervisor/worker-store';
 import { openStore } from './open-store';
+import { PluginServices, pluginRedisUrl } from './plugin-services';
 import { parseJsonObject, type StartArgs } from './start';
 
 /**
@@ -66,8 +67,10 @@ async function work(init: WorkerInit, logger: Logger, link: WorkerLink, stopRequ
   const recorder = new FlightRecorder(init.flightFile);
   const { db, description } = await openStore(args.databaseUrl, logger);
   const store = new WorkerPluginStore(db);
+  const services = new PluginServices(args, db, logger, init.index);
 
   const plugins = await PluginManager.create({
+    ...services.managerOptions(),
     store,
     baseDir: args.baseDir,
     logger,
@@ -139,6 +142,7 @@ async function work(init: WorkerInit, logger: Logger, link: WorkerLink, stopRequ
     batchSize: args.batchSize,
   });
   await link.send({ type: 'ready' });
+  services.startBackground(plugins, (outgoing) => broker.publish(outgoing));
   const reporter = startReporter(loops, logger);
 
   const why = await stopRequested;
@@ -146,8 +150,12 @@ async function work(init: WorkerInit, logger: Logger, link: WorkerLink, stopRequ
   clearInterval(reporter);
   await Promise.all(loops.map((l) => l.stop()));
   await reloads?.stop();
-  await broker.close();
+  const background = await services.stopBackground(5000);
+  // Exports still buffered are flushed (or kept as jobs) while the broker and database are still open.
   await plugins.close();
+  await background;
+  await broker.close();
+  await services.close();
   recorder.close();
   await db.destroy();
   if (why === 'supervisor gone') {
@@ -165,7 +173,7 @@ async function work(init: WorkerInit, logger: Logger, link: WorkerLink, stopRequ
  * the background: a Redis that is down delays live reload, never event processing.
  */
 function startReloadListener(args: StartArgs, reload: () => Promise<void>, logger: Logger): ReloadListener | null {
-  const url = args.redisUrl || (/^rediss?:/i.test(args.broker) ? args.broker : '');
+  const url = pluginRedisUrl(args);
   if (args.reloadChannel === '' || url === '') {
     logger.info('live plugin reload is off (no --reload-channel, or no Redis: set REDIS_URL)');
     return null;

@@ -1,0 +1,128 @@
+import { randomUUID } from 'node:crypto';
+import { hostname } from 'node:os';
+import Redis from 'ioredis';
+import type { Knex } from 'knex';
+import type { Outgoing } from '../brokers/broker';
+import type { Logger } from '../log';
+import { createCacheOp } from '../plugins/api/cache-op';
+import { createCaptureOp } from '../plugins/api/capture-op';
+import { createJobsOp } from '../plugins/api/jobs-op';
+import { createStorageOp } from '../plugins/api/storage-op';
+import type { HostOp } from '../plugins/bridge';
+import { JobRunner } from '../plugins/job-runner';
+import type { PluginManager, PluginManagerOptions } from '../plugins/manager';
+import { ScheduleLock } from '../plugins/schedule-lock';
+import { Scheduler } from '../plugins/scheduler';
+import { JobStore } from '../store/job-store';
+import { PluginLogWriter } from '../store/plugin-log-writer';
+import { PluginStorage } from '../store/plugin-storage';
+import type { StartArgs } from './start';
+
+/** The Redis a worker uses besides the broker: PostHog's REDIS_URL, or the broker itself when it is Redis. */
+export function pluginRedisUrl(args: Pick<StartArgs, 'redisUrl' | 'broker'>): string {
+  return args.redisUrl || (/^rediss?:/i.test(args.broker) ? args.broker : '');
+}
+
+/**
+ * What a worker process gives plugins beyond processEvent: meta.cache (Redis), meta.storage and the cursor
+ * (database), meta.jobs and the job runner (database), posthog.capture (the broker), scheduled functions
+ * (a Redis lock), plugin log entries (database, batched). Built before the plugins load; the background parts
+ * start once the worker consumes and stop before the plugins close.
+ */
+export class PluginServices {
+  readonly instanceId = randomUUID();
+  private readonly redis: Redis | null;
+  private readonly jobStore: JobStore;
+  private readonly logWriter: PluginLogWriter;
+  private publish: ((outgoing: Outgoing[]) => Promise<void>) | null = null;
+  private manager: PluginManager | null = null;
+  private scheduler: Scheduler | null = null;
+  private jobRunner: JobRunner | null = null;
+  private lastRedisWarning = 0;
+
+  constructor(
+    private readonly args: StartArgs,
+    private readonly db: Knex,
+    private readonly logger: Logger,
+    /** The worker process's index under the supervisor: without Redis only worker 0 runs schedules. */
+    private readonly workerIndex: number,
+  ) {
+    const url = pluginRedisUrl(args);
+    this.redis = url
+      ? new Redis(url, {
+          // A plugin waits at most a few seconds for Redis; commands are not queued while it is down.
+          maxRetriesPerRequest: 1,
+          commandTimeout: 5000,
+          enableOfflineQueue: false,
+          connectionName: `posthog-plugins-cache-${process.pid}`,
+        })
+      : null;
+    this.redis?.on('error', (err: Error) => {
+      if (Date.now() - this.lastRedisWarning < 60_000) return;
+      this.lastRedisWarning = Date.now();
+      logger.warn(`plugin Redis (meta.cache, schedule locks): ${err.message}`);
+    });
+    this.jobStore = new JobStore(db);
+    this.logWriter = new PluginLogWriter(db, { instanceId: this.instanceId, logger });
+  }
+
+  /** Options for the PluginManager of this worker. */
+  managerOptions(): Pick<PluginManagerOptions, 'ops' | 'unavailable' | 'eventSinks' | 'taskWallTimeoutMs' | 'setupRetries' | 'setupRetryBaseMs' | 'pluginLog' | 'jobs'> {
+    const ops = new Map<string, HostOp>([
+      ['storage', createStorageOp(new PluginStorage(this.db))],
+      ['jobs', createJobsOp(this.jobStore)],
+      [
+        'capture',
+        createCaptureOp((outgoing) => (this.publish ? this.publish(outgoing) : Promise.reject(new Error('the broker is not connected yet'))), {
+          queue: this.args.queue,
+          siteUrl: this.args.siteUrl,
+          nameOf: (pluginId) => this.manager?.liveConfigs().find((c) => c.pluginId === pluginId)?.name,
+        }),
+      ],
+    ]);
+    if (this.redis) ops.set('cache', createCacheOp(this.redis));
+    return {
+      ops,
+      unavailable: this.redis ? {} : { cache: 'no Redis configured (set REDIS_URL or --redis-url)' },
+      eventSinks: true,
+      taskWallTimeoutMs: this.args.taskTimeoutMs,
+      setupRetries: this.args.setupRetries,
+      setupRetryBaseMs: this.args.setupRetryMs,
+      pluginLog: this.logWriter,
+      jobs: this.jobStore,
+    };
+  }
+
+  /** Start scheduled functions and jobs; posthog.capture publishes through `publish` from now on. */
+  startBackground(manager: PluginManager, publish: (outgoing: Outgoing[]) => Promise<void>): void {
+    this.manager = manager;
+    this.publish = publish;
+    const { logger } = this;
+    const maxRunMs = this.args.taskTimeoutMs + 30_000;
+    if (this.redis || this.workerIndex === 0) {
+      if (!this.redis) logger.warn('no Redis for schedule locks: runEvery* run in worker 0 of this process only; with more than one `start` they would run once per `start`');
+      this.scheduler = new Scheduler({ manager, lock: this.redis ? new ScheduleLock(this.redis, { owner: this.instanceId }) : null, logger, maxRunMs });
+      this.scheduler.start();
+    }
+    this.jobRunner = new JobRunner({ manager, jobs: this.jobStore, workerId: `${hostname()}:${process.pid}:${this.instanceId}`, logger, leaseMs: maxRunMs + 30_000 });
+    this.jobRunner.start();
+  }
+
+  /**
+   * Stop starting scheduled runs and jobs. Resolves when those in hand ended, or after `graceMs`: closing the
+   * plugins then cuts the rest short (a job cut short goes back to the table).
+   */
+  async stopBackground(graceMs: number): Promise<Promise<void>> {
+    const done = Promise.all([this.scheduler?.stop(), this.jobRunner?.stop()]).then(() => undefined);
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([done, new Promise<void>((r) => (timer = setTimeout(r, graceMs)))]);
+    clearTimeout(timer);
+    return done;
+  }
+
+  /** After the plugins closed: write the last log entries, disconnect from Redis. */
+  async close(): Promise<void> {
+    await this.logWriter.close();
+    this.redis?.disconnect();
+  }
+}
