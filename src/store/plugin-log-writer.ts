@@ -179,7 +179,7 @@ export class PluginLogWriter {
       deadlineTimer = setTimeout(() => resolve('timeout'), this.closeTimeoutMs);
     });
     try {
-      while (this.queue.length > 0 && Date.now() < deadline) {
+      while ((this.queue.length > 0 || this.inFlight) && Date.now() < deadline) {
         try {
           if ((await Promise.race([this.flush(), timeout])) === 'timeout') break;
         } catch (err) {
