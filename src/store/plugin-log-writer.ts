@@ -42,6 +42,7 @@ export function logTypeFor(level: ConsoleLevel): LogType {
   return TYPES[level] ?? 'LOG';
 }
 
+const DROP_REPORT_INTERVAL_MS = 60_000;
 const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 interface QueuedRow {
@@ -94,6 +95,7 @@ export class PluginLogWriter {
   /** Rows taken off the queue by the write in progress. */
   private writing = 0;
   private droppedUnreported = 0;
+  private lastDropReport = 0;
   private failing = false;
   private closed = false;
 
@@ -140,17 +142,25 @@ export class PluginLogWriter {
         message,
       });
       this.enforceBound();
-      if (this.queue.length >= this.batchSize && !this.inFlight) this.tick();
+      // While the database is failing, retries wait for the timer instead of one attempt per add().
+      if (this.queue.length >= this.batchSize && !this.inFlight && !this.failing) this.tick();
     } catch (err) {
       this.logger.debug(`plugin log entry not queued: ${(err as Error).message}`);
     }
   }
 
-  /** Write everything queued so far (waits for a write already in progress first). Rejects if a write fails. */
+  /**
+   * Write everything queued so far, and wait for writes already in progress (timer or batch-size writes can
+   * run between our batches). Rejects if one of its own writes fails; the entries then stay queued.
+   */
   async flush(): Promise<void> {
-    if (this.inFlight) await this.inFlight.catch(() => undefined);
     let remaining = this.queue.length;
-    while (remaining > 0 && this.queue.length > 0) {
+    for (;;) {
+      if (this.inFlight) {
+        await this.inFlight; // never rejects
+        continue;
+      }
+      if (remaining <= 0 || this.queue.length === 0) return;
       const n = Math.min(remaining, this.batchSize);
       remaining -= n;
       await this.run(() => this.writeBatch(n));
@@ -169,7 +179,7 @@ export class PluginLogWriter {
       deadlineTimer = setTimeout(() => resolve('timeout'), this.closeTimeoutMs);
     });
     try {
-      while (this.queue.length > 0 && Date.now() < deadline) {
+      while ((this.queue.length > 0 || this.inFlight) && Date.now() < deadline) {
         try {
           if ((await Promise.race([this.flush(), timeout])) === 'timeout') break;
         } catch (err) {
@@ -180,7 +190,7 @@ export class PluginLogWriter {
     } finally {
       clearTimeout(deadlineTimer);
     }
-    this.reportDropped();
+    this.reportDropped(true);
     const unwritten = this.queue.length + this.writing;
     if (unwritten > 0) {
       const why = lastError ? `: ${(lastError as Error).message}` : ' (database too slow)';
@@ -208,6 +218,7 @@ export class PluginLogWriter {
         if (this.failing) this.logger.info('plugin logs: writing to the database again');
         this.failing = false;
         succeeded = true;
+        this.reportDropped(true);
       },
       (err: unknown) => {
         // One warning per outage, not one per tick.
@@ -289,9 +300,15 @@ export class PluginLogWriter {
     this.droppedUnreported += excess;
   }
 
-  /** At most one warning per tick, however many entries were dropped since the last one. */
-  private reportDropped(): void {
+  /**
+   * One warning for many dropped entries: when the database is back (or at close), and during a long outage at
+   * most once a minute.
+   */
+  private reportDropped(force = false): void {
     if (this.droppedUnreported === 0) return;
+    const now = Date.now();
+    if (!force && now - this.lastDropReport < DROP_REPORT_INTERVAL_MS) return;
+    this.lastDropReport = now;
     this.logger.warn(
       `plugin logs: dropped the ${this.droppedUnreported} oldest entries (queue limit ${this.maxQueued} reached while the database was unavailable or slow)`,
     );

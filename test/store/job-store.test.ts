@@ -2,11 +2,25 @@ import assert from 'node:assert/strict';
 import { after, before, beforeEach, describe, it } from 'node:test';
 import type { Knex } from 'knex';
 import { JobStore } from '../../src/store/job-store';
-import { migrate } from '../../src/store/migrate';
+import { openDatabase } from '../../src/store/database';
+import { migrate, migrateOwnTables } from '../../src/store/migrate';
 import { apiDatabases, runChildren } from './api-databases';
 
 const T0 = new Date('2030-01-01T00:00:00.000Z');
 const at = (ms: number): Date => new Date(T0.getTime() + ms);
+
+describe('migrateOwnTables', () => {
+  it('creates only the job table (for a database whose PostHog tables Django owns), once', async () => {
+    const db = openDatabase('sqlite::memory:');
+    try {
+      assert.deepEqual(await migrateOwnTables(db), ['posthog_plugins_job']);
+      assert.deepEqual(await migrateOwnTables(db), []);
+      assert.equal(await db.schema.hasTable('posthog_plugin'), false);
+    } finally {
+      await db.destroy();
+    }
+  });
+});
 
 for (const target of apiDatabases('jobs')) {
   describe(`JobStore on ${target.label}`, () => {
