@@ -33,15 +33,34 @@ local hset, zadd, sadd = {}, {}, {}
 -- the ~4 KB envelope. Anything else (escapes, other key orders, a restored message's extra keys that break
 -- the shape) goes through cjson. The caller checks the tag against its own full parse.
 local function fast(raw)
-  local tail = #raw > 1024 and string.sub(raw, -1024) or raw
-  local props = string.match(tail, ',%s?"properties":%s?{([^{}\\]*{[^{}\\]*}[^{}\\]*)}}$')
+  local n = #raw
+  -- Plain finds (memchr) and anchored patterns only: an unanchored pattern would be tried at every position.
+  local at = string.find(raw, '"properties":', n > 1024 and n - 1024 or 1, true)
+  local props
+  while at do
+    local c1, c2 = string.byte(raw, at - 2, at - 1)
+    if c2 == 44 or (c2 == 32 and c1 == 44) then
+      local _, _, p = string.find(raw, '^"properties":%s?{([^{}\\]*{[^{}\\]*}[^{}\\]*)}}$', at)
+      if p then props = p break end
+    end
+    at = string.find(raw, '"properties":', at + 1, true)
+  end
   if not props then return nil end
-  local pre, info, post = string.match(props, '^(.-)"delivery_info":%s?{([^{}]*)}(.*)$')
-  if not pre then return nil end
+  local i = string.find(props, '"delivery_info":', 1, true)
+  if not i then return nil end
+  local infoStart, infoEnd, info = string.find(props, '^"delivery_info":%s?{([^{}]*)}', i)
+  if not info then return nil end
+  -- The last delivery_tag key outside delivery_info (the last one counts, as for JSON.parse).
   local tag
-  for t in string.gmatch(pre .. post, '"delivery_tag":%s?"([^"]*)"') do tag = t end
-  local ex = string.match(info, '"exchange":%s?"([^"]*)"')
-  local rk = string.match(info, '"routing_key":%s?"([^"]*)"')
+  local j = string.find(props, '"delivery_tag":', 1, true)
+  while j do
+    if j < infoStart or j > infoEnd then tag = string.match(props, '^"delivery_tag":%s?"([^"]*)"', j) or tag end
+    j = string.find(props, '"delivery_tag":', j + 1, true)
+  end
+  local e = string.find(info, '"exchange":', 1, true)
+  local r = string.find(info, '"routing_key":', 1, true)
+  local ex = e and string.match(info, '^"exchange":%s?"([^"]*)"', e)
+  local rk = r and string.match(info, '^"routing_key":%s?"([^"]*)"', r)
   if not tag or tag == '' or not ex or not rk then return nil end
   -- No quote or backslash in either (the patterns saw to that): the JSON string is the text in quotes.
   return tag, '"' .. ex .. '"', '"' .. rk .. '"'
