@@ -38,7 +38,15 @@ export interface BatchProcessorOptions {
    * nothing else in flight in this process), after the rest of its batch.
    */
   suspects?: SuspectList;
+  /**
+   * Team chains of one batch run at most this many at a time (default 4). Different teams' isolates run in
+   * parallel on isolated-vm's threads, so a few at once keep those busy; many more only add bookkeeping per
+   * isolate entry (every entry rewrites the flight record of everything in flight) and memory.
+   */
+  teamConcurrency?: number;
 }
+
+const DEFAULT_TEAM_CONCURRENCY = 4;
 
 /** The Celery task id of each event handed to the plugins, for flight records (see PluginManager onEnter). */
 const taskIds = new WeakMap<object, string>();
@@ -122,7 +130,18 @@ export class BatchProcessor {
       }
     }
     if (byTeam.size > 0) {
-      await this.gate.shared(() => Promise.all([...byTeam].map(([teamId, runnables]) => this.runTeam(teamId, runnables, outcomes))));
+      const teams = [...byTeam];
+      let next = 0;
+      // A fixed number of lanes, each taking the next team when its last one is done: at most that many team
+      // chains in flight, and no lane waits for a slow team of another.
+      const lane = async (): Promise<void> => {
+        while (next < teams.length) {
+          const [teamId, runnables] = teams[next++] as [number, Runnable[]];
+          await this.runTeam(teamId, runnables, outcomes);
+        }
+      };
+      const lanes = Math.max(1, Math.min(this.opts.teamConcurrency ?? DEFAULT_TEAM_CONCURRENCY, teams.length));
+      await this.gate.shared(() => Promise.all(Array.from({ length: lanes }, lane)));
     }
     for (const r of careful) {
       this.opts.logger.info('running an event alone: it was in a plugin call when a worker process died', { taskId: r.task.id, teamId: r.args.team_id });

@@ -23,9 +23,10 @@ export interface ConsumerStats {
 }
 
 /**
- * The worker's main loop: receive a batch, process it, settle it (publish + ack together), repeat.
- * Broker errors never end the loop: it backs off and tries again. stop() finishes the batch in hand,
- * gives held (eta) messages back, and resolves when the loop has ended.
+ * The worker's main loop: receive a batch, process it, settle it (publish + ack together), repeat; the next
+ * batch is received while the current one is processed. Broker errors never end the loop: it backs off and
+ * tries again. stop() finishes the batch in hand, gives the batch received ahead and held (eta) messages
+ * back, and resolves when the loop has ended.
  */
 export class ConsumerLoop {
   private readonly eta = new EtaScheduler();
@@ -47,20 +48,41 @@ export class ConsumerLoop {
   }
 
   private async run(): Promise<void> {
-    const { broker, logger } = this.opts;
+    const { broker, logger, batchSize } = this.opts;
     let backoffMs = 100;
+    // The next batch, asked for while the current one runs through the plugins (at most one batch ahead), so
+    // the broker round trip and the decoding overlap with plugin work instead of adding to it. Its deliveries
+    // are unacked like any in hand: acked only once their own outputs are stored, given back if we stop.
+    let ahead: Promise<Received> | null = null;
+    // A broker that caps unacked deliveries (AMQP prefetch) must allow the batch ahead too, or it never fills.
+    broker.adjustHeld?.(batchSize);
     while (this.running) {
       // Deliveries taken out of the eta scheduler or the broker in this round and not settled yet.
       let inHand: Delivery[] = [];
       try {
         const now = Date.now();
-        inHand = this.eta.takeDue(now, this.opts.batchSize);
-        if (inHand.length) broker.adjustHeld?.(-inHand.length);
-        const wait = inHand.length > 0 ? 0 : Math.min(this.opts.pollMs ?? 1000, this.eta.msUntilNext(now));
-        const received = await broker.receive(this.opts.batchSize - inHand.length, wait);
-        inHand = [...inHand, ...received];
+        let received: Delivery[];
+        if (ahead) {
+          const got = await ahead;
+          ahead = null;
+          if (got.error) throw got.error;
+          received = got.deliveries;
+          const due = this.eta.takeDue(now, batchSize - received.length);
+          if (due.length) broker.adjustHeld?.(-due.length);
+          inHand = [...due, ...received];
+        } else {
+          inHand = this.eta.takeDue(now, batchSize);
+          if (inHand.length) broker.adjustHeld?.(-inHand.length);
+          const wait = inHand.length > 0 ? 0 : Math.min(this.opts.pollMs ?? 1000, this.eta.msUntilNext(now));
+          received = await broker.receive(batchSize - inHand.length, wait);
+          inHand = [...inHand, ...received];
+        }
         this.stats.received += received.length;
-        if (inHand.length > 0) await this.handle(inHand);
+        if (inHand.length > 0) {
+          // Only when there was work: an idle loop keeps blocking in receive() instead of polling.
+          if (this.running) ahead = receiveAhead(broker, batchSize);
+          await this.handle(inHand);
+        }
         backoffMs = 100;
       } catch (err) {
         // Whatever this round had in hand must not stay unacked under our live lease: give it back.
@@ -71,6 +93,16 @@ export class ConsumerLoop {
         backoffMs = Math.min(backoffMs * 2, 10_000);
       }
     }
+    if (ahead) {
+      // Stopping: the batch taken ahead was never processed; it goes back to the queue, not lost.
+      const got = await ahead;
+      if (got.deliveries.length) {
+        this.stats.received += got.deliveries.length;
+        await this.giveBack(got.deliveries);
+        logger.info(`gave ${got.deliveries.length} prefetched message(s) back to the queue`);
+      }
+    }
+    broker.adjustHeld?.(-batchSize);
     const held = this.eta.drain();
     if (held.length) broker.adjustHeld?.(-held.length);
     if (held.length) {
@@ -136,6 +168,19 @@ export class ConsumerLoop {
       if (outcome.result === 'expired') logger.info('task expired before it could run: acked without running it', { taskId });
     }
   }
+}
+
+interface Received {
+  deliveries: Delivery[];
+  error?: Error;
+}
+
+/** A receive that never rejects (it may finish while nobody awaits it yet): the error travels in the result. */
+function receiveAhead(broker: Broker, max: number): Promise<Received> {
+  return broker.receive(max, 0).then(
+    (deliveries) => ({ deliveries }),
+    (error: Error) => ({ deliveries: [], error }),
+  );
 }
 
 function sleep(ms: number): Promise<void> {

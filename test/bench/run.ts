@@ -110,6 +110,8 @@ interface ScaleResult {
   peakRssBytes: number;
   rate: number;
   events: number;
+  /** CPU µs per event of the worker's process tree, first → N-th output (steadier than events/s on a busy machine). */
+  cpuUs: number;
 }
 
 interface ProfileResult {
@@ -500,17 +502,24 @@ async function runScaling(redis: RedisBench, dir: string): Promise<ScaleResult[]
     const worker = await startOurWorker({ brokerUrl: redis.url, databaseUrl, extraArgs: WORKER_ARGS, timeoutMs: 600_000 });
     const idle = treeMemory(worker.pid).rss;
     const sampler = new RssSampler(worker.pid);
+    const cpu = { start: -1 };
+    const poll = setInterval(() => {
+      if (cpu.start < 0 && redis.received > 0) cpu.start = treeCpu(worker.pid);
+    }, 2);
     let c: Collected;
+    let cpuUs = 0;
     try {
       c = await redis.done(120_000, `scaling ${configs} configs`);
+      cpuUs = cpu.start < 0 ? 0 : ((treeCpu(worker.pid) - cpu.start) * 1e6) / SCALE_N;
     } finally {
+      clearInterval(poll);
       sampler.stop();
       await worker.stop();
       await redis.stopReading();
     }
     const rate = rateOf(c, SCALE_N);
-    out.push({ configs, teams, startupMs: worker.startupMs, idleRssBytes: idle, peakRssBytes: sampler.peakHwm, rate, events: SCALE_N });
-    say(`scaling: ${configs} config(s) over ${teams} team(s): consuming after ${(worker.startupMs / 1000).toFixed(2)} s, RSS ${mb(idle)} at start, peak ${mb(sampler.peakHwm)}, ${fmtRate(rate)}/s`);
+    out.push({ configs, teams, startupMs: worker.startupMs, idleRssBytes: idle, peakRssBytes: sampler.peakHwm, rate, events: SCALE_N, cpuUs });
+    say(`scaling: ${configs} config(s) over ${teams} team(s): consuming after ${(worker.startupMs / 1000).toFixed(2)} s, RSS ${mb(idle)} at start, peak ${mb(sampler.peakHwm)}, ${fmtRate(rate)}/s, ${Math.round(cpuUs)} CPU µs/event`);
   }
   return out;
 }
@@ -633,8 +642,10 @@ function report(): string {
   if (results.scaling.length) {
     lines.push(`Scaling (Redis, ${SCALE_N.toLocaleString('en-US')} events spread over the teams, 1 run each; configs over min(configs, 200) teams):`);
     lines.push('');
-    const srows = [['plugin configs', 'teams', 'start-up to consuming', 'RSS at start', 'peak RSS', 'events/s']];
-    for (const s of results.scaling) srows.push([String(s.configs), String(s.teams), `${(s.startupMs / 1000).toFixed(2)} s`, mb(s.idleRssBytes), mb(s.peakRssBytes), fmtRate(s.rate)]);
+    const srows = [['plugin configs', 'teams', 'start-up to consuming', 'RSS at start', 'peak RSS', 'events/s', 'CPU µs/event']];
+    for (const s of results.scaling) {
+      srows.push([String(s.configs), String(s.teams), `${(s.startupMs / 1000).toFixed(2)} s`, mb(s.idleRssBytes), mb(s.peakRssBytes), fmtRate(s.rate), Math.round(s.cpuUs).toLocaleString('en-US')]);
+    }
     lines.push(pad(srows));
     lines.push('');
   }

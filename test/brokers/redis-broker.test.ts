@@ -127,6 +127,57 @@ describe('RedisBroker against the real Redis', () => {
     }
   });
 
+  test('the pop reads tag, exchange and routing key of every envelope form; only a consistent one is taken', async () => {
+    // The pop script reads kombu's and our envelopes with a pattern on their tail and falls back to cjson for
+    // everything else: both paths must give the same tags and kombu-readable unacked records.
+    const ours = envelope('o');
+    const python = ours.replace(/":/g, '": ').replace(/,"/g, ', "'); // json.dumps separators, as kombu writes
+    const withProps = (id: string, edit: (p: Record<string, unknown>) => void, order?: (env: Record<string, unknown>) => Record<string, unknown>): string => {
+      const env = JSON.parse(envelope(id)) as Record<string, unknown>;
+      edit(env.properties as Record<string, unknown>);
+      return JSON.stringify(order ? order(env) : env);
+    };
+    const cases: Array<{ raw: string; tag: string; exchange: string; routingKey: string }> = [
+      { raw: ours, tag: 'tag-o', exchange: '', routingKey: Q },
+      { raw: python.replace('tag-o', 'tag-py'), tag: 'tag-py', exchange: '', routingKey: Q },
+      // kombu's restore adds redelivered to delivery_info
+      { raw: withProps('r', (p) => Object.assign(p.delivery_info as object, { redelivered: true })), tag: 'tag-r', exchange: '', routingKey: Q },
+      // an escaped quote in properties: only the fallback can read it (the pattern must not be fooled)
+      { raw: withProps('e', (p) => (p.correlation_id = 'x", "delivery_tag": "evil')), tag: 'tag-e', exchange: '', routingKey: Q },
+      // properties not last, routing key before exchange, non-ASCII and slashes in the names
+      { raw: withProps('k', (p) => (p.delivery_info = { routing_key: 'r/\u00e9', exchange: 'ex\u00e9' }), (env) => ({ properties: env.properties, ...env })), tag: 'tag-k', exchange: 'ex\u00e9', routingKey: 'r/\u00e9' },
+      { raw: withProps('n', (p) => (p.delivery_info = { exchange: 'celery', routing_key: 'named/queue' })), tag: 'tag-n', exchange: 'celery', routingKey: 'named/queue' },
+    ];
+    const reasons: string[] = [];
+    const b = broker({ onSetAside: (reason) => reasons.push(reason) });
+    await b.connect();
+    try {
+      // Two delivery_tag keys: the last counts, as for JSON.parse and Python's json.
+      const twice = ours.replace('"delivery_tag":"tag-o"', '"delivery_tag":"tag-t1","delivery_tag":"tag-t2"');
+      assert.notEqual(twice, ours);
+      cases.push({ raw: twice, tag: 'tag-t2', exchange: '', routingKey: Q });
+      for (const c of cases) await redis.lpush(Q, c.raw);
+      await redis.lpush(Q, 'garbage{');
+      const got = await b.receive(20, 100);
+      assert.deepEqual(got.map((d) => d.tag), cases.map((c) => c.tag));
+      for (const [i, c] of cases.entries()) {
+        assert.equal(got[i]!.rawText, c.raw);
+        const record = await redis.hget('unacked', c.tag);
+        assert.ok(record, `unacked record for ${c.tag}`);
+        assert.deepEqual(JSON.parse(record), [JSON.parse(c.raw), c.exchange, c.routingKey], `record of ${c.tag}`);
+        assert.ok(record.startsWith(`[${c.raw}, `), 'the envelope is embedded verbatim');
+      }
+      assert.deepEqual(reasons, ['envelope is not a JSON object']);
+      assert.equal(await redis.llen(`${Q}.rejected`), 1);
+      assert.equal(await redis.scard(inflightKey(b.workerId)), cases.length);
+      assert.equal(await redis.zcard('unacked_index'), cases.length);
+      await b.settle(got.map((delivery) => ({ kind: 'ack' as const, delivery, outputs: [] })));
+      assert.equal(await redis.hlen('unacked'), 0);
+    } finally {
+      await b.close();
+    }
+  });
+
   test('close gives unsettled deliveries back to the front of their queue, marked redelivered', async () => {
     const b = broker();
     await b.connect();

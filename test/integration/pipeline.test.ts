@@ -180,3 +180,69 @@ for (const c of CASES) {
   });
 }
 
+
+describe('consumer loop: the batch received ahead (redis db 1)', () => {
+  test('stop finishes the batch in hand and gives the batch taken ahead back, unprocessed and not lost', async () => {
+    const { default: Redis } = await import('ioredis');
+    const { encodeTaskV2 } = await import('../../protocol/encode');
+    const { buildEnvelope } = await import('../../protocol/redis-envelope');
+    const { processEventWithPluginsTask } = await import('../../protocol/posthog');
+    const { RedisBroker } = await import('../../src/brokers/redis/redis-broker');
+    const { BatchProcessor } = await import('../../src/pipeline/batch-processor');
+    const { ConsumerLoop } = await import('../../src/pipeline/consumer-loop');
+    const { silentLogger } = await import('../../src/log');
+    const { redisUrl } = await import('../helpers/services');
+    const url = redisUrl(1);
+    const redis = new Redis(url);
+    await redis.flushdb();
+    const Q = 'ahead-in';
+    const OUT = 'ahead-out';
+    for (let i = 0; i < 10; i++) {
+      const task = processEventWithPluginsTask(
+        { distinct_id: `u${i}`, ip: null, site_url: '', data: { event: 'e' }, team_id: 1, now: '2020-01-01T00:00:00Z', sent_at: null },
+        { id: `id-${i}`, origin: 'test@host' },
+      );
+      await redis.lpush(Q, buildEnvelope(encodeTaskV2(task), { deliveryTag: `tag-${i}`, exchange: '', routingKey: Q }));
+    }
+    const broker = new RedisBroker({ url, inputQueue: Q, outputQueues: [OUT], logger: silentLogger() });
+    await broker.connect();
+    let release!: () => void;
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    let started!: () => void;
+    const firstBatch = new Promise<void>((resolve) => (started = resolve));
+    let calls = 0;
+    // A chain that holds the first batch until the test says so: meanwhile the loop receives the next one.
+    const plugins = {
+      runChain: async <T>(_team: number, events: T[]): Promise<T[]> => {
+        calls++;
+        started();
+        await gate;
+        return events;
+      },
+    };
+    const processor = new BatchProcessor({ plugins, logger: silentLogger(), origin: 'test@host', outputQueue: OUT });
+    const loop = new ConsumerLoop({ broker, processor, logger: silentLogger(), batchSize: 3 });
+    loop.start();
+    await firstBatch;
+    try {
+      // The batch ahead is taken while the first is still in the plugins: 6 in flight, 4 left queued.
+      const deadline = Date.now() + 10_000;
+      while ((await redis.llen(Q)) !== 4 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+      assert.equal(await redis.llen(Q), 4);
+      assert.equal(await redis.hlen('unacked'), 6);
+      const stopped = loop.stop();
+      release();
+      await stopped;
+      assert.equal(calls, 1, 'the batch taken ahead never reached the plugins');
+      assert.equal(await redis.llen(OUT), 3, 'the batch in hand was finished');
+      assert.equal(await redis.hlen('unacked'), 0);
+      const back = await redis.lrange(Q, 0, -1);
+      assert.equal(back.length, 7, 'the batch ahead is back in the queue');
+      assert.equal(loop.stats.published, 3);
+    } finally {
+      await broker.close();
+      await redis.flushdb();
+      redis.disconnect();
+    }
+  });
+});

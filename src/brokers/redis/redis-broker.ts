@@ -213,10 +213,13 @@ export class RedisBroker implements Broker {
       const rawText = taken[i] as string;
       const tag = taken[i + 1] as string;
       const parsed = parseEnvelope(rawText);
-      if (!parsed.ok) {
-        // It has a delivery tag (the pop script checked) but no readable message: set it aside properly.
+      if (!parsed.ok || parsed.deliveryTag !== tag) {
+        // It has a delivery tag (the pop script checked) but no readable message: set it aside properly. The pop
+        // script reads the tag with a pattern; a text where that disagrees with JSON.parse (duplicate keys) is
+        // not one a Python worker would read the same way either.
+        const reason = parsed.ok ? `envelope has two different delivery tags (${JSON.stringify(tag)} and ${JSON.stringify(parsed.deliveryTag)})` : parsed.reason;
         const delivery: Delivery = { tag, queue: this.opts.inputQueue, message: emptyMessage(), redelivered: false, rawText };
-        unreadable.push({ kind: 'reject', delivery, reason: parsed.reason });
+        unreadable.push({ kind: 'reject', delivery, reason });
         continue;
       }
       const delivery: Delivery = {
