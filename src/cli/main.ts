@@ -1,6 +1,7 @@
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { connectionOptions, logOptions, queueOptions, reloadOptions, sandboxOptions, supervisorOptions, workerOptions } from '../config';
+import { installRemoteOptions, remoteOptionsFrom } from '../install/options';
 import { createLogger, type LogFormat, type Logger } from '../log';
 
 /**
@@ -88,10 +89,16 @@ async function main(): Promise<void> {
     )
     .command(
       'install <source>',
-      'Install a plugin (folder with plugin.json, .js/.ts file, .zip/.tgz archive) and enable it for a team',
+      'Install a plugin (folder, .js/.ts file, .zip/.tgz archive, GitHub/GitLab link, npm package or archive URL) and enable it for a team',
       (y) =>
         y
-          .positional('source', { type: 'string', demandOption: true, describe: 'Path of the plugin folder, file or archive' })
+          .positional('source', {
+            type: 'string',
+            demandOption: true,
+            describe:
+              'A path (plugin folder, .js/.ts file, .zip/.tgz archive), or a link: https://github.com/OWNER/REPO[/tree/REF|/commit/SHA|/releases/tag/TAG], ' +
+              'https://gitlab.com/GROUP/PROJECT[/-/tree/REF], https://www.npmjs.com/package/NAME[/v/VERSION], an npm package (name, @scope/name, name@version) or a .zip/.tgz URL',
+          })
           .options({
             'database-url': connectionOptions['database-url'],
             'base-dir': connectionOptions['base-dir'],
@@ -100,8 +107,12 @@ async function main(): Promise<void> {
             config: { type: 'string', default: '{}', describe: 'Plugin config as a JSON object' },
             name: { type: 'string', describe: 'Plugin name (default: plugin.json name, else the file name)' },
             disabled: { type: 'boolean', default: false, describe: 'Install without enabling the config' },
+            ...installRemoteOptions,
             ...logOptions,
-          }),
+          })
+          .example('$0 install fixtures/plugins/add-property --team 1', 'a local folder (stored as a file: URL)')
+          .example('$0 install https://github.com/PostHog/currency-normalization-plugin', 'the default branch, pinned to its current commit')
+          .example('$0 install @posthog/plugin-geoip@0.0.7', 'an npm package version'),
       async (argv) => {
         const { runInstall } = await import('./install');
         await runInstall(
@@ -114,9 +125,14 @@ async function main(): Promise<void> {
             config: argv.config,
             name: argv.name,
             disabled: argv.disabled,
+            remote: remoteOptionsFrom(argv),
           },
           loggerFor(argv),
-        );
+        ).catch((err: Error) => {
+          // A link that is not a plugin is an answer, not a usage error: the reason alone, exit 1.
+          process.stderr.write(`posthog-plugins install: ${err.message}\n`);
+          process.exit(1);
+        });
       },
     )
     .command(
