@@ -2,6 +2,7 @@ import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { connectionOptions, logOptions, queueOptions, reloadOptions, sandboxOptions, supervisorOptions, workerOptions } from '../config';
 import { installRemoteOptions, remoteOptionsFrom } from '../install/options';
+import { healthFileOption, healthRuleOptions } from './health';
 import { createLogger, type LogFormat, type Logger } from '../log';
 
 /**
@@ -19,7 +20,7 @@ async function main(): Promise<void> {
     .command(
       'start',
       'Consume process_event_with_plugins, run the plugins, publish process_event (until SIGTERM), in supervised worker processes',
-      (y) => y.options({ ...connectionOptions, ...queueOptions, ...reloadOptions, ...sandboxOptions, ...workerOptions, ...supervisorOptions, ...logOptions }),
+      (y) => y.options({ ...connectionOptions, ...queueOptions, ...reloadOptions, ...sandboxOptions, ...workerOptions, ...supervisorOptions, ...healthFileOption, ...logOptions }),
       async (argv) => {
         const { runStart } = await import('./start');
         // A start that cannot go on (bad settings, a queue RabbitMQ will not let us declare) says why and exits 1,
@@ -56,6 +57,7 @@ async function main(): Promise<void> {
             shutdownTimeoutMs: argv['shutdown-timeout-ms'],
             crashLimit: argv['crash-limit'],
             crashWindowMs: argv['crash-window-ms'],
+            healthFile: argv['health-file'],
           },
           { level: argv['log-level'], format: argv['log-format'] },
           loggerFor(argv),
@@ -136,6 +138,28 @@ async function main(): Promise<void> {
       },
     )
     .command(
+      'health',
+      'Exit 0 if the `start` instance on this machine with the same --broker/--queue (or --health-file) is healthy, 1 if not, with one line saying why',
+      (y) =>
+        y
+          .options({ broker: connectionOptions.broker, queue: queueOptions.queue, ...healthFileOption, ...healthRuleOptions })
+          .epilog(
+            'Unhealthy when: no status file; the supervisor process is gone; its status is older than --max-age-ms (it is stuck); it is stopping; ' +
+              'no worker process is consuming (starting or all restarting); a worker has not answered heartbeats for --max-age-ms; ' +
+              'a worker holds messages and has settled none for --stuck-after-ms. An idle worker is healthy. Needs neither the broker nor Redis.',
+          ),
+      async (argv) => {
+        const { healthFileFor, runHealth } = await import('./health');
+        const verdict = runHealth({
+          file: healthFileFor(argv['health-file'], argv.broker, argv.queue),
+          maxAgeMs: argv['max-age-ms'],
+          stuckAfterMs: argv['stuck-after-ms'],
+        });
+        (verdict.healthy ? process.stdout : process.stderr).write(`${verdict.healthy ? 'healthy' : 'unhealthy'}: ${verdict.reason}\n`);
+        process.exitCode = verdict.healthy ? 0 : 1;
+      },
+    )
+    .command(
       'list',
       'List plugin configs: team, order, plugin, enabled, last error',
       (y) => y.options({ 'database-url': connectionOptions['database-url'], json: { type: 'boolean', default: false, describe: 'Print JSON' }, ...logOptions }),
@@ -186,7 +210,7 @@ async function main(): Promise<void> {
         if (argv.strict && summary.rejected > 0) process.exitCode = 1;
       },
     )
-    .demandCommand(1, 'Name a command: start, migrate, install, list or replay')
+    .demandCommand(1, 'Name a command: start, migrate, install, list, replay or health')
     .strict()
     .help()
     .alias('h', 'help')
