@@ -1,6 +1,8 @@
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { connectionOptions, logOptions, pluginApiOptions, queueOptions, reloadOptions, sandboxOptions, supervisorOptions, workerOptions } from '../config';
+import { installRemoteOptions, remoteOptionsFrom } from '../install/options';
+import { healthFileOption, healthRuleOptions } from './health';
 import { createLogger, type LogFormat, type Logger } from '../log';
 
 /**
@@ -18,7 +20,7 @@ async function main(): Promise<void> {
     .command(
       'start',
       'Consume process_event_with_plugins, run the plugins, publish process_event (until SIGTERM), in supervised worker processes',
-      (y) => y.options({ ...connectionOptions, ...queueOptions, ...reloadOptions, ...sandboxOptions, ...pluginApiOptions, ...workerOptions, ...supervisorOptions, ...logOptions }),
+      (y) => y.options({ ...connectionOptions, ...queueOptions, ...reloadOptions, ...sandboxOptions, ...pluginApiOptions, ...workerOptions, ...supervisorOptions, ...healthFileOption, ...logOptions }),
       async (argv) => {
         const { runStart } = await import('./start');
         // A start that cannot go on (bad settings, a queue RabbitMQ will not let us declare) says why and exits 1,
@@ -59,6 +61,7 @@ async function main(): Promise<void> {
             shutdownTimeoutMs: argv['shutdown-timeout-ms'],
             crashLimit: argv['crash-limit'],
             crashWindowMs: argv['crash-window-ms'],
+            healthFile: argv['health-file'],
           },
           { level: argv['log-level'], format: argv['log-format'] },
           loggerFor(argv),
@@ -92,10 +95,16 @@ async function main(): Promise<void> {
     )
     .command(
       'install <source>',
-      'Install a plugin (folder with plugin.json, .js/.ts file, .zip/.tgz archive) and enable it for a team',
+      'Install a plugin (folder, .js/.ts file, .zip/.tgz archive, GitHub/GitLab link, npm package or archive URL) and enable it for a team',
       (y) =>
         y
-          .positional('source', { type: 'string', demandOption: true, describe: 'Path of the plugin folder, file or archive' })
+          .positional('source', {
+            type: 'string',
+            demandOption: true,
+            describe:
+              'A path (plugin folder, .js/.ts file, .zip/.tgz archive), or a link: https://github.com/OWNER/REPO[/tree/REF|/commit/SHA|/releases/tag/TAG], ' +
+              'https://gitlab.com/GROUP/PROJECT[/-/tree/REF], https://www.npmjs.com/package/NAME[/v/VERSION], an npm package (name, @scope/name, name@version) or a .zip/.tgz URL',
+          })
           .options({
             'database-url': connectionOptions['database-url'],
             'base-dir': connectionOptions['base-dir'],
@@ -104,8 +113,12 @@ async function main(): Promise<void> {
             config: { type: 'string', default: '{}', describe: 'Plugin config as a JSON object' },
             name: { type: 'string', describe: 'Plugin name (default: plugin.json name, else the file name)' },
             disabled: { type: 'boolean', default: false, describe: 'Install without enabling the config' },
+            ...installRemoteOptions,
             ...logOptions,
-          }),
+          })
+          .example('$0 install fixtures/plugins/add-property --team 1', 'a local folder (stored as a file: URL)')
+          .example('$0 install https://github.com/PostHog/currency-normalization-plugin', 'the default branch, pinned to its current commit')
+          .example('$0 install @posthog/plugin-geoip@0.0.7', 'an npm package version'),
       async (argv) => {
         const { runInstall } = await import('./install');
         await runInstall(
@@ -118,9 +131,36 @@ async function main(): Promise<void> {
             config: argv.config,
             name: argv.name,
             disabled: argv.disabled,
+            remote: remoteOptionsFrom(argv),
           },
           loggerFor(argv),
-        );
+        ).catch((err: Error) => {
+          // A link that is not a plugin is an answer, not a usage error: the reason alone, exit 1.
+          process.stderr.write(`posthog-plugins install: ${err.message}\n`);
+          process.exit(1);
+        });
+      },
+    )
+    .command(
+      'health',
+      'Exit 0 if the `start` instance on this machine with the same --broker/--queue (or --health-file) is healthy, 1 if not, with one line saying why',
+      (y) =>
+        y
+          .options({ broker: connectionOptions.broker, queue: queueOptions.queue, ...healthFileOption, ...healthRuleOptions })
+          .epilog(
+            'Unhealthy when: no status file; the supervisor process is gone; its status is older than --max-age-ms (it is stuck); it is stopping; ' +
+              'no worker process is consuming (starting or all restarting); a worker has not answered heartbeats for --max-age-ms; ' +
+              'a worker holds messages and has settled none for --stuck-after-ms. An idle worker is healthy. Needs neither the broker nor Redis.',
+          ),
+      async (argv) => {
+        const { healthFileFor, runHealth } = await import('./health');
+        const verdict = runHealth({
+          file: healthFileFor(argv['health-file'], argv.broker, argv.queue),
+          maxAgeMs: argv['max-age-ms'],
+          stuckAfterMs: argv['stuck-after-ms'],
+        });
+        (verdict.healthy ? process.stdout : process.stderr).write(`${verdict.healthy ? 'healthy' : 'unhealthy'}: ${verdict.reason}\n`);
+        process.exitCode = verdict.healthy ? 0 : 1;
       },
     )
     .command(
@@ -174,7 +214,7 @@ async function main(): Promise<void> {
         if (argv.strict && summary.rejected > 0) process.exitCode = 1;
       },
     )
-    .demandCommand(1, 'Name a command: start, migrate, install, list or replay')
+    .demandCommand(1, 'Name a command: start, migrate, install, list, replay or health')
     .strict()
     .help()
     .alias('h', 'help')

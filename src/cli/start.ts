@@ -4,8 +4,10 @@ import path from 'node:path';
 import { createBroker } from '../brokers/create-broker';
 import type { Logger } from '../log';
 import { processExists } from '../process-exists';
+import { HealthReporter } from '../supervisor/health-reporter';
 import { DeadWorkerRestorer } from '../supervisor/redis-restorer';
 import { Supervisor } from '../supervisor/supervisor';
+import { healthFileFor } from './health';
 import { openStore } from './open-store';
 
 export interface StartArgs {
@@ -44,6 +46,8 @@ export interface SupervisorArgs {
   shutdownTimeoutMs: number;
   crashLimit: number;
   crashWindowMs: number;
+  /** Status file for `posthog-plugins health`; '' = the default for this broker and queue. */
+  healthFile: string;
 }
 
 /**
@@ -97,6 +101,19 @@ export async function runStart(args: StartArgs, sup: SupervisorArgs, log: { leve
     workers,
   });
   supervisor.start();
+  // PostHog's Redis (REDIS_URL), else the broker when it is Redis: the same choice as the reload channel.
+  const redisUrl = args.redisUrl || (isRedis ? args.broker : '');
+  const health = new HealthReporter({
+    file: healthFileFor(sup.healthFile, args.broker, args.queue),
+    intervalMs: sup.heartbeatIntervalMs,
+    redisUrl: redisUrl || null,
+    supervisor,
+    queue: args.queue,
+    broker: probe.displayUrl,
+    slots: workers,
+    logger,
+  });
+  health.start();
 
   const reason = await new Promise<{ signal: NodeJS.Signals } | { failure: string }>((resolve) => {
     const onSignal = (signal: NodeJS.Signals): void => {
@@ -112,6 +129,7 @@ export async function runStart(args: StartArgs, sup: SupervisorArgs, log: { leve
       resolve({ failure });
     };
   });
+  health.markStopping();
   if ('signal' in reason) logger.info(`${reason.signal} received: stopping the workers, they finish the batches in hand (send it again to kill them at once)`);
   const again = (s: NodeJS.Signals): void => {
     logger.warn(`${s} received again: killing the workers`);
@@ -121,6 +139,7 @@ export async function runStart(args: StartArgs, sup: SupervisorArgs, log: { leve
   process.once('SIGINT', again);
 
   const killed = await supervisor.stop();
+  await health.stop();
   await restorer?.close();
   await db.destroy();
   if ('failure' in reason) throw new Error(reason.failure);

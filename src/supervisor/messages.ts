@@ -1,5 +1,6 @@
 import type { SuspectSnapshot } from '../pipeline/suspects';
 import type { StartArgs } from '../cli/start';
+import type { WorkerProgress } from './health';
 
 /**
  * What the supervisor and its worker processes tell each other. Events never travel this way: each worker
@@ -28,7 +29,8 @@ export type WorkerMessage =
   /** Sent (and flushed) before connecting: the Redis worker id whose messages to restore if this process dies. */
   | { type: 'broker'; workerId: string | null }
   | { type: 'ready' }
-  | { type: 'pong'; seq: number }
+  /** `progress`: what the worker has in hand and has settled, for `posthog-plugins health` (see health.ts). */
+  | { type: 'pong'; seq: number; progress?: WorkerProgress }
   /**
    * Startup failed; the reason, so the supervisor's log can say why it restarts with a delay. `permanent`: it
    * will not fix itself (e.g. RabbitMQ refuses the queue declaration): the supervisor stops and exits non-zero.

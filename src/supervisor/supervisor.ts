@@ -7,6 +7,7 @@ import type { PluginStore } from '../store/plugin-store';
 import { type DeathCause, classifyDeath, judge } from './attribution';
 import { CrashLedger } from './crash-ledger';
 import { readFlights } from './flight-recorder';
+import { type WorkerHealth, type WorkerProgress, trackProgress } from './health';
 import { WORKER_INIT_ENV, isWorkerMessage, type SupervisorMessage, type WorkerInit } from './messages';
 import type { DeadWorkerRestorer } from './redis-restorer';
 import { RestartPolicy } from './restart-policy';
@@ -42,6 +43,9 @@ interface Slot {
   workerId: string | null;
   flightFile: string;
   lastPong: number;
+  /** Progress reported with the last heartbeat answer (null until a worker reports it). */
+  progress: WorkerProgress | null;
+  lastProgressAt: number;
   /** It has answered a heartbeat: from then on the heartbeat timeout applies (before: STARTUP_SILENCE_MS). */
   answered: boolean;
   killedForHang: boolean;
@@ -96,6 +100,8 @@ export class Supervisor {
         workerId: null,
         flightFile: '',
         lastPong: 0,
+        progress: null,
+        lastProgressAt: 0,
         answered: false,
         killedForHang: false,
         lastFatal: null,
@@ -108,6 +114,18 @@ export class Supervisor {
       this.spawn(slot, false);
     }
     this.heartbeat = setInterval(() => this.beat(), this.opts.heartbeatIntervalMs);
+  }
+
+  /** The live worker processes as the health status shows them. */
+  health(): WorkerHealth[] {
+    return this.slots
+      .filter((s) => s.child !== null)
+      .map((s) => ({ index: s.index, pid: s.pid, ready: s.ready, startedAt: s.startedAt, lastPongAt: s.lastPong, progress: s.progress, lastProgressAt: s.lastProgressAt }));
+  }
+
+  /** Whether it is stopping (SIGTERM received). */
+  isStopping(): boolean {
+    return this.stopping;
   }
 
   /** Pids of the live worker processes (tests, diagnostics). */
@@ -185,6 +203,8 @@ export class Supervisor {
     slot.pid = child.pid ?? 0;
     slot.startedAt = Date.now();
     slot.lastPong = slot.startedAt;
+    slot.progress = null;
+    slot.lastProgressAt = slot.startedAt;
     slot.answered = false;
     slot.ready = false;
     slot.workerId = null;
@@ -199,6 +219,7 @@ export class Supervisor {
         case 'pong':
           slot.lastPong = Date.now();
           slot.answered = true;
+          if (m.progress) Object.assign(slot, trackProgress(slot, m.progress, slot.lastPong));
           break;
         case 'broker':
           slot.workerId = m.workerId;

@@ -1,4 +1,5 @@
 import fs from 'node:fs';
+import type { WorkerProgress } from './health';
 import { WORKER_INIT_ENV, isSupervisorMessage, type SupervisorMessage, type WorkerInit, type WorkerMessage } from './messages';
 
 /**
@@ -10,6 +11,7 @@ export class WorkerLink {
   private onSuspects: ((m: Extract<SupervisorMessage, { type: 'suspects' }>['suspects']) => void) | null = null;
   private onReload: (() => void) | null = null;
   private reloadPending = false;
+  private progress: (() => WorkerProgress) | null = null;
   private readonly pendingSuspects: Array<Extract<SupervisorMessage, { type: 'suspects' }>['suspects']> = [];
 
   constructor(onDisconnect: () => void) {
@@ -39,6 +41,11 @@ export class WorkerLink {
     });
   }
 
+  /** Report this progress with every heartbeat answer (the supervisor's health status uses it). */
+  reportProgress(fn: () => WorkerProgress): void {
+    this.progress = fn;
+  }
+
   handleSuspects(fn: (s: Extract<SupervisorMessage, { type: 'suspects' }>['suspects']) => void): void {
     this.onSuspects = fn;
     for (const s of this.pendingSuspects.splice(0)) fn(s);
@@ -60,7 +67,7 @@ export class WorkerLink {
     if (!isSupervisorMessage(m)) return;
     switch (m.type) {
       case 'ping':
-        void this.send({ type: 'pong', seq: m.seq });
+        void this.send({ type: 'pong', seq: m.seq, ...(this.progress ? { progress: this.progress() } : {}) });
         break;
       case 'suspects':
         if (this.onSuspects) this.onSuspects(m.suspects);

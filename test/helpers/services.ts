@@ -11,6 +11,7 @@
  * |                                       | assigned on request: add `<db>: <file>` to REDIS_DBS below |
  * |                                       | taken: 1, 2 test/integration/pipeline.test.ts;             |
  * |                                       |        3 test/integration/crash.test.ts;                   |
+ * |                                       |        4 test/integration/health.test.ts;                  |
  * |                                       |        5 test/integration/replay.test.ts;                  |
  * |                                       |        6 test/integration/timing.test.ts;                  |
  * |                                       |        7 test/integration/supervisor.test.ts;              |
@@ -56,6 +57,7 @@ export const REDIS_DBS: Readonly<Record<number, string>> = {
   1: 'test/integration/pipeline.test.ts (redis, sqlite)',
   2: 'test/integration/pipeline.test.ts (redis, postgres)',
   3: 'test/integration/crash.test.ts',
+  4: 'test/integration/health.test.ts',
   5: 'test/integration/replay.test.ts (Python sink for the replay output)',
   6: 'test/integration/timing.test.ts',
   7: 'test/integration/supervisor.test.ts',
