@@ -135,6 +135,11 @@ async function work(init: WorkerInit, logger: Logger, link: WorkerLink, stopRequ
   });
   const loops = Array.from({ length: Math.max(1, args.concurrency) }, () => new ConsumerLoop({ broker, processor, logger, batchSize: args.batchSize }));
   loops.forEach((l) => l.start());
+  // For `posthog-plugins health`: a worker that holds messages and settles none is stuck.
+  link.reportProgress(() => ({
+    inHand: loops.reduce((n, l) => n + l.inHand, 0),
+    settled: loops.reduce((n, l) => n + l.stats.published + l.stats.dropped + l.stats.expired + l.stats.rejected, 0),
+  }));
   onConsuming();
   logger.info(`consuming ${args.queue} on ${broker.displayUrl}, publishing to ${args.outputQueue}; plugins from ${description}`, {
     pid: process.pid,

@@ -33,6 +33,8 @@ export class ConsumerLoop {
   private running = false;
   private finished: Promise<void> | null = null;
   readonly stats: ConsumerStats = { received: 0, published: 0, dropped: 0, expired: 0, rejected: 0, waiting: 0 };
+  /** Deliveries this loop is working on now (not the batch ahead, not eta holds): the health check's "holds work". */
+  inHand = 0;
 
   constructor(private readonly opts: ConsumerLoopOptions) {}
 
@@ -81,12 +83,15 @@ export class ConsumerLoop {
         if (inHand.length > 0) {
           // Only when there was work: an idle loop keeps blocking in receive() instead of polling.
           if (this.running) ahead = receiveAhead(broker, batchSize);
+          this.inHand = inHand.length;
           await this.handle(inHand);
+          this.inHand = 0;
         }
         backoffMs = 100;
       } catch (err) {
         // Whatever this round had in hand must not stay unacked under our live lease: give it back.
         if (inHand.length) await this.giveBack(inHand);
+        this.inHand = 0;
         if (!this.running) break;
         logger.error(`consumer loop error, retrying in ${backoffMs} ms: ${(err as Error).message}`, { broker: broker.displayUrl });
         await sleep(backoffMs);
