@@ -321,3 +321,30 @@ describe('plugin API: modules and missing host APIs', () => {
     }
   });
 });
+
+describe('plugin API: teardownPlugin on reload and on shutdown, bounded', () => {
+  // The test's own timeout is the bound: close() would never resolve if it waited for the hanging teardown.
+  it('a changed config tears down the old isolate; unchanged ones keep theirs; shutdown tears down the rest, even one that hangs', { timeout: 30_000 }, async () => {
+    const log = logSink();
+    const h = await harness(
+      [
+        { name: 'changes', config: { v: '1' }, source: `function teardownPlugin(meta) { console.log('teardown v' + meta.config.v) }\nfunction processEvent(e) { return e }` },
+        { name: 'stays', order: 1, source: `function teardownPlugin() { console.log('teardown stays') }\nfunction processEvent(e) { return e }` },
+        { name: 'hangs', order: 2, source: `function teardownPlugin() { return new Promise(() => {}) }\nfunction processEvent(e) { return e }` },
+      ],
+      { ...FAST_LIMITS, wallTimeoutMs: 60_000 },
+      { pluginLog: log },
+    );
+    const [changes, stays] = h.ids.map((i) => i.configId);
+    try {
+      await h.store.db('posthog_pluginconfig').where({ id: changes }).update({ config: JSON.stringify({ v: '2' }) });
+      await h.manager.reload();
+      await until(() => log.console(changes).includes('teardown v1'), 'the old isolate torn down');
+      assert.deepEqual(log.console(stays), [], 'an unchanged config keeps its isolate');
+      await h.manager.close();
+      await until(() => log.console(changes).includes('teardown v2') && log.console(stays).includes('teardown stays'), 'teardown at shutdown');
+    } finally {
+      await h.store.db.destroy();
+    }
+  });
+});
