@@ -5,6 +5,7 @@ import type { Logger } from '../log';
 import { PluginStore, pluginErrorFrom } from '../store/plugin-store';
 import type { LoadedPluginConfig, PluginError } from '../store/types';
 import type { HostOp, HostOps } from './bridge';
+import { ConfigErrorWriter } from './error-writer';
 import { EventSink, type SinkEvent } from './event-sink';
 import { createFetchOp, resolveFetchOptions } from './fetch';
 import { msSinceBusyDispose, PluginVm, resolveLimits, SandboxError, type TaskOutcome } from './sandbox';
@@ -150,12 +151,19 @@ export class PluginManager {
   /** Modules plugins may import (the boot script provides them). */
   private readonly hostModules: ReadonlySet<string>;
   private readonly setupTimers = new Set<NodeJS.Timeout>();
+  private readonly errors: ConfigErrorWriter;
 
   private constructor(private readonly opts: PluginManagerOptions) {
     this.limits = resolveLimits(opts.limits);
     const fetch = resolveFetchOptions(opts.fetch); // throws on an unreadable allow-list entry
     this.hostOps = new Map([...(fetch.enabled ? ([['fetch', createFetchOp(fetch)]] as const) : []), ...(opts.ops ?? [])]);
     this.hostModules = new Set(['@posthog/plugin-scaffold', ...(fetch.enabled ? ['node-fetch'] : [])]);
+    this.errors = new ConfigErrorWriter(opts.store, opts.logger);
+  }
+
+  /** Resolves once every plugin error recorded so far is in the database (tests, shutdown). */
+  flushErrors(): Promise<void> {
+    return this.errors.flush();
   }
 
   static async create(opts: PluginManagerOptions): Promise<PluginManager> {
@@ -268,6 +276,7 @@ export class PluginManager {
     await Promise.race([Promise.all(idle.map((vm) => vm.teardown())), grace(Math.min(this.limits.wallTimeoutMs, 5000))]);
     for (const vm of vms) vm.dispose();
     await Promise.all(this.retiring);
+    await this.errors.flush();
     // Exiting right after disposing running isolates can segfault: give isolated-vm ≥100 ms.
     const since = msSinceBusyDispose();
     if (since < 150) await new Promise((r) => setTimeout(r, 150 - since));
@@ -300,11 +309,11 @@ export class PluginManager {
 
   /** A failure outside processEvent: logged, stored in posthog_pluginconfig.error, and a plugin log entry. */
   private recordError(entry: ConfigEntry, what: string, info: SandboxErrorInfo): void {
-    const { store, logger } = this.opts;
+    const { logger } = this.opts;
     const meta = { pluginConfigId: entry.id, pluginId: entry.pluginId, teamId: entry.teamId, plugin: entry.name };
     logger.warn(`plugin ${entry.name} (config ${entry.id}, team ${entry.teamId}): ${what} failed: ${info.name}: ${info.message}`, meta);
     this.logEntry(entry, 'PLUGIN', 'ERROR', `${what} failed: ${info.name}: ${info.message}`);
-    store.setError(entry.id, toPluginError(info, undefined)).catch((e: unknown) => logger.error(`could not store plugin error for config ${entry.id}: ${(e as Error).message}`));
+    this.errors.set(entry.id, toPluginError(info, undefined));
   }
 
   private logEntry(entry: { id: number; pluginId: number; teamId: number }, source: PluginLogEntry['source'], type: PluginLogEntry['type'], message: string): void {
@@ -359,11 +368,10 @@ export class PluginManager {
   }
 
   private async runChainIn(chain: ConfigEntry[], teamId: number, events: PluginEvent[]): Promise<{ result: Array<PluginEvent | null>; finals: Array<string | null> }> {
-    const { store, logger } = this.opts;
+    const { logger } = this.opts;
     const n = events.length;
     const current: Array<string | null> = events.map((e) => JSON.stringify(e));
     const changed = new Array<boolean>(n).fill(false);
-    const writes: Array<Promise<void>> = [];
 
     for (const entry of chain) {
       const vm = entry.vm;
@@ -410,14 +418,7 @@ export class PluginManager {
         logger.warn(`plugin ${entry.name} (config ${entry.id}, team ${teamId}) failed on ${outcome.errors.length - MAX_ERROR_LOG_LINES} more event(s) in this batch`);
       }
       if (outcome.failure) lastError = toPluginError(outcome.failure, undefined);
-      if (lastError !== null) {
-        const err = lastError;
-        writes.push(
-          store.setError(entry.id, err).catch((e: unknown) => {
-            logger.error(`could not store plugin error for config ${entry.id}: ${(e as Error).message}`);
-          }),
-        );
-      }
+      if (lastError !== null) this.errors.set(entry.id, lastError);
     }
 
     const result = new Array<PluginEvent | null>(n);
@@ -440,7 +441,6 @@ export class PluginManager {
       if (ev.team_id !== events[i].team_id) ev.team_id = events[i].team_id;
       result[i] = ev as PluginEvent;
     }
-    await Promise.all(writes);
     return { result, finals: current };
   }
 
@@ -533,7 +533,7 @@ export class PluginManager {
           entry.sink = this.makeSink(entry, entry.vm!);
           logger.info(`plugin ${row.plugin.name} loaded (config ${row.id}, team ${row.teamId})`, meta);
           this.logEntry(entry, 'SYSTEM', 'INFO', `Plugin loaded (config ${row.id}, process ${process.pid}).`);
-          if (row.error !== null) await store.setError(row.id, null); // PostHog clears the error after a good load
+          if (row.error !== null) this.errors.set(row.id, null); // PostHog clears the error after a good load
         } catch (err) {
           const info = err instanceof SandboxError ? err.info() : { name: 'Error', message: String(err) };
           entry.loadError = toPluginError(info, undefined);
@@ -547,11 +547,8 @@ export class PluginManager {
     };
     await Promise.all(Array.from({ length: Math.min(concurrency, toStart.length) }, startOne));
     const loadErrors = [...next.entries.values()].filter((e) => e.loadError !== null);
-    await Promise.all(
-      loadErrors.map((e) =>
-        store.setError(e.id, e.loadError).catch((err: unknown) => logger.error(`could not store plugin error for config ${e.id}: ${(err as Error).message}`)),
-      ),
-    );
+    for (const e of loadErrors) this.errors.set(e.id, e.loadError);
+    await this.errors.flush();
 
     if (this.closed) {
       for (const e of next.entries.values()) if (e.vm && !reused.has(e.vm)) e.vm.dispose();
@@ -597,13 +594,13 @@ export class PluginManager {
           entry.sink = this.makeSink(entry, vm);
           logger.info(`plugin ${entry.name} loaded (config ${entry.id}, team ${entry.teamId}) after retrying setupPlugin`, meta);
           this.logEntry(entry, 'SYSTEM', 'INFO', `Plugin loaded (config ${entry.id}, process ${process.pid}) after retrying setupPlugin.`);
-          store.setError(entry.id, null).catch(() => undefined);
+          this.errors.set(entry.id, null);
         },
         (err: unknown) => {
           if (leave) leave();
           const info = err instanceof SandboxError ? err.info() : { name: 'Error', message: String(err) };
           entry.loadError = toPluginError(info, undefined);
-          store.setError(entry.id, entry.loadError).catch(() => undefined);
+          this.errors.set(entry.id, entry.loadError);
           if (err instanceof SandboxError && err.kind === 'setup') this.scheduleSetupRetry(entry);
         },
       );

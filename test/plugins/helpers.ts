@@ -133,6 +133,11 @@ export async function harness(
   const { logger, logs } = captureLogger();
   try {
     const manager = await PluginManager.create({ ...extra, store, baseDir: FIXTURES, limits, logger });
+    // Plugin errors are written in the background (events never wait for the database): reads wait for them.
+    const getError = store.getError.bind(store);
+    const listConfigs = store.listConfigs.bind(store);
+    store.getError = async (id) => (await manager.flushErrors(), getError(id));
+    store.listConfigs = async () => (await manager.flushErrors(), listConfigs());
     return { store, manager, logs, ids };
   } catch (err) {
     await store.db.destroy();
