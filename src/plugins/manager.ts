@@ -93,6 +93,12 @@ interface ConfigEntry {
   setupFailures: number;
   /** setupPlugin failed at load: retry it once this entry is live. */
   retrySetup?: boolean;
+  /** processEvent calls in a row that hit the wall-clock deadline. */
+  hangs: number;
+  /** Pauses so far (each twice as long as the one before). */
+  pauses: number;
+  /** Skipped in chains until then (ms since epoch): its processEvent keeps hanging. */
+  pausedUntil: number;
   config: JsonObject;
 }
 
@@ -103,6 +109,11 @@ interface Generation {
   retired: boolean;
   onIdle: (() => void) | null;
 }
+
+/** processEvent calls in a row that hit the wall-clock deadline before the config is paused (see noteHangs). */
+const HANG_LIMIT = 2;
+const PAUSE_BASE_MS = 60_000;
+const PAUSE_MAX_MS = 30 * 60_000;
 
 /** At most this many per-event error lines per config per call; the rest are counted. */
 const MAX_ERROR_LOG_LINES = 5;
@@ -307,6 +318,27 @@ export class PluginManager {
     }
   }
 
+  /**
+   * A processEvent that never settles costs the wall-clock deadline on every call (and again for each event of
+   * the event-by-event rerun), stalling every team in the batch behind it. After HANG_LIMIT such calls in a row
+   * the config is skipped for a minute, then two, four… up to 30 minutes; one call that finishes resets it.
+   */
+  private noteHangs(entry: ConfigEntry, deadlines: number): void {
+    if (deadlines === 0) {
+      entry.hangs = 0;
+      entry.pauses = 0;
+      return;
+    }
+    if (++entry.hangs < HANG_LIMIT) return;
+    const ms = Math.min(PAUSE_MAX_MS, PAUSE_BASE_MS * 2 ** entry.pauses);
+    entry.pauses++;
+    entry.pausedUntil = Date.now() + ms;
+    const message = `processEvent hit the wall-clock deadline (${this.limits.wallTimeoutMs} ms) in ${entry.hangs} calls in a row: skipping this plugin for ${ms / 1000} s; events pass it unchanged meanwhile`;
+    this.opts.logger.error(`plugin ${entry.name} (config ${entry.id}, team ${entry.teamId}): ${message}`, { pluginConfigId: entry.id, pluginId: entry.pluginId, teamId: entry.teamId, plugin: entry.name });
+    this.logEntry(entry, 'SYSTEM', 'ERROR', message);
+    this.errors.set(entry.id, { message, time: new Date().toISOString(), name: 'PluginPausedError' });
+  }
+
   /** A failure outside processEvent: logged, stored in posthog_pluginconfig.error, and a plugin log entry. */
   private recordError(entry: ConfigEntry, what: string, info: SandboxErrorInfo): void {
     const { logger } = this.opts;
@@ -377,6 +409,7 @@ export class PluginManager {
       const vm = entry.vm;
       if (!vm || vm.state !== 'ready') continue;
       if (!vm.exports.processEvent && !vm.exports.processEventBatch) continue; // exporters: nothing to change
+      if (entry.pausedUntil > Date.now()) continue; // keeps hanging: events pass it unchanged for a while
       const idx: number[] = [];
       for (let i = 0; i < n; i++) if (current[i] !== null) idx.push(i);
       if (idx.length === 0) break;
@@ -419,6 +452,7 @@ export class PluginManager {
       }
       if (outcome.failure) lastError = toPluginError(outcome.failure, undefined);
       if (lastError !== null) this.errors.set(entry.id, lastError);
+      this.noteHangs(entry, outcome.deadlines); // after the call's own error: a pause is the more useful record
     }
 
     const result = new Array<PluginEvent | null>(n);
@@ -467,6 +501,9 @@ export class PluginManager {
         sink: null,
         setupFailures: 0,
         config: row.config,
+        hangs: 0,
+        pauses: 0,
+        pausedUntil: 0,
       };
       let code: { code: string; filename: string } | null = null;
       try {

@@ -104,6 +104,8 @@ export interface BatchOutcome {
   errors: Array<{ index: number; error: SandboxErrorInfo }>;
   /** Isolates disposed and recreated during this call. */
   recreated: number;
+  /** Entries of this call that hit the wall-clock deadline (a promise that never settled). */
+  deadlines: number;
   /** Events this plugin did not get to run on (config failed or gave up after repeated fatal failures). */
   notRun: number;
   /**
@@ -274,7 +276,7 @@ export class PluginVm {
       await this.exclusive(async () => {
         if (this.backgroundFailure !== cause) return;
         this.backgroundFailure = null;
-        await this.recycle({ outputs: [], errors: [], recreated: 0, notRun: 0, failure: null }, cause);
+        await this.recycle({ outputs: [], errors: [], recreated: 0, deadlines: 0, notRun: 0, failure: null }, cause);
       });
     }
     if (!this.refs && this.state === 'ready') await this.tail; // a restart in progress
@@ -466,7 +468,7 @@ export class PluginVm {
 
   private async processUnlocked(inputs: string[]): Promise<BatchOutcome> {
     const n = inputs.length;
-    const outcome: BatchOutcome = { outputs: new Array<string | null | undefined>(n).fill(undefined), errors: [], recreated: 0, notRun: 0, failure: null };
+    const outcome: BatchOutcome = { outputs: new Array<string | null | undefined>(n).fill(undefined), errors: [], recreated: 0, deadlines: 0, notRun: 0, failure: null };
     if (n === 0) return outcome;
     const background = this.backgroundFailure;
     if (background && this.state === 'ready') {
@@ -486,6 +488,7 @@ export class PluginVm {
       return outcome;
     } catch (err) {
       const e = this.classify(err, 'processEvent');
+      if (e.kind === 'deadline') outcome.deadlines++;
       if (e.needsRecycle) await this.recycle(outcome, e);
       if (n === 1) {
         outcome.errors.push({ index: 0, error: e.info() });
@@ -507,6 +510,7 @@ export class PluginVm {
       } catch (err) {
         const e = this.classify(err, 'processEvent');
         outcome.errors.push({ index: i, error: e.info() });
+        if (e.kind === 'deadline') outcome.deadlines++;
         if (e.needsRecycle) {
           fatal++;
           await this.recycle(outcome, e);

@@ -348,3 +348,32 @@ describe('plugin API: teardownPlugin on reload and on shutdown, bounded', () => 
     }
   });
 });
+
+describe('a processEvent that keeps hanging is paused', () => {
+  it('after two calls in a row hit the wall-clock deadline, the config is skipped (events unchanged) with its reason recorded', { timeout: 60_000 }, async () => {
+    const log = logSink();
+    const h = await harness(
+      [
+        { name: 'hangs', source: `function processEvent(e) { return e.event === 'hang' ? new Promise(() => {}) : { ...e, properties: { ...e.properties, seen: true } } }` },
+        { name: 'after', order: 1, source: `function processEvent(e) { e.properties.after = true; return e }` },
+      ],
+      { ...FAST_LIMITS, wallTimeoutMs: 200 },
+      { pluginLog: log },
+    );
+    try {
+      const id = h.ids[0].configId;
+      for (let i = 0; i < 2; i++) {
+        const [e] = await h.manager.runChain(1, [makeEvent('hang')]);
+        assert.equal(props(e).after, true, 'the rest of the chain still runs');
+      }
+      assert.ok(log.entries.some((e) => e.pluginConfigId === id && /skipping this plugin for 60 s/.test(e.message)));
+      const paused = await h.manager.runChain(1, [makeEvent('fine')]);
+      assert.equal(props(paused[0]).seen, undefined, 'skipped while paused, even for an event it would handle');
+      assert.equal(props(paused[0]).after, true);
+      const [row] = await h.store.listConfigs();
+      assert.match(JSON.stringify(row.error), /PluginPausedError/);
+    } finally {
+      await closeHarness(h);
+    }
+  });
+});
