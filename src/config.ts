@@ -8,7 +8,8 @@ import type { Options } from 'yargs';
  */
 const DEFAULT_REDIS = 'redis://127.0.0.1:6379/0';
 
-function env(name: string): string | undefined {
+/** An environment variable, or undefined when unset or empty. */
+export function env(name: string): string | undefined {
   const v = process.env[name];
   return v === undefined || v === '' ? undefined : v;
 }
@@ -103,7 +104,8 @@ export const logOptions = {
   'log-format': { type: 'string', choices: ['pretty', 'json'], describe: 'Log format (env LOG_FORMAT)', default: env('LOG_FORMAT') === 'json' ? 'json' : 'pretty' },
 } satisfies Record<string, Options>;
 
-function num(name: string, fallback: number): number {
+/** A numeric environment variable, the fallback when unset; anything else that is not a number throws. */
+export function num(name: string, fallback: number): number {
   const v = env(name);
   if (v === undefined) return fallback;
   const n = Number(v);

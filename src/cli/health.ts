@@ -1,4 +1,5 @@
 import type { Options } from 'yargs';
+import { env, num } from '../config';
 import { processExists } from '../process-exists';
 import { DEFAULT_MAX_AGE_MS, DEFAULT_STUCK_AFTER_MS, type HealthVerdict, defaultHealthFile, judgeHealth, readHealthStatus } from '../supervisor/health';
 
@@ -8,11 +9,6 @@ import { DEFAULT_MAX_AGE_MS, DEFAULT_STUCK_AFTER_MS, type HealthVerdict, default
  * same --health-file) and needs neither the broker nor Redis: another instance being alive never makes a stuck
  * one pass. The rule is `judgeHealth` in src/supervisor/health.ts.
  */
-function env(name: string): string | undefined {
-  const v = process.env[name];
-  return v === undefined || v === '' ? undefined : v;
-}
-
 /** Shared by `start` (where to write) and `health` (where to read). */
 export const healthFileOption = {
   'health-file': {
@@ -26,12 +22,12 @@ export const healthRuleOptions = {
   'max-age-ms': {
     type: 'number',
     describe: 'Unhealthy when the status is older than this (a stuck supervisor) or a worker has not answered heartbeats for this long, ms (env HEALTH_MAX_AGE_MS)',
-    default: Number(env('HEALTH_MAX_AGE_MS') ?? DEFAULT_MAX_AGE_MS),
+    default: num('HEALTH_MAX_AGE_MS', DEFAULT_MAX_AGE_MS),
   },
   'stuck-after-ms': {
     type: 'number',
     describe: 'Unhealthy when a worker holds messages and has settled none for this long, ms (env HEALTH_STUCK_AFTER_MS)',
-    default: Number(env('HEALTH_STUCK_AFTER_MS') ?? DEFAULT_STUCK_AFTER_MS),
+    default: num('HEALTH_STUCK_AFTER_MS', DEFAULT_STUCK_AFTER_MS),
   },
 } satisfies Record<string, Options>;
 

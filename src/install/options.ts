@@ -1,4 +1,5 @@
 import type { Options } from 'yargs';
+import { env, num } from '../config';
 import type { RemoteOptions } from './resolve';
 
 /**
@@ -6,19 +7,6 @@ import type { RemoteOptions } from './resolve';
  * npm mirrors point them elsewhere) and the download limits. Tokens come only from the environment, with
  * PostHog's names, so they never show in a process list.
  */
-function env(name: string): string | undefined {
-  const v = process.env[name];
-  return v === undefined || v === '' ? undefined : v;
-}
-
-function num(name: string, fallback: number): number {
-  const v = env(name);
-  if (v === undefined) return fallback;
-  const n = Number(v);
-  if (!Number.isFinite(n)) throw new Error(`environment variable ${name} must be a number, got ${JSON.stringify(v)}`);
-  return n;
-}
-
 export const installRemoteOptions = {
   'github-api-url': { type: 'string', describe: 'GitHub REST API base for github.com links (env GITHUB_API_URL; token: env GITHUB_TOKEN)', default: env('GITHUB_API_URL') ?? 'https://api.github.com' },
   'gitlab-url': { type: 'string', describe: 'GitLab base for gitlab.com links, or a self-hosted GitLab whose links are then accepted too (env GITLAB_URL; token: env GITLAB_TOKEN)', default: env('GITLAB_URL') ?? 'https://gitlab.com' },
