@@ -109,15 +109,16 @@ export class PluginServices {
   }
 
   /**
-   * Stop starting scheduled runs and jobs. Resolves when those in hand ended, or after `graceMs`: closing the
-   * plugins then cuts the rest short (a job cut short goes back to the table).
+   * Stop starting scheduled runs and jobs and wait up to `graceMs` for those in hand. `settled` resolves when they
+   * all ended: closing the plugins cuts the rest short (a job cut short goes back to the table).
    */
-  async stopBackground(graceMs: number): Promise<Promise<void>> {
-    const done = Promise.all([this.scheduler?.stop(), this.jobRunner?.stop()]).then(() => undefined);
+  async stopBackground(graceMs: number): Promise<{ settled: Promise<void> }> {
+    const settled = Promise.all([this.scheduler?.stop(), this.jobRunner?.stop()]).then(() => undefined);
     let timer: NodeJS.Timeout | undefined;
-    await Promise.race([done, new Promise<void>((r) => (timer = setTimeout(r, graceMs)))]);
+    await Promise.race([settled, new Promise<void>((r) => (timer = setTimeout(r, graceMs)))]);
     clearTimeout(timer);
-    return done;
+    // Wrapped: returning the promise itself from this async function would make callers wait for it in full.
+    return { settled };
   }
 
   /** After the plugins closed: write the last log entries, disconnect from Redis. */

@@ -158,7 +158,7 @@ async function work(init: WorkerInit, logger: Logger, link: WorkerLink, stopRequ
   const background = await services.stopBackground(5000);
   // Exports still buffered are flushed (or kept as jobs) while the broker and database are still open.
   await plugins.close();
-  await background;
+  await background.settled;
   await broker.close();
   await services.close();
   recorder.close();

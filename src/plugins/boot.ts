@@ -12,8 +12,10 @@
  *
  * Plugin code runs in the same realm and may replace any builtin or prototype method afterwards, so this closure
  * never calls a builtin through a property lookup at run time: methods are captured (uncurried) here, internal
- * records have a null prototype, internal arrays are filled with defineProperty, and JSON sent to the host is
- * assembled from strings (JSON.stringify only ever sees primitives, so no toJSON can change it).
+ * records have a null prototype, internal arrays are filled with defineProperty, and the JSON of every host
+ * request and driver summary is assembled from strings: only a plugin's own payloads (an event, a cache or
+ * storage value, a job payload, capture properties) go through JSON.stringify as objects, where its toJSON may
+ * run, and they go in as JSON text that the host parses and checks again.
  *
  * The driver:
  *   resolve()        → JSON {processEvent, processEventBatch, setupPlugin, teardownPlugin, onEvent, exportEvents,
@@ -627,13 +629,16 @@ const cache = {
   },
 };
 
+function storageDel(key) {
+  return guarded(() => api('storage', 'meta.storage', '{"cmd":"del","key":' + q(key) + '}', () => undefined, storageFail));
+}
 const storage = {
   get(key, defaultValue) {
     return guarded(() => api('storage', 'meta.storage', '{"cmd":"get","key":' + q(key) + '}', (v) => (v === null || v === undefined ? defaultValue : parse(v)), storageFail));
   },
   set(key, value) {
     // PostHog: storing undefined deletes the key.
-    if (value === undefined) return storage.del(key);
+    if (value === undefined) return storageDel(key);
     return guarded(() => {
       const v = stringify(value);
       if (typeof v !== 'string') throw new TypeErrorCtor('meta.storage.set: the value does not serialize to JSON');
@@ -641,7 +646,7 @@ const storage = {
     });
   },
   del(key) {
-    return guarded(() => api('storage', 'meta.storage', '{"cmd":"del","key":' + q(key) + '}', () => undefined, storageFail));
+    return storageDel(key);
   },
 };
 
@@ -964,7 +969,11 @@ async function task(kind, name, arg) {
     failed++;
     error = e;
     hasError = true;
-    retry = e !== null && typeof e === 'object' && (e instanceof RetryError || e.name === 'RetryError');
+    try {
+      retry = e !== null && typeof e === 'object' && (e instanceof RetryError || e.name === 'RetryError');
+    } catch (_) {
+      retry = false; // a thrown Proxy or a throwing name getter: not a RetryError
+    }
   };
   if (kind === 'onEvent') {
     for (let i = 0; i < arg.length; i++) {

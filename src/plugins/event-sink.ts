@@ -1,7 +1,6 @@
 import type { JsonObject } from '../../protocol/types';
 import type { Logger } from '../log';
 import type { PluginVm, TaskOutcome } from './sandbox';
-import type { SandboxErrorInfo } from './types';
 
 /**
  * What happens to one plugin config's events after the chain: `onEvent(event, meta)` for each, and
@@ -21,14 +20,15 @@ export interface SinkEvent {
 }
 
 export interface EventSinkOptions {
+  /** Whose onEvent/exportEvents (its exports decide what runs). */
   vm: PluginVm;
+  /** Enters the isolate for one background call (the manager records it for crash attribution). */
+  run(kind: 'onEvent' | 'exportEvents', arg: string[]): Promise<TaskOutcome>;
   config: JsonObject;
   logger: Logger;
   logMeta: Readonly<Record<string, unknown>>;
-  /** Wall-clock limit of one onEvent/exportEvents call. */
-  taskWallMs: number;
-  /** A call failed (plugin error or limit): record it where operators look. */
-  onError(what: 'onEvent' | 'exportEvents', error: SandboxErrorInfo): void;
+  /** A call failed (plugin error, limit, or interrupted by the worker): record what is the plugin's. */
+  onError(what: 'onEvent' | 'exportEvents', outcome: TaskOutcome): void;
   /**
    * exportEvents threw RetryError (or could not run): retry this batch later (persisted job). Absent: the batch is
    * dropped with a warning.
@@ -41,6 +41,8 @@ export interface EventSinkOptions {
 }
 
 const MIB = 1024 * 1024;
+/** onEvent calls per isolate entry. */
+const ON_EVENT_PER_ENTRY = 10;
 
 /** PostHog's parsing of the export buffer settings (strings from the UI), clamped to its ranges. */
 export function exportSettings(config: JsonObject): { bufferBytes: number; bufferMs: number; ignore: Set<string> } {
@@ -110,6 +112,11 @@ export class EventSink {
     while (this.onEventRunning || this.exportRunning) await Promise.all([this.onEventRunning, this.exportRunning]);
   }
 
+  /** Resolves when no call is running (after close(), the last ones may still end, e.g. interrupted). */
+  async settled(): Promise<void> {
+    await Promise.all([this.onEventRunning, this.exportRunning]);
+  }
+
   /** Stop feeding calls: those running finish, nothing new starts (close() then keeps what is left). */
   pause(): void {
     this.paused = true;
@@ -169,9 +176,10 @@ export class EventSink {
   private async drainOnEvent(): Promise<void> {
     try {
       while (this.onEventQueue.length > 0 && !this.closed && !this.paused) {
-        const batch = this.onEventQueue.splice(0, 100);
-        const outcome = await this.opts.vm.runTask('onEvent', '', batch, this.opts.taskWallMs);
-        if (outcome.error) this.opts.onError('onEvent', outcome.error);
+        // A few events per entry: a synchronous onEvent shares the isolate's CPU limit per entry.
+        const batch = this.onEventQueue.splice(0, ON_EVENT_PER_ENTRY);
+        const outcome = await this.opts.run('onEvent', batch);
+        if (outcome.error) this.opts.onError('onEvent', outcome);
       }
     } finally {
       this.onEventRunning = null;
@@ -182,8 +190,8 @@ export class EventSink {
     try {
       while (this.batches.length > 0 && !this.closed && !this.paused) {
         const batch = this.batches.shift()!;
-        const outcome = await this.opts.vm.runTask('exportEvents', '', batch, this.opts.taskWallMs);
-        await this.afterExport(batch, outcome, 0);
+        const outcome = await this.opts.run('exportEvents', batch);
+        await this.afterExport(batch, outcome);
       }
     } finally {
       this.exportRunning = null;
@@ -191,16 +199,16 @@ export class EventSink {
   }
 
   /** RetryError, or a call that never got its answer (isolate recreated, deadline): retry later. */
-  async afterExport(batch: string[], outcome: TaskOutcome, retriesSoFar: number): Promise<void> {
+  private async afterExport(batch: string[], outcome: TaskOutcome): Promise<void> {
     const retryable = outcome.retry || (outcome.interrupted !== null && outcome.interrupted !== 'limit');
-    if (outcome.error && !outcome.retry) this.opts.onError('exportEvents', outcome.error);
+    if (outcome.error && !outcome.retry) this.opts.onError('exportEvents', outcome);
     if (!retryable) return;
     if (!this.opts.retryExport) {
       this.opts.logger.warn(`exportEvents asked for a retry of ${batch.length} event(s), but this worker has no job store: they are not exported`, this.opts.logMeta);
       return;
     }
     try {
-      await this.opts.retryExport(batch, retriesSoFar);
+      await this.opts.retryExport(batch, 0);
     } catch (err) {
       this.opts.logger.error(`could not schedule the retry of exportEvents for ${batch.length} event(s): ${(err as Error).message}`, this.opts.logMeta);
     }

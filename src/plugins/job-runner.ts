@@ -3,7 +3,7 @@ import type { ClaimedJob, JobStore } from '../store/job-store';
 import type { PluginManager } from './manager';
 
 export interface JobRunnerOptions {
-  manager: PluginManager;
+  manager: Pick<PluginManager, 'runTask'>;
   jobs: Pick<JobStore, 'claimDue' | 'complete' | 'release'>;
   /** This process, as the lock holder of the jobs it runs. */
   workerId: string;
@@ -15,10 +15,12 @@ export interface JobRunnerOptions {
   leaseMs: number;
   /** Database poll interval when no job is due (default 500 ms). */
   pollMs?: number;
-  /** Jobs claimed at a time (default 10). */
-  batch?: number;
+  /** Jobs running at once (default 10). */
+  concurrency?: number;
   /** Claims of one job (each ended by a dead or stopping worker) before it is given up (default 5). */
   maxAttempts?: number;
+  /** A job whose plugin is not running yet (setupPlugin being retried) is tried again after this long (default 30 s). */
+  notReadyDelayMs?: number;
 }
 
 /**
@@ -26,7 +28,8 @@ export interface JobRunnerOptions {
  * each in its config's isolate, deletes it when it ran (successfully or not: like PostHog, a failing job is
  * recorded, not retried; exportEvents retries are jobs of their own). A job whose run was cut short by this
  * worker (isolate recreated or closed, shutdown) is given back to run again; a worker that dies leaves it to its
- * lease. So a job runs once, or again after a crash in the middle of it.
+ * lease. So a job runs once, or again after a crash in the middle of it. Up to `concurrency` jobs run at once;
+ * a free slot is refilled at once, so one slow job never holds up the others.
  */
 export class JobRunner {
   private stopped = false;
@@ -52,26 +55,37 @@ export class JobRunner {
   private async run(): Promise<void> {
     const { jobs, workerId, leaseMs, logger } = this.opts;
     const pollMs = this.opts.pollMs ?? 500;
+    const concurrency = Math.max(1, this.opts.concurrency ?? 10);
     while (!this.stopped) {
+      if (this.running.size >= concurrency) {
+        await Promise.race(this.running);
+        continue;
+      }
       let claimed: ClaimedJob[] = [];
       try {
-        claimed = await jobs.claimDue(workerId, this.opts.batch ?? 10, leaseMs);
+        claimed = await jobs.claimDue(workerId, concurrency - this.running.size, leaseMs);
       } catch (err) {
         if (Date.now() - this.lastDbWarning > 60_000) {
           this.lastDbWarning = Date.now();
           logger.warn(`cannot read plugin jobs: ${(err as Error).message}; retrying`);
         }
       }
+      if (this.stopped) {
+        // Claimed while stopping: not ours to run any more.
+        for (const job of claimed) await this.giveBack(job, 0, true);
+        break;
+      }
       if (claimed.length === 0) {
         await this.sleep(pollMs);
         continue;
       }
-      const batch = claimed.map((job) => {
-        const p = this.runOne(job).finally(() => this.running.delete(p));
+      for (const job of claimed) {
+        const p = this.runOne(job).finally(() => {
+          this.running.delete(p);
+          this.wake?.();
+        });
         this.running.add(p);
-        return p;
-      });
-      await Promise.all(batch);
+      }
     }
   }
 
@@ -89,14 +103,25 @@ export class JobRunner {
       if (outcome === null) {
         logger.warn(`plugin job ${JSON.stringify(job.name)} (#${job.id}) dropped: plugin config ${job.pluginConfigId} is not enabled or did not load`, meta);
         await jobs.complete(job.id, workerId);
-      } else if (outcome.interrupted === 'disposed' || outcome.interrupted === 'not-ready') {
-        await jobs.release(job.id, workerId, new Date(Date.now() + 1000));
+      } else if (outcome.interrupted === 'not-ready') {
+        await this.giveBack(job, this.opts.notReadyDelayMs ?? 30_000, true);
+      } else if (outcome.interrupted === 'disposed') {
+        await this.giveBack(job, 1000, false);
       } else {
         await jobs.complete(job.id, workerId);
       }
     } catch (err) {
       // The database went away mid-job: the lease brings the job back.
       logger.warn(`plugin job #${job.id}: ${(err as Error).message}`, meta);
+    }
+  }
+
+  /** Back to the table; `uncount`: it did not run at all, so this claim is not one of its attempts. */
+  private async giveBack(job: ClaimedJob, delayMs: number, uncount: boolean): Promise<void> {
+    try {
+      await this.opts.jobs.release(job.id, this.opts.workerId, new Date(Date.now() + delayMs), { uncount });
+    } catch (err) {
+      this.opts.logger.warn(`plugin job #${job.id}: could not give it back (${(err as Error).message}); its lease will`, { jobId: job.id });
     }
   }
 

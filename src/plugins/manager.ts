@@ -8,7 +8,7 @@ import type { HostOp, HostOps } from './bridge';
 import { ConfigErrorWriter } from './error-writer';
 import { EventSink, type SinkEvent } from './event-sink';
 import { createFetchOp, resolveFetchOptions } from './fetch';
-import { msSinceBusyDispose, PluginVm, resolveLimits, SandboxError, type TaskOutcome } from './sandbox';
+import { msSinceBusyDispose, PluginVm, resolveLimits, SandboxError, type TaskKind, type TaskOutcome } from './sandbox';
 import { readPluginRowSource } from './source';
 import { importNotAvailable, transpilePlugin } from './transpile';
 import type { ConfigInfo, FetchOptions, PluginEvent, SandboxErrorInfo, SandboxLimits } from './types';
@@ -93,6 +93,8 @@ interface ConfigEntry {
   setupFailures: number;
   /** setupPlugin failed at load: retry it once this entry is live. */
   retrySetup?: boolean;
+  /** A setupPlugin retry is scheduled (the config may come up: its jobs wait). */
+  setupRetryPending?: boolean;
   /** processEvent calls in a row that hit the wall-clock deadline. */
   hangs: number;
   /** Pauses so far (each twice as long as the one before). */
@@ -117,6 +119,11 @@ const PAUSE_MAX_MS = 30 * 60_000;
 
 /** At most this many per-event error lines per config per call; the rest are counted. */
 const MAX_ERROR_LOG_LINES = 5;
+
+/** The task never got the plugin's answer because of us (isolate recreated or closed, not ready): not its error. */
+function isInterruption(o: TaskOutcome): boolean {
+  return o.interrupted === 'disposed' || o.interrupted === 'not-ready';
+}
 
 function emptyGeneration(): Generation {
   return { chains: new Map(), entries: new Map(), active: 0, retired: false, onIdle: null };
@@ -157,6 +164,8 @@ export class PluginManager {
   private reloading: Promise<void> = Promise.resolve();
   private closed = false;
   private readonly retiring = new Set<Promise<void>>();
+  /** Isolates of retired generations not disposed yet. */
+  private readonly retiringVms = new Set<PluginVm>();
   /** Async host APIs (request/settle bridge) every plugin config gets. */
   private readonly hostOps: HostOps;
   /** Modules plugins may import (the boot script provides them). */
@@ -222,14 +231,27 @@ export class PluginManager {
    */
   async runTask(configId: number, kind: 'schedule' | 'job', name: string, payloadJson = 'null'): Promise<TaskOutcome | null> {
     const entry = this.gen.entries.get(configId);
-    const vm = entry?.vm;
-    if (!entry || !vm || vm.state !== 'ready' || this.closed) return null;
+    if (!entry) return null;
+    const vm = entry.vm;
+    const notReady: TaskOutcome = { failed: 0, error: null, retry: false, interrupted: 'not-ready' };
+    if (this.closed) return notReady; // another worker (or this one after a restart) runs it
+    if (!vm || vm.state !== 'ready') return entry.setupRetryPending ? notReady : null; // a retry may still bring it up
     const wall = this.taskWallMs;
-    if (kind === 'job' && name === EXPORT_RETRY_JOB) return this.retryExport(entry, vm, payloadJson, wall);
-    const outcome = await vm.runTask(kind, name, kind === 'job' ? [payloadJson] : [], wall);
+    if (kind === 'job' && name === EXPORT_RETRY_JOB) return this.retryExport(entry, payloadJson, wall);
+    const outcome = await this.enterTask(entry, vm, kind, name, kind === 'job' ? [payloadJson] : [], wall);
     const what = kind === 'job' ? `job ${JSON.stringify(name)}` : name;
-    if (outcome.error) this.recordError(entry, what, outcome.error);
+    if (outcome.error && !isInterruption(outcome)) this.recordError(entry, what, outcome.error);
     return outcome;
+  }
+
+  /** Every background entry into an isolate goes through onEnter too (the flight record names the config). */
+  private async enterTask(entry: ConfigEntry, vm: PluginVm, kind: TaskKind, name: string, arg: string[], wall: number): Promise<TaskOutcome> {
+    const leave = this.opts.onEnter?.(entry.id, []);
+    try {
+      return await vm.runTask(kind, name, arg, wall);
+    } finally {
+      if (leave) leave();
+    }
   }
 
   /** Re-read configs from the store and swap in the new chains. Concurrent calls are serialised. */
@@ -269,6 +291,7 @@ export class PluginManager {
     const vms = [...gen.entries.values()].map((e) => e.vm).filter((v): v is PluginVm => v !== null);
     for (const vm of vms) vm.beginClose();
     const grace = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms).unref());
+    const bound = Math.min(this.limits.wallTimeoutMs, 5000);
     // Give running chain calls a moment to finish, then teardownPlugin (bounded), then dispose regardless.
     if (gen.active > 0) {
       await Promise.race([
@@ -282,12 +305,16 @@ export class PluginManager {
     for (const t of this.setupTimers) clearTimeout(t);
     this.setupTimers.clear();
     const sinks = [...gen.entries.values()].flatMap((e) => (e.sink ? [e.sink] : []));
-    await Promise.all(sinks.map((s) => this.flushSink(s, Math.min(this.limits.wallTimeoutMs, 5000))));
+    await Promise.all(sinks.map((s) => this.flushSink(s, bound)));
     const idle = vms.filter((vm) => vm.idle); // a VM still busy is cut short below, without teardown
-    await Promise.race([Promise.all(idle.map((vm) => vm.teardown())), grace(Math.min(this.limits.wallTimeoutMs, 5000))]);
+    await Promise.race([Promise.all(idle.map((vm) => vm.teardown())), grace(bound)]);
     for (const vm of vms) vm.dispose();
-    await Promise.all(this.retiring);
-    await this.errors.flush();
+    // Generations retired by a reload just before: the same bounds, then their isolates go too.
+    await Promise.race([Promise.all(this.retiring), grace(bound)]);
+    for (const vm of this.retiringVms) vm.dispose();
+    // Calls cut short by the disposal end now (an export interrupted this way becomes a retry job).
+    await Promise.all(sinks.map((s) => s.settled()));
+    await Promise.race([this.errors.flush(), grace(bound)]);
     // Exiting right after disposing running isolates can segfault: give isolated-vm ≥100 ms.
     const since = msSinceBusyDispose();
     if (since < 150) await new Promise((r) => setTimeout(r, 150 - since));
@@ -352,15 +379,29 @@ export class PluginManager {
     this.opts.pluginLog?.add({ teamId: entry.teamId, pluginId: entry.pluginId, pluginConfigId: entry.id, source, type, message });
   }
 
-  private async retryExport(entry: ConfigEntry, vm: PluginVm, payloadJson: string, wall: number): Promise<TaskOutcome> {
-    const payload = JSON.parse(payloadJson) as { events?: unknown; retriesPerformedSoFar?: unknown };
+  /**
+   * An export retry job. Interrupted by us (isolate recreated, closing): the job itself goes back to the table (the
+   * job runner releases it), no new one is made. RetryError or the task deadline: the next retry is a new job.
+   */
+  private async retryExport(entry: ConfigEntry, payloadJson: string, wall: number): Promise<TaskOutcome> {
+    let payload: { events?: unknown; retriesPerformedSoFar?: unknown };
+    try {
+      payload = JSON.parse(payloadJson) as typeof payload;
+      if (payload === null || typeof payload !== 'object') throw new Error('not an object');
+    } catch (err) {
+      const error = { name: 'Error', message: `unreadable ${EXPORT_RETRY_JOB} payload (${(err as Error).message}): dropped` };
+      this.recordError(entry, 'exportEvents (retry)', error);
+      return { failed: 1, retry: false, interrupted: null, error };
+    }
     const events = Array.isArray(payload.events) ? payload.events.filter((e): e is string => typeof e === 'string') : [];
     const retries = typeof payload.retriesPerformedSoFar === 'number' ? payload.retriesPerformedSoFar : 0;
-    const outcome = vm.exports.exportEvents
-      ? await vm.runTask('exportEvents', '', events, wall)
+    const vm = entry.vm!;
+    const outcome: TaskOutcome = vm.exports.exportEvents
+      ? await this.enterTask(entry, vm, 'exportEvents', '', events, wall)
       : { failed: 1, retry: false, interrupted: null, error: { name: 'Error', message: 'the plugin no longer exports exportEvents' } };
+    if (isInterruption(outcome)) return outcome;
     if (outcome.error && !outcome.retry) this.recordError(entry, 'exportEvents (retry)', outcome.error);
-    if (outcome.retry || (outcome.interrupted !== null && outcome.interrupted !== 'limit')) await this.scheduleExportRetry(entry, events, retries + 1);
+    if (outcome.retry || outcome.interrupted === 'deadline') await this.scheduleExportRetry(entry, events, retries + 1);
     return outcome;
   }
 
@@ -390,11 +431,13 @@ export class PluginManager {
     const meta = { pluginConfigId: entry.id, pluginId: entry.pluginId, teamId: entry.teamId, plugin: entry.name };
     return new EventSink({
       vm,
+      run: (kind, arg) => this.enterTask(entry, vm, kind, '', arg, this.taskWallMs),
       config: entry.config,
       logger: this.opts.logger,
       logMeta: meta,
-      taskWallMs: this.taskWallMs,
-      onError: (what, info) => this.recordError(entry, what, info),
+      onError: (what, outcome) => {
+        if (outcome.error && !isInterruption(outcome)) this.recordError(entry, what, outcome.error);
+      },
       retryExport: this.opts.jobs ? (events, retriesSoFar) => this.scheduleExportRetry(entry, events, retriesSoFar) : undefined,
     });
   }
@@ -527,6 +570,8 @@ export class PluginManager {
       }
       if (code) {
         const prev = old.entries.get(row.id);
+        // Failing setups keep counting across reloads of an unchanged config, so busy installs still disable it.
+        if (prev && prev.fingerprint === entry.fingerprint) entry.setupFailures = prev.setupFailures;
         if (prev?.vm && prev.vm.state === 'ready' && prev.fingerprint === entry.fingerprint) {
           entry.vm = prev.vm;
           entry.sink = prev.sink;
@@ -545,6 +590,11 @@ export class PluginManager {
             logger,
             ops: this.hostOps,
             unavailable: this.opts.unavailable,
+            onSetupFailed: (err) => {
+              entry.loadError = toPluginError(err.info(), undefined);
+              this.errors.set(entry.id, entry.loadError);
+              if (this.gen.entries.get(entry.id) === entry) this.scheduleSetupRetry(entry);
+            },
             onConsole: (level, line) => this.logEntry(entry, 'CONSOLE', level === 'log' ? 'LOG' : (level.toUpperCase() as PluginLogEntry['type']), line),
           });
           toStart.push({ entry, row });
@@ -608,6 +658,7 @@ export class PluginManager {
     const max = this.opts.setupRetries ?? 10;
     const meta = { pluginConfigId: entry.id, pluginId: entry.pluginId, teamId: entry.teamId, plugin: entry.name };
     entry.setupFailures++;
+    entry.setupRetryPending = false;
     if (max <= 0 || this.closed || !entry.vm) return;
     if (entry.setupFailures > max) {
       const error = entry.loadError ?? { message: 'setupPlugin failed', time: new Date().toISOString() };
@@ -618,6 +669,7 @@ export class PluginManager {
     }
     const delayMs = (this.opts.setupRetryBaseMs ?? 3000) * 2 ** (entry.setupFailures - 1);
     logger.warn(`plugin ${entry.name} (config ${entry.id}): setupPlugin failed (${entry.setupFailures} of ${max + 1} attempts); retrying in ${delayMs} ms`, meta);
+    entry.setupRetryPending = true;
     const timer = setTimeout(() => {
       this.setupTimers.delete(timer);
       if (this.closed || this.gen.entries.get(entry.id) !== entry || !entry.vm) return; // reloaded or closed since
@@ -626,6 +678,7 @@ export class PluginManager {
       vm.start().then(
         () => {
           if (leave) leave();
+          entry.setupRetryPending = false;
           entry.setupFailures = 0;
           entry.loadError = null;
           entry.sink = this.makeSink(entry, vm);
@@ -635,6 +688,7 @@ export class PluginManager {
         },
         (err: unknown) => {
           if (leave) leave();
+          entry.setupRetryPending = false;
           const info = err instanceof SandboxError ? err.info() : { name: 'Error', message: String(err) };
           entry.loadError = toPluginError(info, undefined);
           this.errors.set(entry.id, entry.loadError);
@@ -648,6 +702,7 @@ export class PluginManager {
 
   private retire(gen: Generation, vms: PluginVm[]): void {
     const sinks = [...gen.entries.values()].filter((e) => e.vm !== null && vms.includes(e.vm) && e.sink !== null).map((e) => e.sink!);
+    for (const vm of vms) this.retiringVms.add(vm);
     const done = (async () => {
       if (gen.active > 0) {
         await new Promise<void>((resolve) => {
@@ -657,7 +712,11 @@ export class PluginManager {
       }
       await Promise.all(sinks.map((s) => this.flushSink(s, this.taskWallMs)));
       await Promise.all(vms.map((vm) => vm.teardown()));
-      for (const vm of vms) vm.dispose();
+      for (const vm of vms) {
+        vm.dispose();
+        this.retiringVms.delete(vm);
+      }
+      await Promise.all(sinks.map((s) => s.settled()));
     })();
     this.retiring.add(done);
     void done.finally(() => this.retiring.delete(done));

@@ -76,6 +76,8 @@ export interface PluginVmSpec {
   ops?: HostOps;
   /** Host APIs this worker cannot offer, with the reason the plugin is shown when it calls them. */
   unavailable?: Readonly<Record<string, string>>;
+  /** setupPlugin failed when the isolate was recreated after a limit (the owner retries it with backoff). */
+  onSetupFailed?: (err: SandboxError) => void;
   /** Every console line the plugin printed (after rate limiting), e.g. for posthog_pluginlogentry. */
   onConsole?: (level: 'debug' | 'log' | 'info' | 'warn' | 'error', line: string) => void;
 }
@@ -316,10 +318,16 @@ export class PluginVm {
       }
       return outcome;
     } catch (err) {
-      const e = this.classify(err, describeTask(kind, name));
       outcome.failed = 1;
+      if (this.closing || this.generation !== generation || !this.isolate || this.isolate.isDisposed) {
+        // Its isolate is gone (recreated, closed): nothing of this failure may touch the current one.
+        outcome.interrupted = 'disposed';
+        outcome.error = errorInfo(err);
+        return outcome;
+      }
+      const e = this.classify(err, describeTask(kind, name));
       outcome.error = e.info();
-      if (e.kind === 'disposed' || this.closing || this.generation !== generation) {
+      if (e.kind === 'disposed') {
         outcome.interrupted = 'disposed';
       } else if (e.needsRecycle) {
         outcome.interrupted = 'limit';
@@ -377,6 +385,7 @@ export class PluginVm {
   private async startUnlocked(): Promise<void> {
     if (this.closing || this.state === 'closed') throw new SandboxError('disposed', 'plugin VM is closed');
     this.disposeIsolate();
+    this.backgroundFailure = null; // whatever failed in the old isolate is gone with it
     this.generation++;
     const { limits, spec } = this;
     const timeout = limits.cpuTimeoutMs;
@@ -536,7 +545,12 @@ export class PluginVm {
     } catch (err) {
       const e = err instanceof SandboxError ? err : this.classify(err, 'restart');
       outcome.failure = e.info();
-      this.spec.logger.error(`plugin could not be restarted, skipping it until reload: ${e.message}`, this.logMeta);
+      if (e.kind === 'setup' && this.spec.onSetupFailed) {
+        this.spec.logger.error(`plugin could not be restarted: ${e.message}`, this.logMeta);
+        this.spec.onSetupFailed(e);
+      } else {
+        this.spec.logger.error(`plugin could not be restarted, skipping it until reload: ${e.message}`, this.logMeta);
+      }
     }
   }
 

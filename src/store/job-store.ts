@@ -154,13 +154,16 @@ export class JobStore {
     return (await this.db(T_JOB).where({ id, locked_by: workerId }).delete()) > 0;
   }
 
-  /** Give a held job back, to run again at `runAt`. False when `workerId` no longer holds it. */
-  async release(id: number, workerId: string, runAt: Date): Promise<boolean> {
+  /**
+   * Give a held job back, to run again at `runAt`. `uncount`: this claim did not run it at all (its plugin was not
+   * ready), so it does not count towards the job's attempts. False when `workerId` no longer holds it.
+   */
+  async release(id: number, workerId: string, runAt: Date, opts: { uncount?: boolean } = {}): Promise<boolean> {
     checkInt('job id', id);
     checkWorker(workerId);
-    const n = await this.db(T_JOB)
-      .where({ id, locked_by: workerId })
-      .update({ locked_by: null, locked_until: null, run_at: ms('runAt', runAt) });
+    const change: Record<string, unknown> = { locked_by: null, locked_until: null, run_at: ms('runAt', runAt) };
+    if (opts.uncount) change.attempts = this.db.raw('CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END');
+    const n = await this.db(T_JOB).where({ id, locked_by: workerId }).update(change);
     return n > 0;
   }
 
