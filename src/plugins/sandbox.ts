@@ -192,7 +192,8 @@ export function resolveLimits(limits: Partial<SandboxLimits> | undefined): Sandb
 /**
  * One plugin config in its own isolate. Every entry has isolated-vm's `timeout` and a wall-clock deadline;
  * calls are serialised. After a timeout, deadline or memory-limit failure the isolate is disposed and a new one
- * is created (code loaded and setupPlugin run again).
+ * is created (code loaded and setupPlugin run again). processEvent first runs synchronously on the host thread
+ * (applySync, bounded by the `timeout` alone: nothing else can run meanwhile) until it returns a promise.
  */
 export class PluginVm {
   readonly limits: SandboxLimits;
@@ -212,6 +213,8 @@ export class PluginVm {
   /** A settle between calls hit a limit: the isolate is gone; the next call recreates it and reports this. */
   private backgroundFailure: SandboxError | null = null;
   private busy = false;
+  /** processEvent failed on the synchronous path (see runBatch): only the async path from now on. */
+  private syncHitLimit = false;
   /** Background tasks (runTask) inside the isolate now. */
   private tasks = 0;
   private pending = 0;
@@ -235,6 +238,11 @@ export class PluginVm {
   /** Create the isolate, load the code, run setupPlugin. Throws SandboxError ('load' | 'setup' | limits). */
   start(): Promise<void> {
     return this.exclusive(() => this.startUnlocked());
+  }
+
+  /** Whether processEvent calls still start on the synchronous path (false after a failure there, see runBatch). */
+  get syncPath(): boolean {
+    return !this.syncHitLimit;
   }
 
   /** Run processEvent over a batch of event JSON strings. Never throws. */
@@ -550,8 +558,16 @@ export class PluginVm {
     // fire-and-forget host call) or a background task could hold it on a pool thread, and the host would wait.
     const isolateFree = (): boolean => !((this.bridge !== null && this.bridge.settling > 0) || this.tasks > 0);
     let summaryJson: unknown;
-    if (this.exports.processEvent && isolateFree()) {
-      summaryJson = refs.runSync.applySync(undefined, [inputs], { arguments: { copy: true }, result: { copy: true }, timeout });
+    if (this.exports.processEvent && !this.syncHitLimit && isolateFree()) {
+      try {
+        summaryJson = refs.runSync.applySync(undefined, [inputs], { arguments: { copy: true }, result: { copy: true }, timeout });
+      } catch (err) {
+        // The driver catches the plugin's own errors, so this is a limit (CPU: the host thread, with heartbeats and
+        // other teams' calls, was held for the whole limit) or a broken isolate: async path only from now on, so
+        // the host is held like that at most once per config.
+        this.syncHitLimit = true;
+        throw err;
+      }
       // processEvent returned a promise for some event: the async driver finishes the call from that event on.
       if (summaryJson === '') summaryJson = await this.call(refs.resume.apply(undefined, [], { result: { promise: true, copy: true }, timeout }), 'processEvent');
     } else {

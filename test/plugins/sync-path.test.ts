@@ -63,13 +63,19 @@ describe('processEvent synchronous fast path', () => {
 
   it('a synchronous loop hits the CPU limit: the isolate is recreated and only that event keeps its value', async () => {
     const vm = await start(100);
+    assert.equal(vm.syncPath, true);
     const r = await vm.process(['a', 'loop', 'b'].map(ev));
+    // It held the host thread for the whole limit once: from now on it runs on the async path.
+    assert.equal(vm.syncPath, false);
     assert.ok(r.recreated >= 1);
     assert.deepEqual(r.errors.map((e) => [e.index, e.error.name]), [[1, 'TimeoutError']]);
     assert.equal(r.outputs[1], undefined);
     assert.equal(parsed(r.outputs[0]).event, 'a');
     assert.equal(parsed(r.outputs[2]).event, 'b');
     assert.equal(vm.state, 'ready');
+    const next = await vm.process(['c', 'async'].map(ev));
+    assert.deepEqual(next.errors, []);
+    assert.deepEqual(next.outputs.map((o) => parsed(o).event), ['c', 'async']);
   });
 
   it('a microtask queued by a synchronous processEvent is bounded by the CPU limit too', async () => {
