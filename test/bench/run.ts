@@ -689,7 +689,7 @@ function report(): string {
         prof.cpu.map((g) => `${g.what} ${us(g.s)}`).join(', ') +
         (prof.redisServerS !== null ? `; redis-server ${us(prof.redisServerS)}` : '') +
         (prof.supervisorBusyMs !== null ? `; supervisor main thread busy ${perEvent(prof.supervisorBusyMs)} (profile)` : '') +
-        '. The plugin itself runs on isolated-vm\'s threads, not on the main thread.',
+        '. A synchronous processEvent runs on the main thread (applySync, counted under isolated-vm calls); the other threads are V8 helpers (GC), libuv, and isolated-vm threads for async calls.',
     );
     lines.push('');
     lines.push('Heaviest functions (self time, outside idle, all worker processes):');
