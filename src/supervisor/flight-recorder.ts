@@ -24,8 +24,8 @@ export interface Flight {
 }
 
 /**
- * Compact the log (rewrite the open set) once it is this long: a batch of 500 task ids is a ~20 KB line, so this
- * is one compaction per ~50 isolate calls, and still a small file to read after a crash.
+ * Compact the log (rewrite the open set) once it is this long: a batch of 1,000 task ids is a ~40 KB line, so this
+ * is one compaction per ~25 isolate calls of full batches, and still a small file to read after a crash.
  */
 const COMPACT_AT_BYTES = 1024 * 1024;
 
