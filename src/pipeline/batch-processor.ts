@@ -40,8 +40,8 @@ export interface BatchProcessorOptions {
   suspects?: SuspectList;
   /**
    * Team chains of one batch run at most this many at a time (default 4). Different teams' isolates run in
-   * parallel on isolated-vm's threads, so a few at once keep those busy; many more only add bookkeeping per
-   * isolate entry (every entry rewrites the flight record of everything in flight) and memory.
+   * parallel on isolated-vm's threads when a plugin is asynchronous (a synchronous processEvent runs on this
+   * thread), so a few at once keep those busy; many more only add bookkeeping and memory.
    */
   teamConcurrency?: number;
 }

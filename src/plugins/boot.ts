@@ -22,6 +22,9 @@
  *                      runEveryMinute, runEveryHour, runEveryDay} (booleans) + jobs (names), after load
  *   setup()/teardown() → awaited setupPlugin(meta) / teardownPlugin(meta)
  *   run(string[])    → JSON {bytes, errors:[{i, name, message, stack, thrownString}]}; results kept in the closure
+ *   runSync(string[]) → like run() but synchronous (the host's applySync); '' when processEvent returned a thenable:
+ *                      the state is kept and resume() finishes the call asynchronously
+ *   resume()         → JSON like run(), for what runSync() left
  *   take(keep)       → the kept results: Array<string | null | undefined> (string = new event JSON, null = dropped,
  *                      undefined = unchanged because of an error), or null when keep is false
  *   task(kind, name, arg) → JSON {failed, retry, error?}: onEvent / exportEvents / scheduled task / job (see task())
@@ -831,11 +834,6 @@ function isThenable(r) {
   return r !== null && (typeof r === 'object' || typeof r === 'function') && typeof r.then === 'function';
 }
 
-async function callOne(event) {
-  const r = ReflectApply(fns.processEvent.fn, fns.processEvent.self, [event, meta]);
-  return isThenable(r) ? await r : r;
-}
-
 /** The JSON text of one returned event, or throws a TypeError saying what is wrong with it. */
 function eventJson(r, what) {
   if (typeof r !== 'object' || isArray(r)) {
@@ -846,22 +844,86 @@ function eventJson(r, what) {
   return s;
 }
 
-async function run(inputs) {
-  lastOut = null;
-  const r = fns.processEvent ? await runEach(inputs) : await runBatchFn(inputs);
-  lastOut = r.out;
-  flushDropped();
+/**
+ * Where runSync() stopped: processEvent returned a thenable for event i; resume() awaits it and goes on from
+ * there in the async driver, so no event is run twice.
+ */
+let paused = null;
+
+function summary(r) {
   return '{"bytes":' + r.bytes + ',"errors":[' + r.errors + ']}';
 }
 
-async function runEach(inputs) {
+async function run(inputs) {
+  lastOut = null;
+  paused = null;
+  const r = fns.processEvent ? await runEach(inputs, 0, null, [], '', 0) : await runBatchFn(inputs);
+  lastOut = r.out;
+  flushDropped();
+  return summary(r);
+}
+
+/**
+ * The synchronous fast path (the host calls it with applySync: no thread hand-off). Runs processEvent event by
+ * event while it returns plain values; at the first thenable it keeps its state for resume() and returns ''.
+ * Otherwise it answers like run(). Only for plugins with processEvent (the host checks).
+ */
+function runSync(inputs) {
+  lastOut = null;
+  paused = null;
   const n = inputs.length;
   const out = [];
   let errors = '';
   let bytes = 0;
   for (let i = 0; i < n; i++) {
     try {
-      const r = await callOne(parse(inputs[i]));
+      const r = ReflectApply(fns.processEvent.fn, fns.processEvent.self, [parse(inputs[i]), meta]);
+      if (isThenable(r)) {
+        paused = { __proto__: null, inputs, i, r, out, errors, bytes };
+        return '';
+      }
+      if (!r) {
+        put(out, i, null);
+        continue;
+      }
+      const s = eventJson(r, 'processEvent');
+      put(out, i, s);
+      bytes += s.length;
+    } catch (e) {
+      put(out, i, undefined);
+      const d = describe(i, e);
+      errors += (errors === '' ? '' : ',') + d.json;
+      bytes += d.size;
+    }
+  }
+  lastOut = out;
+  flushDropped();
+  return summary({ __proto__: null, out, errors, bytes });
+}
+
+/** Finish what runSync() left at a thenable (async; same answer as run()). */
+async function resume() {
+  const p = paused;
+  paused = null;
+  if (p === null) throw new TypeErrorCtor('nothing to resume');
+  const r = await runEach(p.inputs, p.i, p.r, p.out, p.errors, p.bytes);
+  lastOut = r.out;
+  flushDropped();
+  return summary(r);
+}
+
+/** Events from index start on; first, when not null, is the thenable processEvent already returned for event start. */
+async function runEach(inputs, start, first, out, errors, bytes) {
+  const n = inputs.length;
+  for (let i = start; i < n; i++) {
+    try {
+      let r;
+      if (i === start && first !== null) {
+        r = await first;
+      } else {
+        r = ReflectApply(fns.processEvent.fn, fns.processEvent.self, [parse(inputs[i]), meta]);
+        if (isThenable(r)) r = await r;
+      }
       if (!r) {
         put(out, i, null);
         continue;
@@ -1017,5 +1079,5 @@ function safeSettle(id, ok, json) {
   } catch (_) {}
 }
 
-return { resolve, setup, teardown, run, take, task, settle: safeSettle };
+return { resolve, setup, teardown, run, runSync, resume, take, task, settle: safeSettle };
 `;

@@ -120,6 +120,8 @@ export interface BatchOutcome {
 interface DriverRefs {
   task: ivm.Reference<(kind: TaskKind, name: string, arg: string[]) => Promise<string>>;
   run: ivm.Reference<(inputs: string[]) => Promise<string>>;
+  runSync: ivm.Reference<(inputs: string[]) => string>;
+  resume: ivm.Reference<() => Promise<string>>;
   take: ivm.Reference<(keep: boolean) => Array<string | null | undefined> | null>;
   setup: ivm.Reference<() => Promise<void>>;
   teardown: ivm.Reference<() => Promise<void>>;
@@ -194,7 +196,8 @@ export function resolveLimits(limits: Partial<SandboxLimits> | undefined): Sandb
 /**
  * One plugin config in its own isolate. Every entry has isolated-vm's `timeout` and a wall-clock deadline;
  * calls are serialised. After a timeout, deadline or memory-limit failure the isolate is disposed and a new one
- * is created (code loaded and setupPlugin run again).
+ * is created (code loaded and setupPlugin run again). processEvent first runs synchronously on the host thread
+ * (applySync, bounded by the `timeout` alone: nothing else can run meanwhile) until it returns a promise.
  */
 export class PluginVm {
   readonly limits: SandboxLimits;
@@ -214,6 +217,8 @@ export class PluginVm {
   /** A settle between calls hit a limit: the isolate is gone; the next call recreates it and reports this. */
   private backgroundFailure: SandboxError | null = null;
   private busy = false;
+  /** processEvent failed on the synchronous path (see runBatch): only the async path from now on. */
+  private syncHitLimit = false;
   /** Background tasks (runTask) inside the isolate now. */
   private tasks = 0;
   private pending = 0;
@@ -237,6 +242,11 @@ export class PluginVm {
   /** Create the isolate, load the code, run setupPlugin. Throws SandboxError ('load' | 'setup' | limits). */
   start(): Promise<void> {
     return this.exclusive(() => this.startUnlocked());
+  }
+
+  /** Whether processEvent calls still start on the synchronous path (false after a failure there, see runBatch). */
+  get syncPath(): boolean {
+    return !this.syncHitLimit;
   }
 
   /** Run processEvent over a batch of event JSON strings. Never throws. */
@@ -426,6 +436,8 @@ export class PluginVm {
       const refs = {
         task: get('task'),
         run: get('run'),
+        runSync: get('runSync'),
+        resume: get('resume'),
         take: get('take'),
         setup: get('setup'),
         teardown: get('teardown'),
@@ -559,10 +571,29 @@ export class PluginVm {
     if (!refs || !this.isolate || this.isolate.isDisposed) throw new SandboxError('disposed', 'isolate is not running');
     const { cpuTimeoutMs: timeout, maxResultBytes } = this.limits;
     const n = inputs.length;
-    const summaryJson = await this.call(
-      refs.run.apply(undefined, [inputs], { arguments: { copy: true }, result: { promise: true, copy: true }, timeout }),
-      'processEvent',
-    );
+    // applySync skips the thread hand-off of an async call (~80 µs), but runs on (and blocks) the host thread, for
+    // at most the CPU timeout. It is only safe while nothing else is inside the isolate: a bridge settle (of a
+    // fire-and-forget host call) or a background task could hold it on a pool thread, and the host would wait.
+    const isolateFree = (): boolean => !((this.bridge !== null && this.bridge.settling > 0) || this.tasks > 0);
+    let summaryJson: unknown;
+    if (this.exports.processEvent && !this.syncHitLimit && isolateFree()) {
+      try {
+        summaryJson = refs.runSync.applySync(undefined, [inputs], { arguments: { copy: true }, result: { copy: true }, timeout });
+      } catch (err) {
+        // The driver catches the plugin's own errors, so this is a limit (CPU: the host thread, with heartbeats and
+        // other teams' calls, was held for the whole limit) or a broken isolate: async path only from now on, so
+        // the host is held like that at most once per config.
+        this.syncHitLimit = true;
+        throw err;
+      }
+      // processEvent returned a promise for some event: the async driver finishes the call from that event on.
+      if (summaryJson === '') summaryJson = await this.call(refs.resume.apply(undefined, [], { result: { promise: true, copy: true }, timeout }), 'processEvent');
+    } else {
+      summaryJson = await this.call(
+        refs.run.apply(undefined, [inputs], { arguments: { copy: true }, result: { promise: true, copy: true }, timeout }),
+        'processEvent',
+      );
+    }
     if (typeof summaryJson !== 'string' || summaryJson.length > maxResultBytes) {
       throw new SandboxError('invalid-result', 'sandbox driver returned an invalid summary');
     }
@@ -573,12 +604,11 @@ export class PluginVm {
       throw new SandboxError('invalid-result', 'sandbox driver returned an invalid summary');
     }
     const reported = typeof summary.bytes === 'number' ? summary.bytes : Infinity;
-    // applySync is ~5 µs/event cheaper than a thread hop, but would block the host while the isolate is busy on a
-    // pool thread: only possible while a bridge settle (of a fire-and-forget host call) is in flight.
+    // take is cheap: applySync whenever the isolate is free (see above).
     const take = async (keep: boolean): Promise<unknown> =>
-      (this.bridge && this.bridge.settling > 0) || this.tasks > 0
-        ? this.call(refs.take.apply(undefined, [keep], { result: { copy: true }, timeout }), 'processEvent')
-        : refs.take.applySync(undefined, [keep], { result: { copy: true }, timeout });
+      isolateFree()
+        ? refs.take.applySync(undefined, [keep], { result: { copy: true }, timeout })
+        : this.call(refs.take.apply(undefined, [keep], { result: { copy: true }, timeout }), 'processEvent');
     if (reported > maxResultBytes) {
       await take(false);
       throw new SandboxError('too-large', `processEvent results too large: ${reported} bytes for ${n} event(s), limit ${maxResultBytes}`);

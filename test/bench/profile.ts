@@ -28,7 +28,7 @@ export const AREAS = {
   amqp: 'RabbitMQ client (amqplib)',
   decode: 'decode: envelope JSON + base64, Celery message, args',
   sandboxJson: 'sandbox: event JSON in/out of the chain (manager)',
-  sandboxCall: 'sandbox: isolated-vm calls (copy in/out, thread hand-off)',
+  sandboxCall: 'sandbox: isolated-vm calls (copy in/out; synchronous processEvent runs inside)',
   encode: 'encode: process_event message, argsrepr, uuid5, envelope',
   pipeline: 'pipeline: batching, grouping by team, bookkeeping',
   logging: 'logging (winston)',

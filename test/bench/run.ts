@@ -20,7 +20,8 @@
  * min(BENCH_EVENTS, 4000), to keep the run to minutes), BENCH_SCALE_EVENTS (default min(BENCH_EVENTS, 10000)),
  * BENCH_SCALE ("1,10,100,1000"), BENCH_LATENCY_S (4), BENCH_PROFILE (1; 0 skips the profile run),
  * BENCH_ONLY (comma list of: shape, ceiling, python-redis, python-amqp, redis, amqp, five, profile, scaling),
- * BENCH_WORKER_ARGS (extra `posthog-plugins start` arguments), BENCH_JSON (write all results to this file).
+ * BENCH_WORKER_ARGS (extra `posthog-plugins start` arguments), BENCH_JSON (write all results to this file),
+ * BENCH_SCALE_PROF_DIR (CPU profiles of the scaling runs' processes, written there).
  *
  * Resources: Redis db 12 and RabbitMQ vhost `posthog-plugins-bench` (test/helpers/services.ts), both wiped.
  * Not a test: nothing here has a time limit that fails a build, and `make test` does not run it.
@@ -499,7 +500,15 @@ async function runScaling(redis: RedisBench, dir: string): Promise<ScaleResult[]
     redis.startReading();
     // Idle RSS: the worker started against an empty queue would be cleaner, but costs a second start-up per size;
     // the RSS at the "consuming" line (before the first batch is processed) is what the plugins cost.
-    const worker = await startOurWorker({ brokerUrl: redis.url, databaseUrl, extraArgs: WORKER_ARGS, timeoutMs: 600_000 });
+    // BENCH_SCALE_PROF_DIR: CPU profiles of the scaling runs' processes there (prof-<pid>.cpuprofile), to look into.
+    const profDir = process.env.BENCH_SCALE_PROF_DIR;
+    const worker = await startOurWorker({
+      brokerUrl: redis.url,
+      databaseUrl,
+      extraArgs: WORKER_ARGS,
+      timeoutMs: 600_000,
+      ...(profDir ? { nodeOptions: `--require ${path.join(__dirname, 'cpu-prof-preload.js')}`, env: { BENCH_CPU_PROF_DIR: profDir, BENCH_CPU_PROF_INTERVAL_US: '500' } } : {}),
+    });
     const idle = treeMemory(worker.pid).rss;
     const sampler = new RssSampler(worker.pid);
     const cpu = { start: -1 };
@@ -680,7 +689,7 @@ function report(): string {
         prof.cpu.map((g) => `${g.what} ${us(g.s)}`).join(', ') +
         (prof.redisServerS !== null ? `; redis-server ${us(prof.redisServerS)}` : '') +
         (prof.supervisorBusyMs !== null ? `; supervisor main thread busy ${perEvent(prof.supervisorBusyMs)} (profile)` : '') +
-        '. The plugin itself runs on isolated-vm\'s threads, not on the main thread.',
+        '. A synchronous processEvent runs on the main thread (applySync, counted under isolated-vm calls); the other threads are V8 helpers (GC), libuv, and isolated-vm threads for async calls.',
     );
     lines.push('');
     lines.push('Heaviest functions (self time, outside idle, all worker processes):');

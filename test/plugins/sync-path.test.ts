@@ -1,0 +1,90 @@
+import assert from 'node:assert/strict';
+import { after, describe, it } from 'node:test';
+import { PluginVm } from '../../src/plugins/sandbox';
+import { captureLogger } from './helpers';
+
+/**
+ * processEvent runs through the driver's synchronous entry (applySync) while it returns plain values, and the
+ * async driver takes over at the first promise. These check the hand-over: every event runs exactly once, in
+ * order, and limits hit on the synchronous path are handled as on the async one.
+ */
+const CODE = `
+let seq = 0;
+exports.processEvent = (event) => {
+  event.properties.seq = ++seq;
+  if (event.event === 'async') return Promise.resolve().then(() => { event.properties.late = true; return event; });
+  if (event.event === 'reject') return Promise.reject(new RangeError('rejected on purpose'));
+  if (event.event === 'throw') throw new TypeError('thrown on purpose');
+  if (event.event === 'drop') return null;
+  if (event.event === 'loop') for (;;) {}
+  if (event.event === 'micro') Promise.resolve().then(() => { for (;;) {} });
+  return event;
+};
+`;
+
+const ev = (name: string): string => JSON.stringify({ event: name, properties: {} });
+const parsed = (s: string | null | undefined): { event: string; properties: Record<string, unknown> } => JSON.parse(s as string);
+
+describe('processEvent synchronous fast path', () => {
+  const vms: PluginVm[] = [];
+  const start = async (cpuTimeoutMs = 1000): Promise<PluginVm> => {
+    const vm = new PluginVm({ configId: 1, pluginId: 1, teamId: 1, name: 'sync', code: CODE, filename: 'sync.js', config: {}, attachments: [], logger: captureLogger().logger, limits: { cpuTimeoutMs } });
+    vms.push(vm);
+    await vm.start();
+    return vm;
+  };
+  after(() => {
+    for (const vm of vms) vm.dispose();
+  });
+
+  it('switches to the async driver at the first promise and back per call: each event runs once, in order', async () => {
+    const vm = await start();
+    const names = ['a', 'b', 'async', 'c', 'async', 'drop', 'throw', 'reject', 'd'];
+    const r = await vm.process(names.map(ev));
+    assert.equal(r.recreated, 0);
+    assert.deepEqual(
+      r.errors.map((e) => [e.index, e.error.name, e.error.message]),
+      [
+        [6, 'TypeError', 'thrown on purpose'],
+        [7, 'RangeError', 'rejected on purpose'],
+      ],
+    );
+    assert.equal(r.outputs[5], null);
+    assert.equal(r.outputs[6], undefined);
+    assert.equal(r.outputs[7], undefined);
+    const kept = [0, 1, 2, 3, 4, 8].map((i) => parsed(r.outputs[i]));
+    assert.deepEqual(kept.map((e) => e.event), ['a', 'b', 'async', 'c', 'async', 'd']);
+    assert.deepEqual(kept.map((e) => e.properties.seq), [1, 2, 3, 4, 5, 9]);
+    assert.deepEqual(kept.map((e) => e.properties.late === true), [false, false, true, false, true, false]);
+    // The next call starts on the synchronous path again, with the plugin's state kept.
+    const next = await vm.process([ev('e')]);
+    assert.equal(parsed(next.outputs[0]).properties.seq, 10);
+  });
+
+  it('a synchronous loop hits the CPU limit: the isolate is recreated and only that event keeps its value', async () => {
+    const vm = await start(100);
+    assert.equal(vm.syncPath, true);
+    const r = await vm.process(['a', 'loop', 'b'].map(ev));
+    // It held the host thread for the whole limit once: from now on it runs on the async path.
+    assert.equal(vm.syncPath, false);
+    assert.ok(r.recreated >= 1);
+    assert.deepEqual(r.errors.map((e) => [e.index, e.error.name]), [[1, 'TimeoutError']]);
+    assert.equal(r.outputs[1], undefined);
+    assert.equal(parsed(r.outputs[0]).event, 'a');
+    assert.equal(parsed(r.outputs[2]).event, 'b');
+    assert.equal(vm.state, 'ready');
+    const next = await vm.process(['c', 'async'].map(ev));
+    assert.deepEqual(next.errors, []);
+    assert.deepEqual(next.outputs.map((o) => parsed(o).event), ['c', 'async']);
+  });
+
+  it('a microtask queued by a synchronous processEvent is bounded by the CPU limit too', async () => {
+    const vm = await start(100);
+    const r = await vm.process(['a', 'micro', 'b'].map(ev));
+    assert.deepEqual(r.errors.map((e) => [e.index, e.error.name]), [[1, 'TimeoutError']]);
+    assert.equal(parsed(r.outputs[2]).event, 'b');
+    const after = await vm.process([ev('c')]);
+    assert.deepEqual(after.errors, []);
+    assert.equal(parsed(after.outputs[0]).event, 'c');
+  });
+});
