@@ -27,8 +27,11 @@ const INPUT = 'posthog-plugins';
 const OUTPUT = 'celery';
 const TEAM = 2;
 const COUNT = 1500;
-/** The connection-close case: the stream is paced by the producer, so it must last beyond rabbitmqctl's start-up. */
-const CLOSE_COUNT = 2000;
+/**
+ * The connection-close case: queued before the workers start, a backlog that lasts (3 ms per event in the slow
+ * plugin, two processes) well beyond rabbitmqctl's start-up.
+ */
+const CLOSE_COUNT = 4000;
 const BATCH = 20;
 const CONCURRENCY = 1;
 /** Worker processes of `start` (each a complete consumer). */
@@ -402,20 +405,20 @@ for (const c of CASES) {
     if (c.kind === 'amqp') {
       test('RabbitMQ closes the connection mid-stream: the worker reconnects by itself and every event comes out', async (t) => {
         const base = sink.records().length;
+        // The whole stream is queued first: the workers then hold deliveries the whole time (a producer with
+        // publisher confirms is slower than two workers, so a stream sent alongside never builds a backlog).
+        const sent = await sendEvents({ brokerUrl: broker.url, count: CLOSE_COUNT, teamId: TEAM, startIndex: 10_000 });
+        const sentUuids = new Set(sent.map(uuidOfSent));
+        assert.equal(sentUuids.size, CLOSE_COUNT);
         const worker = await start();
         const pids = await childrenOf(worker.child.pid!);
         assert.equal(pids.length, WORKERS);
         const conns = await connectionsOf(pids);
         assert.equal(conns.length, WORKERS, `one connection per worker process ${JSON.stringify(pids)}`);
 
-        // The stream is paced by the Python producer, so it lasts well beyond the trigger + rabbitmqctl's start-up.
-        const sending = sendEvents({ brokerUrl: broker.url, count: CLOSE_COUNT, teamId: TEAM, startIndex: 10_000 });
-        await waitUntil(async () => sink.records().length - base >= 10 && (await inputDepth()) >= 100, 60_000, 'a backlog in the input queue', 5);
+        await waitUntil(async () => sink.records().length - base >= 10 && (await inputDepth()) >= 100, 60_000, 'the stream flowing with a backlog behind it', 5);
         const closedAt = Date.now();
         await Promise.all(conns.map((conn) => execFileAsync('rabbitmqctl', ['-q', 'close_connection', conn, 'test'])));
-        const sent = await sending;
-        const sentUuids = new Set(sent.map(uuidOfSent));
-        assert.equal(sentUuids.size, CLOSE_COUNT);
 
         const notes: string[] = [];
         let inHand = 0;
