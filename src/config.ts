@@ -102,9 +102,14 @@ export const supervisorOptions = {
   'crash-window-ms': { type: 'number', describe: 'Window for --crash-limit, ms (env PLUGIN_CRASH_WINDOW_MS)', default: num('PLUGIN_CRASH_WINDOW_MS', 600_000) },
 } satisfies Record<string, Options>;
 
+/** A flag given twice (a wrapper script's default plus the operator's own) takes the last value. */
+function last(v: unknown): string {
+  return String(Array.isArray(v) ? v[v.length - 1] : v);
+}
+
 export const logOptions = {
-  'log-level': { type: 'string', describe: 'error, warn, info, debug (env LOG_LEVEL)', default: env('LOG_LEVEL') ?? 'info' },
-  'log-format': { type: 'string', choices: ['pretty', 'json'], describe: 'Log format (env LOG_FORMAT)', default: env('LOG_FORMAT') === 'json' ? 'json' : 'pretty' },
+  'log-level': { type: 'string', describe: 'error, warn, info, debug (env LOG_LEVEL)', default: env('LOG_LEVEL') ?? 'info', coerce: last },
+  'log-format': { type: 'string', choices: ['pretty', 'json'], describe: 'Log format (env LOG_FORMAT)', default: env('LOG_FORMAT') === 'json' ? 'json' : 'pretty', coerce: last },
 } satisfies Record<string, Options>;
 
 /** A numeric environment variable, the fallback when unset; anything else that is not a number throws. */

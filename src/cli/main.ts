@@ -16,8 +16,6 @@ function loggerFor(argv: { 'log-level': string; 'log-format': string }): Logger 
 async function main(): Promise<void> {
   await yargs(hideBin(process.argv))
     .scriptName('posthog-plugins')
-    // A flag given twice (a wrapper script's default plus the operator's) takes the last value, as most CLIs do.
-    .parserConfiguration({ 'duplicate-arguments-array': false })
     .usage('$0 <command> [options]\n\nRuns PostHog plugins on Celery process_event_with_plugins tasks and hands the results to Python Celery.')
     .command(
       'start',
