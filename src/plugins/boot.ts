@@ -857,7 +857,7 @@ function summary(r) {
 async function run(inputs) {
   lastOut = null;
   paused = null;
-  const r = fns.processEvent ? await runEach(inputs, 0, null, [], '', 0) : await runBatchFn(inputs);
+  const r = fns.processEvent ? await runEach(inputs, 0, null, { __proto__: null, out: [], errors: '', bytes: 0 }) : await runBatchFn(inputs);
   lastOut = r.out;
   flushDropped();
   return summary(r);
@@ -871,34 +871,23 @@ async function run(inputs) {
 function runSync(inputs) {
   lastOut = null;
   paused = null;
-  const n = inputs.length;
-  const out = [];
-  let errors = '';
-  let bytes = 0;
-  for (let i = 0; i < n; i++) {
+  const acc = { __proto__: null, out: [], errors: '', bytes: 0 };
+  for (let i = 0; i < inputs.length; i++) {
+    let r;
     try {
-      const r = ReflectApply(fns.processEvent.fn, fns.processEvent.self, [parse(inputs[i]), meta]);
+      r = ReflectApply(fns.processEvent.fn, fns.processEvent.self, [parse(inputs[i]), meta]);
       if (isThenable(r)) {
-        paused = { __proto__: null, inputs, i, r, out, errors, bytes };
+        paused = { __proto__: null, inputs, i, r, acc };
         return '';
       }
-      if (!r) {
-        put(out, i, null);
-        continue;
-      }
-      const s = eventJson(r, 'processEvent');
-      put(out, i, s);
-      bytes += s.length;
+      settleEvent(acc, i, r);
     } catch (e) {
-      put(out, i, undefined);
-      const d = describe(i, e);
-      errors += (errors === '' ? '' : ',') + d.json;
-      bytes += d.size;
+      failEvent(acc, i, e);
     }
   }
-  lastOut = out;
+  lastOut = acc.out;
   flushDropped();
-  return summary({ __proto__: null, out, errors, bytes });
+  return summary(acc);
 }
 
 /** Finish what runSync() left at a thenable (async; same answer as run()). */
@@ -906,16 +895,15 @@ async function resume() {
   const p = paused;
   paused = null;
   if (p === null) throw new TypeErrorCtor('nothing to resume');
-  const r = await runEach(p.inputs, p.i, p.r, p.out, p.errors, p.bytes);
-  lastOut = r.out;
+  const acc = await runEach(p.inputs, p.i, p.r, p.acc);
+  lastOut = acc.out;
   flushDropped();
-  return summary(r);
+  return summary(acc);
 }
 
 /** Events from index start on; first, when not null, is the thenable processEvent already returned for event start. */
-async function runEach(inputs, start, first, out, errors, bytes) {
-  const n = inputs.length;
-  for (let i = start; i < n; i++) {
+async function runEach(inputs, start, first, acc) {
+  for (let i = start; i < inputs.length; i++) {
     try {
       let r;
       if (i === start && first !== null) {
@@ -924,21 +912,31 @@ async function runEach(inputs, start, first, out, errors, bytes) {
         r = ReflectApply(fns.processEvent.fn, fns.processEvent.self, [parse(inputs[i]), meta]);
         if (isThenable(r)) r = await r;
       }
-      if (!r) {
-        put(out, i, null);
-        continue;
-      }
-      const s = eventJson(r, 'processEvent');
-      put(out, i, s);
-      bytes += s.length;
+      settleEvent(acc, i, r);
     } catch (e) {
-      put(out, i, undefined);
-      const d = describe(i, e);
-      errors += (errors === '' ? '' : ',') + d.json;
-      bytes += d.size;
+      failEvent(acc, i, e);
     }
   }
-  return { __proto__: null, out, errors, bytes };
+  return acc;
+}
+
+/** Event i's result: its JSON, or null when dropped (a result that is not an event throws). */
+function settleEvent(acc, i, r) {
+  if (!r) {
+    put(acc.out, i, null);
+    return;
+  }
+  const s = eventJson(r, 'processEvent');
+  put(acc.out, i, s);
+  acc.bytes += s.length;
+}
+
+/** Event i failed: unchanged, with the error reported. */
+function failEvent(acc, i, e) {
+  put(acc.out, i, undefined);
+  const d = describe(i, e);
+  acc.errors += (acc.errors === '' ? '' : ',') + d.json;
+  acc.bytes += d.size;
 }
 
 /**
