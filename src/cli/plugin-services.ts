@@ -66,6 +66,20 @@ export class PluginServices {
     this.logWriter = new PluginLogWriter(db, { instanceId: this.instanceId, logger });
   }
 
+  /**
+   * Wait (at most `ms`) for the plugin Redis to be connected: commands are not queued while it is not, so a
+   * setupPlugin using meta.cache right at start would otherwise fail. A Redis that is down delays the start by
+   * `ms` once; plugins then see CacheErrors until it is back.
+   */
+  async ready(ms: number): Promise<void> {
+    const redis = this.redis;
+    if (!redis || redis.status === 'ready') return;
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([new Promise<void>((r) => redis.once('ready', () => r())), new Promise<void>((r) => (timer = setTimeout(r, ms)))]);
+    clearTimeout(timer);
+    if ((redis.status as string) !== 'ready') this.logger.warn(`plugin Redis not connected after ${ms} ms; meta.cache fails until it is`);
+  }
+
   /** Options for the PluginManager of this worker. */
   managerOptions(): Pick<PluginManagerOptions, 'ops' | 'unavailable' | 'eventSinks' | 'taskWallTimeoutMs' | 'setupRetries' | 'setupRetryBaseMs' | 'pluginLog' | 'jobs'> {
     const ops = new Map<string, HostOp>([

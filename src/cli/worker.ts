@@ -68,6 +68,7 @@ async function work(init: WorkerInit, logger: Logger, link: WorkerLink, stopRequ
   const { db, description } = await openStore(args.databaseUrl, logger);
   const store = new WorkerPluginStore(db);
   const services = new PluginServices(args, db, logger, init.index);
+  await services.ready(5000);
 
   const plugins = await PluginManager.create({
     ...services.managerOptions(),

@@ -3,6 +3,7 @@ import path from 'node:path';
 import type { JsonObject } from '../../protocol/types';
 import type { Logger } from '../log';
 import { PluginStore, pluginErrorFrom } from '../store/plugin-store';
+import type { JobStore } from '../store/job-store';
 import type { LoadedPluginConfig, PluginError } from '../store/types';
 import type { HostOp, HostOps } from './bridge';
 import { ConfigErrorWriter } from './error-writer';
@@ -47,7 +48,7 @@ export interface PluginManagerOptions {
   /** Where plugin log entries go (posthog_pluginlogentry). */
   pluginLog?: PluginLogSink;
   /** Persisted jobs, for exportEvents retries after RetryError. */
-  jobs?: { enqueue(job: { pluginConfigId: number; teamId: number; name: string; payloadJson: string; runAt: Date }): Promise<number> };
+  jobs?: Pick<JobStore, 'enqueue'>;
 }
 
 /** One posthog_pluginlogentry row to write (batched by the sink). */

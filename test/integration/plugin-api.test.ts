@@ -114,13 +114,15 @@ describe('plugin API end to end: example plugins through Python Celery in and ou
     const extra = path.join(tmp, 'ticks-and-jobs.js');
     writeFileSync(
       extra,
-      `async function runEveryMinute() { await fetch('${services.url}/tick') }
+      // meta.cache in setupPlugin: works at the very start of a worker (the plugin Redis is connected first).
+      `async function setupPlugin({ cache }) { await cache.set('setup', 'done') }
+       async function runEveryMinute() { await fetch('${services.url}/tick') }
        async function processEvent(event, { jobs }) {
          if (event.event === 'schedule-job') await jobs.deliver({ uuid: event.uuid }).runIn(2, 'seconds')
          return event
        }
        const jobs = { deliver: async (payload) => { await fetch('${services.url}/job', { method: 'POST', body: JSON.stringify(payload) }) } }
-       module.exports = { runEveryMinute, processEvent, jobs }`,
+       module.exports = { setupPlugin, runEveryMinute, processEvent, jobs }`,
     );
     await install('ticks', extra);
     redis = new Redis(brokerUrl);
@@ -164,6 +166,11 @@ describe('plugin API end to end: example plugins through Python Celery in and ou
     assert.equal(await redis.get(key), '"Acme Inc."');
     const ttl = await redis.ttl(key);
     assert.ok(ttl > 0 && ttl <= 600, `cached with the configured TTL, got ${ttl}`);
+
+    // setupPlugin's cache write at start-up, of the plugin that schedules jobs: it loaded at once, no retry.
+    const ticksPlugin = Number((await db('posthog_pluginconfig').where({ id: ids.ticks }).first()).plugin_id);
+    assert.equal(await redis.get(`@plugin/${ticksPlugin}/${TEAM}/setup`), '"done"');
+    assert.ok(!workers.some((w) => w.logs().some((l) => /setupPlugin failed/.test(String(l.message)))), 'no setupPlugin failed at start');
 
     // The warehouse was down for the first batch: RetryError → a persisted job → retried 6 s later. Every
     // surviving event arrives (at least once), the dropped ones never.
