@@ -126,6 +126,11 @@ function isInterruption(o: TaskOutcome): boolean {
   return o.interrupted === 'disposed' || o.interrupted === 'not-ready';
 }
 
+/** The tags of every log line about a config. */
+function logMetaOf(entry: { id: number; pluginId: number; teamId: number; name: string }): Record<string, unknown> {
+  return { pluginConfigId: entry.id, pluginId: entry.pluginId, teamId: entry.teamId, plugin: entry.name };
+}
+
 function emptyGeneration(): Generation {
   return { chains: new Map(), entries: new Map(), active: 0, retired: false, onIdle: null };
 }
@@ -362,7 +367,7 @@ export class PluginManager {
     entry.pauses++;
     entry.pausedUntil = Date.now() + ms;
     const message = `processEvent hit the wall-clock deadline (${this.limits.wallTimeoutMs} ms) in ${entry.hangs} calls in a row: skipping this plugin for ${ms / 1000} s; events pass it unchanged meanwhile`;
-    this.opts.logger.error(`plugin ${entry.name} (config ${entry.id}, team ${entry.teamId}): ${message}`, { pluginConfigId: entry.id, pluginId: entry.pluginId, teamId: entry.teamId, plugin: entry.name });
+    this.opts.logger.error(`plugin ${entry.name} (config ${entry.id}, team ${entry.teamId}): ${message}`, logMetaOf(entry));
     this.logEntry(entry, 'SYSTEM', 'ERROR', message);
     this.errors.set(entry.id, { message, time: new Date().toISOString(), name: 'PluginPausedError' });
   }
@@ -370,7 +375,7 @@ export class PluginManager {
   /** A failure outside processEvent: logged, stored in posthog_pluginconfig.error, and a plugin log entry. */
   private recordError(entry: ConfigEntry, what: string, info: SandboxErrorInfo): void {
     const { logger } = this.opts;
-    const meta = { pluginConfigId: entry.id, pluginId: entry.pluginId, teamId: entry.teamId, plugin: entry.name };
+    const meta = logMetaOf(entry);
     logger.warn(`plugin ${entry.name} (config ${entry.id}, team ${entry.teamId}): ${what} failed: ${info.name}: ${info.message}`, meta);
     this.logEntry(entry, 'PLUGIN', 'ERROR', `${what} failed: ${info.name}: ${info.message}`);
     this.errors.set(entry.id, toPluginError(info, undefined));
@@ -409,7 +414,7 @@ export class PluginManager {
   /** exportEvents asked to be retried: a persisted job, 2^(n+1)·3 s later, at most MAX_EXPORT_RETRIES times. */
   private async scheduleExportRetry(entry: { id: number; pluginId: number; teamId: number; name: string }, events: string[], retriesSoFar: number): Promise<void> {
     const jobs = this.opts.jobs;
-    const meta = { pluginConfigId: entry.id, pluginId: entry.pluginId, teamId: entry.teamId, plugin: entry.name };
+    const meta = logMetaOf(entry);
     if (!jobs) throw new Error('no job store');
     if (retriesSoFar >= MAX_EXPORT_RETRIES) {
       this.opts.logger.error(`exportEvents of ${events.length} event(s) still failing after ${retriesSoFar} retries: giving up on them`, meta);
@@ -429,7 +434,7 @@ export class PluginManager {
 
   private makeSink(entry: ConfigEntry, vm: PluginVm): EventSink | null {
     if (!this.opts.eventSinks || !EventSink.wanted(vm)) return null;
-    const meta = { pluginConfigId: entry.id, pluginId: entry.pluginId, teamId: entry.teamId, plugin: entry.name };
+    const meta = logMetaOf(entry);
     return new EventSink({
       vm,
       run: (kind, arg) => this.enterTask(entry, vm, kind, '', arg, this.taskWallMs),
@@ -532,7 +537,6 @@ export class PluginManager {
     const reused = new Set<PluginVm>();
 
     for (const row of rows) {
-      const meta = { pluginConfigId: row.id, pluginId: row.pluginId, teamId: row.teamId, plugin: row.plugin.name };
       const entry: ConfigEntry = {
         id: row.id,
         pluginId: row.pluginId,
@@ -567,7 +571,7 @@ export class PluginManager {
         );
       } catch (err) {
         entry.loadError = pluginErrorFrom(err);
-        logger.error(`plugin ${row.plugin.name} (config ${row.id}, team ${row.teamId}) failed to load: ${(err as Error).message}`, meta);
+        logger.error(`plugin ${row.plugin.name} (config ${row.id}, team ${row.teamId}) failed to load: ${(err as Error).message}`, logMetaOf(entry));
       }
       if (code) {
         const prev = old.entries.get(row.id);
@@ -614,23 +618,9 @@ export class PluginManager {
     const startOne = async (): Promise<void> => {
       while (cursor < toStart.length) {
         const { entry, row } = toStart[cursor++];
-        const meta = { pluginConfigId: row.id, pluginId: row.pluginId, teamId: row.teamId, plugin: row.plugin.name };
-        const leave = this.opts.onEnter?.(row.id, []);
-        try {
-          await entry.vm!.start();
-          entry.sink = this.makeSink(entry, entry.vm!);
-          logger.info(`plugin ${row.plugin.name} loaded (config ${row.id}, team ${row.teamId})`, meta);
-          this.logEntry(entry, 'SYSTEM', 'INFO', `Plugin loaded (config ${row.id}, process ${process.pid}).`);
-          if (row.error !== null) this.errors.set(row.id, null); // PostHog clears the error after a good load
-        } catch (err) {
-          const info = err instanceof SandboxError ? err.info() : { name: 'Error', message: String(err) };
-          entry.loadError = toPluginError(info, undefined);
-          logger.error(`plugin ${row.plugin.name} (config ${row.id}, team ${row.teamId}) failed to load: ${info.message}`, meta);
-          this.logEntry(entry, 'SYSTEM', 'ERROR', `Plugin failed to load (config ${row.id}, process ${process.pid}): ${info.message}`);
-          if (err instanceof SandboxError && err.kind === 'setup') entry.retrySetup = true;
-        } finally {
-          if (leave) leave();
-        }
+        const err = await this.startEntry(entry, entry.vm!, '');
+        if (err === null && row.error !== null) this.errors.set(row.id, null); // PostHog clears the error after a good load
+        if (err?.kind === 'setup') entry.retrySetup = true;
       }
     };
     await Promise.all(Array.from({ length: Math.min(concurrency, toStart.length) }, startOne));
@@ -651,13 +641,41 @@ export class PluginManager {
   }
 
   /**
+   * Start a config's isolate (load + setupPlugin) under onEnter (crash attribution), then log the outcome and keep
+   * it in `entry.loadError`; a config that came up gets its onEvent/exportEvents sink. Returns the failure, if any.
+   */
+  private async startEntry(entry: ConfigEntry, vm: PluginVm, how: string): Promise<SandboxError | null> {
+    const { logger } = this.opts;
+    const meta = logMetaOf(entry);
+    const leave = this.opts.onEnter?.(entry.id, []);
+    try {
+      await vm.start();
+    } catch (err) {
+      const e = err instanceof SandboxError ? err : new SandboxError('load', String(err));
+      const info = e.info();
+      entry.loadError = toPluginError(info, undefined);
+      logger.error(`plugin ${entry.name} (config ${entry.id}, team ${entry.teamId}) failed to load: ${info.message}`, meta);
+      this.logEntry(entry, 'SYSTEM', 'ERROR', `Plugin failed to load (config ${entry.id}, process ${process.pid}): ${info.message}`);
+      return e;
+    } finally {
+      if (leave) leave();
+    }
+    entry.loadError = null;
+    // The sink outlives isolate recycles (it holds the VM, not the isolate): a retry after one keeps its buffer.
+    entry.sink ??= this.makeSink(entry, vm);
+    logger.info(`plugin ${entry.name} loaded (config ${entry.id}, team ${entry.teamId})${how}`, meta);
+    this.logEntry(entry, 'SYSTEM', 'INFO', `Plugin loaded (config ${entry.id}, process ${process.pid})${how}.`);
+    return null;
+  }
+
+  /**
    * setupPlugin failed: try again after 3 s, 6 s, 12 s… (PostHog's backoff); after `setupRetries` failures in a row
    * the config is disabled with its error. Events meanwhile go on without this plugin (its error says why).
    */
   private scheduleSetupRetry(entry: ConfigEntry): void {
     const { logger, store } = this.opts;
     const max = this.opts.setupRetries ?? 10;
-    const meta = { pluginConfigId: entry.id, pluginId: entry.pluginId, teamId: entry.teamId, plugin: entry.name };
+    const meta = logMetaOf(entry);
     entry.setupFailures++;
     entry.setupRetryPending = false;
     if (max <= 0 || this.closed || !entry.vm) return;
@@ -674,28 +692,12 @@ export class PluginManager {
     const timer = setTimeout(() => {
       this.setupTimers.delete(timer);
       if (this.closed || this.gen.entries.get(entry.id) !== entry || !entry.vm) return; // reloaded or closed since
-      const vm = entry.vm;
-      const leave = this.opts.onEnter?.(entry.id, []);
-      vm.start().then(
-        () => {
-          if (leave) leave();
-          entry.setupRetryPending = false;
-          entry.setupFailures = 0;
-          entry.loadError = null;
-          entry.sink = this.makeSink(entry, vm);
-          logger.info(`plugin ${entry.name} loaded (config ${entry.id}, team ${entry.teamId}) after retrying setupPlugin`, meta);
-          this.logEntry(entry, 'SYSTEM', 'INFO', `Plugin loaded (config ${entry.id}, process ${process.pid}) after retrying setupPlugin.`);
-          this.errors.set(entry.id, null);
-        },
-        (err: unknown) => {
-          if (leave) leave();
-          entry.setupRetryPending = false;
-          const info = err instanceof SandboxError ? err.info() : { name: 'Error', message: String(err) };
-          entry.loadError = toPluginError(info, undefined);
-          this.errors.set(entry.id, entry.loadError);
-          if (err instanceof SandboxError && err.kind === 'setup') this.scheduleSetupRetry(entry);
-        },
-      );
+      void this.startEntry(entry, entry.vm, ' after retrying setupPlugin').then((err) => {
+        entry.setupRetryPending = false;
+        this.errors.set(entry.id, entry.loadError);
+        if (err === null) entry.setupFailures = 0;
+        else if (err.kind === 'setup') this.scheduleSetupRetry(entry);
+      });
     }, delayMs);
     timer.unref();
     this.setupTimers.add(timer);

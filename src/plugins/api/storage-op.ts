@@ -1,4 +1,4 @@
-import type { PluginStorage } from '../../store/plugin-storage';
+import { type PluginStorage, STORAGE_KEY_MAX_CHARS } from '../../store/plugin-storage';
 import { type HostOp, PluginFacingError } from '../bridge';
 
 /**
@@ -16,7 +16,7 @@ function fail(message: string): never {
 function keyOf(args: Record<string, unknown>): string {
   const key = args.key;
   if (typeof key !== 'string' || key.length === 0) fail('storage keys must be non-empty strings');
-  if (key.length > 200) fail(`storage key too long: ${key.length} characters, limit 200`);
+  if (key.length > STORAGE_KEY_MAX_CHARS) fail(`storage key too long: ${key.length} characters, limit ${STORAGE_KEY_MAX_CHARS}`);
   return key;
 }
 
