@@ -50,6 +50,7 @@ async function main(): Promise<void> {
             redisUrl: argv['redis-url'],
             reloadChannel: argv['reload-channel'],
             taskTimeoutMs: argv['task-timeout-ms'],
+            isolateIdleMs: argv['isolate-idle-ms'],
             setupRetries: argv['setup-retries'],
             setupRetryMs: argv['setup-retry-ms'],
             siteUrl: argv['site-url'],

@@ -81,7 +81,7 @@ export class PluginServices {
   }
 
   /** Options for the PluginManager of this worker. */
-  managerOptions(): Pick<PluginManagerOptions, 'ops' | 'unavailable' | 'eventSinks' | 'taskWallTimeoutMs' | 'setupRetries' | 'setupRetryBaseMs' | 'pluginLog' | 'jobs'> {
+  managerOptions(): Pick<PluginManagerOptions, 'ops' | 'unavailable' | 'eventSinks' | 'taskWallTimeoutMs' | 'isolateIdleMs' | 'setupRetries' | 'setupRetryBaseMs' | 'pluginLog' | 'jobs'> {
     const ops = new Map<string, HostOp>([
       ['storage', createStorageOp(new PluginStorage(this.db))],
       ['jobs', createJobsOp(this.jobStore)],
@@ -100,6 +100,7 @@ export class PluginServices {
       unavailable: this.redis ? {} : { cache: 'no Redis configured (set REDIS_URL or --redis-url)' },
       eventSinks: true,
       taskWallTimeoutMs: this.args.taskTimeoutMs,
+      isolateIdleMs: this.args.isolateIdleMs,
       setupRetries: this.args.setupRetries,
       setupRetryBaseMs: this.args.setupRetryMs,
       pluginLog: this.logWriter,

@@ -34,6 +34,7 @@ export interface StartArgs {
   redisUrl: string;
   reloadChannel: string;
   taskTimeoutMs: number;
+  isolateIdleMs: number;
   setupRetries: number;
   setupRetryMs: number;
   siteUrl: string;

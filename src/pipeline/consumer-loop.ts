@@ -23,10 +23,11 @@ export interface ConsumerStats {
 }
 
 /**
- * The worker's main loop: receive a batch, process it, settle it (publish + ack together), repeat; the next
- * batch is received while the current one is processed. Broker errors never end the loop: it backs off and
- * tries again. stop() finishes the batch in hand, gives the batch received ahead and held (eta) messages
- * back, and resolves when the loop has ended.
+ * The worker's main loop: receive a batch, process it, settle it (publish + ack together), repeat. The next batch
+ * is received while the current one is processed and, where the broker says so (`overlapSettle`, Redis), the
+ * previous one's settle is still under way meanwhile; a batch is settled only after the one before it. Broker errors never end the loop: it backs off and tries again. stop() finishes the batch
+ * in hand and its settle, gives the batch received ahead and held (eta) messages back, and resolves when the
+ * loop has ended.
  */
 export class ConsumerLoop {
   private readonly eta = new EtaScheduler();
@@ -35,6 +36,8 @@ export class ConsumerLoop {
   readonly stats: ConsumerStats = { received: 0, published: 0, dropped: 0, expired: 0, rejected: 0, waiting: 0 };
   /** Deliveries this loop is working on now (not the batch ahead, not eta holds): the health check's "holds work". */
   inHand = 0;
+  /** The settle of the batch processed last, while the loop goes on with the next one (never rejects). */
+  private settling: Promise<void> = Promise.resolve();
 
   constructor(private readonly opts: ConsumerLoopOptions) {}
 
@@ -56,11 +59,15 @@ export class ConsumerLoop {
     // the broker round trip and the decoding overlap with plugin work instead of adding to it. Its deliveries
     // are unacked like any in hand: acked only once their own outputs are stored, given back if we stop.
     let ahead: Promise<Received> | null = null;
-    // A broker that caps unacked deliveries (AMQP prefetch) must allow the batch ahead too, or it never fills.
-    broker.adjustHeld?.(batchSize);
+    // A broker that caps unacked deliveries (AMQP prefetch) must allow the batch ahead and the batch still being
+    // settled too, or the one ahead never fills.
+    const extraHeld = (broker.overlapSettle ? 2 : 1) * batchSize;
+    broker.adjustHeld?.(extraHeld);
     while (this.running) {
       // Deliveries taken out of the eta scheduler or the broker in this round and not settled yet.
       let inHand: Delivery[] = [];
+      // How many of them this.inHand counts (they are counted from processing until their settle ends).
+      let counted = 0;
       try {
         const now = Date.now();
         let received: Delivery[];
@@ -83,15 +90,22 @@ export class ConsumerLoop {
         if (inHand.length > 0) {
           // Only when there was work: an idle loop keeps blocking in receive() instead of polling.
           if (this.running) ahead = receiveAhead(broker, batchSize);
-          this.inHand = inHand.length;
-          await this.handle(inHand);
-          this.inHand = 0;
+          counted = inHand.length;
+          this.inHand += counted;
+          const settlements = await this.decide(inHand);
+          // Settled in order, one batch at a time, while the loop takes the next batch. From here on the settle
+          // owns these deliveries (settleWithRetry), so the catch below must not give them back.
+          const size = counted;
+          inHand = [];
+          counted = 0;
+          this.settling = this.settling.then(() => this.settleBatch(settlements, size));
+          if (!broker.overlapSettle) await this.settling;
         }
         backoffMs = 100;
       } catch (err) {
         // Whatever this round had in hand must not stay unacked under our live lease: give it back.
         if (inHand.length) await this.giveBack(inHand);
-        this.inHand = 0;
+        this.inHand -= counted;
         if (!this.running) break;
         logger.error(`consumer loop error, retrying in ${backoffMs} ms: ${(err as Error).message}`, { broker: broker.displayUrl });
         await sleep(backoffMs);
@@ -107,7 +121,8 @@ export class ConsumerLoop {
         logger.info(`gave ${got.deliveries.length} prefetched message(s) back to the queue`);
       }
     }
-    broker.adjustHeld?.(-batchSize);
+    await this.settling;
+    broker.adjustHeld?.(-extraHeld);
     const held = this.eta.drain();
     if (held.length) broker.adjustHeld?.(-held.length);
     if (held.length) {
@@ -125,7 +140,8 @@ export class ConsumerLoop {
     }
   }
 
-  private async handle(batch: Delivery[]): Promise<void> {
+  /** The batch's settlements; eta holds go to the scheduler. */
+  private async decide(batch: Delivery[]): Promise<Settlement[]> {
     const outcomes = await this.opts.processor.process(batch);
     const settlements: Settlement[] = [];
     for (const outcome of outcomes) {
@@ -137,8 +153,20 @@ export class ConsumerLoop {
       else if (outcome.kind === 'ack') settlements.push({ kind: 'ack', delivery: outcome.delivery, outputs: outcome.outputs });
       else settlements.push(outcome);
     }
-    await this.settleWithRetry(settlements);
     this.stats.waiting = this.eta.size;
+    return settlements;
+  }
+
+  /** Settles a batch (retrying) and only then stops counting it as in hand; never rejects. */
+  private async settleBatch(settlements: Settlement[], size: number): Promise<void> {
+    try {
+      await this.settleWithRetry(settlements);
+    } catch (err) {
+      // Only when stopping: the messages stay unacked and go back to the queue when the broker closes.
+      this.opts.logger.error(`could not settle ${settlements.length} message(s) before stopping (they go back to the queue): ${(err as Error).message}`);
+    } finally {
+      this.inHand = Math.max(0, this.inHand - size);
+    }
   }
 
   /**

@@ -49,7 +49,16 @@ export interface PluginManagerOptions {
   pluginLog?: PluginLogSink;
   /** Persisted jobs, for exportEvents retries after RetryError. */
   jobs?: Pick<JobStore, 'enqueue'>;
+  /**
+   * A config's isolate that has had no call (processEvent or background) for this long is evicted: teardownPlugin,
+   * then disposed; the next call recreates it (load + setupPlugin). 0 = never (replay, tests). Configs with
+   * runEveryMinute, or with exports still buffered, are kept.
+   */
+  isolateIdleMs?: number;
 }
+
+/** How often idle isolates are looked for, at most (and a quarter of the idle time when that is shorter). */
+const EVICTION_SCAN_MAX_MS = 60_000;
 
 /** One posthog_pluginlogentry row to write (batched by the sink). */
 export interface PluginLogEntry {
@@ -178,6 +187,8 @@ export class PluginManager {
   private readonly hostModules: ReadonlySet<string>;
   private readonly setupTimers = new Set<NodeJS.Timeout>();
   private readonly errors: ConfigErrorWriter;
+  private evictionTimer: NodeJS.Timeout | null = null;
+  private evicting = false;
 
   private constructor(private readonly opts: PluginManagerOptions) {
     this.limits = resolveLimits(opts.limits);
@@ -195,7 +206,54 @@ export class PluginManager {
   static async create(opts: PluginManagerOptions): Promise<PluginManager> {
     const m = new PluginManager(opts);
     await m.reload();
+    const idleMs = opts.isolateIdleMs ?? 0;
+    if (idleMs > 0) {
+      m.evictionTimer = setInterval(() => void m.evictIdle(idleMs), Math.max(100, Math.min(EVICTION_SCAN_MAX_MS, Math.floor(idleMs / 4))));
+      m.evictionTimer.unref();
+    }
     return m;
+  }
+
+  /** Isolates evicted for idleness right now (tests, diagnostics). */
+  get hibernatedCount(): number {
+    let n = 0;
+    for (const e of this.gen.entries.values()) if (e.vm?.hibernated) n++;
+    return n;
+  }
+
+  /**
+   * Evict the isolates idle for `idleMs` (see PluginManagerOptions.isolateIdleMs). One config at a time, each
+   * under the VM's own lock, so a call arriving meanwhile either runs first (and keeps the isolate) or wakes it.
+   */
+  private async evictIdle(idleMs: number): Promise<void> {
+    if (this.evicting || this.closed) return;
+    this.evicting = true;
+    try {
+      const cutoff = Date.now() - idleMs;
+      for (const entry of [...this.gen.entries.values()]) {
+        const vm = entry.vm;
+        if (this.closed) break;
+        if (!vm || vm.state !== 'ready' || vm.hibernated || !vm.idle || vm.lastUsedMs > cutoff) continue;
+        // The scheduler would wake it again within the minute; buffered exports must go out from this isolate.
+        if (vm.exports.runEveryMinute || (entry.sink !== null && entry.sink.waiting > 0)) continue;
+        const leave = this.opts.onEnter?.(entry.id, []); // teardownPlugin runs in the isolate: crash attribution
+        if (leave === false) continue;
+        let evicted = false;
+        try {
+          evicted = await vm.hibernate();
+        } finally {
+          if (leave) leave();
+        }
+        if (evicted) {
+          const idleS = Math.round((Date.now() - vm.lastUsedMs) / 1000);
+          this.opts.logger.info(`plugin ${entry.name} (config ${entry.id}, team ${entry.teamId}): isolate evicted after ${idleS} s without calls; the next call recreates it`, logMetaOf(entry));
+        }
+      }
+    } catch (err) {
+      this.opts.logger.warn(`evicting idle isolates failed: ${(err as Error).message}`);
+    } finally {
+      this.evicting = false;
+    }
   }
 
   get sandboxLimits(): SandboxLimits {
@@ -292,6 +350,7 @@ export class PluginManager {
     if (this.closed) return;
     await this.reloading;
     this.closed = true;
+    if (this.evictionTimer) clearInterval(this.evictionTimer);
     const gen = this.gen;
     this.gen = emptyGeneration();
     const vms = [...gen.entries.values()].map((e) => e.vm).filter((v): v is PluginVm => v !== null);

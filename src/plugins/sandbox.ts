@@ -207,6 +207,13 @@ export class PluginVm {
   exports: ExportsInfo = NO_EXPORTS;
   /** Isolates created so far (1 after a successful start). */
   generation = 0;
+  /** When a call (processEvent or a background task) last came in, ms since epoch: what eviction looks at. */
+  lastUsedMs = Date.now();
+  /**
+   * Evicted while idle (see hibernate): teardownPlugin ran and the isolate is gone, but the config counts as
+   * ready, and the next call creates a new isolate (load + setupPlugin) before it runs.
+   */
+  hibernated = false;
 
   private isolate: ivm.Isolate | null = null;
   private refs: DriverRefs | null = null;
@@ -251,6 +258,7 @@ export class PluginVm {
 
   /** Run processEvent over a batch of event JSON strings. Never throws. */
   process(inputs: string[]): Promise<BatchOutcome> {
+    this.lastUsedMs = Date.now();
     return this.exclusive(async () => {
       const outcome = await this.processUnlocked(inputs);
       if (this.closing) {
@@ -264,15 +272,51 @@ export class PluginVm {
 
   /** teardownPlugin (if exported), bounded by the limits; errors are logged. */
   teardown(): Promise<void> {
+    return this.exclusive(() => this.teardownUnlocked());
+  }
+
+  private async teardownUnlocked(): Promise<void> {
+    if (this.state !== 'ready' || !this.exports.teardownPlugin || !this.refs) return;
+    try {
+      await this.call(this.refs.teardown.apply(undefined, [], { result: { promise: true }, timeout: this.limits.cpuTimeoutMs }), 'teardownPlugin');
+    } catch (err) {
+      const e = this.classify(err, 'teardownPlugin');
+      this.spec.logger.warn(`teardownPlugin failed: ${e.message}`, this.logMeta);
+    }
+  }
+
+  /**
+   * Evict an idle isolate: teardownPlugin, then dispose it; the next call recreates it (wake). Refused (false)
+   * while anything is inside or pending: a call queued, a background task, a host call not yet settled.
+   */
+  hibernate(): Promise<boolean> {
     return this.exclusive(async () => {
-      if (this.state !== 'ready' || !this.exports.teardownPlugin || !this.refs) return;
-      try {
-        await this.call(this.refs.teardown.apply(undefined, [], { result: { promise: true }, timeout: this.limits.cpuTimeoutMs }), 'teardownPlugin');
-      } catch (err) {
-        const e = this.classify(err, 'teardownPlugin');
-        this.spec.logger.warn(`teardownPlugin failed: ${e.message}`, this.logMeta);
-      }
+      const busy = this.pending > 1 || this.tasks > 0 || (this.bridge !== null && (this.bridge.settling > 0 || this.bridge.inflight > 0));
+      if (this.state !== 'ready' || this.hibernated || this.closing || busy || !this.refs) return false;
+      await this.teardownUnlocked();
+      if (this.tasks > 0 || this.closing) return false; // a task came in during teardown: keep the isolate
+      this.disposeIsolate();
+      this.hibernated = true;
+      return true;
     });
+  }
+
+  /** A hibernated VM gets a new isolate (load + setupPlugin); a failure is handled like a failed restart. */
+  private async wakeUnlocked(): Promise<void> {
+    if (!this.hibernated || this.closing) return;
+    this.hibernated = false;
+    try {
+      await this.startUnlocked();
+      this.spec.logger.info('isolate recreated after eviction', this.logMeta);
+    } catch (err) {
+      const e = err instanceof SandboxError ? err : this.classify(err, 'restart');
+      if (e.kind === 'setup' && this.spec.onSetupFailed) {
+        this.spec.logger.error(`plugin could not be woken after eviction: ${e.message}`, this.logMeta);
+        this.spec.onSetupFailed(e);
+      } else {
+        this.spec.logger.error(`plugin could not be woken after eviction, skipping it until reload: ${e.message}`, this.logMeta);
+      }
+    }
   }
 
   /**
@@ -283,6 +327,8 @@ export class PluginVm {
    */
   async runTask(kind: TaskKind, name: string, arg: string[], wallMs: number): Promise<TaskOutcome> {
     const outcome: TaskOutcome = { failed: 0, error: null, retry: false, interrupted: null };
+    this.lastUsedMs = Date.now();
+    if (this.hibernated && !this.closing) await this.exclusive(() => this.wakeUnlocked());
     if (this.backgroundFailure && this.state === 'ready' && !this.closing) {
       const cause = this.backgroundFailure;
       await this.exclusive(async () => {
@@ -497,7 +543,11 @@ export class PluginVm {
       await this.recycle(outcome, background);
       outcome.failure ??= background.info();
     }
-    if (this.state !== 'ready') {
+    if (this.hibernated && this.state === 'ready') {
+      await this.wakeUnlocked();
+      if (this.state !== 'ready') outcome.failure = this.failure?.info() ?? null;
+    }
+    if (this.state !== 'ready' || this.hibernated) {
       outcome.notRun = n;
       return outcome;
     }

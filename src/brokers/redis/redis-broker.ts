@@ -61,6 +61,7 @@ export type ScriptedRedis = Redis & ScriptCommands;
 export class RedisBroker implements Broker {
   readonly displayUrl: string;
   readonly workerId: string;
+  readonly overlapSettle = true;
   private readonly opts: Required<Omit<RedisBrokerOptions, 'onSetAside' | 'workerId'>> & { onSetAside?: SetAsideListener };
   private cmd!: ScriptedRedis;
   private blocking!: Redis;

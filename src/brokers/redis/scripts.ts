@@ -134,20 +134,36 @@ return {taken, bad}
  */
 export const SETTLE_SCRIPT = `
 local skipped = {}
+local tags = {}
+local pushes = {}
 local i = 1
 while i <= #ARGV do
   local tag = ARGV[i]
   local n = tonumber(ARGV[i + 1])
   i = i + 2
+  tags[#tags + 1] = tag
   local held = redis.call('HDEL', KEYS[1], tag) == 1
-  redis.call('ZREM', KEYS[2], tag)
-  redis.call('SREM', KEYS[3], tag)
   for _ = 1, n do
-    if held then redis.call('LPUSH', KEYS[tonumber(ARGV[i])], ARGV[i + 1]) end
+    if held then
+      local key = tonumber(ARGV[i])
+      local list = pushes[key]
+      if not list then list = {} pushes[key] = list end
+      list[#list + 1] = ARGV[i + 1]
+    end
     i = i + 2
   end
-  if not held then table.insert(skipped, tag) end
+  if not held then skipped[#skipped + 1] = tag end
 end
+-- One command per key for the whole batch (the HDEL above is per tag: its reply says whether we still held it).
+-- LPUSH of a slice keeps the settlements' order on each list. In slices: Lua's C stack bounds unpack.
+local function each(cmd, key, args)
+  for j = 1, #args, 1000 do
+    redis.call(cmd, key, unpack(args, j, math.min(j + 999, #args)))
+  end
+end
+each('ZREM', KEYS[2], tags)
+each('SREM', KEYS[3], tags)
+for key, list in pairs(pushes) do each('LPUSH', KEYS[key], list) end
 return skipped
 `;
 

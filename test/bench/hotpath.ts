@@ -1,0 +1,65 @@
+/**
+ * The worker's CPU per event without a broker: envelope text in (as the Redis pop returns it), envelope text
+ * out (as the settle call sends it), through the real BatchProcessor and PluginManager with the bench plugin.
+ * For profiling the event path in one process: `node --no-node-snapshot dist/test/bench/hotpath.js [events]`.
+ */
+import { mkdtempSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { execFileSync } from 'node:child_process';
+import { parseEnvelope, buildEnvelope } from '../../protocol/redis-envelope';
+import { BatchProcessor } from '../../src/pipeline/batch-processor';
+import { PluginManager } from '../../src/plugins/manager';
+import { openStore } from '../../src/cli/open-store';
+import { DEFAULT_LIMITS, DEFAULT_FETCH_OPTIONS } from '../../src/plugins';
+import { createLogger } from '../../src/log';
+import type { Delivery } from '../../src/brokers/broker';
+import { benchProducer, benchTask, captureMessage, redisEnvelope, REPO_ROOT } from './envelopes';
+import { BIN } from './procs';
+
+async function main(): Promise<void> {
+  const total = Number(process.argv[2] ?? 100_000);
+  const batch = Number(process.argv[3] ?? 1000);
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'hotpath-'));
+  const url = `sqlite:${path.join(dir, 'p.sqlite3')}`;
+  execFileSync(BIN, ['install', 'fixtures/plugins/bench/add-one', '--team', '2', '--config', JSON.stringify({ propertyName: 'bench_plugin', propertyValue: '1' })], { cwd: REPO_ROOT, env: { ...process.env, DATABASE_URL: url }, stdio: 'ignore' });
+  const logger = createLogger('warn');
+  const { db, store } = await openStore(url, logger);
+  const plugins = await PluginManager.create({ store, baseDir: REPO_ROOT, limits: DEFAULT_LIMITS, fetch: DEFAULT_FETCH_OPTIONS, logger });
+  const processor = new BatchProcessor({ plugins, logger, origin: 'bench@host', outputQueue: 'celery' });
+  const producer = benchProducer();
+  const sentMs = Date.now();
+  const texts = Array.from({ length: batch }, (_, i) => redisEnvelope(captureMessage(benchTask(i, 2, 1, sentMs), producer)));
+  console.log(`input envelope ${texts[0]!.length} chars`);
+  let outChars = 0;
+  const run = async (n: number): Promise<void> => {
+    for (let done = 0; done < n; done += batch) {
+      const deliveries: Delivery[] = texts.map((rawText) => {
+        const p = parseEnvelope(rawText);
+        if (!p.ok) throw new Error(p.reason);
+        return { tag: p.deliveryTag, queue: 'posthog-plugins', message: p.message, redelivered: false, rawText };
+      });
+      const outcomes = await processor.process(deliveries);
+      for (const o of outcomes) {
+        if (o.kind !== 'ack' || o.outputs.length !== 1) throw new Error(`unexpected outcome ${o.kind}`);
+        const out = o.outputs[0]!;
+        const env = buildEnvelope({ ...out.message, properties: { ...out.message.properties, priority: 0 } }, { deliveryTag: 'x', exchange: '', routingKey: 'celery' });
+        outChars = env.length;
+      }
+    }
+  };
+  await run(20_000);
+  const t0 = process.cpuUsage();
+  const w0 = performance.now();
+  await run(total);
+  const cpu = process.cpuUsage(t0);
+  const wall = performance.now() - w0;
+  console.log(`output envelope ${outChars} chars; ${total} events: ${((cpu.user + cpu.system) / total).toFixed(1)} µs CPU/event (all threads), ${((wall * 1000) / total).toFixed(1)} µs wall/event`);
+  await plugins.close();
+  await db.destroy();
+}
+
+main().catch((err) => {
+  console.error(err);
+  process.exit(1);
+});
