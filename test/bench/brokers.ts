@@ -297,6 +297,52 @@ return #items`;
 
 // ------------------------------------------------------------------------------------------------------ RabbitMQ
 
+/**
+ * The broker-only ceiling on RabbitMQ, with the guarantees our worker keeps: consume the input (manual acks,
+ * prefetch 2 × batch), publish each body with its properties unchanged to the output queue on a confirm channel
+ * (persistent, as Celery publishes), and ack a batch (one multiple-ack) once RabbitMQ confirmed its outputs. No
+ * decoding; `depth` batches in flight. Returns messages/s from the first delivery to the last ack.
+ */
+export async function amqpCeiling(url: string, total: number, batch = 1000, depth = 2): Promise<{ rate: number; ms: number; moved: number }> {
+  const conn = await amqp.connect(url);
+  conn.on('error', () => undefined);
+  try {
+    const pub = await conn.createConfirmChannel();
+    const sub = await conn.createChannel();
+    await sub.prefetch(batch * depth);
+    let moved = 0;
+    let taken = 0;
+    let start = 0;
+    let pending: amqp.ConsumeMessage[] = [];
+    let finish!: () => void;
+    const done = new Promise<void>((resolve) => (finish = resolve));
+    const flush = (): void => {
+      const msgs = pending;
+      pending = [];
+      let left = msgs.length;
+      const confirmed = (): void => {
+        if (--left > 0) return;
+        sub.ack(msgs[msgs.length - 1]!, true);
+        moved += msgs.length;
+        if (moved >= total) finish();
+      };
+      for (const m of msgs) pub.publish('', OUTPUT_QUEUE, m.content, m.properties, confirmed);
+    };
+    await sub.consume(INPUT_QUEUE, (msg) => {
+      if (!msg) return;
+      if (start === 0) start = nowMs();
+      taken++;
+      pending.push(msg);
+      if (pending.length >= batch || taken >= total) flush();
+    });
+    await done;
+    const ms = nowMs() - start;
+    return { rate: (moved / ms) * 1000, ms, moved };
+  } finally {
+    await conn.close().catch(() => undefined);
+  }
+}
+
 export class AmqpBench extends CollectorBase {
   private conn: amqp.ChannelModel | null = null;
   private ch: amqp.ConfirmChannel | null = null;

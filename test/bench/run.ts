@@ -33,7 +33,7 @@ import path from 'node:path';
 import knex from 'knex';
 import { PYTHON } from '../helpers/python';
 import { amqpUrl, BENCH_REDIS_DB, BENCH_VHOST, redisUrl, resetVhost } from '../helpers/services';
-import { AmqpBench, type Collected, outputProperties, pacedTemplates, RedisBench, redisCeiling } from './brokers';
+import { AmqpBench, amqpCeiling, type Collected, outputProperties, pacedTemplates, RedisBench, redisCeiling } from './brokers';
 import {
   benchProducer,
   benchTask,
@@ -387,6 +387,19 @@ async function runCeilingOnce(redis: RedisBench, redisPid0: number | null, r: Pe
   await redis.flush();
 }
 
+async function runAmqpCeilingOnce(bench: AmqpBench, rabbitPid: number | null, r: PeerResult, run: number): Promise<void> {
+  await bench.purge();
+  await bench.queue(N, { teamOf: () => TEAM, runTag: nextRunTag(), producer });
+  const before = rabbitPid ? processCpu(rabbitPid) : 0;
+  const m = await amqpCeiling(bench.url, N);
+  if (rabbitPid) r.brokerCpuUs.push(((processCpu(rabbitPid) - before) * 1e6) / N);
+  if (m.moved !== N || (await bench.messageCount(OUTPUT_QUEUE)) !== N) throw new Error(`RabbitMQ ceiling moved ${m.moved} of ${N}`);
+  r.runs.push(m.rate);
+  r.rate = median(r.runs);
+  say(`broker-only ceiling / rabbitmq run ${run}/${RUNS}: ${N} moved in ${m.ms.toFixed(0)} ms → ${fmtRate(m.rate)}/s`);
+  await bench.purge();
+}
+
 // ------------------------------------------------------------------------------------------------------- profile
 
 async function runProfile(redis: RedisBench, databaseUrl: string, redisPid: number | null): Promise<ProfileResult> {
@@ -611,7 +624,8 @@ function report(): string {
   const ourRedis = find((p) => p.peer.startsWith('posthog-plugins, 1 plugin') && p.broker === 'redis');
   const ourAmqp = find((p) => p.peer.startsWith('posthog-plugins, 1 plugin') && p.broker === 'rabbitmq');
   const five = find((p) => p.peer.startsWith('posthog-plugins, 5 plugins'));
-  const ceiling = find((p) => p.peer.startsWith('broker-only'));
+  const ceiling = find((p) => p.peer.startsWith('broker-only') && p.broker === 'redis');
+  const amqpCeilingRow = find((p) => p.peer.startsWith('broker-only') && p.broker === 'rabbitmq');
   const pyR = pyRate('redis');
   const pyA = pyRate('rabbitmq');
   const targets: string[][] = [['target', 'measured', 'met']];
@@ -630,7 +644,8 @@ function report(): string {
   };
   add('Redis ≥ 20× Python pass-through', ourRedis?.rate && pyR ? ourRedis.rate / pyR : null, (v) => v >= 20, (v) => `${v.toFixed(1)}× by events/s${byCpu(ourRedis, pyPeer('redis'))}`);
   add('Redis ≥ ¼ of the broker-only ceiling', ourRedis?.rate && ceiling?.rate ? ourRedis.rate / ceiling.rate : null, (v) => v >= 0.25, (v) => `${(v * 100).toFixed(1)} % of it`);
-  add('RabbitMQ ≥ 10× Python', ourAmqp?.rate && pyA ? ourAmqp.rate / pyA : null, (v) => v >= 10, (v) => `${v.toFixed(1)}× by events/s${byCpu(ourAmqp, pyPeer('rabbitmq'))}`);
+  add('RabbitMQ ≥ 10× Python', ourAmqp?.rate && pyA ? ourAmqp.rate / pyA : null, (v) => v >= 10, (v) =>
+    `${v.toFixed(1)}× by events/s${byCpu(ourAmqp, pyPeer('rabbitmq'))}${amqpCeilingRow?.rate && pyA ? `; the broker-only ceiling is ${(amqpCeilingRow.rate / pyA).toFixed(1)}×` : ''}`);
   const fiveCpu = cpuOf(five);
   const oneCpu = cpuOf(ourRedis);
   add('five plugins < 2× the cost of one', five?.rate && ourRedis?.rate ? ourRedis.rate / five.rate : null, (v) => v < 2, (v) =>
@@ -714,7 +729,7 @@ async function main(): Promise<void> {
   const redisVersion = /redis_version:(\S+)/.exec(info)?.[1] ?? '?';
   const redisPid = Number(/process_id:(\d+)/.exec(info)?.[1] ?? 0) || null;
 
-  const needsAmqp = wanted('python-amqp') || wanted('amqp');
+  const needsAmqp = wanted('python-amqp') || wanted('amqp') || wanted('ceiling');
   let amqpBench: AmqpBench | null = null;
   let rabbitVersion = '?';
   if (needsAmqp) {
@@ -768,6 +783,11 @@ async function main(): Promise<void> {
         start: () => startOurWorker({ brokerUrl: rb.url, databaseUrl: fiveDb, extraArgs: WORKER_ARGS }),
         properties: [1, 2, 3, 4, 5].map((k) => `${PROPERTY}_${k}`),
       });
+    }
+    if (wanted('ceiling') && ab && amqpBench) {
+      const result = emptyResult('broker-only ceiling (consume → publish, confirms, then ack)', 'rabbitmq', N);
+      const bench = amqpBench;
+      jobs.push({ result, once: (run) => runAmqpCeilingOnce(bench, ab.serverPid, result, run) });
     }
     if (wanted('python-amqp') && ab) peer({ peer: pyName, broker: ab, events: PY_N, start: () => startPythonBaseline(ab.url, CORES), properties: [PROPERTY] });
     if (wanted('amqp') && ab) {
