@@ -22,8 +22,9 @@
  *                      runEveryMinute, runEveryHour, runEveryDay} (booleans) + jobs (names), after load
  *   setup()/teardown() → awaited setupPlugin(meta) / teardownPlugin(meta)
  *   run(string[])    → JSON {bytes, errors:[{i, name, message, stack, thrownString}]}; results kept in the closure
- *   runSync(string[]) → like run() but synchronous (the host's applySync); '' when processEvent returned a thenable:
- *                      the state is kept and resume() finishes the call asynchronously
+ *   runSync(string[], maxBytes) → like run() but synchronous (the host's applySync); '' when processEvent returned a
+ *                      thenable: the state is kept and resume() finishes the call asynchronously; when the results
+ *                      come to at most maxBytes, [summary, results] at once (what take(true) would give: no second entry)
  *   resume()         → JSON like run(), for what runSync() left
  *   take(keep)       → the kept results: Array<string | null | undefined> (string = new event JSON, null = dropped,
  *                      undefined = unchanged because of an error), or null when keep is false
@@ -868,7 +869,7 @@ async function run(inputs) {
  * event while it returns plain values; at the first thenable it keeps its state for resume() and returns ''.
  * Otherwise it answers like run(). Only for plugins with processEvent (the host checks).
  */
-function runSync(inputs) {
+function runSync(inputs, maxBytes) {
   lastOut = null;
   paused = null;
   const acc = { __proto__: null, out: [], errors: '', bytes: 0 };
@@ -885,8 +886,10 @@ function runSync(inputs) {
       failEvent(acc, i, e);
     }
   }
-  lastOut = acc.out;
   flushDropped();
+  // Small enough to copy out now: one isolate entry per call instead of two (each costs most with many isolates).
+  if (acc.bytes <= maxBytes) return [summary(acc), acc.out];
+  lastOut = acc.out;
   return summary(acc);
 }
 

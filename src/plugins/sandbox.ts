@@ -120,7 +120,7 @@ export interface BatchOutcome {
 interface DriverRefs {
   task: ivm.Reference<(kind: TaskKind, name: string, arg: string[]) => Promise<string>>;
   run: ivm.Reference<(inputs: string[]) => Promise<string>>;
-  runSync: ivm.Reference<(inputs: string[]) => string>;
+  runSync: ivm.Reference<(inputs: string[], maxBytes: number) => string | [string, unknown]>;
   resume: ivm.Reference<() => Promise<string>>;
   take: ivm.Reference<(keep: boolean) => Array<string | null | undefined> | null>;
   setup: ivm.Reference<() => Promise<void>>;
@@ -626,9 +626,12 @@ export class PluginVm {
     // fire-and-forget host call) or a background task could hold it on a pool thread, and the host would wait.
     const isolateFree = (): boolean => !((this.bridge !== null && this.bridge.settling > 0) || this.tasks > 0);
     let summaryJson: unknown;
+    // Results that came back with the summary (synchronous path, small enough): no take() entry needed.
+    let taken: unknown = null;
     if (this.exports.processEvent && !this.syncHitLimit && isolateFree()) {
       try {
-        summaryJson = refs.runSync.applySync(undefined, [inputs], { arguments: { copy: true }, result: { copy: true }, timeout });
+        summaryJson = refs.runSync.applySync(undefined, [inputs, maxResultBytes], { arguments: { copy: true }, result: { copy: true }, timeout });
+        if (Array.isArray(summaryJson) && summaryJson.length === 2) [summaryJson, taken] = summaryJson as [unknown, unknown];
       } catch (err) {
         // The driver catches the plugin's own errors, so this is a limit (CPU: the host thread, with heartbeats and
         // other teams' calls, was held for the whole limit) or a broken isolate: async path only from now on, so
@@ -663,7 +666,7 @@ export class PluginVm {
       await take(false);
       throw new SandboxError('too-large', `processEvent results too large: ${reported} bytes for ${n} event(s), limit ${maxResultBytes}`);
     }
-    const out = await take(true);
+    const out = taken ?? (await take(true));
     if (!Array.isArray(out) || out.length !== n) throw new SandboxError('invalid-result', 'sandbox driver returned an invalid result list');
 
     const errors: Array<{ index: number; error: SandboxErrorInfo }> = [];
