@@ -127,6 +127,9 @@ const HANG_LIMIT = 2;
 const PAUSE_BASE_MS = 60_000;
 const PAUSE_MAX_MS = 30 * 60_000;
 
+/** How long close() lets isolated-vm wind down after disposing an isolate that was running (see close). */
+const BUSY_DISPOSE_GRACE_MS = 500;
+
 /** At most this many per-event error lines per config per call; the rest are counted. */
 const MAX_ERROR_LOG_LINES = 5;
 
@@ -380,9 +383,11 @@ export class PluginManager {
     // Calls cut short by the disposal end now (an export interrupted this way becomes a retry job).
     await Promise.all(sinks.map((s) => s.settled()));
     await Promise.race([this.errors.flush(), grace(bound)]);
-    // Exiting right after disposing running isolates can segfault: give isolated-vm ≥100 ms.
+    // Exiting right after disposing running isolates can abort in isolated-vm (its threads still winding down the
+    // disposed isolate): ≥100 ms was enough on an idle machine, not always on a loaded one (seen once in the full
+    // test suite on 2 busy cores), hence 500.
     const since = msSinceBusyDispose();
-    if (since < 150) await new Promise((r) => setTimeout(r, 150 - since));
+    if (since < BUSY_DISPOSE_GRACE_MS) await new Promise((r) => setTimeout(r, BUSY_DISPOSE_GRACE_MS - since));
   }
 
   // ------------------------------------------------------------------------------------------------ internals

@@ -374,30 +374,27 @@ async function runPeerOnce(spec: PeerSpec, r: PeerResult, run: number): Promise<
   if (left.input !== 0 || left.rejected !== 0) throw new Error(`${spec.peer} on ${broker.kind}: ${left.input} input message(s) left, ${left.rejected} set aside`);
 }
 
-async function runCeilingOnce(redis: RedisBench, redisPid0: number | null, r: PeerResult, run: number): Promise<void> {
-  await redis.flush();
-  await redis.queue(N, { teamOf: () => TEAM, runTag: nextRunTag(), producer });
-  const before = redisPid0 ? processCpu(redisPid0) : 0;
-  const m = await redisCeiling(redis.url, N);
-  if (redisPid0) r.brokerCpuUs.push(((processCpu(redisPid0) - before) * 1e6) / N);
-  if (m.moved !== N || (await redis.llen(OUTPUT_QUEUE)) !== N) throw new Error(`ceiling moved ${m.moved} of ${N}`);
-  r.runs.push(m.rate);
-  r.rate = median(r.runs);
-  say(`broker-only ceiling / redis run ${run}/${RUNS}: ${N} moved in ${m.ms.toFixed(0)} ms → ${fmtRate(m.rate)}/s`);
-  await redis.flush();
+/** A broker-only ceiling: how to empty the broker, queue N inputs, move them, and count the outputs. */
+interface Ceiling {
+  broker: 'redis' | 'rabbitmq';
+  serverPid: number | null;
+  reset(): Promise<void>;
+  fill(): Promise<unknown>;
+  move(): Promise<{ rate: number; ms: number; moved: number }>;
+  outputs(): Promise<number>;
 }
 
-async function runAmqpCeilingOnce(bench: AmqpBench, rabbitPid: number | null, r: PeerResult, run: number): Promise<void> {
-  await bench.purge();
-  await bench.queue(N, { teamOf: () => TEAM, runTag: nextRunTag(), producer });
-  const before = rabbitPid ? processCpu(rabbitPid) : 0;
-  const m = await amqpCeiling(bench.url, N);
-  if (rabbitPid) r.brokerCpuUs.push(((processCpu(rabbitPid) - before) * 1e6) / N);
-  if (m.moved !== N || (await bench.messageCount(OUTPUT_QUEUE)) !== N) throw new Error(`RabbitMQ ceiling moved ${m.moved} of ${N}`);
+async function runCeilingOnce(c: Ceiling, r: PeerResult, run: number): Promise<void> {
+  await c.reset();
+  await c.fill();
+  const before = c.serverPid ? processCpu(c.serverPid) : 0;
+  const m = await c.move();
+  if (c.serverPid) r.brokerCpuUs.push(((processCpu(c.serverPid) - before) * 1e6) / N);
+  if (m.moved !== N || (await c.outputs()) !== N) throw new Error(`${c.broker} ceiling moved ${m.moved} of ${N}`);
   r.runs.push(m.rate);
   r.rate = median(r.runs);
-  say(`broker-only ceiling / rabbitmq run ${run}/${RUNS}: ${N} moved in ${m.ms.toFixed(0)} ms → ${fmtRate(m.rate)}/s`);
-  await bench.purge();
+  say(`broker-only ceiling / ${c.broker} run ${run}/${RUNS}: ${N} moved in ${m.ms.toFixed(0)} ms → ${fmtRate(m.rate)}/s`);
+  await c.reset();
 }
 
 // ------------------------------------------------------------------------------------------------------- profile
@@ -772,7 +769,15 @@ async function main(): Promise<void> {
     if (wanted('python-redis')) peer({ peer: pyName, broker: rb, events: PY_N, start: () => startPythonBaseline(rb.url, CORES), properties: [PROPERTY] });
     if (wanted('ceiling')) {
       const result = emptyResult('broker-only ceiling (Lua RPOP 1000 → LPUSH, 4 in flight)', 'redis', N);
-      jobs.push({ result, once: (run) => runCeilingOnce(redis, redisPid, result, run) });
+      const ceiling: Ceiling = {
+        broker: 'redis',
+        serverPid: redisPid,
+        reset: () => redis.flush(),
+        fill: () => redis.queue(N, { teamOf: () => TEAM, runTag: nextRunTag(), producer }),
+        move: () => redisCeiling(redis.url, N),
+        outputs: () => redis.llen(OUTPUT_QUEUE),
+      };
+      jobs.push({ result, once: (run) => runCeilingOnce(ceiling, result, run) });
     }
     if (wanted('redis')) {
       peer({ peer: 'posthog-plugins, 1 plugin', broker: rb, events: N, start: () => startOurWorker({ brokerUrl: rb.url, databaseUrl: oneDb, extraArgs: WORKER_ARGS }), properties: [PROPERTY] });
@@ -790,7 +795,15 @@ async function main(): Promise<void> {
     if (wanted('ceiling') && ab && amqpBench) {
       const result = emptyResult('broker-only ceiling (consume → publish, confirms, then ack)', 'rabbitmq', N);
       const bench = amqpBench;
-      jobs.push({ result, once: (run) => runAmqpCeilingOnce(bench, ab.serverPid, result, run) });
+      const ceiling: Ceiling = {
+        broker: 'rabbitmq',
+        serverPid: ab.serverPid,
+        reset: () => bench.purge(),
+        fill: () => bench.queue(N, { teamOf: () => TEAM, runTag: nextRunTag(), producer }),
+        move: () => amqpCeiling(bench.url, N),
+        outputs: () => bench.messageCount(OUTPUT_QUEUE),
+      };
+      jobs.push({ result, once: (run) => runCeilingOnce(ceiling, result, run) });
     }
     if (wanted('python-amqp') && ab) peer({ peer: pyName, broker: ab, events: PY_N, start: () => startPythonBaseline(ab.url, CORES), properties: [PROPERTY] });
     if (wanted('amqp') && ab) {

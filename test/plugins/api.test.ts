@@ -3,21 +3,13 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { EXPORT_RETRY_JOB, type PluginLogEntry } from '../../src/plugins/manager';
-import { closeHarness, FAST_LIMITS, harness, type Harness, makeEvent, props } from './helpers';
+import { closeHarness, FAST_LIMITS, harness, type Harness, makeEvent, props, until } from './helpers';
 
 /**
  * The plugin API beyond processEvent, through a real PluginManager and real isolates: onEvent, exportEvents
  * buffering and RetryError, scheduled functions, jobs, setupPlugin retries, host modules, missing host APIs.
  * (meta.cache/storage/jobs against Redis and the database: test/integration/plugin-api.test.ts.)
  */
-
-const until = async (cond: () => boolean, what: string, ms = 5000): Promise<void> => {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-};
 
 /** Console lines the plugins printed, as posthog_pluginlogentry rows would hold them. */
 function logSink(): { entries: PluginLogEntry[]; add(e: PluginLogEntry): void; console(configId: number): string[] } {

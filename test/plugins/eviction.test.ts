@@ -1,20 +1,12 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import type { PluginLogEntry } from '../../src/plugins/manager';
-import { closeHarness, FAST_LIMITS, harness, type Harness, makeEvent, props } from './helpers';
+import { closeHarness, FAST_LIMITS, harness, type Harness, makeEvent, props, until } from './helpers';
 
 /**
  * Idle isolates are evicted (teardownPlugin, then disposed) and recreated on the next call (load + setupPlugin),
  * through a real PluginManager: processEvent, jobs and a failing setupPlugin after the wake.
  */
-
-const until = async (cond: () => boolean, what: string, ms = 5000): Promise<void> => {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-};
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 

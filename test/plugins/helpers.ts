@@ -16,6 +16,15 @@ import type { PluginEvent } from '../../src/plugins/types';
 export const FIXTURES = path.resolve(__dirname, '../../../fixtures/plugins');
 export const fixture = (...p: string[]): string => path.join(FIXTURES, ...p);
 
+/** Polls `cond` every 10 ms until it holds; throws naming `what` after `ms`. */
+export async function until(cond: () => boolean | Promise<boolean>, what: string, ms = 5000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!(await cond())) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
 export function tempDir(prefix = 'pp-test-'): string {
   return fs.mkdtempSync(path.join(os.tmpdir(), prefix));
 }

@@ -2,17 +2,9 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { JobRunner } from '../../src/plugins/job-runner';
 import { JobStore } from '../../src/store/job-store';
-import { captureLogger, closeHarness, FAST_LIMITS, harness } from './helpers';
+import { captureLogger, closeHarness, FAST_LIMITS, harness, until } from './helpers';
 
 /** The job runner over a real job table (SQLite) and real isolates: what happens to jobs it cannot finish. */
-const until = async (cond: () => Promise<boolean> | boolean, what: string, ms = 5000): Promise<void> => {
-  const end = Date.now() + ms;
-  while (!(await cond())) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-};
-
 describe('JobRunner', () => {
   it('runs a due job once and deletes it; a job of a config that is not installed is dropped', async () => {
     const h = await harness([{ name: 'j', source: `const jobs = { hello: async (p) => console.log('hello ' + p.n) }\nmodule.exports = { jobs }` }], FAST_LIMITS);
