@@ -98,8 +98,11 @@ export class ConsumerLoop {
           const size = counted;
           inHand = [];
           counted = 0;
-          this.settling = this.settling.then(() => this.settleBatch(settlements, size));
-          if (!broker.overlapSettle) await this.settling;
+          // Overlapping: wait for the previous batch's settle (at most one runs while the next batch is processed,
+          // so a settle that keeps failing stops the intake instead of piling batches up); else for this one.
+          const previous = this.settling;
+          this.settling = previous.then(() => this.settleBatch(settlements, size));
+          await (broker.overlapSettle ? previous : this.settling);
         }
         backoffMs = 100;
       } catch (err) {

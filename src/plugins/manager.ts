@@ -237,8 +237,9 @@ export class PluginManager {
         const vm = entry.vm;
         if (this.closed) break;
         if (!vm || vm.state !== 'ready' || vm.hibernated || !vm.idle || vm.lastUsedMs > cutoff) continue;
-        // The scheduler would wake it again within the minute; buffered exports must go out from this isolate.
-        if (vm.exports.runEveryMinute || (entry.sink !== null && entry.sink.waiting > 0)) continue;
+        // runEveryMinute: the scheduler would wake it within the minute. onEvent/exportEvents: their events arrive
+        // without a processEvent call to wake the isolate first, and a shutdown must still export what is buffered.
+        if (vm.exports.runEveryMinute || entry.sink !== null) continue;
         const leave = this.opts.onEnter?.(entry.id, []); // teardownPlugin runs in the isolate: crash attribution
         if (leave === false) continue;
         let evicted = false;

@@ -214,6 +214,8 @@ export class PluginVm {
    * ready, and the next call creates a new isolate (load + setupPlugin) before it runs.
    */
   hibernated = false;
+  /** hibernate() is running teardownPlugin: background tasks wait for it (and then wake a new isolate). */
+  private hibernating = false;
 
   private isolate: ivm.Isolate | null = null;
   private refs: DriverRefs | null = null;
@@ -261,6 +263,7 @@ export class PluginVm {
     this.lastUsedMs = Date.now();
     return this.exclusive(async () => {
       const outcome = await this.processUnlocked(inputs);
+      this.lastUsedMs = Date.now();
       if (this.closing) {
         // Closed under our feet (shutdown/reload): not the plugin's fault, report nothing.
         outcome.errors = [];
@@ -293,11 +296,17 @@ export class PluginVm {
     return this.exclusive(async () => {
       const busy = this.pending > 1 || this.tasks > 0 || (this.bridge !== null && (this.bridge.settling > 0 || this.bridge.inflight > 0));
       if (this.state !== 'ready' || this.hibernated || this.closing || busy || !this.refs) return false;
-      await this.teardownUnlocked();
-      if (this.tasks > 0 || this.closing) return false; // a task came in during teardown: keep the isolate
+      this.hibernating = true;
+      try {
+        await this.teardownUnlocked();
+      } finally {
+        this.hibernating = false;
+      }
+      // Torn down: this isolate is never used again (a task that came meanwhile waits and wakes a new one, and a
+      // close meanwhile finds nothing left to tear down).
       this.disposeIsolate();
       this.hibernated = true;
-      return true;
+      return !this.closing;
     });
   }
 
@@ -310,12 +319,10 @@ export class PluginVm {
       this.spec.logger.info('isolate recreated after eviction', this.logMeta);
     } catch (err) {
       const e = err instanceof SandboxError ? err : this.classify(err, 'restart');
-      if (e.kind === 'setup' && this.spec.onSetupFailed) {
-        this.spec.logger.error(`plugin could not be woken after eviction: ${e.message}`, this.logMeta);
-        this.spec.onSetupFailed(e);
-      } else {
-        this.spec.logger.error(`plugin could not be woken after eviction, skipping it until reload: ${e.message}`, this.logMeta);
-      }
+      // The code loaded and set up before, so any failure now (setup, or a limit hit while loading on a busy host)
+      // goes the way of a failed setupPlugin: retried with backoff, the config disabled after too many.
+      this.spec.logger.error(`plugin could not be woken after eviction: ${e.message}`, this.logMeta);
+      this.spec.onSetupFailed?.(e);
     }
   }
 
@@ -328,7 +335,7 @@ export class PluginVm {
   async runTask(kind: TaskKind, name: string, arg: string[], wallMs: number): Promise<TaskOutcome> {
     const outcome: TaskOutcome = { failed: 0, error: null, retry: false, interrupted: null };
     this.lastUsedMs = Date.now();
-    if (this.hibernated && !this.closing) await this.exclusive(() => this.wakeUnlocked());
+    if ((this.hibernated || this.hibernating) && !this.closing) await this.exclusive(() => this.wakeUnlocked());
     if (this.backgroundFailure && this.state === 'ready' && !this.closing) {
       const cause = this.backgroundFailure;
       await this.exclusive(async () => {
@@ -395,6 +402,7 @@ export class PluginVm {
       return outcome;
     } finally {
       this.tasks--;
+      this.lastUsedMs = Date.now();
       clearTimeout(timer);
     }
   }
@@ -517,6 +525,7 @@ export class PluginVm {
       this.refs = refs;
       this.state = 'ready';
       this.failure = null;
+      this.lastUsedMs = Date.now();
     } catch (err) {
       this.disposeIsolate();
       const e = err instanceof SandboxError ? err : this.stageError(err, 'load', 'plugin load');

@@ -245,4 +245,66 @@ describe('consumer loop: the batch received ahead (redis db 1)', () => {
       redis.disconnect();
     }
   });
+
+  test('a settle that keeps failing stops the intake: at most three batches held, all of them back after stop', async () => {
+    const { default: Redis } = await import('ioredis');
+    const { encodeTaskV2 } = await import('../../protocol/encode');
+    const { buildEnvelope } = await import('../../protocol/redis-envelope');
+    const { processEventWithPluginsTask } = await import('../../protocol/posthog');
+    const { RedisBroker } = await import('../../src/brokers/redis/redis-broker');
+    const { BatchProcessor } = await import('../../src/pipeline/batch-processor');
+    const { ConsumerLoop } = await import('../../src/pipeline/consumer-loop');
+    const { silentLogger } = await import('../../src/log');
+    const { redisUrl } = await import('../helpers/services');
+    const url = redisUrl(1);
+    const redis = new Redis(url);
+    await redis.flushdb();
+    const Q = 'stuck-in';
+    const OUT = 'stuck-out';
+    for (let i = 0; i < 30; i++) {
+      const task = processEventWithPluginsTask(
+        { distinct_id: `u${i}`, ip: null, site_url: '', data: { event: 'e' }, team_id: 1, now: '2020-01-01T00:00:00Z', sent_at: null },
+        { id: `stuck-${i}`, origin: 'test@host' },
+      );
+      await redis.lpush(Q, buildEnvelope(encodeTaskV2(task), { deliveryTag: `stuck-tag-${i}`, exchange: '', routingKey: Q }));
+    }
+    const real = new RedisBroker({ url, inputQueue: Q, outputQueues: [OUT], logger: silentLogger() });
+    await real.connect();
+    // The real broker, except that publishing outputs fails (giving messages back still works).
+    let refused = 0;
+    const broker: import('../../src/brokers/broker').Broker = {
+      displayUrl: real.displayUrl,
+      overlapSettle: real.overlapSettle,
+      connect: () => real.connect(),
+      receive: (max, waitMs) => real.receive(max, waitMs),
+      settle: (settlements) => {
+        if (settlements.every((x) => x.kind === 'requeue')) return real.settle(settlements);
+        refused++;
+        return Promise.reject(new Error('settle refused (test)'));
+      },
+      publish: (outgoing) => real.publish(outgoing),
+      close: () => real.close(),
+    };
+    const plugins = { runChain: async <T>(_team: number, events: T[]): Promise<T[]> => events };
+    const processor = new BatchProcessor({ plugins, logger: silentLogger(), origin: 'test@host', outputQueue: OUT });
+    const loop = new ConsumerLoop({ broker, processor, logger: silentLogger(), batchSize: 3 });
+    loop.start();
+    try {
+      const deadline = Date.now() + 10_000;
+      while (refused < 3 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+      assert.ok(refused >= 3, 'the settle was retried');
+      // In hand (waiting for the stuck settle), ahead, settling: 3 batches of 3; the rest stays queued.
+      assert.ok((await redis.hlen('unacked')) <= 9, `held ${await redis.hlen('unacked')} > 3 batches`);
+      assert.ok((await redis.llen(Q)) >= 21);
+      await loop.stop();
+      await real.close();
+      assert.equal(await redis.hlen('unacked'), 0);
+      assert.equal(await redis.llen(Q), 30, 'every message is back in the queue');
+      assert.equal(await redis.llen(OUT), 0);
+    } finally {
+      await real.close();
+      await redis.flushdb();
+      redis.disconnect();
+    }
+  });
 });

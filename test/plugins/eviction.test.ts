@@ -46,6 +46,16 @@ describe('idle isolates are evicted and recreated on demand', () => {
             function processEvent(event) { return event }`,
         },
         {
+          name: 'slow teardown',
+          teamId: 4,
+          source: `
+            function setupPlugin() { console.log('setup') }
+            function teardownPlugin() { const end = Date.now() + 100; while (Date.now() < end) {} console.log('teardown') }
+            function processEvent(event) { return event }
+            const jobs = { ping: () => console.log('job') }
+            module.exports = { setupPlugin, teardownPlugin, processEvent, jobs }`,
+        },
+        {
           name: 'fails after the first setup',
           teamId: 3,
           // A new isolate starts from scratch: only a time known from outside tells the second setup from the first.
@@ -103,6 +113,21 @@ describe('idle isolates are evicted and recreated on demand', () => {
     assert.equal(vm.hibernated, false);
   });
 
+  it('a job arriving during the teardownPlugin of an eviction waits, then runs in a new isolate after setupPlugin', async () => {
+    const [, , slow] = h.ids;
+    const vm = h.manager.vmFor(slow!.configId)!;
+    await h.manager.runChain(4, [makeEvent('wake', {}, 4)]); // live (woken if the sweep evicted it already)
+    assert.equal(vm.hibernated, false);
+    const before = log.console(slow!.configId).length;
+    const evicting = vm.hibernate();
+    await sleep(30); // teardownPlugin is busy for 100 ms now
+    const outcome = await h.manager.runTask(slow!.configId, 'job', 'ping', '{}');
+    assert.equal(await evicting, true);
+    assert.equal(outcome?.failed, 0);
+    assert.deepEqual(log.console(slow!.configId).slice(before), ['teardown', 'setup', 'job']);
+    assert.equal(vm.hibernated, false);
+  });
+
   it('a config with runEveryMinute keeps its isolate', async () => {
     const [, minutely] = h.ids;
     await h.manager.runChain(2, [makeEvent('m', {}, 2)]);
@@ -111,7 +136,7 @@ describe('idle isolates are evicted and recreated on demand', () => {
   });
 
   it('a setupPlugin failure on wake is recorded and the events pass through unchanged', async () => {
-    const [, , failing] = h.ids;
+    const [, , , failing] = h.ids;
     // Loaded (setupPlugin passed) at start, unused since: evicted.
     const vm = h.manager.vmFor(failing!.configId)!;
     await until(() => vm.hibernated, 'eviction', 5000);
