@@ -59,10 +59,9 @@ export class ConsumerLoop {
     // the broker round trip and the decoding overlap with plugin work instead of adding to it. Its deliveries
     // are unacked like any in hand: acked only once their own outputs are stored, given back if we stop.
     let ahead: Promise<Received> | null = null;
-    // A broker that caps unacked deliveries (AMQP prefetch) must allow the batch ahead and the batch still being
-    // settled too, or the one ahead never fills.
-    const extraHeld = (broker.overlapSettle ? 2 : 1) * batchSize;
-    broker.adjustHeld?.(extraHeld);
+    // A broker that caps unacked deliveries (AMQP prefetch) must allow the batch ahead too, or it never fills. (A
+    // broker that overlaps settles would need one batch more; Redis caps nothing.)
+    broker.adjustHeld?.(batchSize);
     while (this.running) {
       // Deliveries taken out of the eta scheduler or the broker in this round and not settled yet.
       let inHand: Delivery[] = [];
@@ -125,7 +124,7 @@ export class ConsumerLoop {
       }
     }
     await this.settling;
-    broker.adjustHeld?.(-extraHeld);
+    broker.adjustHeld?.(-batchSize);
     const held = this.eta.drain();
     if (held.length) broker.adjustHeld?.(-held.length);
     if (held.length) {
