@@ -21,11 +21,12 @@
  *   resolve()        → JSON {processEvent, processEventBatch, setupPlugin, teardownPlugin, onEvent, exportEvents,
  *                      runEveryMinute, runEveryHour, runEveryDay} (booleans) + jobs (names), after load
  *   setup()/teardown() → awaited setupPlugin(meta) / teardownPlugin(meta)
- *   run(string[])    → JSON {bytes, errors:[{i, name, message, stack, thrownString}]}; results kept in the closure
+ *   run(string[], maxBytes) → when the results come to at most maxBytes, [summary, results] (results as take(true)
+ *                      gives them, so no second entry is needed); else the summary JSON {bytes, errors:[{i, name,
+ *                      message, stack, thrownString}]} alone and the results kept in the closure for take()
  *   runSync(string[], maxBytes) → like run() but synchronous (the host's applySync); '' when processEvent returned a
- *                      thenable: the state is kept and resume() finishes the call asynchronously; when the results
- *                      come to at most maxBytes, [summary, results] at once (what take(true) would give: no second entry)
- *   resume()         → JSON like run(), for what runSync() left
+ *                      thenable: the state is kept and resume() finishes the call asynchronously
+ *   resume(maxBytes) → like run(), for what runSync() left
  *   take(keep)       → the kept results: Array<string | null | undefined> (string = new event JSON, null = dropped,
  *                      undefined = unchanged because of an error), or null when keep is false
  *   task(kind, name, arg) → JSON {failed, retry, error?}: onEvent / exportEvents / scheduled task / job (see task())
@@ -855,13 +856,23 @@ function summary(r) {
   return '{"bytes":' + r.bytes + ',"errors":[' + r.errors + ']}';
 }
 
-async function run(inputs) {
+/**
+ * A call's answer: small enough results go out with the summary, in the same entry (one entry per call instead of
+ * two, and nothing that runs in between, such as a looping fire-and-forget continuation, can cost the call its
+ * results); larger ones wait in the closure for take(), so the host sees their size before it copies anything.
+ */
+function answer(r, maxBytes) {
+  flushDropped();
+  if (r.bytes <= maxBytes) return [summary(r), r.out];
+  lastOut = r.out;
+  return summary(r);
+}
+
+async function run(inputs, maxBytes) {
   lastOut = null;
   paused = null;
   const r = fns.processEvent ? await runEach(inputs, 0, null, { __proto__: null, out: [], errors: '', bytes: 0 }) : await runBatchFn(inputs);
-  lastOut = r.out;
-  flushDropped();
-  return summary(r);
+  return answer(r, maxBytes);
 }
 
 /**
@@ -886,22 +897,15 @@ function runSync(inputs, maxBytes) {
       failEvent(acc, i, e);
     }
   }
-  flushDropped();
-  // Small enough to copy out now: one isolate entry per call instead of two (each costs most with many isolates).
-  if (acc.bytes <= maxBytes) return [summary(acc), acc.out];
-  lastOut = acc.out;
-  return summary(acc);
+  return answer(acc, maxBytes);
 }
 
 /** Finish what runSync() left at a thenable (async; same answer as run()). */
-async function resume() {
+async function resume(maxBytes) {
   const p = paused;
   paused = null;
   if (p === null) throw new TypeErrorCtor('nothing to resume');
-  const acc = await runEach(p.inputs, p.i, p.r, p.acc);
-  lastOut = acc.out;
-  flushDropped();
-  return summary(acc);
+  return answer(await runEach(p.inputs, p.i, p.r, p.acc), maxBytes);
 }
 
 /** Events from index start on; first, when not null, is the thenable processEvent already returned for event start. */

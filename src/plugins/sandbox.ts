@@ -119,9 +119,9 @@ export interface BatchOutcome {
 
 interface DriverRefs {
   task: ivm.Reference<(kind: TaskKind, name: string, arg: string[]) => Promise<string>>;
-  run: ivm.Reference<(inputs: string[]) => Promise<string>>;
+  run: ivm.Reference<(inputs: string[], maxBytes: number) => Promise<string | [string, unknown]>>;
   runSync: ivm.Reference<(inputs: string[], maxBytes: number) => string | [string, unknown]>;
-  resume: ivm.Reference<() => Promise<string>>;
+  resume: ivm.Reference<(maxBytes: number) => Promise<string | [string, unknown]>>;
   take: ivm.Reference<(keep: boolean) => Array<string | null | undefined> | null>;
   setup: ivm.Reference<() => Promise<void>>;
   teardown: ivm.Reference<() => Promise<void>>;
@@ -634,13 +634,10 @@ export class PluginVm {
     // at most the CPU timeout. It is only safe while nothing else is inside the isolate: a bridge settle (of a
     // fire-and-forget host call) or a background task could hold it on a pool thread, and the host would wait.
     const isolateFree = (): boolean => !((this.bridge !== null && this.bridge.settling > 0) || this.tasks > 0);
-    let summaryJson: unknown;
-    // Results that came back with the summary (synchronous path, small enough): no take() entry needed.
-    let taken: unknown = null;
+    let answer: unknown;
     if (this.exports.processEvent && !this.syncHitLimit && isolateFree()) {
       try {
-        summaryJson = refs.runSync.applySync(undefined, [inputs, maxResultBytes], { arguments: { copy: true }, result: { copy: true }, timeout });
-        if (Array.isArray(summaryJson) && summaryJson.length === 2) [summaryJson, taken] = summaryJson as [unknown, unknown];
+        answer = refs.runSync.applySync(undefined, [inputs, maxResultBytes], { arguments: { copy: true }, result: { copy: true }, timeout });
       } catch (err) {
         // The driver catches the plugin's own errors, so this is a limit (CPU: the host thread, with heartbeats and
         // other teams' calls, was held for the whole limit) or a broken isolate: async path only from now on, so
@@ -649,13 +646,17 @@ export class PluginVm {
         throw err;
       }
       // processEvent returned a promise for some event: the async driver finishes the call from that event on.
-      if (summaryJson === '') summaryJson = await this.call(refs.resume.apply(undefined, [], { result: { promise: true, copy: true }, timeout }), 'processEvent');
+      if (answer === '') answer = await this.call(refs.resume.apply(undefined, [maxResultBytes], { arguments: { copy: true }, result: { promise: true, copy: true }, timeout }), 'processEvent');
     } else {
-      summaryJson = await this.call(
-        refs.run.apply(undefined, [inputs], { arguments: { copy: true }, result: { promise: true, copy: true }, timeout }),
+      answer = await this.call(
+        refs.run.apply(undefined, [inputs, maxResultBytes], { arguments: { copy: true }, result: { promise: true, copy: true }, timeout }),
         'processEvent',
       );
     }
+    // Results that fit come back with the summary ([summary, results]); larger ones are fetched by take() below.
+    let summaryJson = answer;
+    let taken: unknown = null;
+    if (Array.isArray(answer) && answer.length === 2) [summaryJson, taken] = answer as [unknown, unknown];
     if (typeof summaryJson !== 'string' || summaryJson.length > maxResultBytes) {
       throw new SandboxError('invalid-result', 'sandbox driver returned an invalid summary');
     }

@@ -180,30 +180,46 @@ for (const c of CASES) {
   });
 }
 
-
-describe('consumer loop: the batch received ahead (redis db 1)', () => {
-  test('stop finishes the batch in hand and gives the batch taken ahead back, unprocessed and not lost', async () => {
-    const { default: Redis } = await import('ioredis');
-    const { encodeTaskV2 } = await import('../../protocol/encode');
-    const { buildEnvelope } = await import('../../protocol/redis-envelope');
-    const { processEventWithPluginsTask } = await import('../../protocol/posthog');
-    const { RedisBroker } = await import('../../src/brokers/redis/redis-broker');
-    const { BatchProcessor } = await import('../../src/pipeline/batch-processor');
-    const { ConsumerLoop } = await import('../../src/pipeline/consumer-loop');
-    const { silentLogger } = await import('../../src/log');
-    const { redisUrl } = await import('../helpers/services');
-    const url = redisUrl(1);
-    const redis = new Redis(url);
-    await redis.flushdb();
-    const Q = 'ahead-in';
-    const OUT = 'ahead-out';
-    for (let i = 0; i < 10; i++) {
+/** Everything the consumer-loop tests below need, loaded lazily like the rest of this file's in-process tests. */
+async function loopKit(): Promise<{
+  redis: import('ioredis').default;
+  url: string;
+  queueTasks: (queue: string, count: number, prefix: string) => Promise<void>;
+  RedisBroker: typeof import('../../src/brokers/redis/redis-broker').RedisBroker;
+  BatchProcessor: typeof import('../../src/pipeline/batch-processor').BatchProcessor;
+  ConsumerLoop: typeof import('../../src/pipeline/consumer-loop').ConsumerLoop;
+  silentLogger: typeof import('../../src/log').silentLogger;
+}> {
+  const { default: Redis } = await import('ioredis');
+  const { encodeTaskV2 } = await import('../../protocol/encode');
+  const { buildEnvelope } = await import('../../protocol/redis-envelope');
+  const { processEventWithPluginsTask } = await import('../../protocol/posthog');
+  const { RedisBroker } = await import('../../src/brokers/redis/redis-broker');
+  const { BatchProcessor } = await import('../../src/pipeline/batch-processor');
+  const { ConsumerLoop } = await import('../../src/pipeline/consumer-loop');
+  const { silentLogger } = await import('../../src/log');
+  const { redisUrl } = await import('../helpers/services');
+  const url = redisUrl(1);
+  const redis = new Redis(url);
+  await redis.flushdb();
+  const queueTasks = async (queue: string, count: number, prefix: string): Promise<void> => {
+    for (let i = 0; i < count; i++) {
       const task = processEventWithPluginsTask(
         { distinct_id: `u${i}`, ip: null, site_url: '', data: { event: 'e' }, team_id: 1, now: '2020-01-01T00:00:00Z', sent_at: null },
-        { id: `id-${i}`, origin: 'test@host' },
+        { id: `${prefix}-${i}`, origin: 'test@host' },
       );
-      await redis.lpush(Q, buildEnvelope(encodeTaskV2(task), { deliveryTag: `tag-${i}`, exchange: '', routingKey: Q }));
+      await redis.lpush(queue, buildEnvelope(encodeTaskV2(task), { deliveryTag: `${prefix}-tag-${i}`, exchange: '', routingKey: queue }));
     }
+  };
+  return { redis, url, queueTasks, RedisBroker, BatchProcessor, ConsumerLoop, silentLogger };
+}
+
+describe('consumer loop: batches ahead and settling (redis db 1)', () => {
+  test('stop finishes the batch in hand and gives the batch taken ahead back, unprocessed and not lost', async () => {
+    const { redis, url, queueTasks, RedisBroker, BatchProcessor, ConsumerLoop, silentLogger } = await loopKit();
+    const Q = 'ahead-in';
+    const OUT = 'ahead-out';
+    await queueTasks(Q, 10, 'ahead');
     const broker = new RedisBroker({ url, inputQueue: Q, outputQueues: [OUT], logger: silentLogger() });
     await broker.connect();
     let release!: () => void;
@@ -247,27 +263,10 @@ describe('consumer loop: the batch received ahead (redis db 1)', () => {
   });
 
   test('a settle that keeps failing stops the intake: at most three batches held, all of them back after stop', async () => {
-    const { default: Redis } = await import('ioredis');
-    const { encodeTaskV2 } = await import('../../protocol/encode');
-    const { buildEnvelope } = await import('../../protocol/redis-envelope');
-    const { processEventWithPluginsTask } = await import('../../protocol/posthog');
-    const { RedisBroker } = await import('../../src/brokers/redis/redis-broker');
-    const { BatchProcessor } = await import('../../src/pipeline/batch-processor');
-    const { ConsumerLoop } = await import('../../src/pipeline/consumer-loop');
-    const { silentLogger } = await import('../../src/log');
-    const { redisUrl } = await import('../helpers/services');
-    const url = redisUrl(1);
-    const redis = new Redis(url);
-    await redis.flushdb();
+    const { redis, url, queueTasks, RedisBroker, BatchProcessor, ConsumerLoop, silentLogger } = await loopKit();
     const Q = 'stuck-in';
     const OUT = 'stuck-out';
-    for (let i = 0; i < 30; i++) {
-      const task = processEventWithPluginsTask(
-        { distinct_id: `u${i}`, ip: null, site_url: '', data: { event: 'e' }, team_id: 1, now: '2020-01-01T00:00:00Z', sent_at: null },
-        { id: `stuck-${i}`, origin: 'test@host' },
-      );
-      await redis.lpush(Q, buildEnvelope(encodeTaskV2(task), { deliveryTag: `stuck-tag-${i}`, exchange: '', routingKey: Q }));
-    }
+    await queueTasks(Q, 30, 'stuck');
     const real = new RedisBroker({ url, inputQueue: Q, outputQueues: [OUT], logger: silentLogger() });
     await real.connect();
     // The real broker, except that publishing outputs fails (giving messages back still works).
