@@ -1,10 +1,12 @@
 /**
- * `make bench`: posthog-plugins against the Python Celery 5.2 baseline and the broker-only ceiling, in one run.
+ * `make bench`: posthog-plugins against the Python Celery 5.2 baseline and the broker-only ceilings, in one run.
  *
  *   node --no-node-snapshot dist/test/bench/run.js          (after `make build services`)
  *
  * Peers: the Python Celery 5.2 pass-through (test/bench/python_baseline.py, prefork, concurrency = cores) on
- * Redis and RabbitMQ; the broker-only ceiling (Redis, Lua moves input → output without decoding);
+ * Redis and RabbitMQ; the broker-only ceilings (Redis: Lua moves input → output without decoding; RabbitMQ: a
+ * relay that publishes each input unchanged with confirms and then acks it, i.e. RabbitMQ's own work under our
+ * guarantee);
  * `posthog-plugins start` with one trivial plugin (fixtures/plugins/bench/add-one) on Redis and RabbitMQ, and with
  * five in the chain on Redis.
  *
