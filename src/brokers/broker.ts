@@ -51,7 +51,7 @@ export interface Broker {
   adjustHeld?(delta: number): void;
   /**
    * Whether the pipeline should go on with the next batch while the previous one settles. Redis: yes (the settle
-   * is one Lua call the worker would otherwise sit out; ~12 % more events/s in `make bench`). AMQP: no, it was
+   * is one Lua call the worker would otherwise sit out; ~10 % more events/s in `make bench`). AMQP: no, it was
    * ~15 % slower that way (publishing one batch while consuming the next made RabbitMQ spend more per event).
    */
   readonly overlapSettle?: boolean;

@@ -25,9 +25,9 @@ export interface ConsumerStats {
 /**
  * The worker's main loop: receive a batch, process it, settle it (publish + ack together), repeat. The next batch
  * is received while the current one is processed and, where the broker says so (`overlapSettle`, Redis), the
- * previous one's settle is still under way meanwhile; a batch is settled only after the one before it. Broker errors never end the loop: it backs off and tries again. stop() finishes the batch
- * in hand and its settle, gives the batch received ahead and held (eta) messages back, and resolves when the
- * loop has ended.
+ * previous one's settle is still under way meanwhile; a batch is settled only after the one before it. Broker
+ * errors never end the loop: it backs off and tries again. stop() finishes the batch in hand and its settle, gives
+ * the batch received ahead and held (eta) messages back, and resolves when the loop has ended.
  */
 export class ConsumerLoop {
   private readonly eta = new EtaScheduler();
@@ -167,7 +167,7 @@ export class ConsumerLoop {
       // Only when stopping: the messages stay unacked and go back to the queue when the broker closes.
       this.opts.logger.error(`could not settle ${settlements.length} message(s) before stopping (they go back to the queue): ${(err as Error).message}`);
     } finally {
-      this.inHand = Math.max(0, this.inHand - size);
+      this.inHand -= size;
     }
   }
 

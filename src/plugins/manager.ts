@@ -52,7 +52,7 @@ export interface PluginManagerOptions {
   /**
    * A config's isolate that has had no call (processEvent or background) for this long is evicted: teardownPlugin,
    * then disposed; the next call recreates it (load + setupPlugin). 0 = never (replay, tests). Configs with
-   * runEveryMinute, or with exports still buffered, are kept.
+   * runEveryMinute, onEvent or exportEvents are kept (see evictIdle).
    */
   isolateIdleMs?: number;
 }
@@ -217,13 +217,6 @@ export class PluginManager {
     return m;
   }
 
-  /** Isolates evicted for idleness right now (tests, diagnostics). */
-  get hibernatedCount(): number {
-    let n = 0;
-    for (const e of this.gen.entries.values()) if (e.vm?.hibernated) n++;
-    return n;
-  }
-
   /**
    * Evict the isolates idle for `idleMs` (see PluginManagerOptions.isolateIdleMs). One config at a time, each
    * under the VM's own lock, so a call arriving meanwhile either runs first (and keeps the isolate) or wakes it.
@@ -241,7 +234,6 @@ export class PluginManager {
         // without a processEvent call to wake the isolate first, and a shutdown must still export what is buffered.
         if (vm.exports.runEveryMinute || entry.sink !== null) continue;
         const leave = this.opts.onEnter?.(entry.id, []); // teardownPlugin runs in the isolate: crash attribution
-        if (leave === false) continue;
         let evicted = false;
         try {
           evicted = await vm.hibernate();

@@ -1,7 +1,7 @@
 /**
  * The worker's CPU per event without a broker: envelope text in (as the Redis pop returns it), envelope text
  * out (as the settle call sends it), through the real BatchProcessor and PluginManager with the bench plugin.
- * For profiling the event path in one process: `node --no-node-snapshot dist/test/bench/hotpath.js [events]`.
+ * For profiling the event path in one process: `node --no-node-snapshot dist/test/bench/hotpath.js [events] [batch]`.
  */
 import { mkdtempSync } from 'node:fs';
 import os from 'node:os';

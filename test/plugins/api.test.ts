@@ -2,24 +2,14 @@ import assert from 'node:assert/strict';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
-import { EXPORT_RETRY_JOB, type PluginLogEntry } from '../../src/plugins/manager';
-import { closeHarness, FAST_LIMITS, harness, type Harness, makeEvent, props, until } from './helpers';
+import { EXPORT_RETRY_JOB } from '../../src/plugins/manager';
+import { closeHarness, FAST_LIMITS, harness, type Harness, logSink, makeEvent, props, until } from './helpers';
 
 /**
  * The plugin API beyond processEvent, through a real PluginManager and real isolates: onEvent, exportEvents
  * buffering and RetryError, scheduled functions, jobs, setupPlugin retries, host modules, missing host APIs.
  * (meta.cache/storage/jobs against Redis and the database: test/integration/plugin-api.test.ts.)
  */
-
-/** Console lines the plugins printed, as posthog_pluginlogentry rows would hold them. */
-function logSink(): { entries: PluginLogEntry[]; add(e: PluginLogEntry): void; console(configId: number): string[] } {
-  const entries: PluginLogEntry[] = [];
-  return {
-    entries,
-    add: (e) => entries.push(e),
-    console: (configId) => entries.filter((e) => e.source === 'CONSOLE' && e.pluginConfigId === configId).map((e) => e.message),
-  };
-}
 
 const CHAIN_THEN_EXPORT = [
   {

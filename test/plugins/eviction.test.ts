@@ -1,7 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import type { PluginLogEntry } from '../../src/plugins/manager';
-import { closeHarness, FAST_LIMITS, harness, type Harness, makeEvent, props, until } from './helpers';
+import { closeHarness, FAST_LIMITS, harness, type Harness, logSink, makeEvent, props, until } from './helpers';
 
 /**
  * Idle isolates are evicted (teardownPlugin, then disposed) and recreated on the next call (load + setupPlugin),
@@ -9,14 +8,6 @@ import { closeHarness, FAST_LIMITS, harness, type Harness, makeEvent, props, unt
  */
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
-function logSink(): { add(e: PluginLogEntry): void; console(configId: number): string[] } {
-  const entries: PluginLogEntry[] = [];
-  return {
-    add: (e) => entries.push(e),
-    console: (configId) => entries.filter((e) => e.source === 'CONSOLE' && e.pluginConfigId === configId).map((e) => e.message),
-  };
-}
 
 const IDLE_MS = 300;
 const FAIL_AFTER = Date.now() + 3000;

@@ -16,6 +16,16 @@ import type { PluginEvent } from '../../src/plugins/types';
 export const FIXTURES = path.resolve(__dirname, '../../../fixtures/plugins');
 export const fixture = (...p: string[]): string => path.join(FIXTURES, ...p);
 
+/** Where a manager's posthog_pluginlogentry rows go in tests, with the console lines of one config at hand. */
+export function logSink(): { entries: PluginLogEntry[]; add(e: PluginLogEntry): void; console(configId: number): string[] } {
+  const entries: PluginLogEntry[] = [];
+  return {
+    entries,
+    add: (e) => entries.push(e),
+    console: (configId) => entries.filter((e) => e.source === 'CONSOLE' && e.pluginConfigId === configId).map((e) => e.message),
+  };
+}
+
 /** Polls `cond` every 10 ms until it holds; throws naming `what` after `ms`. */
 export async function until(cond: () => boolean | Promise<boolean>, what: string, ms = 5000): Promise<void> {
   const end = Date.now() + ms;
@@ -116,7 +126,7 @@ export function readText(file: string): string {
   return fs.readFileSync(file, 'utf8');
 }
 
-import { PluginManager, PluginManagerOptions } from '../../src/plugins/manager';
+import { PluginManager, PluginManagerOptions, type PluginLogEntry } from '../../src/plugins/manager';
 import type { SandboxLimits } from '../../src/plugins/types';
 
 export const FAST_LIMITS: Partial<SandboxLimits> = { memoryLimitMb: 16, cpuTimeoutMs: 200, wallTimeoutMs: 1000, maxResultBytes: 1024 * 1024 };
