@@ -4,6 +4,7 @@ import { after, before, beforeEach, describe, test } from 'node:test';
 import Redis from 'ioredis';
 import { buildEnvelope, parseEnvelope } from '../../protocol/redis-envelope';
 import { encodeTaskV2 } from '../../protocol/encode';
+import { decodeTask } from '../../protocol/decode';
 import { RedisBroker } from '../../src/brokers/redis/redis-broker';
 import { inflightKey, leaseKey, WORKERS_KEY } from '../../src/brokers/redis/keys';
 import { silentLogger } from '../../src/log';
@@ -52,7 +53,8 @@ describe('RedisBroker against the real Redis', () => {
       assert.ok(Math.abs(score - Date.now() / 1000) < 5, `score ${score} must be Unix seconds`);
       assert.deepEqual((await redis.smembers(inflightKey(b.workerId))).sort(), ['tag-a', 'tag-b']);
 
-      const out = encodeTaskV2({ task: 'demo.out', id: 'out-a', args: [], kwargs: { x: 1 }, origin: 'test@host' });
+      // Non-ASCII text in the body and (unescaped) in the kwargsrepr header: the envelope must go out as UTF-8.
+      const out = encodeTaskV2({ task: 'demo.out', id: 'out-a', args: [], kwargs: { x: 1, name: 'Zoë 😀' }, origin: 'test@host' });
       await b.settle([
         { kind: 'ack', delivery: got[0]!, outputs: [{ queue: OUT, message: out, priority: 0 }] },
         { kind: 'reject', delivery: got[1]!, reason: 'not wanted' },
@@ -64,6 +66,10 @@ describe('RedisBroker against the real Redis', () => {
       const env = parseEnvelope(published[0]!);
       assert.ok(env.ok);
       assert.equal(env.message.headers['id'], 'out-a');
+      assert.equal(env.message.headers['kwargsrepr'], "{'x': 1, 'name': 'Zoë 😀'}");
+      const task = decodeTask(env.message);
+      assert.ok(task.ok);
+      assert.deepEqual(task.task.kwargs, { x: 1, name: 'Zoë 😀' });
       const setAside = await redis.lrange(`${Q}.rejected`, 0, -1);
       assert.equal(setAside.length, 1);
       const rec = JSON.parse(setAside[0]!) as { reason: string; message: string };

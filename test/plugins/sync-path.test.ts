@@ -10,8 +10,10 @@ import { captureLogger } from './helpers';
  */
 const CODE = `
 let seq = 0;
+const incarnation = Math.random();
 exports.processEvent = (event) => {
   event.properties.seq = ++seq;
+  event.properties.incarnation = incarnation;
   if (event.event === 'async') return Promise.resolve().then(() => { event.properties.late = true; return event; });
   if (event.event === 'reject') return Promise.reject(new RangeError('rejected on purpose'));
   if (event.event === 'throw') throw new TypeError('thrown on purpose');
@@ -76,6 +78,34 @@ describe('processEvent synchronous fast path', () => {
     const next = await vm.process(['c', 'async'].map(ev));
     assert.deepEqual(next.errors, []);
     assert.deepEqual(next.outputs.map((o) => parsed(o).event), ['c', 'async']);
+  });
+
+  it('a large call enters the isolate in slices: every result keeps its position, and a fatal event reruns only its own slice', async () => {
+    const vm = await start(100);
+    const names = Array.from({ length: 200 }, () => 'a');
+    names[70] = 'throw';
+    names[130] = 'drop';
+    names[150] = 'async';
+    names[190] = 'loop';
+    const r = await vm.process(names.map(ev));
+    assert.deepEqual(r.errors.map((e) => [e.index, e.error.name]), [[70, 'TypeError'], [190, 'TimeoutError']]);
+    assert.ok(r.recreated >= 1);
+    assert.equal(r.notRun, 0);
+    assert.equal(r.outputs[70], undefined);
+    assert.equal(r.outputs[130], null);
+    assert.equal(r.outputs[190], undefined);
+    assert.equal(parsed(r.outputs[150]).properties.late, true);
+    // Slices of 64: the first two ran once, in order, in the first isolate. The loop's slice (128…191) failed as a
+    // whole, so it was rerun event by event in a recreated isolate (its counter starts again), and the loop
+    // recreated it once more for the rest. Without slices the whole call would have been rerun.
+    const mark = (i: number): unknown => parsed(r.outputs[i]).properties.incarnation;
+    for (let i = 0; i < 128; i++) {
+      if (i === 70) continue;
+      assert.deepEqual([parsed(r.outputs[i]).properties.seq, mark(i)], [i + 1, mark(0)], `event ${i}`);
+    }
+    assert.deepEqual([parsed(r.outputs[128]).properties.seq, parsed(r.outputs[189]).properties.seq], [1, 62]);
+    assert.notEqual(mark(128), mark(0));
+    for (let i = 191; i < 200; i++) assert.notEqual(mark(i), mark(128), `event ${i}`);
   });
 
   it('a microtask queued by a synchronous processEvent is bounded by the CPU limit too', async () => {

