@@ -176,14 +176,23 @@ const MAX_ERROR_STACK = 16384 + 64;
 /** In the event-by-event rerun, give up on the rest of the call after this many fatal (isolate-killing) failures. */
 const MAX_FATAL_PER_CALL = 2;
 /**
- * One isolate entry takes at most this many events, and this much event JSON (one event at least, whatever its
+ * A processEvent entry into the isolate takes at most this many events, and this much event JSON (one event at least, whatever its
  * size). isolated-vm sizes an isolate's young generation from its memory limit (~1.4 MB at 64 MB): a whole batch
  * (hundreds of events in, parsed and out at once) outgrew it, so scavenges promoted it into the old generation.
  * Per event with ~1.3 KB events: ~10 µs up to 128 per entry, 31 µs at 256, 44 µs at 1,000
  * (test/bench/isolate-slices.ts); crossing into the isolate costs ~1 µs, so small slices cost nothing that shows.
  */
 const ENTRY_MAX_EVENTS = 64;
+/** …and at most this many characters of event JSON (UTF-16 code units, as String length counts them). */
 const ENTRY_MAX_CHARS = 96 * 1024;
+
+/** What one processEvent call has been through so far, over its slices. */
+interface CallState {
+  /** Isolate-killing failures in the event-by-event runs. */
+  fatal: number;
+  /** An entry of this call failed: the rest runs one event per entry. */
+  byEvent: boolean;
+}
 
 let lastBusyDisposeAt = 0;
 /** ms since an isolate was disposed while running (segfault-at-exit note: wait ≥100 ms before exiting). */
@@ -570,48 +579,56 @@ export class PluginVm {
       return outcome;
     }
     if (!this.exports.processEvent && !this.exports.processEventBatch) return outcome; // passes events through
-    const fatal = { count: 0 };
+    // processEventBatch gets the whole call (the plugin may dedupe or aggregate across it, and it runs on the
+    // async driver, which gains nothing from slices); processEvent goes in slices (ENTRY_MAX_EVENTS).
+    const maxEvents = this.exports.processEvent ? ENTRY_MAX_EVENTS : n;
+    const maxChars = this.exports.processEvent ? ENTRY_MAX_CHARS : Infinity;
+    const call: CallState = { fatal: 0, byEvent: false };
     for (let start = 0; start < n; ) {
       let end = start + 1;
       let chars = inputs[start].length;
-      while (end < n && end - start < ENTRY_MAX_EVENTS && chars + inputs[end].length <= ENTRY_MAX_CHARS) chars += inputs[end++].length;
-      await this.processSlice(inputs.slice(start, end), start, outcome, fatal);
+      while (end < n && end - start < maxEvents && chars + inputs[end].length <= maxChars) chars += inputs[end++].length;
+      await this.processSlice(inputs.slice(start, end), start, outcome, call);
       start = end;
     }
     if (outcome.notRun > 0 && this.state === 'ready') {
-      this.spec.logger.warn(`gave up on ${outcome.notRun} event(s) after ${fatal.count} fatal failures in one call; they pass through unchanged`, this.logMeta);
+      this.spec.logger.warn(`gave up on ${outcome.notRun} event(s) after ${call.fatal} fatal failures in one call; they pass through unchanged`, this.logMeta);
     }
     return outcome;
   }
 
   /**
-   * One isolate entry for `inputs` (the call's events from `start` on), event by event if that fails. `fatal`
-   * counts the call's isolate-killing failures over all its slices.
+   * One isolate entry for `inputs` (the call's events from `start` on), or event by event: after that entry
+   * fails, and for every later slice of the call once one has failed (a plugin whose slice keeps hitting a limit
+   * would otherwise cost a limit and a recreated isolate per slice).
    */
-  private async processSlice(inputs: string[], start: number, outcome: BatchOutcome, fatal: { count: number }): Promise<void> {
+  private async processSlice(inputs: string[], start: number, outcome: BatchOutcome, call: CallState): Promise<void> {
     const n = inputs.length;
-    if (this.state !== 'ready' || fatal.count >= MAX_FATAL_PER_CALL) {
+    if (this.state !== 'ready' || call.fatal >= MAX_FATAL_PER_CALL) {
       outcome.notRun += n;
       return;
     }
-    try {
-      const r = await this.runBatch(inputs);
-      for (let i = 0; i < n; i++) outcome.outputs[start + i] = r.outputs[i];
-      for (const er of r.errors) outcome.errors.push({ index: start + er.index, error: er.error });
-      return;
-    } catch (err) {
-      const e = this.classify(err, 'processEvent');
-      if (e.kind === 'deadline') outcome.deadlines++;
-      if (e.needsRecycle) await this.recycle(outcome, e);
-      if (n === 1) {
-        outcome.errors.push({ index: start, error: e.info() });
+    if (!call.byEvent) {
+      try {
+        const r = await this.runBatch(inputs);
+        for (let i = 0; i < n; i++) outcome.outputs[start + i] = r.outputs[i];
+        for (const er of r.errors) outcome.errors.push({ index: start + er.index, error: er.error });
         return;
+      } catch (err) {
+        const e = this.classify(err, 'processEvent');
+        if (e.kind === 'deadline') outcome.deadlines++;
+        if (e.needsRecycle) await this.recycle(outcome, e);
+        call.byEvent = true;
+        if (n === 1) {
+          outcome.errors.push({ index: start, error: e.info() });
+          return;
+        }
+        this.spec.logger.warn(`processEvent entry of ${n} events failed (${e.message}); running the rest of the call event by event`, this.logMeta);
       }
-      this.spec.logger.warn(`processEvent batch of ${n} failed (${e.message}); rerunning event by event`, this.logMeta);
     }
     // Event by event, so only the offending event keeps its previous value.
     for (let i = 0; i < n; i++) {
-      if (this.state !== 'ready' || fatal.count >= MAX_FATAL_PER_CALL) {
+      if (this.state !== 'ready' || call.fatal >= MAX_FATAL_PER_CALL) {
         outcome.notRun++;
         continue;
       }
@@ -624,7 +641,7 @@ export class PluginVm {
         outcome.errors.push({ index: start + i, error: e.info() });
         if (e.kind === 'deadline') outcome.deadlines++;
         if (e.needsRecycle) {
-          fatal.count++;
+          call.fatal++;
           await this.recycle(outcome, e);
         }
       }

@@ -3,7 +3,7 @@
  * an isolate made like the sandbox makes them (isolated-vm, the default memory limit), parsed, given one property,
  * stringified and copied back. isolated-vm sizes an isolate's young generation from its memory limit, so past a
  * few dozen events per entry the entry's live data outgrows it and the cost per event jumps; the sandbox's
- * EVENTS_PER_ENTRY comes from this table. The sizes take turns round by round, so machine noise hits them alike.
+ * ENTRY_MAX_EVENTS comes from this table. The sizes take turns round by round, so machine noise hits them alike.
  * `node --no-node-snapshot dist/test/bench/isolate-slices.js [rounds]`
  */
 import ivm from 'isolated-vm';

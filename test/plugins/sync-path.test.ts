@@ -19,6 +19,7 @@ exports.processEvent = (event) => {
   if (event.event === 'throw') throw new TypeError('thrown on purpose');
   if (event.event === 'drop') return null;
   if (event.event === 'loop') for (;;) {}
+  if (event.event === 'slow') { const until = Date.now() + 5; while (Date.now() < until) {} }
   if (event.event === 'micro') Promise.resolve().then(() => { for (;;) {} });
   return event;
 };
@@ -106,6 +107,16 @@ describe('processEvent synchronous fast path', () => {
     assert.deepEqual([parsed(r.outputs[128]).properties.seq, parsed(r.outputs[189]).properties.seq], [1, 62]);
     assert.notEqual(mark(128), mark(0));
     for (let i = 191; i < 200; i++) assert.notEqual(mark(i), mark(128), `event ${i}`);
+  });
+
+  it('once an entry of a call hits a limit, the rest of the call runs event by event: one recreated isolate, not one per slice', async () => {
+    // 5 ms per event: one event fits the 100 ms CPU limit, a slice of 64 does not.
+    const vm = await start(100);
+    const r = await vm.process(Array.from({ length: 200 }, () => ev('slow')));
+    assert.equal(r.recreated, 1);
+    assert.deepEqual(r.errors, []);
+    assert.equal(r.notRun, 0);
+    assert.equal(r.outputs.filter((o) => parsed(o).event === 'slow').length, 200);
   });
 
   it('a microtask queued by a synchronous processEvent is bounded by the CPU limit too', async () => {
