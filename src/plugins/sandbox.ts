@@ -176,11 +176,11 @@ const MAX_ERROR_STACK = 16384 + 64;
 /** In the event-by-event rerun, give up on the rest of the call after this many fatal (isolate-killing) failures. */
 const MAX_FATAL_PER_CALL = 2;
 /**
- * A processEvent entry into the isolate takes at most this many events, and this much event JSON (one event at least, whatever its
- * size). isolated-vm sizes an isolate's young generation from its memory limit (~1.4 MB at 64 MB): a whole batch
- * (hundreds of events in, parsed and out at once) outgrew it, so scavenges promoted it into the old generation.
- * Per event with ~1.3 KB events: ~10 µs up to 128 per entry, 31 µs at 256, 44 µs at 1,000
- * (test/bench/isolate-slices.ts); crossing into the isolate costs ~1 µs, so small slices cost nothing that shows.
+ * A processEvent entry into the isolate takes at most this many events (one at least, whatever its size).
+ * isolated-vm sizes an isolate's young generation from its memory limit (~1.4 MB at 64 MB): a whole batch (hundreds
+ * of events in, parsed and out at once) outgrew it, so scavenges promoted it into the old generation. Per event
+ * with ~1.3 KB events: ~10 µs up to 128 per entry, 31 µs at 256, 44 µs at 1,000 (test/bench/isolate-slices.ts);
+ * crossing into the isolate costs ~1 µs, so small slices cost nothing that shows.
  */
 const ENTRY_MAX_EVENTS = 64;
 /** …and at most this many characters of event JSON (UTF-16 code units, as String length counts them). */

@@ -104,18 +104,23 @@ export function benchProducer(): Producer {
   return { origin: `gen${process.pid}@${hostname()}`, replyTo: randomUUID() };
 }
 
-/** The v2 message Python Celery 5.2 would send for this task (headers, properties, body bytes). */
-export function captureMessage(t: CaptureTask, producer: Producer): RawMessage {
-  const sentAtJson = t.sentAt ? kombuDatetime(t.sentAt.ms, t.sentAt.micro) : null;
-  const args: IngestionArgs = {
+/** The task's arguments as the worker reads them off the message (sent_at in kombu 5.2's JSON form). */
+export function captureArgs(t: CaptureTask): IngestionArgs {
+  return {
     distinct_id: t.distinctId,
     ip: t.ip,
     site_url: t.siteUrl,
     data: t.data,
     team_id: t.teamId,
     now: t.now,
-    sent_at: sentAtJson,
+    sent_at: t.sentAt ? kombuDatetime(t.sentAt.ms, t.sentAt.micro) : null,
   };
+}
+
+/** The v2 message Python Celery 5.2 would send for this task (headers, properties, body bytes). */
+export function captureMessage(t: CaptureTask, producer: Producer): RawMessage {
+  const args = captureArgs(t);
+  const sentAtJson = args.sent_at;
   const msg = encodeTaskV2(processEventWithPluginsTask(args, { id: t.id, origin: producer.origin }));
   msg.headers.lang = 'py';
   // Celery's own saferepr (not a cut of the full repr), with sent_at shown as the datetime Python had.

@@ -9,18 +9,14 @@
 import ivm from 'isolated-vm';
 import { DEFAULT_LIMITS } from '../../src/plugins';
 import { toPluginEvent } from '../../protocol/posthog';
-import { benchTask } from './envelopes';
+import { benchTask, captureArgs } from './envelopes';
 
 const SIZES = [16, 64, 128, 256, 500, 1000];
 
 function main(): void {
   const rounds = Number(process.argv[2] ?? 20);
   const sentMs = Date.now();
-  const events = Array.from({ length: Math.max(...SIZES) }, (_, i) => {
-    const t = benchTask(i, 2, 1, sentMs);
-    const event = toPluginEvent({ distinct_id: t.distinctId, ip: t.ip, site_url: t.siteUrl, data: t.data, team_id: t.teamId, now: t.now, sent_at: t.sentAt ? new Date(t.sentAt.ms).toISOString() : null });
-    return JSON.stringify(event);
-  });
+  const events = Array.from({ length: Math.max(...SIZES) }, (_, i) => JSON.stringify(toPluginEvent(captureArgs(benchTask(i, 2, 1, sentMs)))));
   const lanes = SIZES.map((size) => {
     const isolate = new ivm.Isolate({ memoryLimit: DEFAULT_LIMITS.memoryLimitMb });
     const context = isolate.createContextSync();
