@@ -1,9 +1,9 @@
 import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
-import Redis from 'ioredis';
 import type { Knex } from 'knex';
 import type { Outgoing } from '../brokers/broker';
 import type { Logger } from '../log';
+import { type BoundedRedis, createRedisClient } from '../redis/client';
 import { createCacheOp } from '../plugins/api/cache-op';
 import { createCaptureOp } from '../plugins/api/capture-op';
 import { createJobsOp } from '../plugins/api/jobs-op';
@@ -31,7 +31,7 @@ export function pluginRedisUrl(args: Pick<StartArgs, 'redisUrl' | 'broker'>): st
  */
 export class PluginServices {
   readonly instanceId = randomUUID();
-  private readonly redis: Redis | null;
+  private readonly redis: BoundedRedis | null;
   private readonly jobStore: JobStore;
   private readonly logWriter: PluginLogWriter;
   private publish: ((outgoing: Outgoing[]) => Promise<void>) | null = null;
@@ -49,13 +49,8 @@ export class PluginServices {
   ) {
     const url = pluginRedisUrl(args);
     this.redis = url
-      ? new Redis(url, {
-          // A plugin waits at most a few seconds for Redis; commands are not queued while it is down.
-          maxRetriesPerRequest: 1,
-          commandTimeout: 5000,
-          enableOfflineQueue: false,
-          connectionName: `posthog-plugins-cache-${process.pid}`,
-        })
+      ? // A plugin waits at most a few seconds for Redis; commands are not queued while it is down.
+        createRedisClient(url, { name: `posthog-plugins:cache:${process.pid}`, lazyConnect: false, commandTimeoutMs: 5000 })
       : null;
     this.redis?.on('error', (err: Error) => {
       if (Date.now() - this.lastRedisWarning < 60_000) return;
