@@ -59,6 +59,7 @@ async function main(): Promise<void> {
             workers: argv.workers,
             heartbeatIntervalMs: argv['heartbeat-interval-ms'],
             heartbeatTimeoutMs: argv['heartbeat-timeout-ms'],
+            stuckTimeoutMs: argv['stuck-timeout-ms'],
             shutdownTimeoutMs: argv['shutdown-timeout-ms'],
             crashLimit: argv['crash-limit'],
             crashWindowMs: argv['crash-window-ms'],

@@ -44,6 +44,7 @@ export interface SupervisorArgs {
   workers: number;
   heartbeatIntervalMs: number;
   heartbeatTimeoutMs: number;
+  stuckTimeoutMs: number;
   shutdownTimeoutMs: number;
   crashLimit: number;
   crashWindowMs: number;
@@ -88,6 +89,7 @@ export async function runStart(args: StartArgs, sup: SupervisorArgs, log: { leve
     worker: { args, logLevel: log.level, logFormat: log.format },
     heartbeatIntervalMs: sup.heartbeatIntervalMs,
     heartbeatTimeoutMs: sup.heartbeatTimeoutMs,
+    stuckTimeoutMs: sup.stuckTimeoutMs,
     shutdownTimeoutMs: sup.shutdownTimeoutMs,
     crashLimit: sup.crashLimit,
     crashWindowMs: sup.crashWindowMs,
