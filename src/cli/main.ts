@@ -1,3 +1,4 @@
+import './node-version';
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { connectionOptions, logOptions, pluginApiOptions, queueOptions, reloadOptions, sandboxOptions, supervisorOptions, workerOptions } from '../config';
