@@ -18,8 +18,15 @@
 /** Deepest nesting of arrays/objects accepted in a message body, its headers or a Redis envelope. */
 export const MAX_NESTING_DEPTH = 128;
 
-/** Largest message accepted: a Redis envelope, an AMQP body, and a body once decompressed (bytes). */
+/** Largest message body accepted, as received and once decompressed (bytes). */
 export const MAX_MESSAGE_BYTES = 8 * 1024 * 1024;
+
+/**
+ * Largest Redis envelope accepted (characters): a body of MAX_MESSAGE_BYTES in base64 plus 1 Mi for headers and
+ * properties. Checked before the envelope is parsed, so outsized headers cost nothing either (on RabbitMQ the
+ * headers must fit in one frame, 128 KiB by default).
+ */
+export const MAX_ENVELOPE_CHARS = Math.ceil(MAX_MESSAGE_BYTES / 3) * 4 + 1024 * 1024;
 
 const QUOTE = 0x22;
 const BACKSLASH = 0x5c;
@@ -89,6 +96,6 @@ export function tooDeepReason(what: string, max: number = MAX_NESTING_DEPTH): st
 }
 
 /** The refusal reason for a message too large. */
-export function tooLargeReason(what: string, bytes: number, max: number = MAX_MESSAGE_BYTES): string {
-  return `${what} is ${bytes} bytes, more than the limit of ${max}`;
+export function tooLargeReason(what: string, size: number, max: number = MAX_MESSAGE_BYTES, unit = 'bytes'): string {
+  return `${what} is ${size} ${unit}, more than the limit of ${max}`;
 }

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { deflateSync } from 'node:zlib';
 import { describe, test } from 'node:test';
 import { decodeTask } from '../../protocol/decode';
-import { MAX_MESSAGE_BYTES, MAX_NESTING_DEPTH, jsonTextTooDeep, valueTooDeep } from '../../protocol/limits';
+import { MAX_ENVELOPE_CHARS, MAX_MESSAGE_BYTES, MAX_NESTING_DEPTH, jsonTextTooDeep, valueTooDeep } from '../../protocol/limits';
 import { parseEnvelope } from '../../protocol/redis-envelope';
 import type { JsonObject, RawMessage } from '../../protocol/types';
 
@@ -72,6 +72,14 @@ describe('message size', () => {
   test('a body over MAX_MESSAGE_BYTES is refused unread', () => {
     const big = Buffer.alloc(MAX_MESSAGE_BYTES + 1, 0x20);
     assert.deepEqual(decodeTask(message(big)), { ok: false, reason: `message body is ${MAX_MESSAGE_BYTES + 1} bytes, more than the limit of ${MAX_MESSAGE_BYTES}` });
+  });
+
+  test('a Redis envelope over MAX_ENVELOPE_CHARS is refused unparsed; one with a body at the limit is read', () => {
+    const envelope = (body: Buffer, headers = '{}'): string =>
+      `{"body": "${body.toString('base64')}", "content-type": "application/json", "headers": ${headers}, "properties": {"delivery_tag": "t", "delivery_info": {"exchange": "", "routing_key": "q"}, "body_encoding": "base64"}}`;
+    assert.ok(parseEnvelope(envelope(Buffer.alloc(MAX_MESSAGE_BYTES, 0x20))).ok);
+    const big = envelope(Buffer.alloc(MAX_MESSAGE_BYTES), `{"x": "${'x'.repeat(1024 * 1024)}"}`);
+    assert.deepEqual(parseEnvelope(big), { ok: false, reason: `envelope is ${big.length} characters, more than the limit of ${MAX_ENVELOPE_CHARS}` });
   });
 
   test('a compressed body may not inflate past MAX_MESSAGE_BYTES (zlib bomb)', () => {
