@@ -739,6 +739,11 @@ export class AmqpBroker implements Broker {
       this.setAsideOwn(s, tag, msg, `AMQP headers table cannot be decoded: ${undecodable.error}`);
       return;
     }
+    // Converting the headers recurses: refuse a table nested too deep first (amqplib decodes a few thousand levels).
+    if (valueTooDeep(headers)) {
+      this.setAsideOwn(s, tag, msg, tooDeepReason('message headers'));
+      return;
+    }
     let raw: RawMessage;
     try {
       raw = rawFromAmqp(msg.properties, msg.content);
