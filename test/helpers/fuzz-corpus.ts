@@ -114,6 +114,15 @@ const SHAPES: Shape[] = [
   { name: 'valid v1', make: (c) => published(task(c, json({ task: PLUGINS_TASK, id: c.id, args: JSON.parse(`[${c.args()}]`), kwargs: {} }), '{}')) },
   { name: 'valid eta a second ahead', make: (c) => published(task(c, c.body(), c.headers({ eta: json(new Date(c.nowMs + 1500).toISOString()) }))) },
   { name: 'expired', make: (c) => ({ expect: 'expired', taskId: c.id, message: task(c, c.body(), c.headers({ expires: '"2001-01-01T00:00:00+00:00"' })) }) },
+  { name: 'valid with __proto__ and constructor keys', make: (c) => published(task(c, c.body(c.args(', "__proto__": {"polluted": true}, "constructor": {"prototype": {"x": 1}}')), c.headers({ __proto__: '{"polluted": true}' }))) },
+  { name: 'valid with duplicate keys', make: (c) => published(task(c, c.body(c.args(', "dup": 1, "dup": 2')))) },
+  { name: 'valid with a kombu tagged datetime', make: (c) => published(task(c, c.body(c.args(', "at": {"__type__": "datetime", "__value__": "2020-11-02T22:13:05.987000+00:00"}')))) },
+  { name: 'valid with 20,000 properties', make: (c) => published(task(c, c.body(c.args(Array.from({ length: 20_000 }, (_, i) => `, "p${i}": ${i}`).join(''))))) },
+  { name: 'valid v1 with the arguments as kwargs', make: (c) => {
+    const a = JSON.parse(`[${c.args()}]`) as unknown[];
+    const kwargs = Object.fromEntries(['distinct_id', 'ip', 'site_url', 'data', 'team_id', 'now', 'sent_at'].map((k, i) => [k, a[i]]));
+    return published(task(c, json({ task: PLUGINS_TASK, id: c.id, args: [], kwargs, utc: true }), '{}'));
+  } },
   { name: 'valid large event (2 MB)', once: true, make: (c) => published(task(c, c.body(c.args(`, "big": ${json('b'.repeat(2 * 1024 * 1024))}`)))) },
   // --- nesting ----------------------------------------------------------------------------------------------
   { name: 'event nested 5,000 deep', make: (c) => setAside(task(c, c.body(c.args(`, "deep": ${nestObjects(5_000, '1')}`))), DEEP) },
@@ -125,7 +134,7 @@ const SHAPES: Shape[] = [
   // Around the depth where amqplib still decodes a table that JSON.stringify (the set-aside record) cannot write.
   ...[3_600, 4_000, 4_400, 4_800].map((depth): Shape => ({
     name: `headers nested ${depth} deep (AMQP table)`,
-    make: (c) => ({ ...setAside(task(c, c.body(), c.headers({ x: nestObjects(depth, '1') })), /too deeply nested|cannot be decoded/), amqpOnly: true }),
+    make: (c) => ({ ...setAside(task(c, c.body(), c.headers({ x: nestObjects(depth, '1') })), /message headers too deeply nested|AMQP headers table cannot be decoded/), amqpOnly: true }),
   })),
   { name: 'headers nested 1,500 deep (AMQP table)', make: (c) => ({ ...setAside(task(c, c.body(), c.headers({ x: nestObjects(1_500, '1') })), DEEP), amqpOnly: true }) },
   // --- size -------------------------------------------------------------------------------------------------
@@ -168,6 +177,8 @@ const SHAPES: Shape[] = [
   { name: 'data an array', make: (c) => setAside(task(c, `[["d", "1.1.1.1", "", [1, 2], ${c.teamId}, "2020-01-01T00:00:00Z", null], {}, null]`), /data must be an object/) },
   { name: 'now a number', make: (c) => setAside(task(c, `[["d", "1.1.1.1", "", {"event": "e"}, ${c.teamId}, 1607300000, null], {}, null]`), /now must be a string/) },
   { name: 'ip a number', make: (c) => setAside(task(c, `[["d", 127001, "", {"event": "e"}, ${c.teamId}, "2020-01-01T00:00:00Z", null], {}, null]`), /ip must be a string/) },
+  { name: 'v1 args not an array', make: (c) => setAside(task(c, json({ task: PLUGINS_TASK, id: c.id, args: 'x', kwargs: {} }), '{}'), /v1 args must be an array/) },
+  { name: 'v1 without kwargs', make: (c) => setAside(task(c, json({ task: PLUGINS_TASK, id: c.id }), '{}'), /does not have args\/kwargs/) },
   { name: 'bad kombu tag', make: (c) => setAside(task(c, c.body(c.args(', "t": {"__type__": "pickle", "__value__": "x"}'))), /tagged value/) },
   // --- headers --------------------------------------------------------------------------------------------------
   { name: 'unknown task', make: (c) => setAside(task(c, c.body(), c.headers({ task: json(`posthog.tasks.${oddText(c, 12)}`) })), /unknown task/) },
