@@ -15,6 +15,7 @@
  */
 import { decompress } from './compression';
 import { KombuTagError, describe, parseKombuJson, truncate } from './json';
+import { MAX_MESSAGE_BYTES, jsonTextTooDeep, tooDeepReason, tooLargeReason, valueTooDeep } from './limits';
 import { truncatedRepr } from './repr';
 import { NaiveZone, parseIsoDateTime } from './time';
 import type { JsonObject, JsonValue, RawMessage, TaskMessage } from './types';
@@ -22,7 +23,7 @@ import type { JsonObject, JsonValue, RawMessage, TaskMessage } from './types';
 export type DecodeResult = { ok: true; task: TaskMessage } | { ok: false; reason: string };
 
 export interface DecodeOptions {
-  /** Limit for a compressed body once inflated (see compression.ts); default 64 MiB. */
+  /** Limit for a compressed body once inflated (see compression.ts); default MAX_MESSAGE_BYTES. */
   maxDecompressedBytes?: number;
 }
 
@@ -117,12 +118,15 @@ function decodeOrFail(raw: RawMessage, opts: DecodeOptions): DecodeResult {
   const headers: unknown = raw.headers;
   // Python: headers that are not a mapping make the message an "unknown message" (rejected).
   if (!isPlainObject(headers)) return fail(`message headers are not a mapping (got ${describe(headers)})`);
+  // Limits first (protocol/limits.ts): nothing below may recurse into, copy or inflate an outsized message.
+  if (valueTooDeep(headers)) return fail(tooDeepReason('message headers'));
 
   const refusal = checkContentType(raw.contentType, raw.contentEncoding);
   if (refusal !== null) return fail(refusal);
 
   let bodyBytes: Buffer = raw.body;
   if (!Buffer.isBuffer(bodyBytes)) return fail(`message body is not a Buffer (got ${describe(bodyBytes)})`);
+  if (bodyBytes.length > MAX_MESSAGE_BYTES) return fail(tooLargeReason('message body', bodyBytes.length));
 
   const compression = headers.compression;
   if (compression !== undefined && compression !== null && compression !== '') {
@@ -130,7 +134,7 @@ function decodeOrFail(raw: RawMessage, opts: DecodeOptions): DecodeResult {
       return fail(`compression header must be a string, got ${describe(compression)}`);
     }
     try {
-      bodyBytes = decompress(bodyBytes, compression, { maxOutputBytes: opts.maxDecompressedBytes });
+      bodyBytes = decompress(bodyBytes, compression, { maxOutputBytes: opts.maxDecompressedBytes ?? MAX_MESSAGE_BYTES });
     } catch (err) {
       return fail((err as Error).message);
     }
@@ -143,6 +147,7 @@ function decodeOrFail(raw: RawMessage, opts: DecodeOptions): DecodeResult {
     return fail(`body is not valid UTF-8 (${bodyBytes.length} bytes)`);
   }
 
+  if (jsonTextTooDeep(text)) return fail(tooDeepReason('message body'));
   let body: JsonValue;
   try {
     body = parseKombuJson(text);

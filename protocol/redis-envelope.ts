@@ -12,6 +12,7 @@ import {
   stringifyIfPlain,
   truncate,
 } from './json';
+import { MAX_ENVELOPE_CHARS, MAX_NESTING_DEPTH, jsonTextTooDeep, tooDeepReason, tooLargeReason } from './limits';
 import type { JsonObject, JsonValue, RawMessage } from './types';
 
 /** kombu defaults (transport options `sep`, `priority_steps`). */
@@ -65,6 +66,9 @@ export function messagePriority(properties: JsonObject): number {
 export function parseEnvelope(text: string): EnvelopeResult {
   const fail = (reason: string): EnvelopeResult => ({ ok: false, reason });
   if (typeof text !== 'string') return fail(`envelope is not a string (got ${describe(text)})`);
+  if (text.length > MAX_ENVELOPE_CHARS) return fail(tooLargeReason('envelope', text.length, MAX_ENVELOPE_CHARS, 'characters'));
+  // The headers sit one level down: the envelope may be one level deeper than the headers limit.
+  if (jsonTextTooDeep(text, MAX_NESTING_DEPTH + 1)) return fail(tooDeepReason('envelope', MAX_NESTING_DEPTH + 1));
   let env: unknown;
   try {
     // Plain JSON.parse: tagged values inside headers are converted below, the rest of the envelope is ours.

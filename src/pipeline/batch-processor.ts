@@ -2,6 +2,7 @@ import { decodeTask } from '../../protocol/decode';
 import { taskTiming } from '../../protocol/decode';
 import { encodeTaskV2 } from '../../protocol/encode';
 import { derivedUuid } from '../../protocol/ids';
+import { MAX_NESTING_DEPTH, tooDeepReason, valueTooDeep } from '../../protocol/limits';
 import {
   PROCESS_EVENT_WITH_PLUGINS,
   ingestionArgsFromTask,
@@ -48,6 +49,24 @@ export interface BatchProcessorOptions {
 
 const DEFAULT_TEAM_CONCURRENCY = 4;
 
+/** The event (`data`) sits two levels inside a process_event body: `[args, {…, data: {…}}, embed]`. */
+const EVENT_DEPTH_IN_BODY = 2;
+
+/**
+ * Thrown by a ChainRunner that cannot run any chain now (closed): the batch is given back whole. Any other
+ * failure of runChain is taken to be caused by its events (see BatchProcessor.runTeam).
+ */
+export class ChainUnavailableError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'ChainUnavailableError';
+  }
+}
+
+function errorText(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
 /** The Celery task id of each event handed to the plugins, for flight records (see PluginManager onEnter). */
 const taskIds = new WeakMap<object, string>();
 
@@ -88,33 +107,20 @@ export class BatchProcessor {
     const now = this.now();
 
     deliveries.forEach((delivery, index) => {
-      const decoded = decodeTask(delivery.message);
-      if (!decoded.ok) {
-        outcomes[index] = { kind: 'reject', delivery, reason: decoded.reason };
+      // Whatever one message does to the steps before the plugins, it is that message's outcome, not the batch's.
+      let read: Outcome | Runnable;
+      try {
+        read = this.read(delivery, index, now);
+      } catch (err) {
+        read = { kind: 'reject', delivery, reason: `cannot read the task: ${errorText(err)}` };
+      }
+      if (!('task' in read)) {
+        outcomes[index] = read;
         return;
       }
-      const task = decoded.task;
-      if (task.task !== PROCESS_EVENT_WITH_PLUGINS) {
-        outcomes[index] = { kind: 'reject', delivery, reason: `unknown task ${JSON.stringify(task.task)} (this worker only handles ${PROCESS_EVENT_WITH_PLUGINS})` };
-        return;
-      }
-      const timing = taskTiming(task, now);
-      if (timing.state === 'expired') {
-        outcomes[index] = { kind: 'ack', delivery, outputs: [], result: 'expired' };
-        return;
-      }
-      if (timing.state === 'wait' && !this.opts.ignoreEta) {
-        outcomes[index] = { kind: 'wait', delivery, dueMs: timing.dueMs };
-        return;
-      }
-      const parsed = ingestionArgsFromTask(task);
-      if (!parsed.ok) {
-        outcomes[index] = { kind: 'reject', delivery, reason: parsed.reason };
-        return;
-      }
-      const team = parsed.args.team_id;
+      const team = read.args.team_id;
       const list = byTeam.get(team) ?? [];
-      list.push({ index, delivery, task, args: parsed.args });
+      list.push(read);
       byTeam.set(team, list);
     });
 
@@ -150,13 +156,50 @@ export class BatchProcessor {
     return outcomes;
   }
 
+  /** Decode, timing and arguments of one delivery: its outcome, or what to run through the plugins. */
+  private read(delivery: Delivery, index: number, now: number): Outcome | Runnable {
+    const decoded = decodeTask(delivery.message);
+    if (!decoded.ok) return { kind: 'reject', delivery, reason: decoded.reason };
+    const task = decoded.task;
+    if (task.task !== PROCESS_EVENT_WITH_PLUGINS) {
+      return { kind: 'reject', delivery, reason: `unknown task ${JSON.stringify(task.task)} (this worker only handles ${PROCESS_EVENT_WITH_PLUGINS})` };
+    }
+    const timing = taskTiming(task, now);
+    if (timing.state === 'expired') return { kind: 'ack', delivery, outputs: [], result: 'expired' };
+    if (timing.state === 'wait' && !this.opts.ignoreEta) return { kind: 'wait', delivery, dueMs: timing.dueMs };
+    const parsed = ingestionArgsFromTask(task);
+    if (!parsed.ok) return { kind: 'reject', delivery, reason: parsed.reason };
+    return { index, delivery, task, args: parsed.args };
+  }
+
+  /**
+   * One team's events through its chain. The chain contains each plugin's failures per event; should it still
+   * fail as a whole (something no plugin caught), the events are split in halves and run again, down to the one
+   * event that fails alone, which is set aside with the error: one bad message never holds back the others, and
+   * the batch is never given back to fail the same way again.
+   */
   private async runTeam(teamId: number, runnables: Runnable[], outcomes: Outcome[]): Promise<void> {
     const events = runnables.map((r) => {
       const event = toPluginEvent(r.args);
       taskIds.set(event, r.task.id);
       return event;
     });
-    const results = await this.opts.plugins.runChain(teamId, events);
+    let results: Array<PluginEvent | null>;
+    try {
+      results = await this.opts.plugins.runChain(teamId, events);
+    } catch (err) {
+      if (err instanceof ChainUnavailableError) throw err; // not the events' doing: the batch goes back
+      if (runnables.length === 1) {
+        const r = runnables[0] as Runnable;
+        outcomes[r.index] = { kind: 'reject', delivery: r.delivery, reason: `the plugin chain of team ${teamId} failed on this event: ${errorText(err)}` };
+        return;
+      }
+      this.opts.logger.warn(`the plugin chain of team ${teamId} failed on ${runnables.length} events (${errorText(err)}): running them in halves to find the event`, { teamId });
+      const half = Math.ceil(runnables.length / 2);
+      await this.runTeam(teamId, runnables.slice(0, half), outcomes);
+      await this.runTeam(teamId, runnables.slice(half), outcomes);
+      return;
+    }
     runnables.forEach((r, i) => {
       const event = results[i] ?? null;
       if (event === null) {
@@ -164,11 +207,15 @@ export class BatchProcessor {
         return;
       }
       try {
+        // The input was checked before the plugins; what a plugin made of it is checked before it is encoded.
+        if (event !== events[i] && valueTooDeep(event, MAX_NESTING_DEPTH - EVENT_DEPTH_IN_BODY)) {
+          throw new Error(tooDeepReason('event', MAX_NESTING_DEPTH - EVENT_DEPTH_IN_BODY));
+        }
         outcomes[r.index] = { kind: 'ack', delivery: r.delivery, outputs: [this.output(r, event)], result: 'published' };
       } catch (err) {
         // A plugin returned something Python's process_event could not take (e.g. a numeric `now`):
         // keep the input, with the reason, rather than publish a message that crashes a Python worker.
-        outcomes[r.index] = { kind: 'reject', delivery: r.delivery, reason: `plugins produced an event that cannot be published: ${(err as Error).message}` };
+        outcomes[r.index] = { kind: 'reject', delivery: r.delivery, reason: `plugins produced an event that cannot be published: ${errorText(err)}` };
       }
     });
   }

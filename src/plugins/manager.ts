@@ -2,6 +2,7 @@ import crypto from 'node:crypto';
 import path from 'node:path';
 import type { JsonObject } from '../../protocol/types';
 import type { Logger } from '../log';
+import { ChainUnavailableError } from '../pipeline/batch-processor';
 import { PluginStore, pluginErrorFrom } from '../store/plugin-store';
 import type { JobStore } from '../store/job-store';
 import type { LoadedPluginConfig, PluginError } from '../store/types';
@@ -327,7 +328,7 @@ export class PluginManager {
    * Never rejects because of a plugin: a failing plugin leaves the event as it was before that plugin.
    */
   async runChain(teamId: number, events: PluginEvent[]): Promise<Array<PluginEvent | null>> {
-    if (this.closed) throw new Error('PluginManager is closed');
+    if (this.closed) throw new ChainUnavailableError('PluginManager is closed');
     const gen = this.gen;
     const chain = gen.chains.get(teamId);
     if (!chain || chain.length === 0 || events.length === 0) return events.slice();

@@ -165,3 +165,20 @@ describe('amqplib field-table patch', () => {
     assert.match((out[UNDECODABLE_TABLE] as { error: string }).error, /type tag "Z"/);
   });
 });
+
+describe('rawTextOf', () => {
+  it('writes the set-aside record of a message whose headers are nested too deep to stringify', async () => {
+    const { rawTextOf } = await import('../../src/brokers/amqp/amqp-broker');
+    let deep: Record<string, unknown> = {};
+    for (let i = 0; i < 20_000; i++) deep = { d: deep };
+    const msg = {
+      fields: { deliveryTag: 1, redelivered: false, exchange: '', routingKey: 'q' },
+      properties: { headers: { id: 't', x: deep }, correlationId: 'marker', contentType: 'application/json' },
+      content: Buffer.from('[[], {}, null]'),
+    } as unknown as Parameters<typeof rawTextOf>[0];
+    const record = JSON.parse(rawTextOf(msg)) as { properties: Record<string, unknown>; body: string };
+    assert.equal(record.body, '[[], {}, null]');
+    assert.equal(record.properties['correlationId'], 'marker');
+    assert.equal(record.properties['headers'], '(left out: headers too deeply nested (more than 128 levels))');
+  });
+});

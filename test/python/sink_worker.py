@@ -83,7 +83,9 @@ def _jsonable(value):
 
 
 def write_record(record):
-    line = json.dumps(record, ensure_ascii=False, default=repr) + '\n'
+    # ASCII JSON: a lone surrogate (valid in JSON and in a Python str, not encodable as UTF-8) is written as an
+    # escape instead of failing the write; readers get the same strings back.
+    line = json.dumps(record, ensure_ascii=True, default=repr) + '\n'
     with _lock:
         with open(OUTPUT, 'a', encoding='utf-8') as f:
             f.write(line)

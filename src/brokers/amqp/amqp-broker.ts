@@ -5,6 +5,7 @@ import type { Channel, ChannelModel, ConfirmChannel, ConsumeMessage, Message, Op
 import { hostname } from 'node:os';
 import type { ConnectionOptions as TlsOptions } from 'node:tls';
 import { amqpPriority, amqpPublishOptions, jsonFromFieldValue, pyAmqpFieldTable, rawFromAmqp, utf8OrBase64 } from '../../../protocol/amqp-properties';
+import { tooDeepReason, valueTooDeep } from '../../../protocol/limits';
 import type { JsonObject, JsonValue, RawMessage } from '../../../protocol/types';
 import type { Logger } from '../../log';
 import type { Broker, Delivery, Outgoing, SetAsideListener, Settlement } from '../broker';
@@ -124,7 +125,10 @@ class AmqpDelivery implements Delivery {
 export function rawTextOf(msg: Message): string {
   const properties: JsonObject = {};
   for (const [k, v] of Object.entries(msg.properties as unknown as Record<string, unknown>)) {
-    if (v !== undefined) properties[k] = jsonFromFieldValue(v);
+    if (v === undefined) continue;
+    // Headers nested too deep to write (amqplib decodes a few thousand levels, JSON.stringify overflows sooner) are
+    // left out, so that the set-aside record of such a message can still be made.
+    properties[k] = k === 'headers' && valueTooDeep(v) ? `(left out: ${tooDeepReason('headers')})` : jsonFromFieldValue(v);
   }
   const { text, encoding } = utf8OrBase64(msg.content);
   return JSON.stringify({ fields: jsonFromFieldValue(msg.fields), properties, body: text, body_encoding: encoding });
@@ -733,6 +737,11 @@ export class AmqpBroker implements Broker {
     const undecodable = headers?.[UNDECODABLE_TABLE] as UndecodableTable | undefined;
     if (undecodable) {
       this.setAsideOwn(s, tag, msg, `AMQP headers table cannot be decoded: ${undecodable.error}`);
+      return;
+    }
+    // Converting the headers recurses: refuse a table nested too deep first (amqplib decodes a few thousand levels).
+    if (valueTooDeep(headers)) {
+      this.setAsideOwn(s, tag, msg, tooDeepReason('message headers'));
       return;
     }
     let raw: RawMessage;
