@@ -1,5 +1,6 @@
 import crypto from 'node:crypto';
 import path from 'node:path';
+import { isJsonObject } from '../../protocol/json';
 import type { JsonObject } from '../../protocol/types';
 import type { Logger } from '../log';
 import { PluginStore, pluginErrorFrom } from '../store/plugin-store';
@@ -786,7 +787,8 @@ export class PluginManager {
 function describeEvent(event: JsonObject | null): string {
   if (!event) return '(unparseable)';
   const parts: string[] = [];
-  const uuid = event.uuid ?? (event.properties && typeof event.properties === 'object' && !Array.isArray(event.properties) ? event.properties.$uuid : undefined);
+  const props = event.properties;
+  const uuid = event.uuid ?? (isJsonObject(props) ? props.$uuid : undefined);
   if (typeof uuid === 'string') parts.push(`uuid=${uuid}`);
   if (typeof event.event === 'string') parts.push(`event=${JSON.stringify(event.event)}`);
   if (typeof event.distinct_id === 'string') parts.push(`distinct_id=${JSON.stringify(event.distinct_id)}`);
