@@ -1,6 +1,7 @@
 import crypto from 'node:crypto';
 import path from 'node:path';
 import { isJsonObject } from '../../protocol/json';
+import { restoreLosslessNumbers } from '../../protocol/lossless-numbers';
 import type { JsonObject } from '../../protocol/types';
 import type { Logger } from '../log';
 import { PluginStore, pluginErrorFrom } from '../store/plugin-store';
@@ -580,7 +581,8 @@ export class PluginManager {
       }
       // Plugins may not move events to another team (PostHog resets team_id too).
       if (ev.team_id !== events[i].team_id) ev.team_id = events[i].team_id;
-      result[i] = ev as PluginEvent;
+      // Numbers the plugins saw as JS numbers and gave back unchanged are written as Python sent them.
+      result[i] = restoreLosslessNumbers(events[i], ev) as PluginEvent;
     }
     return { result, finals: current };
   }
