@@ -1,5 +1,6 @@
 import fs from 'node:fs';
 import path from 'node:path';
+import { isJsonObject } from '../../protocol/json';
 import type { JsonObject } from '../../protocol/types';
 import type { PluginRow } from '../store/types';
 import { Archive, ArchiveError, openArchive, sniffArchive, normalizeArchivePath } from './archive';
@@ -182,6 +183,5 @@ export function readPluginRowSource(plugin: PluginRow, opts: SourceOptions): Plu
 export function configSchemaOf(json: JsonObject | null): JsonObject | JsonObject[] {
   const c = json?.config;
   if (Array.isArray(c)) return c.filter((e): e is JsonObject => e !== null && typeof e === 'object' && !Array.isArray(e));
-  if (c !== null && typeof c === 'object') return c;
-  return {};
+  return isJsonObject(c) ? c : {};
 }

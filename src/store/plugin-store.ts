@@ -1,4 +1,5 @@
 import { Knex } from 'knex';
+import { isJsonObject } from '../../protocol/json';
 import type { JsonObject, JsonValue } from '../../protocol/types';
 import type {
   AttachmentInput,
@@ -32,7 +33,7 @@ export function parseJsonColumn(value: unknown): JsonValue | null {
 
 function jsonObject(value: unknown): JsonObject {
   const v = parseJsonColumn(value);
-  return v !== null && typeof v === 'object' && !Array.isArray(v) ? v : {};
+  return isJsonObject(v) ? v : {};
 }
 
 function toBuffer(value: unknown): Buffer | null {
