@@ -16,6 +16,7 @@ import { Scheduler } from '../plugins/scheduler';
 import { JobStore } from '../store/job-store';
 import { PluginLogWriter } from '../store/plugin-log-writer';
 import { PluginStorage } from '../store/plugin-storage';
+import { storageUnavailableReason, type PosthogSchema } from '../store/schema';
 import type { StartArgs } from './start';
 
 /** The Redis a worker uses besides the broker: PostHog's REDIS_URL, or the broker itself when it is Redis. */
@@ -46,6 +47,8 @@ export class PluginServices {
     private readonly logger: Logger,
     /** The worker process's index under the supervisor: without Redis only worker 0 runs schedules. */
     private readonly workerIndex: number,
+    /** PostHog's plugin tables as last read (at start and on each reload): which of storage and logs exist. */
+    private readonly schema: () => PosthogSchema,
   ) {
     const url = pluginRedisUrl(args);
     this.redis = url
@@ -78,7 +81,7 @@ export class PluginServices {
   /** Options for the PluginManager of this worker. */
   managerOptions(): Pick<PluginManagerOptions, 'ops' | 'unavailable' | 'eventSinks' | 'taskWallTimeoutMs' | 'isolateIdleMs' | 'setupRetries' | 'setupRetryBaseMs' | 'pluginLog' | 'jobs'> {
     const ops = new Map<string, HostOp>([
-      ['storage', createStorageOp(new PluginStorage(this.db))],
+      ['storage', createStorageOp(new PluginStorage(this.db), () => storageUnavailableReason(this.schema()))],
       ['jobs', createJobsOp(this.jobStore)],
       [
         'capture',
@@ -98,7 +101,8 @@ export class PluginServices {
       isolateIdleMs: this.args.isolateIdleMs,
       setupRetries: this.args.setupRetries,
       setupRetryBaseMs: this.args.setupRetryMs,
-      pluginLog: this.logWriter,
+      // Only PostHog 0147–0238 has posthog_pluginlogentry; elsewhere the lines are in the worker log only.
+      pluginLog: { add: (entry) => (this.schema().logEntry ? this.logWriter.add(entry) : undefined) },
       jobs: this.jobStore,
     };
   }

@@ -8,6 +8,7 @@ import { HealthReporter } from '../supervisor/health-reporter';
 import { DeadWorkerRestorer } from '../supervisor/redis-restorer';
 import { Supervisor } from '../supervisor/supervisor';
 import { healthFileFor } from './health';
+import { describeSchema, pluginLogDestination } from '../store/schema';
 import { openStore } from './open-store';
 
 export interface StartArgs {
@@ -103,6 +104,8 @@ export async function runStart(args: StartArgs, sup: SupervisorArgs, log: { leve
     pid: process.pid,
     workers,
   });
+  const schema = await store.schema();
+  logger.info(`plugin tables: ${describeSchema(schema)}; plugin logs go to ${pluginLogDestination(schema)}`);
   supervisor.start();
   // PostHog's Redis (REDIS_URL), else the broker when it is Redis: the same choice as the reload channel.
   const redisUrl = args.redisUrl || (isRedis ? args.broker : '');
