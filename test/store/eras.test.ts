@@ -157,6 +157,16 @@ for (const era of ERAS) {
       // the configs of the install test above run too
       assert.equal(report.runnable, EXPECT[era].running.length + 1);
     });
+
+    if (era === '2021-09') {
+      it('a PostHog migration applied while running is seen at the next reload (0361 adds deleted)', async () => {
+        assert.ok((await store.loadEnabledConfigs()).some((c) => c.id === rows.archiveConfigId));
+        await db.raw('ALTER TABLE posthog_pluginconfig ADD COLUMN deleted boolean NULL');
+        await db('posthog_pluginconfig').where('id', rows.archiveConfigId).update({ deleted: true });
+        assert.ok(!(await store.loadEnabledConfigs()).some((c) => c.id === rows.archiveConfigId));
+        assert.equal((await store.schema()).config.has('deleted'), true);
+      });
+    }
   });
 }
 
