@@ -3,7 +3,7 @@ import { isJsonObject } from '../../protocol/json';
 import type { JsonObject, JsonValue } from '../../protocol/types';
 import { whyConfigDoesNotRun, type ConfigFacts } from './config-rules';
 import { PluginWriter } from './plugin-writer';
-import { accessRuleOf, readSchema, type Columns, type PosthogSchema } from './schema';
+import { accessRuleOf, readSchema, type PosthogSchema } from './schema';
 import type {
   AttachmentInput,
   CreateConfigInput,
@@ -141,20 +141,6 @@ export class PluginStore {
   refreshSchema(): Promise<PosthogSchema> {
     this.schemaPromise = null;
     return this.schema();
-  }
-
-  /** Column names of a plugin table (lower case), from the schema. */
-  async columns(table: string): Promise<Set<string>> {
-    const s = await this.schema();
-    const byTable: Record<string, Columns | null> = {
-      posthog_plugin: s.plugin,
-      posthog_pluginconfig: s.config,
-      posthog_pluginattachment: s.attachment,
-      posthog_pluginstorage: s.storage,
-      posthog_pluginlogentry: s.logEntry,
-      posthog_pluginsourcefile: s.sourceFile,
-    };
-    return new Set(byTable[table]?.keys() ?? []);
   }
 
   /**
