@@ -1,4 +1,5 @@
 import Redis from 'ioredis';
+import { redisBackoff, reportRedisOutages } from '../brokers/connect-errors';
 import type { Logger } from '../log';
 
 /**
@@ -20,8 +21,8 @@ export class ReloadListener {
     private readonly logger: Logger,
     private readonly debounceMs = 250,
   ) {
-    this.redis = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: null });
-    this.redis.on('error', (err: Error) => logger.warn(`reload channel: redis error: ${err.message}`));
+    this.redis = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: null, ...redisBackoff });
+    reportRedisOutages(this.redis, `reload channel ${channel}`, logger);
     this.redis.on('message', (ch: string) => {
       if (ch === this.channel) this.schedule();
     });

@@ -1,4 +1,5 @@
 import Redis from 'ioredis';
+import { redisBackoff, reportRedisOutages } from '../brokers/connect-errors';
 import { Restorer } from '../brokers/redis/restorer';
 import { leaseKey } from '../brokers/redis/keys';
 import type { ScriptedRedis } from '../brokers/redis/redis-broker';
@@ -19,8 +20,8 @@ export class DeadWorkerRestorer {
     private readonly inputQueue: string,
     logger: Logger,
   ) {
-    this.redis = new Redis(url, { lazyConnect: false, maxRetriesPerRequest: null, enableAutoPipelining: false, connectionName: 'posthog-plugins:supervisor' }) as ScriptedRedis;
-    this.redis.on('error', (err: Error) => logger.warn(`supervisor redis connection error: ${err.message}`));
+    this.redis = new Redis(url, { lazyConnect: false, maxRetriesPerRequest: null, enableAutoPipelining: false, connectionName: 'posthog-plugins:supervisor', ...redisBackoff }) as ScriptedRedis;
+    reportRedisOutages(this.redis, 'supervisor Redis', logger);
     this.redis.defineCommand('phRestore', { lua: RESTORE_SCRIPT });
     this.restorer = new Restorer(this.redis, logger);
   }
