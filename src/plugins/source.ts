@@ -168,7 +168,14 @@ export function resolveFileUrl(url: string, baseDir: string): string {
  */
 export function readPluginRowSource(plugin: PluginRow, opts: SourceOptions): PluginSourceCode {
   const named = (s: PluginSourceCode): PluginSourceCode => ({ ...s, name: plugin.name || s.name });
-  if (plugin.url?.startsWith('file:')) return named(readPluginPath(resolveFileUrl(plugin.url, opts.baseDir)));
+  if (plugin.url?.startsWith('file:')) {
+    const file = resolveFileUrl(plugin.url, opts.baseDir);
+    if (!fs.existsSync(file)) {
+      const relative = !/^file:(\/|\/\/\/)/.test(plugin.url);
+      throw new PluginSourceError(`plugin path not found: ${file} (url ${plugin.url}${relative ? `, relative to --base-dir ${opts.baseDir}` : ''})`);
+    }
+    return named(readPluginPath(file));
+  }
   if (plugin.archive && plugin.archive.length > 0) return named(readPluginArchive(plugin.archive, `archive of plugin ${plugin.name}`));
   if (plugin.pluginType === 'source') {
     const s = readSourceColumn(plugin);

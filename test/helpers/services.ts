@@ -32,10 +32,12 @@
  * |                                       | `-supervisor` (test/integration/supervisor.test.ts)        |
  * |                                       | `-crash` (test/integration/crash.test.ts),                 |
  * |                                       | `-shared` (test/integration/shared-queue.test.ts)          |
+ * |                                       | `-cli` (test/cli/start-errors.test.ts)                     |
  * | RabbitMQ vhost `posthog-plugins-capture` | fixtures/capture/capture.py                             |
  * | RabbitMQ vhost `posthog-plugins-bench` | test/bench/run.ts (`make bench`; reset on each run)       |
  * | Postgres dbs `posthog_plugins_test_<name>` | the test file <name> (create with ensurePgDatabase);  |
  * |                                       | in use: `_pipeline_redis`, `_pipeline_rabbitmq`            |
+ * | Postgres db `posthog_plugins_test_cli` | test/cli/replay-read-only.test.ts (dropped at its end)   |
  * | Postgres db `posthog_plugins_test_store_api` | test/store/{plugin-storage,plugin-log-writer,job-store}  |
  * |                                       | .test.ts, one schema per file (`storage`, `logs`, `jobs`)  |
  * | Postgres dbs `postgres`, `root`       | nobody: maintenance connections only                       |
