@@ -16,9 +16,10 @@ start: build
 	./bin/posthog-plugins start
 
 # Every test: unit tests of protocol/ and the worker, integration tests against the real Redis,
-# RabbitMQ, PostgreSQL and Python Celery of this machine.
+# RabbitMQ, PostgreSQL and Python Celery of this machine; then a check that they left nothing behind.
 test: build services
 	$(NODE) --test --test-concurrency=2 $$(find dist/test -name '*.test.js' | sort)
+	$(NODE) dist/test/helpers/leftovers.js
 
 # Unit tests only (no services needed).
 test-unit: build

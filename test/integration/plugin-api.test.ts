@@ -133,6 +133,11 @@ describe('plugin API end to end: example plugins through Python Celery in and ou
   after(async () => {
     await Promise.all(workers.map((w) => w.stop()));
     await sink?.stop();
+    // The db is shared (never flushed): remove this run's own keys, queues, bindings and plugin cache entries.
+    for (const pattern of [`*${QUEUE}*`, `@plugin/*/${TEAM}/*`]) {
+      const keys = (await redis?.keys(pattern)) ?? [];
+      if (keys.length > 0) await redis?.del(...keys);
+    }
     redis?.disconnect();
     await db?.destroy();
     services?.server.close();
