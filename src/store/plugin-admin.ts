@@ -83,8 +83,9 @@ export async function setConfigOrders(store: PluginStore, orders: ReadonlyMap<nu
 }
 
 /**
- * Remove one config. Newer PostHog soft-deletes (`deleted = true`, disabled); on older schemas the row and its
- * attachments and storage go (Django deleted those along with it). The plugin row goes too when no config is
+ * Remove one config. Newer PostHog soft-deletes (`deleted = true`, disabled); on older schemas the row goes with
+ * its attachments, storage, log entries and our jobs (Django's cascade deleted those rows first, and PostHog's
+ * foreign keys refuse the delete otherwise). The plugin row goes too when no config is
  * left on it, as PostHog's uninstall removed the plugin. Returns whether the plugin row was removed.
  */
 export async function removeConfig(store: PluginStore, id: number, pluginId: number): Promise<boolean> {
@@ -93,7 +94,7 @@ export async function removeConfig(store: PluginStore, id: number, pluginId: num
     const soft = cols.has('deleted');
     if (soft) await trx(T_CONFIG).where('id', id).update(onlyColumns({ deleted: true, enabled: false, updated_at: new Date().toISOString() }, cols));
     else {
-      for (const table of ['posthog_pluginattachment', 'posthog_pluginstorage', 'posthog_plugins_job']) {
+      for (const table of ['posthog_pluginattachment', 'posthog_pluginstorage', 'posthog_pluginlogentry', 'posthog_plugins_job']) {
         if (await trx.schema.hasTable(table)) await trx(table).where('plugin_config_id', id).delete();
       }
       await trx(T_CONFIG).where('id', id).delete();
