@@ -116,7 +116,17 @@ describe('uninstall, enable, disable, config, order', { timeout: 300_000 }, () =
 
   test('uninstall removes the config, and the plugin once no config uses it; the worker drops it', async () => {
     const before = reloadsSeen();
+    const logEntries = async (id: number): Promise<number> => {
+      const k = openDatabase(db);
+      try {
+        return ((await k('posthog_pluginlogentry').select('id').where('plugin_config_id', id)) as unknown[]).length;
+      } finally {
+        await k.destroy();
+      }
+    };
+    assert.ok((await logEntries(3)) > 0, 'the worker logged the load of config #3');
     await change(['uninstall', '3']);
+    assert.equal(await logEntries(3), 0, "its log entries went with it, as Django's cascade did");
     assert.deepEqual((await configs()).map((c) => c.id), [1, 2]);
     assert.equal(await pluginCount(), 2, 'add-property is still used by config #1');
     await worker!.waitForLog(() => reloadsSeen() > before, 30_000, 'a reload after uninstall');
