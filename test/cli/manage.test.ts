@@ -60,7 +60,7 @@ describe('uninstall, enable, disable, config, order', { timeout: 300_000 }, () =
     await change(['install', 'fixtures/plugins/add-property', '--team', '1']);
     await change(['install', 'fixtures/plugins/drop-events', '--team', '1']);
     await change(['install', 'fixtures/plugins/add-property', '--team', '2', '--config', '{"propertyName":"two"}']);
-    worker = await startWorker(['--broker', redis.url(1), '--workers', '1', '--database-url', db], {});
+    worker = await startWorker(['--broker', redis.url(1), '--workers', '1', '--database-url', db, '--health-file', path.join(tmp, 'health.json')], {});
   });
   after(async () => {
     await worker?.stop();

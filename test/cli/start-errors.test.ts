@@ -23,7 +23,8 @@ const VHOST = 'posthog-plugins-test-cli';
 /** `start` until it exits (or `stopAfterMs` passes: then SIGTERM); its exit code and everything it printed. */
 function start(args: string[], opts: { stopAfterMs?: number; env?: Record<string, string> } = {}): Promise<{ code: number | null; output: string; lines: string[] }> {
   return new Promise((resolve) => {
-    const child = spawn(BIN, ['start', '--workers', '1', '--log-format', 'pretty', ...args], {
+    // Its status file goes with the test's temp dir.
+    const child = spawn(BIN, ['start', '--workers', '1', '--log-format', 'pretty', '--health-file', path.join(tmpdir(), `pp-cli-start-${process.pid}.health.json`), ...args], {
       cwd: REPO,
       env: { ...process.env, REDIS_URL: '', CELERY_BROKER_URL: '', ...opts.env },
       stdio: ['ignore', 'pipe', 'pipe'],
@@ -34,6 +35,7 @@ function start(args: string[], opts: { stopAfterMs?: number; env?: Record<string
     const hard = setTimeout(() => child.kill('SIGKILL'), 120_000);
     const soft = opts.stopAfterMs ? setTimeout(() => child.kill('SIGTERM'), opts.stopAfterMs) : null;
     child.on('exit', (code) => {
+      rmSync(path.join(tmpdir(), `pp-cli-start-${process.pid}.health.json`), { force: true });
       clearTimeout(hard);
       if (soft) clearTimeout(soft);
       resolve({ code, output, lines: output.split('\n').filter((l) => l.trim() !== '') });
