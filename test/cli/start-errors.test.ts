@@ -129,6 +129,27 @@ describe('start: permanent errors end it, transient ones are retried quietly', {
     assert.ok(!hasStackTrace(r.output), r.output);
   });
 
+  test('RabbitMQ lost mid-run: one line per reconnect step with its count, then it resumes', async () => {
+    await ensureVhost(VHOST);
+    const run = start(['--broker', amqpUrl(VHOST), '--database-url', db, '--queue', 'cli-reconnect'], { stopAfterMs: 30_000 });
+    await new Promise((r) => setTimeout(r, 8_000)); // consuming by now on a loaded machine (checked below)
+    await deleteVhost(VHOST); // closes the connection; reconnecting fails while the vhost is missing
+    await new Promise((r) => setTimeout(r, 6_000));
+    await ensureVhost(VHOST);
+    const r = await run;
+    assert.equal(r.code, 0, r.output);
+    assert.ok(!hasStackTrace(r.output), r.output);
+    const amqpLines = r.lines.filter((l) => /AMQP (reconnect|connection (lost|resumed))/.test(l));
+    assert.match(amqpLines[0] ?? '', /warn AMQP connection lost/, r.output);
+    assert.match(amqpLines[1] ?? '', /info AMQP reconnecting in \d+\.\ds \(attempt 1\)/, r.output);
+    const failed = amqpLines.filter((l) => /AMQP reconnect failed/.test(l));
+    assert.ok(failed.length >= 2, r.output);
+    // Each failed step is one line that also says when the next attempt comes.
+    failed.forEach((l, i) => assert.match(l, new RegExp(`AMQP reconnect failed: .*; reconnecting in \\d+\\.\\ds \\(attempt ${i + 2}\\)`)));
+    assert.equal(amqpLines.length, 2 + failed.length + 1, amqpLines.join('\n'));
+    assert.match(amqpLines.at(-1)!, /info AMQP connection resumed after/);
+  });
+
   test('an unreachable Redis is retried with backoff: one line per attempt, with its count, no stack traces', async () => {
     const port = await closedPort();
     const r = await start(['--broker', `redis://127.0.0.1:${port}/0`, '--database-url', db], { stopAfterMs: 12_000 });
