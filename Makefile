@@ -24,11 +24,12 @@ start: build
 	./bin/posthog-plugins start
 
 # Every test: unit tests of protocol/ and the worker, integration tests against the real Redis,
-# RabbitMQ, PostgreSQL and Python Celery of this machine; once per Node line.
+# RabbitMQ, PostgreSQL and Python Celery of this machine, once per Node line; after each, a check that the
+# tests left nothing behind.
 test: build services
 	@set -e; for line in $(TEST_LINES); do \
 	  echo "== make test: Node $$line"; \
-	  $(WITH_NODE) $$line sh -c 'node --version && $(NODE) --test --test-concurrency=2 $$(find dist/test -name "*.test.js" | sort)'; \
+	  $(WITH_NODE) $$line sh -c 'node --version && $(NODE) --test --test-concurrency=2 $$(find dist/test -name "*.test.js" | sort) && $(NODE) dist/test/helpers/leftovers.js'; \
 	done
 
 # Unit tests only (no services needed).

@@ -1,10 +1,12 @@
 import './node-version';
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
-import { connectionOptions, logOptions, pluginApiOptions, queueOptions, reloadOptions, sandboxOptions, supervisorOptions, workerOptions } from '../config';
+import { connectionOptions, env, logOptions, pluginApiOptions, queueOptions, reloadOptions, sandboxOptions, supervisorOptions, workerOptions } from '../config';
 import { installRemoteOptions, remoteOptionsFrom } from '../install/options';
 import { healthFileOption, healthRuleOptions } from './health';
 import { createLogger, type LogFormat, type Logger } from '../log';
+import type { FetchOptions, SandboxLimits } from '../plugins/types';
+import { announceOptions, announceTargetFrom } from './reload-notice';
 
 /**
  * Entry point of the `posthog-plugins` command. Every command gets its own --help; every option can also
@@ -12,6 +14,36 @@ import { createLogger, type LogFormat, type Logger } from '../log';
  */
 function loggerFor(argv: { 'log-level': string; 'log-format': string }): Logger {
   return createLogger(argv['log-level'], argv['log-format'] as LogFormat);
+}
+
+/** A command that ends with an answer, not a usage error: the reason alone on stderr, exit 1. */
+async function failsWith(command: string, run: () => Promise<void>): Promise<void> {
+  await run().catch((err: Error) => {
+    process.stderr.write(`posthog-plugins ${command}: ${err.message}\n`);
+    process.exit(1);
+  });
+}
+
+/** Config ids as given on the command line: positive integers. */
+function configIds(values: unknown[]): number[] {
+  return values.map((v) => {
+    const n = Number(v);
+    if (!Number.isInteger(n) || n <= 0) throw new Error(`not a plugin config id: ${JSON.stringify(v)} (see \`posthog-plugins list\`)`);
+    return n;
+  });
+}
+
+function limitsFrom(argv: { 'memory-limit-mb': number; 'cpu-timeout-ms': number; 'wall-timeout-ms': number; 'max-result-bytes': number }): SandboxLimits {
+  return {
+    memoryLimitMb: argv['memory-limit-mb'],
+    cpuTimeoutMs: argv['cpu-timeout-ms'],
+    wallTimeoutMs: argv['wall-timeout-ms'],
+    maxResultBytes: argv['max-result-bytes'],
+  };
+}
+
+function fetchFrom(argv: { 'fetch-timeout-ms': number; 'fetch-max-bytes': number; 'fetch-allow': string }): FetchOptions {
+  return { timeoutMs: argv['fetch-timeout-ms'], maxBytes: argv['fetch-max-bytes'], allow: argv['fetch-allow'] };
 }
 
 async function main(): Promise<void> {
@@ -114,18 +146,27 @@ async function main(): Promise<void> {
           })
           .options({
             'database-url': connectionOptions['database-url'],
-            'base-dir': connectionOptions['base-dir'],
+            'base-dir': {
+              type: 'string',
+              describe: 'Store a local plugin inside this directory as a file: URL relative to it (start and replay resolve it against their --base-dir); default: an absolute file: URL, as PostHog stored them (env BASE_DIR)',
+              default: env('BASE_DIR'),
+            },
             team: { type: 'number', default: 1, describe: 'Team id the config belongs to' },
             order: { type: 'number', describe: 'Position in the team chain (default: after the last one)' },
-            config: { type: 'string', default: '{}', describe: 'Plugin config as a JSON object' },
+            config: { type: 'string', default: '{}', describe: "Plugin config as a JSON object of strings, checked against plugin.json's config (defaults filled in)" },
             name: { type: 'string', describe: 'Plugin name (default: plugin.json name, else the file name)' },
             disabled: { type: 'boolean', default: false, describe: 'Install without enabling the config' },
+            upgrade: { type: 'boolean', default: false, describe: "Replace the code of the plugin installed from the same path or link (its configs stay; --config changes the team's)" },
             ...installRemoteOptions,
+            ...announceOptions,
+            ...sandboxOptions,
             ...logOptions,
           })
           .example('$0 install fixtures/plugins/add-property --team 1', 'a local folder (stored as a file: URL)')
           .example('$0 install https://github.com/PostHog/currency-normalization-plugin', 'the default branch, pinned to its current commit')
-          .example('$0 install @posthog/plugin-geoip@0.0.7', 'an npm package version'),
+          .example('$0 install @posthog/plugin-geoip@0.0.7', 'an npm package version')
+          .example('$0 install fixtures/plugins/add-property --upgrade', 'new code for the plugin installed from that folder')
+          .epilog('The plugin is loaded in an isolate first (without setupPlugin): one that does not compile or load is refused, nothing stored. Running workers are told on the reload channel.'),
       async (argv) => {
         const { runInstall } = await import('./install');
         await runInstall(
@@ -138,7 +179,11 @@ async function main(): Promise<void> {
             config: argv.config,
             name: argv.name,
             disabled: argv.disabled,
+            upgrade: argv.upgrade,
             remote: remoteOptionsFrom(argv),
+            limits: limitsFrom(argv),
+            fetch: fetchFrom(argv),
+            announce: announceTargetFrom(argv),
           },
           loggerFor(argv),
         ).catch((err: Error) => {
@@ -147,6 +192,95 @@ async function main(): Promise<void> {
           process.exit(1);
         });
       },
+    )
+    .command(
+      'uninstall <ids..>',
+      'Remove plugin configs (ids from `list`), and each plugin no config uses any more; running workers are told',
+      (y) =>
+        y
+          .positional('ids', { type: 'number', array: true, demandOption: true, describe: 'Plugin config ids' })
+          .options({ 'database-url': connectionOptions['database-url'], ...announceOptions, ...logOptions })
+          .example('$0 uninstall 3', 'remove config #3 (and its plugin, when it was the last config using it)'),
+      (argv) =>
+        failsWith('uninstall', async () => {
+          const { runUninstall } = await import('./uninstall');
+          await runUninstall(configIds(argv.ids), argv['database-url'], announceTargetFrom(argv), loggerFor(argv));
+        }),
+    )
+    .command(
+      'enable <ids..>',
+      'Enable plugin configs (ids from `list`); running workers are told',
+      (y) =>
+        y
+          .positional('ids', { type: 'number', array: true, demandOption: true, describe: 'Plugin config ids' })
+          .options({ 'database-url': connectionOptions['database-url'], ...announceOptions, ...logOptions }),
+      (argv) =>
+        failsWith('enable', async () => {
+          const { runSetEnabled } = await import('./enable');
+          await runSetEnabled(configIds(argv.ids), true, argv['database-url'], announceTargetFrom(argv), loggerFor(argv));
+        }),
+    )
+    .command(
+      'disable <ids..>',
+      'Disable plugin configs (ids from `list`): events skip them; running workers are told',
+      (y) =>
+        y
+          .positional('ids', { type: 'number', array: true, demandOption: true, describe: 'Plugin config ids' })
+          .options({ 'database-url': connectionOptions['database-url'], ...announceOptions, ...logOptions }),
+      (argv) =>
+        failsWith('disable', async () => {
+          const { runSetEnabled } = await import('./enable');
+          await runSetEnabled(configIds(argv.ids), false, argv['database-url'], announceTargetFrom(argv), loggerFor(argv));
+        }),
+    )
+    .command('config', "Show or change a plugin config's values", (y) =>
+      y
+        .command(
+          'show <id>',
+          'Print the config of a plugin config as JSON (secret fields masked)',
+          (c) => c.positional('id', { type: 'number', demandOption: true, describe: 'Plugin config id' }).options({ 'database-url': connectionOptions['database-url'], ...logOptions }),
+          (argv) =>
+            failsWith('config show', async () => {
+              const { runConfigShow } = await import('./config-command');
+              await runConfigShow(configIds([argv.id])[0]!, argv['database-url'], loggerFor(argv));
+            }),
+        )
+        .command(
+          'set <id> [pairs..]',
+          "Change keys of a plugin config (KEY=VALUE; KEY= removes one), checked against the plugin's plugin.json; running workers are told",
+          (c) =>
+            c
+              .positional('id', { type: 'number', demandOption: true, describe: 'Plugin config id' })
+              .positional('pairs', { type: 'string', array: true, default: [], describe: 'KEY=VALUE pairs (values are strings, as PostHog stores them)' })
+              .options({
+                json: { type: 'string', describe: 'Keys to change as a JSON object (null removes a key)' },
+                'database-url': connectionOptions['database-url'],
+                ...announceOptions,
+                ...logOptions,
+              })
+              .example('$0 config set 3 propertyName=source', 'one key')
+              .example(`$0 config set 3 --json '{"propertyValue":"web"}'`, 'as JSON'),
+          (argv) =>
+            failsWith('config set', async () => {
+              const { configChanges, runConfigSet } = await import('./config-command');
+              await runConfigSet(configIds([argv.id])[0]!, configChanges(argv.pairs as string[], argv.json), argv['database-url'], announceTargetFrom(argv), loggerFor(argv));
+            }),
+        )
+        .demandCommand(1, 'Name a subcommand: show or set'),
+    )
+    .command(
+      'order <ids..>',
+      "Reorder a team's chain: the given configs run first, in this order, then the team's others as they were; running workers are told",
+      (y) =>
+        y
+          .positional('ids', { type: 'number', array: true, demandOption: true, describe: 'Plugin config ids of one team' })
+          .options({ 'database-url': connectionOptions['database-url'], ...announceOptions, ...logOptions })
+          .example('$0 order 5 3', 'config #5 runs first, then #3, then the rest of that team'),
+      (argv) =>
+        failsWith('order', async () => {
+          const { runOrder } = await import('./order');
+          await runOrder(configIds(argv.ids), argv['database-url'], announceTargetFrom(argv), loggerFor(argv));
+        }),
     )
     .command(
       'health',
@@ -195,7 +329,7 @@ async function main(): Promise<void> {
     )
     .command(
       'replay <files..>',
-      'Run captured Celery messages (JSON lines of Redis envelopes) through the plugins, without a broker',
+      'Run captured Celery messages (JSON lines of Redis envelopes) through the plugins, without a broker; never writes to the database',
       (y) =>
         y
           .positional('files', { type: 'string', array: true, demandOption: true, describe: 'JSON-lines files of raw envelopes' })
@@ -203,6 +337,7 @@ async function main(): Promise<void> {
             out: { type: 'string', describe: 'Write the process_event envelopes here (default: stdout)' },
             now: { type: 'string', describe: 'Judge `expires` against this ISO instant (default: now)' },
             strict: { type: 'boolean', default: false, describe: 'Exit with status 1 if any message was rejected' },
+            'allow-load-errors': { type: 'boolean', default: false, describe: 'Exit 0 although a plugin config failed to load (it is left out of the chain); default: exit 1' },
             'database-url': connectionOptions['database-url'],
             'base-dir': connectionOptions['base-dir'],
             'output-queue': queueOptions['output-queue'],
@@ -222,21 +357,24 @@ async function main(): Promise<void> {
             batchSize: argv['batch-size'],
             databaseUrl: argv['database-url'],
             baseDir: argv['base-dir'],
-            limits: {
-              memoryLimitMb: argv['memory-limit-mb'],
-              cpuTimeoutMs: argv['cpu-timeout-ms'],
-              wallTimeoutMs: argv['wall-timeout-ms'],
-              maxResultBytes: argv['max-result-bytes'],
-            },
-            fetch: { timeoutMs: argv['fetch-timeout-ms'], maxBytes: argv['fetch-max-bytes'], allow: argv['fetch-allow'] },
+            limits: limitsFrom(argv),
+            fetch: fetchFrom(argv),
+            allowLoadErrors: argv['allow-load-errors'],
           },
           loggerFor(argv),
         );
-        if (argv.strict && summary.rejected > 0) process.exitCode = 1;
+        if ((argv.strict && summary.rejected > 0) || (summary.failedConfigs > 0 && !argv['allow-load-errors'])) process.exitCode = 1;
       },
     )
-    .demandCommand(1, 'Name a command: start, migrate, install, list, doctor, replay or health')
+    .demandCommand(1, 'Name a command: start, migrate, install, uninstall, enable, disable, config, order, list, doctor, replay or health')
     .strict()
+    // An error from a command (a database that cannot be opened, a file that cannot be read) is one line, exit 1;
+    // only a command line yargs cannot parse gets the usage text.
+    .fail((msg, err, y) => {
+      if (err) process.stderr.write(`posthog-plugins: ${err.message}\n`);
+      else process.stderr.write(`${y.help().toString()}\n\n${msg}\n`);
+      process.exit(1);
+    })
     .help()
     .alias('h', 'help')
     .version()

@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import { hostname } from 'node:os';
 import path from 'node:path';
-import { AmqpTopologyError } from '../brokers/amqp/errors';
+import { connectBackoffMs, isPermanentConnectError } from '../brokers/connect-errors';
 import { createBroker } from '../brokers/create-broker';
 import { RedisBroker } from '../brokers/redis/redis-broker';
 import { createLogger, type LogFormat, type Logger } from '../log';
@@ -52,7 +52,7 @@ export async function runWorker(): Promise<void> {
   } catch (err) {
     // The supervisor logs it (once, with how often it happened); say it here only if it cannot hear us.
     const message = (err as Error).message;
-    const permanent = err instanceof AmqpTopologyError;
+    const permanent = (err as { permanent?: unknown }).permanent === true || isPermanentConnectError(err);
     if (!(await link.send({ type: 'fatal', message, permanent }))) logger.error(`worker failed: ${message}`);
     process.exit(1);
   }
@@ -190,18 +190,22 @@ function startReloadListener(args: StartArgs, reload: () => Promise<void>, logge
   return listener;
 }
 
+/**
+ * Connect, retrying transient failures with backoff: one warning per attempt, with its count. A permanent one
+ * (credentials, vhost, a 406; see connect-errors.ts) will not fix itself: it is thrown, and `start` stops.
+ */
 async function connectWithRetry(connect: () => Promise<void>, what: string, logger: Logger): Promise<void> {
-  let delayMs = 500;
-  for (;;) {
+  for (let attempt = 1; ; attempt++) {
     try {
       await connect();
+      if (attempt > 1) logger.info(`connected to broker ${what} after ${attempt} attempts`);
       return;
     } catch (err) {
-      // A queue declared with other arguments will not fix itself: say so once and stop.
-      if (err instanceof AmqpTopologyError) throw err;
-      logger.error(`cannot connect to broker ${what}: ${(err as Error).message}; retrying in ${delayMs} ms`);
+      const message = (err as Error).message;
+      if (isPermanentConnectError(err)) throw Object.assign(new Error(message.includes(what) ? message : `broker ${what}: ${message}`), { permanent: true });
+      const delayMs = connectBackoffMs(attempt);
+      logger.warn(`cannot connect to broker (attempt ${attempt}): ${message.includes(what) ? message : `${what}: ${message}`}; retrying in ${(delayMs / 1000).toFixed(1)} s`);
       await new Promise((r) => setTimeout(r, delayMs));
-      delayMs = Math.min(delayMs * 2, 10_000);
     }
   }
 }

@@ -1,5 +1,4 @@
 import crypto from 'node:crypto';
-import path from 'node:path';
 import { isJsonObject } from '../../protocol/json';
 import { restoreLosslessNumbers } from '../../protocol/lossless-numbers';
 import type { JsonObject } from '../../protocol/types';
@@ -9,12 +8,12 @@ import { PluginStore, pluginErrorFrom } from '../store/plugin-store';
 import type { JobStore } from '../store/job-store';
 import type { LoadedPluginConfig, PluginError } from '../store/types';
 import type { HostOp, HostOps } from './bridge';
+import { compilePlugin, hostModulesFor } from './compile';
 import { ConfigErrorWriter } from './error-writer';
 import { EventSink, type SinkEvent } from './event-sink';
 import { createFetchOp, resolveFetchOptions } from './fetch';
 import { msSinceBusyDispose, PluginVm, resolveLimits, SandboxError, type TaskKind, type TaskOutcome } from './sandbox';
 import { readPluginRowSource } from './source';
-import { importNotAvailable, transpilePlugin } from './transpile';
 import type { ConfigInfo, FetchOptions, PluginEvent, SandboxErrorInfo, SandboxLimits } from './types';
 
 export { DEFAULT_LIMITS } from './types';
@@ -200,7 +199,7 @@ export class PluginManager {
     this.limits = resolveLimits(opts.limits);
     const fetch = resolveFetchOptions(opts.fetch); // throws on an unreadable allow-list entry
     this.hostOps = new Map([...(fetch.enabled ? ([['fetch', createFetchOp(fetch)]] as const) : []), ...(opts.ops ?? [])]);
-    this.hostModules = new Set(['@posthog/plugin-scaffold', ...(fetch.enabled ? ['node-fetch'] : [])]);
+    this.hostModules = hostModulesFor(fetch.enabled);
     this.errors = new ConfigErrorWriter(opts.store, opts.logger);
   }
 
@@ -616,15 +615,11 @@ export class PluginManager {
       };
       let code: { code: string; filename: string } | null = null;
       try {
-        const src = readPluginRowSource(row.plugin, { baseDir });
-        const t = transpilePlugin(src.code, src.main);
-        const missing = t.imports.find((m) => !this.hostModules.has(m));
-        if (missing !== undefined) throw new SandboxError('load', importNotAvailable(missing));
-        const filename = `${src.name.replace(/[^\w@.-]+/g, '_')}/${path.posix.basename(src.main)}`;
-        code = { code: t.code, filename };
+        const compiled = compilePlugin(readPluginRowSource(row.plugin, { baseDir }), this.hostModules);
+        code = { code: compiled.code, filename: compiled.filename };
         entry.fingerprint = sha256(
-          t.hash,
-          filename,
+          compiled.hash,
+          compiled.filename,
           String(row.teamId),
           String(row.pluginId),
           JSON.stringify(row.config),

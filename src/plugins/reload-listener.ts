@@ -1,3 +1,4 @@
+import { redisBackoff, reportRedisOutages } from '../brokers/connect-errors';
 import type { Logger } from '../log';
 import { type BoundedRedis, createRedisClient } from '../redis/client';
 
@@ -20,8 +21,8 @@ export class ReloadListener {
     private readonly logger: Logger,
     private readonly debounceMs = 250,
   ) {
-    this.redis = createRedisClient(url, { name: `posthog-plugins:reload:${process.pid}` });
-    this.redis.on('error', (err: Error) => logger.warn(`reload channel: redis error: ${err.message}`));
+    this.redis = createRedisClient(url, { name: `posthog-plugins:reload:${process.pid}`, ...redisBackoff });
+    reportRedisOutages(this.redis, `reload channel ${channel}`, logger);
     this.redis.on('message', (ch: string) => {
       if (ch === this.channel) this.schedule();
     });

@@ -80,6 +80,8 @@ export interface PluginVmSpec {
   onSetupFailed?: (err: SandboxError) => void;
   /** Every console line the plugin printed (after rate limiting), e.g. for posthog_pluginlogentry. */
   onConsole?: (level: 'debug' | 'log' | 'info' | 'warn' | 'error', line: string) => void;
+  /** false: start() loads the code without running setupPlugin (install's check). Default true. */
+  setup?: boolean;
 }
 
 /** Background work in a plugin's isolate (see BOOT_SOURCE task()). */
@@ -536,7 +538,7 @@ export class PluginVm {
         throw this.stageError(err, 'load', 'plugin load');
       }
       try {
-        await this.call(refs.setup.apply(undefined, [], { result: { promise: true }, timeout }), 'setupPlugin');
+        if (spec.setup !== false) await this.call(refs.setup.apply(undefined, [], { result: { promise: true }, timeout }), 'setupPlugin');
       } catch (err) {
         throw this.stageError(err, 'setup', 'setupPlugin');
       }

@@ -170,7 +170,14 @@ export function readPluginRowSource(plugin: PluginRow, opts: SourceOptions): Plu
     return { name: plugin.name, main: 'index.ts', code: plugin.source, pluginJson: null, origin: 'posthog_plugin.source' };
   }
   if (plugin.archive && plugin.archive.length > 0) return named(readPluginArchive(plugin.archive, `archive of plugin ${plugin.name}`));
-  if (plugin.url?.startsWith('file:')) return named(readPluginPath(resolveFileUrl(plugin.url, opts.baseDir)));
+  if (plugin.url?.startsWith('file:')) {
+    const file = resolveFileUrl(plugin.url, opts.baseDir);
+    if (!fs.existsSync(file)) {
+      const relative = !/^file:(\/|\/\/\/)/.test(plugin.url);
+      throw new PluginSourceError(`plugin path not found: ${file} (url ${plugin.url}${relative ? `, relative to --base-dir ${opts.baseDir}` : ''})`);
+    }
+    return named(readPluginPath(file));
+  }
   if (plugin.pluginType === 'source') throw new PluginSourceError(`source plugin ${plugin.name} has no source (no posthog_pluginsourcefile rows, empty source column)`);
   throw new PluginSourceError(`un-downloaded remote plugin ${plugin.name}${plugin.url ? ` (${plugin.url})` : ''}: no archive stored`);
 }

@@ -13,6 +13,8 @@ export interface RedisClientOptions {
   /** Also fail each command on its own after this long (ioredis `commandTimeout`). */
   commandTimeoutMs?: number;
   reconnectOnError?: RedisOptions['reconnectOnError'];
+  /** Delay before reconnect attempt n (default ioredis': 50 ms steps up to 2 s). */
+  retryStrategy?: RedisOptions['retryStrategy'];
 }
 
 /**
@@ -27,7 +29,7 @@ export interface RedisClientOptions {
  *   run: the caller must be able to retry safely or clean up), and never resent behind the caller's back;
  * - a connection that stops answering (half-open socket) is destroyed after `socketTimeoutMs`, which closes it
  *   and so rejects what was written to it.
- * The client reconnects by itself (ioredis' default backoff, at most 2 s between attempts).
+ * The client reconnects by itself (ioredis' default backoff, at most 2 s between attempts, unless `retryStrategy`).
  */
 export class BoundedRedis extends Redis {
   private readonly unanswered = new Set<Command>();
@@ -44,6 +46,7 @@ export class BoundedRedis extends Redis {
       socketTimeout: opts.socketTimeoutMs ?? DEFAULT_SOCKET_TIMEOUT_MS,
       commandTimeout: opts.commandTimeoutMs,
       reconnectOnError: opts.reconnectOnError,
+      ...(opts.retryStrategy ? { retryStrategy: opts.retryStrategy } : {}),
     });
     // ioredis emits 'close' after it has taken the unanswered commands off the connection.
     this.on('close', () => this.rejectUnanswered());

@@ -20,24 +20,37 @@ function sqlitePath(url: string): string | null {
 }
 
 /**
+ * knex prints the stack of every failed connection attempt; the error also reaches the caller, who names the
+ * database in one line, so those are dropped here. knex's other warnings pass.
+ */
+const knexLog = {
+  warn(message: string): void {
+    if (!String(message).startsWith('Acquire connection error')) process.emitWarning(String(message), 'KnexWarning');
+  },
+};
+
+/**
  * Open a knex connection from a URL:
  * - `sqlite:PATH` (relative to the current directory), `sqlite:///abs/path`, `sqlite::memory:` — better-sqlite3,
  *   WAL journal, 5 s busy timeout, one connection (better-sqlite3 is synchronous anyway).
  * - `postgres://…` / `postgresql://…` — pg.
+ * `readOnly`: the database refuses writes (SQLite opened read-only, Postgres sessions read-only).
  */
-export function openDatabase(url: string): Knex {
+export function openDatabase(url: string, opts: { readOnly?: boolean } = {}): Knex {
   const file = sqlitePath(url);
+  const readOnly = opts.readOnly === true;
   if (file !== null) {
     return knexFactory({
       client: 'better-sqlite3',
-      connection: { filename: file },
+      log: knexLog,
+      connection: { filename: file, options: { readonly: readOnly } },
       useNullAsDefault: true,
       pool: {
         min: 1,
         max: 1,
         afterCreate: (conn: { pragma(s: string): unknown }, done: (err: Error | null, conn: unknown) => void) => {
           try {
-            if (file !== ':memory:') conn.pragma('journal_mode = WAL');
+            if (file !== ':memory:' && !readOnly) conn.pragma('journal_mode = WAL');
             conn.pragma('busy_timeout = 5000');
             done(null, conn);
           } catch (err) {
@@ -48,7 +61,9 @@ export function openDatabase(url: string): Knex {
     });
   }
   if (/^postgres(ql)?:\/\//i.test(url)) {
-    return knexFactory({ client: 'pg', connection: url, pool: { min: 0, max: 10 } });
+    // Read-only: every transaction of the session is READ ONLY, so Postgres itself refuses any write.
+    const connection = readOnly ? { connectionString: url, options: '-c default_transaction_read_only=on' } : url;
+    return knexFactory({ client: 'pg', log: knexLog, connection, pool: { min: 0, max: 10 } });
   }
   throw new Error(
     `Unsupported database URL "${describeDatabaseUrl(url)}": expected sqlite:PATH, sqlite::memory:, postgres://… or postgresql://…`,

@@ -1,3 +1,4 @@
+import { redisBackoff, reportRedisOutages } from '../brokers/connect-errors';
 import { Restorer } from '../brokers/redis/restorer';
 import { leaseKey } from '../brokers/redis/keys';
 import type { ScriptedRedis } from '../brokers/redis/redis-broker';
@@ -21,8 +22,8 @@ export class DeadWorkerRestorer {
   ) {
     // Bounded (see createRedisClient): with Redis down a restore fails at once (siblings' scans or lease expiry
     // take over), so a supervisor never waits on Redis, not even while stopping.
-    this.redis = createRedisClient(url, { name: 'posthog-plugins:supervisor', lazyConnect: false }) as ScriptedRedis;
-    this.redis.on('error', (err: Error) => logger.warn(`supervisor redis connection error: ${err.message}`));
+    this.redis = createRedisClient(url, { name: 'posthog-plugins:supervisor', lazyConnect: false, ...redisBackoff }) as ScriptedRedis;
+    reportRedisOutages(this.redis, 'supervisor Redis', logger);
     this.redis.defineCommand('phRestore', { lua: RESTORE_SCRIPT });
     this.restorer = new Restorer(this.redis, logger);
   }

@@ -2,7 +2,7 @@ import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import amqp from 'amqplib';
 import Redis from 'ioredis';
-import { amqpUrl, flushRedisDb, redisUrl, resetVhost } from './services';
+import { amqpUrl, deleteVhost, flushRedisDb, redisUrl, resetVhost } from './services';
 
 const execFileAsync = promisify(execFile);
 
@@ -18,6 +18,7 @@ export interface BrokerFixture {
   pushRaw(queue: string, messages: RawInjection[]): Promise<void>;
   setAside(queue: string): Promise<Array<{ reason: string }>>;
   unsettled(queue: string): Promise<number>;
+  /** Disconnect and remove what the test left: the Redis db is flushed, the RabbitMQ vhost deleted. */
   close(): Promise<void>;
 }
 
@@ -71,6 +72,7 @@ export function redisFixture(db: number): BrokerFixture {
     },
     async close() {
       redis.disconnect();
+      await flushRedisDb(db);
     },
   };
 }
@@ -126,6 +128,7 @@ export function amqpFixture(vhost: string): BrokerFixture {
     async close() {
       await conn?.close().catch(() => undefined);
       conn = null;
+      await deleteVhost(vhost);
     },
   };
 }

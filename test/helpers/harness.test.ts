@@ -92,6 +92,7 @@ describe('python harness over Redis', { timeout: 180_000 }, () => {
   after(async () => {
     await sink?.stop();
     redis?.disconnect();
+    await flushRedisDb(db);
   });
 
   test('producer output lands in the queue as kombu envelopes', async () => {

@@ -33,12 +33,14 @@
  * |                                       | `-crash` (test/integration/crash.test.ts),                 |
  * |                                       | `-shared` (test/integration/shared-queue.test.ts)          |
  * |                                       | `-fuzz` (test/integration/fuzz.test.ts)                    |
+ * |                                       | `-cli` (test/cli/start-errors.test.ts)                     |
  * | RabbitMQ vhost `posthog-plugins-capture` | fixtures/capture/capture.py                             |
  * | RabbitMQ vhost `posthog-plugins-bench` | test/bench/run.ts (`make bench`; reset on each run)       |
  * | Postgres dbs `posthog_plugins_test_<name>` | the test file <name> (create with ensurePgDatabase);  |
  * |                                       | in use: `_pipeline_redis`, `_pipeline_rabbitmq`            |
  * | Postgres dbs `posthog_plugins_test_era_store_*` | test/store/eras.test.ts (one per schema era, dropped) |
  * | Postgres dbs `posthog_plugins_test_era_pipe_*` | test/integration/eras.test.ts (one per era, dropped)  |
+ * | Postgres db `posthog_plugins_test_cli` | test/cli/replay-read-only.test.ts (dropped at its end)   |
  * | Postgres db `posthog_plugins_test_store_api` | test/store/{plugin-storage,plugin-log-writer,job-store}  |
  * |                                       | .test.ts, one schema per file (`storage`, `logs`, `jobs`)  |
  * | Postgres dbs `postgres`, `root`       | nobody: maintenance connections only                       |

@@ -31,7 +31,9 @@ export const REPO = path.resolve(__dirname, '../../..');
 /** Run a one-shot CLI command (migrate, install, list, replay); rejects with its stderr on failure. */
 export async function cli(args: string[], env: Record<string, string> = {}): Promise<{ stdout: string; stderr: string }> {
   try {
-    return await execFileAsync(BIN, args, { cwd: REPO, env: { ...process.env, ...env }, maxBuffer: 64 * 1024 * 1024 });
+    // Commands that change plugins announce it on reload-plugins; on the shared Redis that would reach the workers
+    // of other test files, so it is off here unless a test asks for it (test/cli/ does, on private Redis servers).
+    return await execFileAsync(BIN, args, { cwd: REPO, env: { ...process.env, PLUGINS_RELOAD_PUBSUB_CHANNEL: '', ...env }, maxBuffer: 64 * 1024 * 1024 });
   } catch (err) {
     const e = err as Error & { stderr?: string; stdout?: string };
     throw new Error(`posthog-plugins ${args.join(' ')} failed: ${e.message}\n${e.stderr ?? ''}`);

@@ -153,7 +153,8 @@ describe('install: download by link or npm name', () => {
           assert.equal(code.main, 'index.js');
           assert.match(code.code, /processEvent/);
         }
-        assert.deepEqual(loaded[0]?.config, { propertyName: 'via' });
+        // plugin.json's default for the key not given is filled in, as PostHog's form did.
+        assert.deepEqual(loaded[0]?.config, { propertyName: 'via', propertyValue: 'posthog-plugins' });
       } finally {
         await db.destroy();
       }

@@ -63,6 +63,7 @@ describe('health and liveness of one start instance', () => {
     if (sup) try { process.kill(sup.child.pid!, 'SIGCONT'); } catch { /* gone */ }
     await sup?.stop();
     redis?.disconnect();
+    await flushRedisDb(REDIS_DB);
   });
 
   test('PostHog ping key: the ISO time, expiring within 60 s', async () => {

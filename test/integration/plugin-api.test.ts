@@ -133,6 +133,13 @@ describe('plugin API end to end: example plugins through Python Celery in and ou
   after(async () => {
     await Promise.all(workers.map((w) => w.stop()));
     await sink?.stop();
+    // The db is shared (never flushed): remove this run's own keys, queues, bindings and plugin cache entries.
+    // Also its configs' schedule periods and the liveness key its workers kept alive (both would expire later).
+    const schedules = Object.values(ids).map((id) => `posthog-plugins:schedule:${id}:*`);
+    for (const pattern of [`*${QUEUE}*`, `@plugin/*/${TEAM}/*`, ...schedules, '@posthog-plugin-server/ping']) {
+      const keys = (await redis?.keys(pattern)) ?? [];
+      if (keys.length > 0) await redis?.del(...keys);
+    }
     redis?.disconnect();
     await db?.destroy();
     services?.server.close();

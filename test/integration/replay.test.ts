@@ -142,6 +142,7 @@ describe('posthog-plugins replay', () => {
 
   after(async () => {
     await sink?.stop();
+    await flushRedisDb(REDIS_DB);
     rmSync(tmp, { recursive: true, force: true });
   });
 

@@ -6,7 +6,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { after, before, describe, test } from 'node:test';
 import { PYTHON, PYTHON_DIR, type SinkRecord, type SinkWorker, sendEvents, startSinkWorker } from '../helpers/python';
-import { amqpUrl, resetVhost, waitUntil } from '../helpers/services';
+import { amqpUrl, deleteVhost, resetVhost, waitUntil } from '../helpers/services';
 import { BIN, REPO, type WorkerProcess, cli, startWorker } from '../helpers/worker';
 
 const execFileAsync = promisify(execFile);
@@ -179,6 +179,7 @@ describe('shared queues on RabbitMQ: posthog-plugins next to Python Celery', () 
 
   after(async () => {
     await stopAll();
+    await deleteVhost(VHOST);
     rmSync(tmp, { recursive: true, force: true });
   });
 

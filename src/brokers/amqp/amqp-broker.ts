@@ -509,12 +509,15 @@ export class AmqpBroker implements Broker {
     this.scheduleReconnect();
   }
 
-  private scheduleReconnect(): void {
+  /** One line per retry step: the failed attempt's reason (if any) and when the next one comes. */
+  private scheduleReconnect(failure?: { text: string; topology: boolean }): void {
     if (this.reconnectTimer || this.state !== 'reconnecting') return;
     const base = Math.min(this.opts.reconnectMaxMs, this.opts.reconnectMinMs * 2 ** this.reconnectAttempt);
     const delay = Math.round(base * (0.85 + Math.random() * 0.3));
     this.reconnectAttempt++;
-    this.logger.info(`AMQP reconnecting in ${(delay / 1000).toFixed(1)}s (attempt ${this.reconnectAttempt})`, { broker: this.displayUrl });
+    const next = `reconnecting in ${(delay / 1000).toFixed(1)}s (attempt ${this.reconnectAttempt})`;
+    if (!failure) this.logger.info(`AMQP ${next}`, { broker: this.displayUrl });
+    else this.logger.log(failure.topology ? 'error' : 'warn', `AMQP reconnect failed: ${failure.text}; ${next}`, { broker: this.displayUrl });
     this.reconnectTimer = setTimeout(() => {
       this.reconnectTimer = null;
       void this.reconnect();
@@ -543,9 +546,7 @@ export class AmqpBroker implements Broker {
       this.lastError = err instanceof Error ? err : new Error(String(err));
       if (this.state !== 'reconnecting') return;
       this.learnQos(err);
-      const log = err instanceof AmqpTopologyError ? this.logger.error.bind(this.logger) : this.logger.warn.bind(this.logger);
-      log(`AMQP reconnect failed: ${errorText(err)}`, { broker: this.displayUrl });
-      this.scheduleReconnect();
+      this.scheduleReconnect({ text: errorText(err), topology: err instanceof AmqpTopologyError });
     }
   }
 

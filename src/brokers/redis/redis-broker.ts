@@ -70,6 +70,8 @@ export class RedisBroker implements Broker {
   private readonly timers: NodeJS.Timeout[] = [];
   private closed = false;
   private orphansPossible = false;
+  private opened = false;
+  private connectError: Error | null = null;
   private readonly startedAt = new Date().toISOString();
   private readonly space = processSpace();
 
@@ -86,6 +88,10 @@ export class RedisBroker implements Broker {
       // A failed attempt must not leave clients reconnecting in the background (the caller retries connect()).
       this.cmd?.disconnect();
       this.blocking?.disconnect();
+      // ioredis rejects with "Connection is closed."; the reason (ECONNREFUSED, WRONGPASS…) came as an 'error'.
+      const cause = this.connectError;
+      this.connectError = null;
+      if (cause && /Connection is closed/.test((err as Error).message)) throw new Error(`Redis at ${this.displayUrl}: ${cause.message}`);
       throw err;
     }
   }
@@ -101,7 +107,11 @@ export class RedisBroker implements Broker {
     this.cmd = createRedisClient(this.opts.url, { ...common, name: `posthog-plugins:${this.workerId}` }) as ScriptedRedis;
     this.blocking = createRedisClient(this.opts.url, { ...common, name: `posthog-plugins:${this.workerId}:wait` });
     for (const client of [this.cmd, this.blocking]) {
-      client.on('error', (err: Error) => this.opts.logger.warn(`redis connection error: ${err.message}`, { broker: this.displayUrl }));
+      // While connecting, the failed attempt is the caller's one line (worker.ts connectWithRetry), with the cause.
+      client.on('error', (err: Error) => {
+        if (this.opened) this.opts.logger.warn(`redis connection error: ${err.message}`, { broker: this.displayUrl });
+        else this.connectError = err;
+      });
     }
     this.cmd.defineCommand('phPop', { lua: POP_SCRIPT });
     this.cmd.defineCommand('phSettle', { lua: SETTLE_SCRIPT });
@@ -126,6 +136,7 @@ export class RedisBroker implements Broker {
     this.every(this.opts.visibilityScanMs, () =>
       this.restorer.restoreVisible(this.opts.visibilityTimeoutS, new Set(this.held.keys())),
     );
+    this.opened = true;
   }
 
   /** BLMOVE and RPOP with a count need Redis 6.2; say so once instead of failing on every pop. */

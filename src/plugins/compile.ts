@@ -1,0 +1,29 @@
+import path from 'node:path';
+import { SandboxError } from './sandbox';
+import type { PluginSourceCode } from './source';
+import { importNotAvailable, transpilePlugin } from './transpile';
+
+/** A plugin's code ready for an isolate. */
+export interface CompiledPlugin {
+  code: string;
+  /** For stack traces: "<plugin name>/<main file>". */
+  filename: string;
+  /** sha256 of the source (what a reload compares). */
+  hash: string;
+}
+
+/** The modules plugins may import: the boot script provides exactly these. */
+export function hostModulesFor(fetchEnabled: boolean): ReadonlySet<string> {
+  return new Set(['@posthog/plugin-scaffold', ...(fetchEnabled ? ['node-fetch'] : [])]);
+}
+
+/**
+ * Transpile a plugin's main file and refuse imports the sandbox cannot serve: the step every load takes
+ * (`start`, reloads, `replay`, and `install`'s check) before the code enters an isolate.
+ */
+export function compilePlugin(src: PluginSourceCode, hostModules: ReadonlySet<string>): CompiledPlugin {
+  const t = transpilePlugin(src.code, src.main);
+  const missing = t.imports.find((m) => !hostModules.has(m));
+  if (missing !== undefined) throw new SandboxError('load', importNotAvailable(missing));
+  return { code: t.code, filename: `${src.name.replace(/[^\w@.-]+/g, '_')}/${path.posix.basename(src.main)}`, hash: t.hash };
+}
