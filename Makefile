@@ -1,31 +1,42 @@
 # posthog-plugins: `make start` runs the worker on its defaults, `make test` runs every test.
+# Node: NODE_LINE=24 or 26 picks the line (default: the system Node's when it is 24 or 26, else 24); a line the
+# system Node is not is fetched once, pinned and verified (.ci/node-versions), into .node/LINE.
+NODE_LINE ?=
+# `make test` runs the suite on every supported line in turn, or on NODE_LINE alone when it is given.
+TEST_LINES := $(or $(NODE_LINE),$(shell awk 'NF == 3 && $$1 ~ /^[0-9]+$$/ { print $$1 }' .ci/node-versions))
+WITH_NODE := bash .ci/with-node.sh
 NODE := node --no-node-snapshot
 
 .PHONY: deps services build start test test-unit bench fixtures clean
 
 deps:
-	@bash .ci/ensure-deps.sh
+	@$(WITH_NODE) "$(NODE_LINE)" bash .ci/ensure-deps.sh
 
 services:
 	@bash .ci/ensure-services.sh
 
+# Also records the Node it built with in .node/node: bin/posthog-plugins runs on it.
 build: deps
-	npx tsc -p tsconfig.json
+	$(WITH_NODE) "$(NODE_LINE)" npx tsc -p tsconfig.json
+	@mkdir -p .node && $(WITH_NODE) "$(NODE_LINE)" sh -c 'ln -sfn "$$POSTHOG_PLUGINS_NODE" .node/node && echo "posthog-plugins runs on Node $$(node --version) ($$POSTHOG_PLUGINS_NODE)"'
 
 start: build
 	./bin/posthog-plugins start
 
 # Every test: unit tests of protocol/ and the worker, integration tests against the real Redis,
-# RabbitMQ, PostgreSQL and Python Celery of this machine.
+# RabbitMQ, PostgreSQL and Python Celery of this machine; once per Node line.
 test: build services
-	$(NODE) --test --test-concurrency=2 $$(find dist/test -name '*.test.js' | sort)
+	@set -e; for line in $(TEST_LINES); do \
+	  echo "== make test: Node $$line"; \
+	  $(WITH_NODE) $$line sh -c 'node --version && $(NODE) --test --test-concurrency=2 $$(find dist/test -name "*.test.js" | sort)'; \
+	done
 
 # Unit tests only (no services needed).
 test-unit: build
-	$(NODE) --test dist/test/protocol/
+	@set -e; for line in $(TEST_LINES); do $(WITH_NODE) $$line $(NODE) --test dist/test/protocol/; done
 
 bench: build services
-	$(NODE) dist/test/bench/run.js
+	@set -e; for line in $(TEST_LINES); do echo "== make bench: Node $$line"; $(WITH_NODE) $$line $(NODE) dist/test/bench/run.js; done
 
 fixtures: services
 	/usr/bin/python3 fixtures/capture/capture.py --redis redis://127.0.0.1:6379/15 --amqp amqp://guest:guest@127.0.0.1:5672/posthog-plugins-capture --out fixtures/messages

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install what the tests need and the repository does not carry: real Python Celery (Debian packages,
-# run with /usr/bin/python3) and the npm dependencies (isolated-vm compiles with node-gyp, ~35 s).
+# run with /usr/bin/python3) and the npm dependencies, installed by the Node first on PATH (make runs this under
+# .ci/with-node.sh). isolated-vm ships builds for Node 24 and 26 on Linux x64 and compiles with node-gyp elsewhere.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

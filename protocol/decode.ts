@@ -14,7 +14,7 @@
  * failure is a `{ok: false, reason}` that says precisely what was wrong, for the set-aside record and logs.
  */
 import { decompress } from './compression';
-import { KombuTagError, describe, parseKombuJson, truncate } from './json';
+import { KombuTagError, describe, isJsonObject, parseKombuJson, truncate } from './json';
 import { MAX_MESSAGE_BYTES, jsonTextTooDeep, tooDeepReason, tooLargeReason, valueTooDeep } from './limits';
 import { truncatedRepr } from './repr';
 import { NaiveZone, parseIsoDateTime } from './time';
@@ -30,7 +30,7 @@ export interface DecodeOptions {
 const hasOwn = (o: object, k: string): boolean => Object.prototype.hasOwnProperty.call(o, k);
 
 function isPlainObject(v: unknown): v is JsonObject {
-  return v !== null && typeof v === 'object' && !Array.isArray(v) && !Buffer.isBuffer(v);
+  return isJsonObject(v) && !Buffer.isBuffer(v);
 }
 
 const fail = (reason: string): DecodeResult => ({ ok: false, reason });

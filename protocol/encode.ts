@@ -8,7 +8,7 @@
  * kwargs that are not an object (`**None` fails), values JSON cannot carry faithfully (NaN, undefined items),
  * objects that kombu ≥5.3 would misread as tagged values, an invalid priority or date.
  */
-import { describe, stringifyForPython } from './json';
+import { describe, isJsonObject, stringifyForPython } from './json';
 import { truncatedRepr } from './repr';
 import { formatPythonUtcIso } from './time';
 import type { JsonObject, OutgoingTask, RawMessage } from './types';
@@ -20,7 +20,7 @@ export const LANG = 'js';
 const EMPTY_EMBED = '{"callbacks":null,"errbacks":null,"chain":null,"chord":null}';
 
 function isPlainObject(v: unknown): v is JsonObject {
-  return v !== null && typeof v === 'object' && !Array.isArray(v) && !Buffer.isBuffer(v);
+  return isJsonObject(v) && !Buffer.isBuffer(v);
 }
 
 function checkDate(name: string, value: Date | null | undefined, ctx: () => string): string | null {

@@ -11,6 +11,7 @@
  * silently turns NaN/Infinity and `undefined` array items into `null`, which would change the data Python sees:
  * refuse those too.
  */
+import { LosslessNumber, needsLosslessParse, parseLosslessJson } from './lossless-numbers';
 import type { JsonObject, JsonValue } from './types';
 
 /** Raised for a tagged value we cannot convert; JSON syntax errors stay SyntaxError. */
@@ -22,6 +23,11 @@ export class KombuTagError extends Error {
 }
 
 const hasOwn = (o: object, k: string): boolean => Object.prototype.hasOwnProperty.call(o, k);
+
+/** A JSON object: not null, not an array, not a LosslessNumber. */
+export function isJsonObject(value: unknown): value is JsonObject {
+  return value !== null && typeof value === 'object' && !Array.isArray(value) && !(value instanceof LosslessNumber);
+}
 
 /** True for an object (not array) whose own keys are exactly `__type__` and `__value__`. */
 export function isTaggedShape(value: unknown): value is { __type__: unknown; __value__: unknown } {
@@ -129,9 +135,16 @@ function reviver(_key: string, value: unknown): unknown {
   return isTaggedShape(value) ? convertTagged(value) : value;
 }
 
+function reviveObject(value: JsonObject): JsonValue {
+  return isTaggedShape(value) ? convertTagged(value) : value;
+}
+
 /**
  * JSON.parse plus kombu ≥5.3 tagged-value conversion (bottom-up, like kombu's object_hook).
  * Throws SyntaxError for malformed JSON and KombuTagError for a tag it cannot convert.
+ *
+ * Numbers JSON.parse would change (2**64+1, 10**30, 1.0, -0.0, 1e+16, Infinity, NaN: see lossless-numbers.ts)
+ * are kept as LosslessNumbers; a text without them (a quick scan tells) goes to JSON.parse as before.
  *
  * A reviver makes JSON.parse several times slower, and only matters when some object has a `__type__` key
  * (every tagged shape has one); texts that cannot contain such a key are parsed plainly, with the same result
@@ -139,6 +152,7 @@ function reviver(_key: string, value: unknown): unknown {
  * reviving in both cases).
  */
 export function parseKombuJson(text: string): JsonValue {
+  if (needsLosslessParse(text)) return parseLosslessJson(text, reviveObject);
   if (!mayContainTaggedValue(text)) return JSON.parse(text) as JsonValue;
   return JSON.parse(text, reviver) as JsonValue;
 }
@@ -151,7 +165,7 @@ const MAX_CHECK_DEPTH = 256;
  * tell cheaply). reviveKombuTags of a value without tagged shapes is a plain deep copy of it.
  */
 export function containsTaggedShape(value: JsonValue, depth = 0): boolean {
-  if (value === null || typeof value !== 'object') return false;
+  if (value === null || typeof value !== 'object' || value instanceof LosslessNumber) return false;
   if (depth > MAX_CHECK_DEPTH) return true;
   if (Array.isArray(value)) {
     for (let i = 0; i < value.length; i++) if (containsTaggedShape(value[i], depth + 1)) return true;
@@ -168,7 +182,7 @@ export function containsTaggedShape(value: JsonValue, depth = 0): boolean {
  * envelope headers). Returns a new value; the input is not modified.
  */
 export function reviveKombuTags(value: JsonValue): JsonValue {
-  if (value === null || typeof value !== 'object') return value;
+  if (value === null || typeof value !== 'object' || value instanceof LosslessNumber) return value;
   if (Array.isArray(value)) return value.map(reviveKombuTags);
   // Object.fromEntries defines own data properties, so a "__proto__" key stays data (no prototype change).
   const out: JsonObject = Object.fromEntries(Object.keys(value).map((k) => [k, reviveKombuTags(value[k])]));
@@ -230,12 +244,42 @@ function strictReplacer(this: unknown, key: string, v: unknown): unknown {
   return v;
 }
 
+/**
+ * A LosslessNumber is written as a placeholder string first, then the placeholder replaced by the number's text
+ * (JSON.stringify cannot write raw text). A placeholder is a string no value or key of the data starts with
+ * (checked while serializing; on a clash, a new one is drawn).
+ */
+const PLACEHOLDER_LEAD = '\u0000lossless-number:';
+const PLACEHOLDER_LEAD_JSON = '\\\\u0000lossless-number:'; // as JSON.stringify writes it, escaped for a RegExp
+
+class PlaceholderClash extends Error {}
+
 /** JSON.stringify with the checking replacer; its errors (and JSON.stringify's own) wrapped. */
 function stringifyStrict(value: unknown): string | undefined {
-  try {
-    return JSON.stringify(value, strictReplacer);
-  } catch (err) {
-    throw new TypeError(`value is not serializable for Python: ${(err as Error).message}`);
+  for (;;) {
+    const nonce = `${Math.random().toString(36).slice(2)}:`;
+    const prefix = PLACEHOLDER_LEAD + nonce;
+    const texts: string[] = [];
+    const replacer = function (this: unknown, key: string, v: unknown): unknown {
+      // JSON.stringify has already replaced a LosslessNumber by its toJSON(); the holder still has it.
+      const own = (this as Record<string, unknown>)[key];
+      if (own instanceof LosslessNumber) {
+        texts.push(own.text);
+        return prefix + String(texts.length - 1);
+      }
+      if ((typeof v === 'string' && v.startsWith(prefix)) || key.startsWith(prefix)) throw new PlaceholderClash();
+      return strictReplacer.call(this, key, v);
+    };
+    let text: string | undefined;
+    try {
+      text = JSON.stringify(value, replacer);
+    } catch (err) {
+      if (err instanceof PlaceholderClash) continue;
+      throw new TypeError(`value is not serializable for Python: ${(err as Error).message}`);
+    }
+    if (text === undefined || texts.length === 0) return text;
+    const placeholder = new RegExp(`"${PLACEHOLDER_LEAD_JSON}${nonce}(\\d+)"`, 'g');
+    return text.replace(placeholder, (_m, k: string) => texts[Number(k)]);
   }
 }
 
@@ -289,6 +333,7 @@ export function describe(value: unknown): string {
   if (Array.isArray(value)) return `array of ${value.length}`;
   if (typeof value === 'string') return `string ${JSON.stringify(truncate(value, 40))}`;
   if (typeof value === 'number' || typeof value === 'boolean') return `${typeof value} ${String(value)}`;
+  if (value instanceof LosslessNumber) return `number ${truncate(value.text, 40)}`;
   return typeof value;
 }
 

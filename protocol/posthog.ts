@@ -8,7 +8,8 @@
  *
  * Plugins see one flat "plugin event": the six top-level fields plus the keys of `data`.
  */
-import { describe } from './json';
+import { describe, isJsonObject } from './json';
+import { LosslessNumber, holdsLosslessNumbers, markLosslessHolder } from './lossless-numbers';
 import type { JsonObject, JsonValue, OutgoingTask, TaskMessage } from './types';
 
 export const PROCESS_EVENT_WITH_PLUGINS = 'posthog.tasks.process_event.process_event_with_plugins';
@@ -34,6 +35,8 @@ export interface IngestionArgs {
   now: string;
   /** Client send time, ISO string, or null. */
   sent_at: string | null;
+  /** team_id as it was written when JSON.parse would have changed it (`2.0`): published back as written. */
+  teamIdToken?: LosslessNumber;
 }
 
 export type PluginEvent = JsonObject & {
@@ -50,16 +53,17 @@ export type IngestionArgsResult = { ok: true; args: IngestionArgs } | { ok: fals
 const hasOwn = (o: object, k: string): boolean => Object.prototype.hasOwnProperty.call(o, k);
 
 function isPlainObject(v: unknown): v is JsonObject {
-  return v !== null && typeof v === 'object' && !Array.isArray(v);
+  return isJsonObject(v);
 }
 
 /**
- * distinct_id as the string Python's str() would give. Only strings and safe integers: a JSON number beyond
- * 2^53 has already lost digits in JSON.parse, and Python prints floats differently from JS (1e+16 vs 10000…).
+ * distinct_id as the string Python's str() would give. Only strings and integers (a kept token beyond 2^53 has
+ * all its digits): Python prints floats differently from JS (1e+16 vs 10000…).
  */
 function distinctIdToString(v: JsonValue | undefined): string | null {
   if (typeof v === 'string') return v;
   if (typeof v === 'number' && Number.isSafeInteger(v)) return String(v);
+  if (v instanceof LosslessNumber && v.isInteger) return BigInt(v.text).toString();
   return null;
 }
 
@@ -67,6 +71,7 @@ function distinctIdToString(v: JsonValue | undefined): string | null {
 function toTeamId(v: JsonValue | undefined): number | null {
   let n: number;
   if (typeof v === 'number') n = v;
+  else if (v instanceof LosslessNumber) n = v.value;
   else if (typeof v === 'string' && /^\s*[+-]?\d+\s*$/.test(v)) n = Number(v);
   else return null;
   return Number.isSafeInteger(n) ? n : null;
@@ -108,17 +113,17 @@ export function ingestionArgsFromTask(task: TaskMessage): IngestionArgsResult {
   if (siteUrl !== null && typeof siteUrl !== 'string') return fail(`site_url must be a string or null, got ${describe(siteUrl)}`);
   const data = bound.get('data');
   if (!isPlainObject(data)) return fail(`data must be an object, got ${describe(data ?? null)}`);
-  const teamId = toTeamId(bound.get('team_id'));
-  if (teamId === null) return fail(`team_id must be an integer, got ${describe(bound.get('team_id') ?? null)}`);
+  const teamIdValue = bound.get('team_id');
+  const teamId = toTeamId(teamIdValue);
+  if (teamId === null) return fail(`team_id must be an integer, got ${describe(teamIdValue ?? null)}`);
   const now = bound.get('now');
   if (typeof now !== 'string') return fail(`now must be a string, got ${describe(now ?? null)}`);
   const sentAt = bound.get('sent_at') ?? null;
   if (sentAt !== null && typeof sentAt !== 'string') return fail(`sent_at must be a string or null, got ${describe(sentAt)}`);
 
-  return {
-    ok: true,
-    args: { distinct_id: distinctId, ip, site_url: siteUrl ?? '', data, team_id: teamId, now, sent_at: sentAt },
-  };
+  const out: IngestionArgs = { distinct_id: distinctId, ip, site_url: siteUrl ?? '', data, team_id: teamId, now, sent_at: sentAt };
+  if (teamIdValue instanceof LosslessNumber) out.teamIdToken = teamIdValue;
+  return { ok: true, args: out };
 }
 
 /**
@@ -147,6 +152,8 @@ export function toPluginEvent(args: IngestionArgs): PluginEvent {
   event.team_id = args.team_id;
   event.now = args.now;
   event.sent_at = args.sent_at;
+  // Numbers kept as written in data are now in the event: restoreLosslessNumbers must look for them there.
+  if (holdsLosslessNumbers(args.data)) markLosslessHolder(event);
   return event;
 }
 
@@ -180,7 +187,7 @@ export function toProcessEventKwargs(event: PluginEvent, original: IngestionArgs
     ip,
     site_url: siteUrl ?? '',
     data,
-    team_id: original.team_id,
+    team_id: original.teamIdToken ?? original.team_id,
     now,
     sent_at: sentAt,
   };

@@ -6,6 +6,7 @@
  * rendering describes the value *as Python will decode it* from our JSON: an integral JS number is written as
  * a JSON integer, so Python sees an int; other numbers become floats.
  */
+import { LosslessNumber } from './lossless-numbers';
 import type { JsonValue } from './types';
 
 /** Celery's `argsrepr_maxsize` / `kwargsrepr_maxsize`. */
@@ -74,12 +75,19 @@ export function pythonNumberRepr(n: number): string {
   } else if (n >= 1e-4 || n <= -1e-4) {
     if (Number.isFinite(n)) return String(n);
   }
-  if (!Number.isFinite(n)) return n > 0 ? 'inf' : n < 0 ? '-inf' : 'nan';
+  if (!Number.isFinite(n)) return pythonFloatRepr(n);
   const json = JSON.stringify(n);
   // JSON.stringify writes integers below 1e21 without exponent or dot: Python decodes those as int.
   if (/^-?\d+$/.test(json)) return json;
-  // Otherwise Python has a float. Both languages print the shortest round-trip digits; only the layout
-  // differs: Python uses scientific notation when the decimal exponent is < -4 or >= 16.
+  return pythonFloatRepr(n);
+}
+
+/** Python's repr of the float n. */
+export function pythonFloatRepr(n: number): string {
+  if (!Number.isFinite(n)) return n > 0 ? 'inf' : n < 0 ? '-inf' : 'nan';
+  if (Object.is(n, -0)) return '-0.0';
+  // Both languages print the shortest round-trip digits; only the layout differs: Python uses scientific
+  // notation when the decimal exponent is < -4 or >= 16, and always shows a float as one (1.0, 1e+16).
   const [mantissa, expText] = n.toExponential().split('e');
   const exp = Number(expText);
   const negative = mantissa.startsWith('-');
@@ -94,6 +102,12 @@ export function pythonNumberRepr(n: number): string {
   const intPart = digits.slice(0, exp + 1).padEnd(exp + 1, '0');
   const frac = digits.slice(exp + 1);
   return `${sign}${intPart}.${frac === '' ? '0' : frac}`;
+}
+
+/** Python's repr of what Python's json reads from a kept number token: an int's digits, or a float. */
+export function pythonTokenRepr(n: LosslessNumber): string {
+  if (n.isInteger) return BigInt(n.text).toString();
+  return pythonFloatRepr(n.value);
 }
 
 /** Python repr of a JSON value as Python will decode it (dict/list/str/int/float/bool/None). */
@@ -125,6 +139,7 @@ function writeRepr(w: Writer, value: JsonValue | undefined): void {
   else if (value === true) w.out += 'True';
   else if (value === false) w.out += 'False';
   else if (typeof value === 'number') w.out += pythonNumberRepr(value);
+  else if (value instanceof LosslessNumber) w.out += pythonTokenRepr(value);
   else if (typeof value === 'string') {
     // Escaping never shortens text, so rendering a prefix one longer than the room left is enough.
     const room = w.limit - w.out.length + 1;

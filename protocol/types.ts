@@ -1,7 +1,10 @@
 /**
  * Shared types of the Celery wire contract. Pure data: no I/O anywhere in protocol/.
  */
-export type JsonValue = null | boolean | number | string | JsonValue[] | JsonObject;
+import type { LosslessNumber } from './lossless-numbers';
+
+/** A LosslessNumber is a number token JSON.parse would have changed, kept as written (lossless-numbers.ts). */
+export type JsonValue = null | boolean | number | string | LosslessNumber | JsonValue[] | JsonObject;
 export interface JsonObject {
   [key: string]: JsonValue;
 }

@@ -98,6 +98,7 @@ export const supervisorOptions = {
   workers: { type: 'number', describe: 'Worker processes, each a complete consumer with its own plugins (env WORKER_PROCESSES; default: one per core)', default: num('WORKER_PROCESSES', availableParallelism()) },
   'heartbeat-interval-ms': { type: 'number', describe: 'How often each worker process is asked whether it is alive, ms (env WORKER_HEARTBEAT_INTERVAL_MS)', default: num('WORKER_HEARTBEAT_INTERVAL_MS', 2_000) },
   'heartbeat-timeout-ms': { type: 'number', describe: 'A worker process that has not answered for this long is killed and replaced, ms (env WORKER_HEARTBEAT_TIMEOUT_MS)', default: num('WORKER_HEARTBEAT_TIMEOUT_MS', 30_000) },
+  'stuck-timeout-ms': { type: 'number', describe: 'A worker process that holds messages without settling any for this long is killed and replaced (as `health` fails it), ms (env WORKER_STUCK_TIMEOUT_MS)', default: num('WORKER_STUCK_TIMEOUT_MS', 300_000) },
   'shutdown-timeout-ms': { type: 'number', describe: 'On SIGTERM, how long worker processes get to finish before they are killed, ms (env WORKER_SHUTDOWN_TIMEOUT_MS)', default: num('WORKER_SHUTDOWN_TIMEOUT_MS', 30_000) },
   'crash-limit': { type: 'number', describe: 'A plugin config that crashes its worker process this many times within --crash-window-ms is disabled (env PLUGIN_CRASH_LIMIT)', default: num('PLUGIN_CRASH_LIMIT', 3) },
   'crash-window-ms': { type: 'number', describe: 'Window for --crash-limit, ms (env PLUGIN_CRASH_WINDOW_MS)', default: num('PLUGIN_CRASH_WINDOW_MS', 600_000) },

@@ -37,7 +37,7 @@ export async function runInstall(args: InstallArgs, logger: Logger): Promise<voi
 
   const { db, store } = await openStore(args.databaseUrl, logger);
   try {
-    const pluginId = await store.installPlugin(plugin);
+    const pluginId = await store.installPlugin({ ...plugin, teamId: args.team });
     const existing = (await store.listConfigs()).filter((c) => c.teamId === args.team);
     const order = args.order ?? existing.reduce((max, c) => Math.max(max, c.order + 1), 0);
     const configId = await store.createConfig({ pluginId, teamId: args.team, order, config, enabled: !args.disabled });

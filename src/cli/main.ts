@@ -1,3 +1,4 @@
+import './node-version';
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { connectionOptions, logOptions, pluginApiOptions, queueOptions, reloadOptions, sandboxOptions, supervisorOptions, workerOptions } from '../config';
@@ -59,6 +60,7 @@ async function main(): Promise<void> {
             workers: argv.workers,
             heartbeatIntervalMs: argv['heartbeat-interval-ms'],
             heartbeatTimeoutMs: argv['heartbeat-timeout-ms'],
+            stuckTimeoutMs: argv['stuck-timeout-ms'],
             shutdownTimeoutMs: argv['shutdown-timeout-ms'],
             crashLimit: argv['crash-limit'],
             crashWindowMs: argv['crash-window-ms'],
@@ -91,7 +93,11 @@ async function main(): Promise<void> {
       (y) => y.options({ 'database-url': connectionOptions['database-url'], ...logOptions }),
       async (argv) => {
         const { runMigrate } = await import('./migrate');
-        await runMigrate(argv['database-url'], loggerFor(argv));
+        await runMigrate(argv['database-url'], loggerFor(argv)).catch((err: Error) => {
+          // A PostHog database is refused with the reason alone, exit 1.
+          process.stderr.write(`posthog-plugins migrate: ${err.message}\n`);
+          process.exit(1);
+        });
       },
     )
     .command(
@@ -174,6 +180,20 @@ async function main(): Promise<void> {
       },
     )
     .command(
+      'doctor',
+      'Check the plugin tables: which PostHog schema, where code and logs come from, every config that cannot run and why (exit 1 when none can)',
+      (y) => y.options({ 'database-url': connectionOptions['database-url'], 'base-dir': connectionOptions['base-dir'], ...logOptions }),
+      async (argv) => {
+        const { runDoctor } = await import('./doctor');
+        const report = await runDoctor(argv['database-url'], argv['base-dir'], loggerFor(argv)).catch((err: Error) => {
+          process.stderr.write(`posthog-plugins doctor: ${err.message}\n`);
+          process.exit(1);
+        });
+        process.stdout.write(report.lines.join('\n') + '\n');
+        process.exitCode = report.runnable > 0 ? 0 : 1;
+      },
+    )
+    .command(
       'replay <files..>',
       'Run captured Celery messages (JSON lines of Redis envelopes) through the plugins, without a broker',
       (y) =>
@@ -215,7 +235,7 @@ async function main(): Promise<void> {
         if (argv.strict && summary.rejected > 0) process.exitCode = 1;
       },
     )
-    .demandCommand(1, 'Name a command: start, migrate, install, list, replay or health')
+    .demandCommand(1, 'Name a command: start, migrate, install, list, doctor, replay or health')
     .strict()
     .help()
     .alias('h', 'help')

@@ -3,6 +3,7 @@ import type { Logger } from '../log';
 import { describeDatabaseUrl, openDatabase } from '../store/database';
 import { migrate, migrateOwnTables } from '../store/migrate';
 import { PluginStore } from '../store/plugin-store';
+import { describeSchema } from '../store/schema';
 
 /**
  * Open PostHog's plugin tables. The embedded SQLite default creates its tables on first use so that
@@ -16,7 +17,7 @@ export async function openStore(url: string, logger: Logger): Promise<{ db: Knex
   if (url.startsWith('sqlite:')) await migrate(db);
   const store = new PluginStore(db);
   try {
-    await store.listConfigs();
+    await store.schema();
     if (!url.startsWith('sqlite:')) {
       // Several worker processes start at once: one of them creates it, the others find it.
       await migrateOwnTables(db).catch(async (err: Error) => {
@@ -25,8 +26,8 @@ export async function openStore(url: string, logger: Logger): Promise<{ db: Knex
     }
   } catch (err) {
     await db.destroy();
-    throw new Error(`cannot read plugin tables in ${description}: ${(err as Error).message} (run \`posthog-plugins migrate\` on an empty database)`);
+    throw new Error(`cannot read plugin tables in ${description}: ${(err as Error).message}`);
   }
-  logger.debug(`plugin store: ${description}`);
+  logger.debug(`plugin store: ${description}: ${describeSchema(await store.schema())}`);
   return { db, store, description };
 }

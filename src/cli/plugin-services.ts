@@ -1,9 +1,9 @@
 import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
-import Redis from 'ioredis';
 import type { Knex } from 'knex';
 import type { Outgoing } from '../brokers/broker';
 import type { Logger } from '../log';
+import { type BoundedRedis, createRedisClient } from '../redis/client';
 import { createCacheOp } from '../plugins/api/cache-op';
 import { createCaptureOp } from '../plugins/api/capture-op';
 import { createJobsOp } from '../plugins/api/jobs-op';
@@ -16,6 +16,7 @@ import { Scheduler } from '../plugins/scheduler';
 import { JobStore } from '../store/job-store';
 import { PluginLogWriter } from '../store/plugin-log-writer';
 import { PluginStorage } from '../store/plugin-storage';
+import { storageUnavailableReason, type PosthogSchema } from '../store/schema';
 import type { StartArgs } from './start';
 
 /** The Redis a worker uses besides the broker: PostHog's REDIS_URL, or the broker itself when it is Redis. */
@@ -31,7 +32,7 @@ export function pluginRedisUrl(args: Pick<StartArgs, 'redisUrl' | 'broker'>): st
  */
 export class PluginServices {
   readonly instanceId = randomUUID();
-  private readonly redis: Redis | null;
+  private readonly redis: BoundedRedis | null;
   private readonly jobStore: JobStore;
   private readonly logWriter: PluginLogWriter;
   private publish: ((outgoing: Outgoing[]) => Promise<void>) | null = null;
@@ -46,16 +47,13 @@ export class PluginServices {
     private readonly logger: Logger,
     /** The worker process's index under the supervisor: without Redis only worker 0 runs schedules. */
     private readonly workerIndex: number,
+    /** PostHog's plugin tables as last read (at start and on each reload): which of storage and logs exist. */
+    private readonly schema: () => PosthogSchema,
   ) {
     const url = pluginRedisUrl(args);
     this.redis = url
-      ? new Redis(url, {
-          // A plugin waits at most a few seconds for Redis; commands are not queued while it is down.
-          maxRetriesPerRequest: 1,
-          commandTimeout: 5000,
-          enableOfflineQueue: false,
-          connectionName: `posthog-plugins-cache-${process.pid}`,
-        })
+      ? // A plugin waits at most a few seconds for Redis; commands are not queued while it is down.
+        createRedisClient(url, { name: `posthog-plugins:cache:${process.pid}`, lazyConnect: false, commandTimeoutMs: 5000 })
       : null;
     this.redis?.on('error', (err: Error) => {
       if (Date.now() - this.lastRedisWarning < 60_000) return;
@@ -83,7 +81,7 @@ export class PluginServices {
   /** Options for the PluginManager of this worker. */
   managerOptions(): Pick<PluginManagerOptions, 'ops' | 'unavailable' | 'eventSinks' | 'taskWallTimeoutMs' | 'isolateIdleMs' | 'setupRetries' | 'setupRetryBaseMs' | 'pluginLog' | 'jobs'> {
     const ops = new Map<string, HostOp>([
-      ['storage', createStorageOp(new PluginStorage(this.db))],
+      ['storage', createStorageOp(new PluginStorage(this.db), () => storageUnavailableReason(this.schema()))],
       ['jobs', createJobsOp(this.jobStore)],
       [
         'capture',
@@ -103,7 +101,8 @@ export class PluginServices {
       isolateIdleMs: this.args.isolateIdleMs,
       setupRetries: this.args.setupRetries,
       setupRetryBaseMs: this.args.setupRetryMs,
-      pluginLog: this.logWriter,
+      // Only PostHog 0147–0238 has posthog_pluginlogentry; elsewhere the lines are in the worker log only.
+      pluginLog: { add: (entry) => (this.schema().logEntry ? this.logWriter.add(entry) : undefined) },
       jobs: this.jobStore,
     };
   }

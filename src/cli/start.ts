@@ -8,6 +8,7 @@ import { HealthReporter } from '../supervisor/health-reporter';
 import { DeadWorkerRestorer } from '../supervisor/redis-restorer';
 import { Supervisor } from '../supervisor/supervisor';
 import { healthFileFor } from './health';
+import { describeSchema, pluginLogDestination } from '../store/schema';
 import { openStore } from './open-store';
 
 export interface StartArgs {
@@ -44,6 +45,7 @@ export interface SupervisorArgs {
   workers: number;
   heartbeatIntervalMs: number;
   heartbeatTimeoutMs: number;
+  stuckTimeoutMs: number;
   shutdownTimeoutMs: number;
   crashLimit: number;
   crashWindowMs: number;
@@ -88,6 +90,7 @@ export async function runStart(args: StartArgs, sup: SupervisorArgs, log: { leve
     worker: { args, logLevel: log.level, logFormat: log.format },
     heartbeatIntervalMs: sup.heartbeatIntervalMs,
     heartbeatTimeoutMs: sup.heartbeatTimeoutMs,
+    stuckTimeoutMs: sup.stuckTimeoutMs,
     shutdownTimeoutMs: sup.shutdownTimeoutMs,
     crashLimit: sup.crashLimit,
     crashWindowMs: sup.crashWindowMs,
@@ -101,6 +104,8 @@ export async function runStart(args: StartArgs, sup: SupervisorArgs, log: { leve
     pid: process.pid,
     workers,
   });
+  const schema = await store.schema();
+  logger.info(`plugin tables: ${describeSchema(schema)}; plugin logs go to ${pluginLogDestination(schema)}`);
   supervisor.start();
   // PostHog's Redis (REDIS_URL), else the broker when it is Redis: the same choice as the reload channel.
   const redisUrl = args.redisUrl || (isRedis ? args.broker : '');

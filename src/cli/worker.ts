@@ -67,7 +67,8 @@ async function work(init: WorkerInit, logger: Logger, link: WorkerLink, stopRequ
   const recorder = new FlightRecorder(init.flightFile);
   const { db, description } = await openStore(args.databaseUrl, logger);
   const store = new WorkerPluginStore(db);
-  const services = new PluginServices(args, db, logger, init.index);
+  const schema = await store.schema();
+  const services = new PluginServices(args, db, logger, init.index, () => store.currentSchema ?? schema);
   await services.ready(5000);
 
   const plugins = await PluginManager.create({

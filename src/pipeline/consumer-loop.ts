@@ -111,7 +111,7 @@ export class ConsumerLoop {
         if (!this.running) break;
         logger.error(`consumer loop error, retrying in ${backoffMs} ms: ${(err as Error).message}`, { broker: broker.displayUrl });
         await sleep(backoffMs);
-        backoffMs = Math.min(backoffMs * 2, 10_000);
+        backoffMs = Math.min(backoffMs * 2, MAX_BACKOFF_MS);
       }
     }
     if (ahead) {
@@ -119,8 +119,7 @@ export class ConsumerLoop {
       const got = await ahead;
       if (got.deliveries.length) {
         this.stats.received += got.deliveries.length;
-        await this.giveBack(got.deliveries);
-        logger.info(`gave ${got.deliveries.length} prefetched message(s) back to the queue`);
+        if (await this.giveBack(got.deliveries)) logger.info(`gave ${got.deliveries.length} prefetched message(s) back to the queue`);
       }
     }
     await this.settling;
@@ -128,17 +127,19 @@ export class ConsumerLoop {
     const held = this.eta.drain();
     if (held.length) broker.adjustHeld?.(-held.length);
     if (held.length) {
-      await broker.settle(held.map((delivery): Settlement => ({ kind: 'requeue', delivery })));
-      logger.info(`gave ${held.length} eta message(s) back to the queue`);
+      if (await this.giveBack(held)) logger.info(`gave ${held.length} eta message(s) back to the queue`);
     }
     this.stats.waiting = 0;
   }
 
-  private async giveBack(deliveries: Delivery[]): Promise<void> {
+  /** Whether they went back; if not they stay unacked, recorded under this worker, and are restored later. */
+  private async giveBack(deliveries: Delivery[]): Promise<boolean> {
     try {
       await this.opts.broker.settle(deliveries.map((delivery): Settlement => ({ kind: 'requeue', delivery })));
+      return true;
     } catch (err) {
       this.opts.logger.error(`could not give ${deliveries.length} message(s) back (they are restored when this worker stops): ${(err as Error).message}`);
+      return false;
     }
   }
 
@@ -187,7 +188,7 @@ export class ConsumerLoop {
         if (!this.running) throw err;
         this.opts.logger.error(`could not settle ${settlements.length} message(s), retrying in ${backoffMs} ms: ${(err as Error).message}`);
         await sleep(backoffMs);
-        backoffMs = Math.min(backoffMs * 2, 10_000);
+        backoffMs = Math.min(backoffMs * 2, MAX_BACKOFF_MS);
       }
     }
   }
@@ -217,6 +218,12 @@ function receiveAhead(broker: Broker, max: number): Promise<Received> {
     (error: Error) => ({ deliveries: [], error }),
   );
 }
+
+/**
+ * Longest pause between retries of a failing broker call. A broker call fails fast while the broker is away (no
+ * offline queue), and the Redis clients reconnect at most 2 s apart: waiting longer only delays the recovery.
+ */
+const MAX_BACKOFF_MS = 2_000;
 
 function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));

@@ -1,5 +1,7 @@
 import crypto from 'node:crypto';
 import path from 'node:path';
+import { isJsonObject } from '../../protocol/json';
+import { restoreLosslessNumbers } from '../../protocol/lossless-numbers';
 import type { JsonObject } from '../../protocol/types';
 import type { Logger } from '../log';
 import { ChainUnavailableError } from '../pipeline/batch-processor';
@@ -580,7 +582,8 @@ export class PluginManager {
       }
       // Plugins may not move events to another team (PostHog resets team_id too).
       if (ev.team_id !== events[i].team_id) ev.team_id = events[i].team_id;
-      result[i] = ev as PluginEvent;
+      // Numbers the plugins saw as JS numbers and gave back unchanged are written as Python sent them.
+      result[i] = restoreLosslessNumbers(events[i], ev) as PluginEvent;
     }
     return { result, finals: current };
   }
@@ -787,7 +790,8 @@ export class PluginManager {
 function describeEvent(event: JsonObject | null): string {
   if (!event) return '(unparseable)';
   const parts: string[] = [];
-  const uuid = event.uuid ?? (event.properties && typeof event.properties === 'object' && !Array.isArray(event.properties) ? event.properties.$uuid : undefined);
+  const props = event.properties;
+  const uuid = event.uuid ?? (isJsonObject(props) ? props.$uuid : undefined);
   if (typeof uuid === 'string') parts.push(`uuid=${uuid}`);
   if (typeof event.event === 'string') parts.push(`event=${JSON.stringify(event.event)}`);
   if (typeof event.distinct_id === 'string') parts.push(`distinct_id=${JSON.stringify(event.distinct_id)}`);

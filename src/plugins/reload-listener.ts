@@ -1,5 +1,5 @@
-import Redis from 'ioredis';
 import type { Logger } from '../log';
+import { type BoundedRedis, createRedisClient } from '../redis/client';
 
 /**
  * PostHog publishes on Redis channel `reload-plugins` whenever a plugin, config or attachment is saved. Each
@@ -8,7 +8,7 @@ import type { Logger } from '../log';
  * The subscriber reconnects and resubscribes by itself; losing it never stops event processing.
  */
 export class ReloadListener {
-  private readonly redis: Redis;
+  private readonly redis: BoundedRedis;
   private timer: NodeJS.Timeout | null = null;
   private running: Promise<void> | null = null;
   private again = false;
@@ -20,7 +20,7 @@ export class ReloadListener {
     private readonly logger: Logger,
     private readonly debounceMs = 250,
   ) {
-    this.redis = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: null });
+    this.redis = createRedisClient(url, { name: `posthog-plugins:reload:${process.pid}` });
     this.redis.on('error', (err: Error) => logger.warn(`reload channel: redis error: ${err.message}`));
     this.redis.on('message', (ch: string) => {
       if (ch === this.channel) this.schedule();

@@ -1,5 +1,6 @@
 import fs from 'node:fs';
 import path from 'node:path';
+import { isJsonObject } from '../../protocol/json';
 import type { JsonObject } from '../../protocol/types';
 import type { PluginRow } from '../store/types';
 import { Archive, ArchiveError, openArchive, sniffArchive, normalizeArchivePath } from './archive';
@@ -133,21 +134,16 @@ export function readPluginPath(p: string): PluginSourceCode {
   throw new PluginSourceError(`don't know how to load ${abs}: expected a folder, a .js/.ts file or a .zip/.tgz archive`);
 }
 
-/** The source column (plugin_type 'source'): one TypeScript file, or newer PostHog's per-file rows. */
-function readSourceColumn(plugin: PluginRow): PluginSourceCode | null {
-  if (plugin.sourceFiles && Object.keys(plugin.sourceFiles).length > 0) {
-    const files = plugin.sourceFiles;
-    const json = typeof files['plugin.json'] === 'string' ? parsePluginJson(files['plugin.json'], `plugin ${plugin.name} source files`) : null;
-    const main = mainOf(json, (p) => typeof files[p] === 'string') ?? (typeof files['index.ts'] === 'string' ? 'index.ts' : null);
-    if (main === null || typeof files[main] !== 'string') {
-      throw new PluginSourceError(`main file ${main ?? 'index.ts'} not found in the source files of plugin ${plugin.name}`);
-    }
-    return { name: plugin.name, main, code: files[main], pluginJson: json, origin: 'source files' };
-  }
-  if (plugin.source !== null && plugin.source !== '') {
-    return { name: plugin.name, main: 'index.ts', code: plugin.source, pluginJson: null, origin: 'source column' };
-  }
-  return null;
+/**
+ * posthog_pluginsourcefile rows (PostHog 0233 on): `index.ts` is the code, whatever language it holds (0243 stored
+ * an archive's main file under that name, JavaScript included), else plugin.json's `main` among the rows.
+ */
+function readSourceFiles(plugin: PluginRow, files: Record<string, string>): PluginSourceCode {
+  const where = `the posthog_pluginsourcefile rows of plugin ${plugin.name}`;
+  const json = typeof files['plugin.json'] === 'string' ? parsePluginJson(files['plugin.json'], where) : null;
+  const main = typeof files['index.ts'] === 'string' ? 'index.ts' : mainOf(json, (p) => typeof files[p] === 'string');
+  if (main === null || typeof files[main] !== 'string') throw new PluginSourceError(`no index.ts in ${where}`);
+  return { name: plugin.name, main, code: files[main], pluginJson: json, origin: 'posthog_pluginsourcefile' };
 }
 
 export interface SourceOptions {
@@ -163,18 +159,19 @@ export function resolveFileUrl(url: string, baseDir: string): string {
 }
 
 /**
- * Code of a posthog_plugin row, in PostHog's order: `file:` url (relative to baseDir), archive bytes,
- * source (plugin_type 'source'), else "un-downloaded remote plugin".
+ * Code of a posthog_plugin row, in PostHog's order of preference: posthog_pluginsourcefile rows, the `source`
+ * column, the `archive` bytes, a `file:` url (relative to baseDir); else "un-downloaded remote plugin".
  */
 export function readPluginRowSource(plugin: PluginRow, opts: SourceOptions): PluginSourceCode {
   const named = (s: PluginSourceCode): PluginSourceCode => ({ ...s, name: plugin.name || s.name });
-  if (plugin.url?.startsWith('file:')) return named(readPluginPath(resolveFileUrl(plugin.url, opts.baseDir)));
-  if (plugin.archive && plugin.archive.length > 0) return named(readPluginArchive(plugin.archive, `archive of plugin ${plugin.name}`));
-  if (plugin.pluginType === 'source') {
-    const s = readSourceColumn(plugin);
-    if (s) return s;
-    throw new PluginSourceError(`source plugin ${plugin.name} has no source`);
+  const files = plugin.sourceFiles;
+  if (files && Object.values(files).some((f) => f !== '')) return readSourceFiles(plugin, files);
+  if (plugin.source !== null && plugin.source.trim() !== '') {
+    return { name: plugin.name, main: 'index.ts', code: plugin.source, pluginJson: null, origin: 'posthog_plugin.source' };
   }
+  if (plugin.archive && plugin.archive.length > 0) return named(readPluginArchive(plugin.archive, `archive of plugin ${plugin.name}`));
+  if (plugin.url?.startsWith('file:')) return named(readPluginPath(resolveFileUrl(plugin.url, opts.baseDir)));
+  if (plugin.pluginType === 'source') throw new PluginSourceError(`source plugin ${plugin.name} has no source (no posthog_pluginsourcefile rows, empty source column)`);
   throw new PluginSourceError(`un-downloaded remote plugin ${plugin.name}${plugin.url ? ` (${plugin.url})` : ''}: no archive stored`);
 }
 
@@ -182,6 +179,5 @@ export function readPluginRowSource(plugin: PluginRow, opts: SourceOptions): Plu
 export function configSchemaOf(json: JsonObject | null): JsonObject | JsonObject[] {
   const c = json?.config;
   if (Array.isArray(c)) return c.filter((e): e is JsonObject => e !== null && typeof e === 'object' && !Array.isArray(e));
-  if (c !== null && typeof c === 'object') return c;
-  return {};
+  return isJsonObject(c) ? c : {};
 }

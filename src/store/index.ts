@@ -1,6 +1,12 @@
 export { openDatabase, describeDatabaseUrl, databaseKind } from './database';
 export { migrate, migrateOwnTables, PLUGIN_TABLES, OWN_TABLES } from './migrate';
-export { PluginStore, pluginErrorFrom, parseJsonColumn } from './plugin-store';
+export { PluginStore, pluginErrorFrom, parseJsonColumn, pluginTypeOf } from './plugin-store';
+export type { InspectedConfig } from './plugin-store';
+export { PluginWriter, PluginWriteError } from './plugin-writer';
+export { readSchema, describeSchema, pluginLogDestination, storageUnavailableReason, accessRuleOf, SchemaError } from './schema';
+export type { PosthogSchema, Columns, Column, AccessRule, MigrationMark } from './schema';
+export { whyConfigDoesNotRun } from './config-rules';
+export type { ConfigFacts } from './config-rules';
 export { PluginStorage, STORAGE_KEY_MAX_CHARS } from './plugin-storage';
 export { PluginLogWriter, logTypeFor } from './plugin-log-writer';
 export type { ConsoleLevel, LogSource, LogType, PluginLogEntryInput, PluginLogWriterOptions } from './plugin-log-writer';

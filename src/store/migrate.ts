@@ -12,13 +12,23 @@ export const PLUGIN_TABLES = [
 /** Tables of our own (not PostHog's): created on every database, PostHog's included. */
 export const OWN_TABLES = ['posthog_plugins_job'] as const;
 
+export class MigrateRefusedError extends Error {
+  override name = 'MigrateRefusedError';
+}
+
 /**
  * Create whichever of PostHog's plugin tables are missing, with Django's table and column names
- * (posthog-plugin-server.md §3.1). Existing tables are never altered, so pointing this at PostHog's own
- * database is harmless. JSON columns are jsonb on Postgres and text on SQLite; binary columns bytea / blob.
- * Our own tables (OWN_TABLES) are created too. Returns the names of the tables it created.
+ * (docs/posthog-schema.md), in a SQLite file or a database without PostHog. JSON columns are jsonb on Postgres and
+ * text on SQLite; binary columns bytea / blob. Our own tables (OWN_TABLES) are created too. Returns the names of the
+ * tables it created. A PostHog database (posthog_team exists) is refused untouched: Django owns its schema, and a
+ * table created here (say posthog_pluginstorage on a 2020 install) would make PostHog's own next migration fail.
  */
 export async function migrate(db: Knex): Promise<string[]> {
+  if (await db.schema.hasTable('posthog_team')) {
+    throw new MigrateRefusedError(
+      "this is PostHog's own database (posthog_team exists): its plugin tables belong to Django's migrations and are used as they are; nothing was changed (`posthog-plugins doctor` shows what the worker finds there)",
+    );
+  }
   const pg = databaseKind(db) === 'postgres';
   const json = (t: Knex.CreateTableBuilder, name: string): Knex.ColumnBuilder =>
     pg ? t.jsonb(name) : t.text(name);

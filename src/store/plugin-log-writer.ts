@@ -30,6 +30,11 @@ export interface PluginLogWriterOptions {
   /** Queue bound while the database is down or slow; overflow drops the oldest entries. */
   maxQueued?: number;
   maxMessageChars?: number;
+  /**
+   * UTF-8 bytes per message (default 2000): PostHog's table has btree indexes on `message` (0147's db_index), and a
+   * btree row holds at most ~2704 bytes, so a longer message would be refused by Postgres.
+   */
+  maxMessageBytes?: number;
   /** How long `close()` keeps trying to write what is left. */
   closeTimeoutMs?: number;
   logger: Logger;
@@ -65,6 +70,20 @@ function truncate(message: string, max: number): string {
   return message.slice(0, end) + '…';
 }
 
+/** Cut to at most `max` UTF-8 bytes at a code point boundary, marking the cut with "…" (3 bytes). */
+function truncateBytes(message: string, max: number): string {
+  if (Buffer.byteLength(message, 'utf8') <= max) return message;
+  let bytes = 3;
+  let end = 0;
+  for (const ch of message) {
+    const n = Buffer.byteLength(ch, 'utf8');
+    if (bytes + n > max) break;
+    bytes += n;
+    end += ch.length;
+  }
+  return message.slice(0, end) + '…';
+}
+
 /**
  * Errors that retrying the same rows can never fix (constraint violations such as a foreign key to a deleted
  * plugin config, bad data): the batch is then written row by row and only the offending rows are dropped.
@@ -72,7 +91,8 @@ function truncate(message: string, max: number): string {
  */
 function isPermanentRowError(err: unknown): boolean {
   const code = String((err as { code?: unknown }).code ?? '');
-  if (/^2[23][0-9A-Z]{3}$/.test(code)) return true; // Postgres SQLSTATE classes 22 (data) and 23 (integrity)
+  // Postgres SQLSTATE classes 22 (data), 23 (integrity) and 54 (limits: an index row too large)
+  if (/^(2[23]|54)[0-9A-Z]{3}$/.test(code)) return true;
   return code.startsWith('SQLITE_CONSTRAINT') || code === 'SQLITE_MISMATCH' || code === 'SQLITE_TOOBIG';
 }
 
@@ -87,6 +107,7 @@ export class PluginLogWriter {
   private readonly batchSize: number;
   private readonly maxQueued: number;
   private readonly maxMessageChars: number;
+  private readonly maxMessageBytes: number;
   private readonly closeTimeoutMs: number;
   private readonly logger: Logger;
   private queue: QueuedRow[] = [];
@@ -114,6 +135,7 @@ export class PluginLogWriter {
     this.batchSize = positive('batchSize', opts.batchSize, 500);
     this.maxQueued = positive('maxQueued', opts.maxQueued, 10_000);
     this.maxMessageChars = positive('maxMessageChars', opts.maxMessageChars, 10_000);
+    this.maxMessageBytes = positive('maxMessageBytes', opts.maxMessageBytes, 2_000);
     this.closeTimeoutMs = positive('closeTimeoutMs', opts.closeTimeoutMs, 5_000);
     this.logger = opts.logger;
     this.timer = setInterval(() => this.tick(), positive('flushIntervalMs', opts.flushIntervalMs, 1_000));
@@ -130,7 +152,7 @@ export class PluginLogWriter {
     try {
       const ts = entry.timestamp instanceof Date && !Number.isNaN(entry.timestamp.getTime()) ? entry.timestamp : new Date();
       // Postgres text cannot hold NUL characters; keep them visible instead of failing the whole batch.
-      const message = truncate(String(entry.message), this.maxMessageChars).replace(/\u0000/g, '\\u0000');
+      const message = truncateBytes(truncate(String(entry.message), this.maxMessageChars).replace(/\u0000/g, '\\u0000'), this.maxMessageBytes);
       this.queue.push({
         id: randomUUID(),
         team_id: entry.teamId,

@@ -1,5 +1,9 @@
 import { Knex } from 'knex';
+import { isJsonObject } from '../../protocol/json';
 import type { JsonObject, JsonValue } from '../../protocol/types';
+import { whyConfigDoesNotRun, type ConfigFacts } from './config-rules';
+import { PluginWriter } from './plugin-writer';
+import { accessRuleOf, readSchema, type Columns, type PosthogSchema } from './schema';
 import type {
   AttachmentInput,
   CreateConfigInput,
@@ -15,6 +19,8 @@ const T_PLUGIN = 'posthog_plugin';
 const T_CONFIG = 'posthog_pluginconfig';
 const T_ATTACHMENT = 'posthog_pluginattachment';
 const T_SOURCEFILE = 'posthog_pluginsourcefile';
+const T_TEAM = 'posthog_team';
+const T_ORGANIZATION = 'posthog_organization';
 
 /** jsonb comes back parsed from pg, text from SQLite (and bytes, in odd setups): accept all three. */
 export function parseJsonColumn(value: unknown): JsonValue | null {
@@ -32,7 +38,7 @@ export function parseJsonColumn(value: unknown): JsonValue | null {
 
 function jsonObject(value: unknown): JsonObject {
   const v = parseJsonColumn(value);
-  return v !== null && typeof v === 'object' && !Array.isArray(v) ? v : {};
+  return isJsonObject(v) ? v : {};
 }
 
 function toBuffer(value: unknown): Buffer | null {
@@ -84,111 +90,185 @@ export function pluginErrorFrom(error: unknown, event?: JsonObject | null, time 
   return out;
 }
 
+/** posthog_plugin.plugin_type, or what migration 0107 set where the column is absent or NULL. */
+export function pluginTypeOf(pluginType: unknown, url: string | null): string {
+  if (typeof pluginType === 'string' && pluginType !== '') return pluginType;
+  return url?.startsWith('file:') ? 'local' : 'custom';
+}
+
+/** A config row with everything that decides whether it runs, and why it does not. */
+export interface InspectedConfig extends PluginConfigSummary {
+  deleted: boolean;
+  updatedAt: string | null;
+  /** null: it runs. */
+  skipReason: string | null;
+}
+
+type Row = Record<string, unknown>;
+
 /**
- * Reads and writes PostHog's plugin tables through knex. Works on the tables created by `migrate()` and on
- * PostHog's own Django-managed tables (columns are introspected once: extra columns are ignored, missing
- * optional ones are skipped).
+ * Reads and writes PostHog's plugin tables through knex, on the tables `migrate()` creates and on PostHog's own
+ * Django tables of any year: the schema is read at start and on each reload (`refreshSchema`), and every query
+ * names the columns it reads, only those the database has (docs/posthog-schema.md).
  */
 export class PluginStore {
-  private columnCache = new Map<string, Promise<Set<string>>>();
-  private tableCache = new Map<string, Promise<boolean>>();
+  private schemaPromise: Promise<PosthogSchema> | null = null;
+  private lastSchema: PosthogSchema | null = null;
+  readonly writer: PluginWriter;
 
-  constructor(readonly db: Knex) {}
-
-  /** Column names of a table (lower-case), cached. */
-  columns(table: string): Promise<Set<string>> {
-    let p = this.columnCache.get(table);
-    if (!p) {
-      p = this.db(table)
-        .columnInfo()
-        .then((info) => new Set(Object.keys(info).map((k) => k.toLowerCase())));
-      p.catch(() => this.columnCache.delete(table));
-      this.columnCache.set(table, p);
-    }
-    return p;
+  constructor(readonly db: Knex) {
+    this.writer = new PluginWriter(db, () => this.schema());
   }
 
-  private hasTable(table: string): Promise<boolean> {
-    let p = this.tableCache.get(table);
-    if (!p) {
-      p = this.db.schema.hasTable(table);
-      p.catch(() => this.tableCache.delete(table));
-      this.tableCache.set(table, p);
+  /** The introspected schema (read once, then cached until `refreshSchema`). */
+  schema(): Promise<PosthogSchema> {
+    if (!this.schemaPromise) {
+      const p = readSchema(this.db).then((s) => (this.lastSchema = s));
+      p.catch(() => {
+        if (this.schemaPromise === p) this.schemaPromise = null;
+      });
+      this.schemaPromise = p;
     }
-    return p;
+    return this.schemaPromise;
   }
 
-  /** Forget introspected columns (after a migration in the same process). */
-  resetSchemaCache(): void {
-    this.columnCache.clear();
-    this.tableCache.clear();
+  /** The schema as last read (null before the first read): for checks that must not wait. */
+  get currentSchema(): PosthogSchema | null {
+    return this.lastSchema;
+  }
+
+  /** Read the schema again (PostHog may have been migrated meanwhile). */
+  refreshSchema(): Promise<PosthogSchema> {
+    this.schemaPromise = null;
+    return this.schema();
+  }
+
+  /** Column names of a plugin table (lower case), from the schema. */
+  async columns(table: string): Promise<Set<string>> {
+    const s = await this.schema();
+    const byTable: Record<string, Columns | null> = {
+      posthog_plugin: s.plugin,
+      posthog_pluginconfig: s.config,
+      posthog_pluginattachment: s.attachment,
+      posthog_pluginstorage: s.storage,
+      posthog_pluginlogentry: s.logEntry,
+      posthog_pluginsourcefile: s.sourceFile,
+    };
+    return new Set(byTable[table]?.keys() ?? []);
   }
 
   /**
-   * Enabled configs with a team, joined with their plugin row and attachments, ordered by team_id, order, id.
-   * Configs whose plugin row is missing are left out. Rows flagged `deleted` (newer PostHog) are left out.
+   * Every config (or only enabled ones) with its plugin's name and type and whether it runs: `enabled`,
+   * `deleted IS NOT TRUE`, a team, an existing plugin row, and PostHog's access rule where its columns exist.
    */
-  async loadEnabledConfigs(): Promise<LoadedPluginConfig[]> {
-    const cfgCols = await this.columns(T_CONFIG);
-    const q = this.db(T_CONFIG)
-      .select(['id', 'team_id', 'plugin_id', 'order', 'config', 'error', ...(cfgCols.has('updated_at') ? ['updated_at'] : [])])
-      .where('enabled', true)
-      .whereNotNull('team_id')
-      .orderBy([{ column: 'team_id' }, { column: 'order' }, { column: 'id' }]);
-    if (cfgCols.has('deleted')) q.andWhere((w) => w.where('deleted', false).orWhereNull('deleted'));
-    const configRows = (await q) as Array<Record<string, unknown>>;
-    if (configRows.length === 0) return [];
-
-    const pluginIds = [...new Set(configRows.map((r) => Number(r.plugin_id)))];
-    const plugins = await this.loadPlugins(pluginIds);
-    const configIds = configRows.map((r) => Number(r.id));
-    const attachments = await this.loadAttachments(configIds);
-
-    const out: LoadedPluginConfig[] = [];
-    for (const r of configRows) {
-      const plugin = plugins.get(Number(r.plugin_id));
-      if (!plugin) continue;
-      const id = Number(r.id);
-      out.push({
-        id,
-        teamId: Number(r.team_id),
-        pluginId: plugin.id,
+  async inspectConfigs(opts: { enabledOnly?: boolean } = {}): Promise<InspectedConfig[]> {
+    const s = await this.schema();
+    const rule = accessRuleOf(s);
+    const cols: string[] = ['c.id as id', 'c.team_id as team_id', 'c.plugin_id as plugin_id', 'c.enabled as enabled', 'c.order as order', 'c.config as config', 'c.error as error'];
+    if (s.config.has('deleted')) cols.push('c.deleted as deleted');
+    if (s.config.has('updated_at')) cols.push('c.updated_at as updated_at');
+    cols.push('p.id as p_id', 'p.name as plugin_name', 'p.url as url');
+    if (s.plugin.has('plugin_type')) cols.push('p.plugin_type as plugin_type');
+    if (s.plugin.has('organization_id')) cols.push('p.organization_id as plugin_org');
+    if (s.plugin.has('is_global')) cols.push('p.is_global as is_global');
+    const q = this.db(`${T_CONFIG} as c`).leftJoin(`${T_PLUGIN} as p`, 'p.id', 'c.plugin_id');
+    if (s.team) {
+      q.leftJoin(`${T_TEAM} as t`, 't.id', 'c.team_id');
+      cols.push('t.id as t_id');
+      if (rule.level) {
+        q.leftJoin(`${T_ORGANIZATION} as o`, 'o.id', 't.organization_id');
+        cols.push('t.organization_id as team_org', 'o.plugins_access_level as access_level');
+      }
+    }
+    q.select(cols).orderBy([{ column: 'c.team_id' }, { column: 'c.order' }, { column: 'c.id' }]);
+    if (opts.enabledOnly) q.where('c.enabled', true);
+    const rows = (await q) as Row[];
+    return rows.map((r) => {
+      const teamId = r.team_id === null || r.team_id === undefined ? null : Number(r.team_id);
+      const url = typeof r.url === 'string' && r.url ? r.url : null;
+      const pluginExists = r.p_id !== null && r.p_id !== undefined;
+      const deleted = r.deleted === undefined || r.deleted === null ? false : toBool(r.deleted);
+      const facts: ConfigFacts = {
+        enabled: toBool(r.enabled),
+        deleted,
+        teamId,
+        pluginExists,
+        ...(s.team ? { teamExists: r.t_id !== null && r.t_id !== undefined } : {}),
+        ...(rule.level
+          ? {
+              accessLevel: r.access_level === null || r.access_level === undefined ? null : Number(r.access_level),
+              teamOrganizationId: r.team_org === null || r.team_org === undefined ? null : String(r.team_org),
+            }
+          : {}),
+        pluginOrganizationId: r.plugin_org === null || r.plugin_org === undefined ? null : String(r.plugin_org),
+        pluginIsGlobal: r.is_global === undefined ? null : toBool(r.is_global),
+      };
+      return {
+        id: Number(r.id),
+        teamId,
+        pluginId: Number(r.plugin_id),
+        pluginName: typeof r.plugin_name === 'string' && r.plugin_name ? r.plugin_name : `plugin-${String(r.plugin_id)}`,
+        pluginType: pluginExists ? pluginTypeOf(r.plugin_type, url) : null,
+        url,
+        enabled: facts.enabled,
         order: r.order === null || r.order === undefined ? 0 : Number(r.order),
         config: jsonObject(r.config),
         error: parseError(r.error),
+        deleted,
         updatedAt: toIso(r.updated_at),
+        skipReason: whyConfigDoesNotRun(facts, rule),
+      };
+    });
+  }
+
+  /**
+   * The configs that run, joined with their plugin row and attachments, ordered by team_id, order (NULL as 0), id.
+   * Reads the schema again first: this is what a reload calls.
+   */
+  async loadEnabledConfigs(): Promise<LoadedPluginConfig[]> {
+    await this.refreshSchema();
+    const running = (await this.inspectConfigs({ enabledOnly: true })).filter((c) => c.skipReason === null);
+    if (running.length === 0) return [];
+    const plugins = await this.loadPlugins([...new Set(running.map((c) => c.pluginId))]);
+    const attachments = await this.loadAttachments(running.map((c) => c.id));
+    const out: LoadedPluginConfig[] = [];
+    for (const c of running) {
+      const plugin = plugins.get(c.pluginId);
+      if (!plugin) continue;
+      out.push({
+        id: c.id,
+        teamId: c.teamId as number,
+        pluginId: plugin.id,
+        order: c.order,
+        config: c.config,
+        error: c.error,
+        updatedAt: c.updatedAt,
         plugin,
-        attachments: attachments.get(id) ?? [],
+        attachments: attachments.get(c.id) ?? [],
       });
     }
-    // The database already sorts; sort again so that text-vs-int collation quirks cannot change the chain order.
+    // NULL orders (before 0119) count as 0; the database sorted them last.
     out.sort((a, b) => a.teamId - b.teamId || a.order - b.order || a.id - b.id);
     return out;
   }
 
-  private async loadPlugins(ids: number[]): Promise<Map<number, PluginRow>> {
-    const cols = await this.columns(T_PLUGIN);
-    const wanted = ['id', 'name', 'plugin_type', 'url', 'archive', 'source', 'config_schema', 'updated_at'].filter((c) =>
-      cols.has(c),
-    );
-    const rows: Array<Record<string, unknown>> = [];
-    for (const part of chunks(ids, 500)) rows.push(...((await this.db(T_PLUGIN).select(wanted).whereIn('id', part)) as Array<Record<string, unknown>>));
+  /** Plugin rows by id with their code columns and, where the table exists, their posthog_pluginsourcefile rows. */
+  async loadPlugins(ids: number[]): Promise<Map<number, PluginRow>> {
+    const s = await this.schema();
+    const wanted = ['id', 'name', 'plugin_type', 'url', 'archive', 'source', 'config_schema', 'updated_at'].filter((c) => s.plugin.has(c));
+    const rows: Row[] = [];
+    for (const part of chunks(ids, 500)) rows.push(...((await this.db(T_PLUGIN).select(wanted).whereIn('id', part)) as Row[]));
 
     const sourceFiles = new Map<number, Record<string, string>>();
-    if (await this.hasTable(T_SOURCEFILE)) {
-      const sfCols = await this.columns(T_SOURCEFILE);
-      if (sfCols.has('plugin_id') && sfCols.has('filename') && sfCols.has('source')) {
-        for (const part of chunks(ids, 500)) {
-          const files = (await this.db(T_SOURCEFILE).select(['plugin_id', 'filename', 'source']).whereIn('plugin_id', part)) as Array<
-            Record<string, unknown>
-          >;
-          for (const f of files) {
-            if (typeof f.source !== 'string') continue;
-            const pid = Number(f.plugin_id);
-            const m = sourceFiles.get(pid) ?? {};
-            m[String(f.filename)] = f.source;
-            sourceFiles.set(pid, m);
-          }
+    if (s.sourceFile?.has('source')) {
+      for (const part of chunks(ids, 500)) {
+        const files = (await this.db(T_SOURCEFILE).select(['plugin_id', 'filename', 'source']).whereIn('plugin_id', part)) as Row[];
+        for (const f of files) {
+          if (typeof f.source !== 'string') continue;
+          const pid = Number(f.plugin_id);
+          const m = sourceFiles.get(pid) ?? {};
+          m[String(f.filename)] = f.source;
+          sourceFiles.set(pid, m);
         }
       }
     }
@@ -196,11 +276,12 @@ export class PluginStore {
     const out = new Map<number, PluginRow>();
     for (const r of rows) {
       const id = Number(r.id);
+      const url = typeof r.url === 'string' && r.url ? r.url : null;
       out.set(id, {
         id,
         name: typeof r.name === 'string' && r.name ? r.name : `plugin-${id}`,
-        pluginType: typeof r.plugin_type === 'string' ? r.plugin_type : null,
-        url: typeof r.url === 'string' && r.url ? r.url : null,
+        pluginType: pluginTypeOf(r.plugin_type, url),
+        url,
         archive: toBuffer(r.archive),
         source: typeof r.source === 'string' ? r.source : null,
         sourceFiles: sourceFiles.get(id) ?? null,
@@ -213,11 +294,12 @@ export class PluginStore {
 
   private async loadAttachments(configIds: number[]): Promise<Map<number, PluginAttachment[]>> {
     const out = new Map<number, PluginAttachment[]>();
+    if (!(await this.schema()).attachment) return out; // before 0099
     for (const part of chunks(configIds, 500)) {
       const rows = (await this.db(T_ATTACHMENT)
         .select(['plugin_config_id', 'key', 'content_type', 'file_name', 'contents'])
         .whereIn('plugin_config_id', part)
-        .orderBy('id')) as Array<Record<string, unknown>>;
+        .orderBy('id')) as Row[];
       for (const r of rows) {
         const id = Number(r.plugin_config_id);
         const list = out.get(id) ?? [];
@@ -233,7 +315,7 @@ export class PluginStore {
     return out;
   }
 
-  /** Write (or clear, with null) `posthog_pluginconfig.error`. */
+  /** Write (or clear, with null) `posthog_pluginconfig.error`: the same UPDATE on every PostHog version. */
   async setError(configId: number, error: PluginError | null): Promise<void> {
     await this.db(T_CONFIG)
       .where('id', configId)
@@ -247,130 +329,29 @@ export class PluginStore {
       .update({ enabled: false, error: error === null ? null : JSON.stringify(error) });
   }
 
-  /** Insert a posthog_plugin row; returns its id. Django-only NOT NULL columns get Django's defaults. */
-  async installPlugin(input: InstallPluginInput): Promise<number> {
-    const cols = await this.columns(T_PLUGIN);
-    const now = new Date().toISOString();
-    let organizationId = input.organizationId ?? null;
-    if (organizationId === null && cols.has('organization_id') && (await this.hasTable('posthog_organization'))) {
-      try {
-        const org = (await this.db('posthog_organization').select('id').first()) as { id?: unknown } | undefined;
-        if (org?.id !== undefined && org.id !== null) organizationId = String(org.id);
-      } catch {
-        // no usable organization table: leave it null
-      }
-    }
-    const row: Record<string, unknown> = {
-      name: input.name,
-      plugin_type: input.pluginType,
-      url: input.url ?? null,
-      archive: input.archive ?? null,
-      source: input.source ?? null,
-      config_schema: JSON.stringify(input.configSchema ?? {}),
-      description: input.description ?? '',
-      tag: input.tag ?? null,
-      is_global: input.isGlobal ?? false,
-      is_preinstalled: false,
-      from_json: false,
-      from_web: false,
-      capabilities: JSON.stringify({}),
-      metrics: JSON.stringify({}),
-      public_jobs: JSON.stringify({}),
-      organization_id: organizationId,
-      created_at: now,
-      updated_at: now,
-    };
-    if (!cols.has('source') && input.source) {
-      throw new Error('posthog_plugin has no "source" column in this database: source plugins cannot be installed here');
-    }
-    return this.insertReturningId(T_PLUGIN, this.onlyColumns(row, cols));
+  /** Insert a posthog_plugin row as this database's Django would; returns its id (see PluginWriter). */
+  installPlugin(input: InstallPluginInput): Promise<number> {
+    return this.writer.installPlugin(input);
   }
 
-  /** Insert a posthog_pluginconfig row; returns its id. */
-  async createConfig(input: CreateConfigInput): Promise<number> {
-    const cols = await this.columns(T_CONFIG);
-    const now = new Date().toISOString();
-    const row: Record<string, unknown> = {
-      team_id: input.teamId,
-      plugin_id: input.pluginId,
-      enabled: input.enabled ?? true,
-      order: input.order,
-      config: JSON.stringify(input.config ?? {}),
-      error: null,
-      deleted: false,
-      created_at: now,
-      updated_at: now,
-    };
-    return this.insertReturningId(T_CONFIG, this.onlyColumns(row, cols));
+  /** Insert a posthog_pluginconfig row as this database's Django would; returns its id. */
+  createConfig(input: CreateConfigInput): Promise<number> {
+    return this.writer.createConfig(input);
   }
 
   /** Insert a posthog_pluginattachment row; returns its id. */
-  async addAttachment(input: AttachmentInput): Promise<number> {
-    const cols = await this.columns(T_ATTACHMENT);
-    const row: Record<string, unknown> = {
-      plugin_config_id: input.pluginConfigId,
-      team_id: input.teamId,
-      key: input.key,
-      content_type: input.contentType,
-      file_name: input.fileName,
-      file_size: input.contents.length,
-      contents: input.contents,
-    };
-    return this.insertReturningId(T_ATTACHMENT, this.onlyColumns(row, cols));
+  addAttachment(input: AttachmentInput): Promise<number> {
+    return this.writer.addAttachment(input);
   }
 
-  /** Every config (enabled or not, with or without team) with its plugin's name, for a `list` command. */
+  /** Every config that is not deleted (enabled or not, with or without team) with its plugin's name, for `list`. */
   async listConfigs(): Promise<PluginConfigSummary[]> {
-    const cfgCols = await this.columns(T_CONFIG);
-    const q = this.db(`${T_CONFIG} as c`)
-      .leftJoin(`${T_PLUGIN} as p`, 'p.id', 'c.plugin_id')
-      .select([
-        'c.id as id',
-        'c.team_id as team_id',
-        'c.plugin_id as plugin_id',
-        'c.enabled as enabled',
-        'c.order as order',
-        'c.config as config',
-        'c.error as error',
-        'p.name as plugin_name',
-        'p.plugin_type as plugin_type',
-        'p.url as url',
-      ])
-      .orderBy([{ column: 'c.team_id' }, { column: 'c.order' }, { column: 'c.id' }]);
-    if (cfgCols.has('deleted')) q.where((w) => w.where('c.deleted', false).orWhereNull('c.deleted'));
-    const rows = (await q) as Array<Record<string, unknown>>;
-    return rows.map((r) => ({
-      id: Number(r.id),
-      teamId: r.team_id === null || r.team_id === undefined ? null : Number(r.team_id),
-      pluginId: Number(r.plugin_id),
-      pluginName: typeof r.plugin_name === 'string' ? r.plugin_name : `plugin-${String(r.plugin_id)}`,
-      pluginType: typeof r.plugin_type === 'string' ? r.plugin_type : null,
-      url: typeof r.url === 'string' ? r.url : null,
-      enabled: toBool(r.enabled),
-      order: r.order === null || r.order === undefined ? 0 : Number(r.order),
-      config: jsonObject(r.config),
-      error: parseError(r.error),
-    }));
+    return (await this.inspectConfigs()).filter((c) => !c.deleted).map(({ deleted: _d, updatedAt: _u, skipReason: _s, ...summary }) => summary);
   }
 
   /** The stored error of one config (tests, CLI). */
   async getError(configId: number): Promise<PluginError | null> {
     const row = (await this.db(T_CONFIG).select('error').where('id', configId).first()) as { error?: unknown } | undefined;
     return row ? parseError(row.error) : null;
-  }
-
-  private onlyColumns(row: Record<string, unknown>, cols: Set<string>): Record<string, unknown> {
-    const out: Record<string, unknown> = {};
-    for (const [k, v] of Object.entries(row)) if (cols.has(k)) out[k] = v;
-    return out;
-  }
-
-  private async insertReturningId(table: string, row: Record<string, unknown>): Promise<number> {
-    const result = (await this.db(table).insert(row).returning('id')) as unknown[];
-    const first = result[0];
-    const id = typeof first === 'object' && first !== null ? (first as { id: unknown }).id : first;
-    const n = Number(id);
-    if (!Number.isFinite(n)) throw new Error(`insert into ${table} returned no id`);
-    return n;
   }
 }

@@ -16,12 +16,12 @@ export interface PluginError {
 export interface PluginRow {
   id: number;
   name: string;
-  /** local | custom | repository | source | null */
-  pluginType: string | null;
+  /** local | custom | repository | source | inline; inferred as migration 0107 did where the column is absent or NULL. */
+  pluginType: string;
   url: string | null;
   archive: Buffer | null;
   source: string | null;
-  /** Newer PostHog keeps source plugins in posthog_pluginsourcefile: filename → source. */
+  /** posthog_pluginsourcefile rows (PostHog 0233 on): filename → source. */
   sourceFiles: Record<string, string> | null;
   configSchema: JsonValue;
   updatedAt: string | null;
@@ -70,7 +70,10 @@ export interface InstallPluginInput {
   description?: string | null;
   tag?: string | null;
   isGlobal?: boolean;
+  /** Default: the organization of `teamId`, else the first organization (PostHog databases from Dec 2020 on). */
   organizationId?: string | null;
+  /** The team the plugin is installed for: its organization owns the plugin. */
+  teamId?: number | null;
 }
 
 export interface CreateConfigInput {

@@ -1,7 +1,7 @@
 import { hostname } from 'node:os';
 import fs from 'node:fs';
-import Redis from 'ioredis';
 import type { Logger } from '../log';
+import { type BoundedRedis, createRedisClient } from '../redis/client';
 import { processExists } from '../process-exists';
 import { DEFAULT_MAX_AGE_MS, DEFAULT_STUCK_AFTER_MS, HEALTH_STATUS_VERSION, type HealthStatus, type WorkerHealth, judgeHealth, readHealthStatus, writeHealthStatus } from './health';
 
@@ -32,7 +32,7 @@ export interface HealthReporterOptions {
  */
 export class HealthReporter {
   private readonly startedAt = Date.now();
-  private readonly redis: Redis | null;
+  private readonly redis: BoundedRedis | null;
   private statusTimer: NodeJS.Timeout | null = null;
   private pingTimer: NodeJS.Timeout | null = null;
   private pingFailing = false;
@@ -40,7 +40,7 @@ export class HealthReporter {
   private stopping = false;
 
   constructor(private readonly opts: HealthReporterOptions) {
-    this.redis = opts.redisUrl ? new Redis(opts.redisUrl, { lazyConnect: true, maxRetriesPerRequest: 1, enableOfflineQueue: false }) : null;
+    this.redis = opts.redisUrl ? createRedisClient(opts.redisUrl, { name: 'posthog-plugins:health' }) : null;
     this.redis?.on('error', () => undefined); // reported once per outage by ping()
   }
 

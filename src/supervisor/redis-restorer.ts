@@ -1,9 +1,9 @@
-import Redis from 'ioredis';
 import { Restorer } from '../brokers/redis/restorer';
 import { leaseKey } from '../brokers/redis/keys';
 import type { ScriptedRedis } from '../brokers/redis/redis-broker';
 import { RESTORE_SCRIPT } from '../brokers/redis/scripts';
 import type { Logger } from '../log';
+import { createRedisClient } from '../redis/client';
 
 /**
  * The supervisor's own Redis connection, used for one thing: the moment a worker process dies, put the
@@ -19,7 +19,9 @@ export class DeadWorkerRestorer {
     private readonly inputQueue: string,
     logger: Logger,
   ) {
-    this.redis = new Redis(url, { lazyConnect: false, maxRetriesPerRequest: null, enableAutoPipelining: false, connectionName: 'posthog-plugins:supervisor' }) as ScriptedRedis;
+    // Bounded (see createRedisClient): with Redis down a restore fails at once (siblings' scans or lease expiry
+    // take over), so a supervisor never waits on Redis, not even while stopping.
+    this.redis = createRedisClient(url, { name: 'posthog-plugins:supervisor', lazyConnect: false }) as ScriptedRedis;
     this.redis.on('error', (err: Error) => logger.warn(`supervisor redis connection error: ${err.message}`));
     this.redis.defineCommand('phRestore', { lua: RESTORE_SCRIPT });
     this.restorer = new Restorer(this.redis, logger);

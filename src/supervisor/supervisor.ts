@@ -18,6 +18,8 @@ export interface SupervisorOptions {
   worker: Omit<WorkerInit, 'index' | 'flightFile' | 'suspects' | 'serialLoad'>;
   heartbeatIntervalMs: number;
   heartbeatTimeoutMs: number;
+  /** A worker holding messages without settling any for this long is killed and replaced (health's rule 7). */
+  stuckTimeoutMs: number;
   shutdownTimeoutMs: number;
   crashLimit: number;
   crashWindowMs: number;
@@ -370,6 +372,13 @@ export class Supervisor {
       if (now - s.lastPong > limit) {
         s.killedForHang = true;
         this.opts.logger.error(`worker ${s.index} (pid ${s.pid}) has not answered heartbeats for ${formatMs(now - s.lastPong)}: killing it`, { worker: s.index, pid: s.pid });
+        child.kill('SIGKILL');
+        continue;
+      }
+      // Its main thread answers, but its loop is stuck (an await that never ends): as good as hung.
+      if (s.progress && s.progress.inHand > 0 && now - s.lastProgressAt > this.opts.stuckTimeoutMs) {
+        s.killedForHang = true;
+        this.opts.logger.error(`worker ${s.index} (pid ${s.pid}) holds ${s.progress.inHand} message(s) and has settled none for ${formatMs(now - s.lastProgressAt)}: killing it`, { worker: s.index, pid: s.pid });
         child.kill('SIGKILL');
         continue;
       }

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { execFile, spawn } from 'node:child_process';
-import { mkdtempSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, realpathSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -110,6 +110,8 @@ describe('supervisor: worker processes on redis', () => {
       assert.ok(ws.get(pid)?.workerId, `worker id of ${pid} logged by the supervisor`);
       const { stdout } = await execFileAsync('ps', ['-o', 'args=', '-p', String(pid)]);
       assert.match(stdout, /--no-node-snapshot .*main\.js worker/, stdout);
+      // On the Node the supervisor runs on (bin/posthog-plugins: POSTHOG_PLUGINS_NODE, i.e. the line under test).
+      assert.equal(realpathSync(`/proc/${pid}/exe`), realpathSync(process.execPath), `node binary of worker ${pid}`);
     }
     // The supervisor itself never registers as a consumer.
     const registered = await redis.smembers('posthog-plugins:workers');

@@ -56,7 +56,7 @@ test('parseKombuJson: unknown or malformed tags throw KombuTagError naming the p
 
 test('parseKombuJson: syntax errors stay SyntaxError', () => {
   assert.throws(() => parseKombuJson('{"a": '), SyntaxError);
-  assert.throws(() => parseKombuJson('NaN'), SyntaxError);
+  assert.throws(() => parseKombuJson('nan'), SyntaxError);
 });
 
 test('parseKombuJson: a "__proto__" key stays a plain own property', () => {

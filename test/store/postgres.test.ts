@@ -83,11 +83,11 @@ describe('PostgreSQL', { concurrency: 1 }, () => {
     });
     after(() => dropDatabase(db));
 
-    it('migrate leaves existing tables alone and adds only the missing ones (with our own job table)', async () => {
+    it("migrate refuses PostHog's own database (posthog_team exists) and creates nothing", async () => {
       const before = await db('posthog_plugin').columnInfo();
-      assert.deepEqual(await migrate(db), ['posthog_pluginlogentry', 'posthog_plugins_job']);
+      await assert.rejects(migrate(db), /PostHog's own database .*nothing was changed/);
       assert.deepEqual(await db('posthog_plugin').columnInfo(), before);
-      assert.deepEqual(await migrate(db), []);
+      assert.equal(await db.schema.hasTable('posthog_pluginlogentry'), false);
     });
 
     it('installs into Django tables (NOT NULL columns filled, organization picked) and loads through them', async () => {

@@ -1,8 +1,8 @@
-import Redis from 'ioredis';
 import { hostname } from 'node:os';
 import { randomUUID } from 'node:crypto';
 import { bindingMember, buildEnvelope, consumeKeys, parseEnvelope, priorityKey } from '../../../protocol/redis-envelope';
 import type { Logger } from '../../log';
+import { type BoundedRedis, createRedisClient } from '../../redis/client';
 import type { Broker, Delivery, Outgoing, SetAsideListener, Settlement } from '../broker';
 import {
   KOMBU_UNACKED,
@@ -56,7 +56,7 @@ const DEFAULTS = {
  * record in one Lua call, publish + ack in one Lua call, leases so a dead worker's messages come back in
  * seconds, and kombu-compatible unacked records so Python workers can restore ours and we theirs.
  */
-export type ScriptedRedis = Redis & ScriptCommands;
+export type ScriptedRedis = BoundedRedis & ScriptCommands;
 
 export class RedisBroker implements Broker {
   readonly displayUrl: string;
@@ -64,7 +64,7 @@ export class RedisBroker implements Broker {
   readonly overlapSettle = true;
   private readonly opts: Required<Omit<RedisBrokerOptions, 'onSetAside' | 'workerId'>> & { onSetAside?: SetAsideListener };
   private cmd!: ScriptedRedis;
-  private blocking!: Redis;
+  private blocking!: BoundedRedis;
   private restorer!: Restorer;
   private readonly held = new Map<string, Delivery>();
   private readonly timers: NodeJS.Timeout[] = [];
@@ -91,18 +91,15 @@ export class RedisBroker implements Broker {
   }
 
   private async open(): Promise<void> {
+    // Bounded clients (see createRedisClient): a command in flight when the connection drops fails instead of
+    // hanging, and is never replayed (a replayed pop would take a second batch while the first sits unacked and
+    // unknown to us; lost pops are recovered by restoreOrphans() instead).
     const common = {
-      lazyConnect: true,
-      maxRetriesPerRequest: null,
-      enableAutoPipelining: false,
-      // Never replay a command whose reply was lost: a replayed pop would take a second batch while the first
-      // sits unacked and unknown to us. Lost pops are recovered by restoreOrphans() instead.
-      autoResendUnfulfilledCommands: false,
       // A failed-over master answers READONLY: reconnect so the client finds the new one.
       reconnectOnError: (err: Error) => err.message.startsWith('READONLY'),
     };
-    this.cmd = new Redis(this.opts.url, { ...common, connectionName: `posthog-plugins:${this.workerId}` }) as ScriptedRedis;
-    this.blocking = new Redis(this.opts.url, { ...common, connectionName: `posthog-plugins:${this.workerId}:wait` });
+    this.cmd = createRedisClient(this.opts.url, { ...common, name: `posthog-plugins:${this.workerId}` }) as ScriptedRedis;
+    this.blocking = createRedisClient(this.opts.url, { ...common, name: `posthog-plugins:${this.workerId}:wait` });
     for (const client of [this.cmd, this.blocking]) {
       client.on('error', (err: Error) => this.opts.logger.warn(`redis connection error: ${err.message}`, { broker: this.displayUrl }));
     }
@@ -270,7 +267,7 @@ export class RedisBroker implements Broker {
       const keys = [KOMBU_UNACKED, KOMBU_UNACKED_INDEX, inflightKey(this.workerId), ...outputKeys.keys()];
       const skipped = await this.cmd.phSettle(keys.length, ...keys, ...args);
       if (skipped.length) {
-        this.opts.logger.warn(`${skipped.length} message(s) were restored by another worker before we acked them; their outputs were not published (the restored copies will be)`, { tags: skipped });
+        this.opts.logger.warn(`${skipped.length} message(s) were no longer ours to ack: restored by another worker (their restored copies will be published), or acked by an earlier attempt of this settle whose reply was lost (their outputs went out then); nothing was published for them now`, { tags: skipped });
       }
     }
     if (requeue.length) await this.restorer.restoreTags(requeue, inflightKey(this.workerId));
@@ -301,6 +298,10 @@ export class RedisBroker implements Broker {
       if (restored) this.opts.logger.info(`returned ${restored} unfinished message(s) to ${this.opts.inputQueue}`);
       this.held.clear();
       await this.cmd.multi().del(leaseKey(this.workerId)).srem(WORKERS_KEY, this.workerId).exec();
+    } catch (err) {
+      // Redis is unreachable: stopping must not wait for it. What we hold stays recorded under our lease, which
+      // expires; then any worker (or the supervisor, at once) returns it to the queue.
+      this.opts.logger.warn(`could not return unfinished messages to ${this.opts.inputQueue} while stopping (they are restored when this worker's lease expires): ${(err as Error).message}`);
     } finally {
       await this.cmd.quit().catch(() => this.cmd.disconnect());
     }

@@ -25,7 +25,11 @@ function intOf(v: unknown, name: string): number {
   return v;
 }
 
-export function createStorageOp(storage: Pick<PluginStorage, 'get' | 'set' | 'del' | 'cursorInit' | 'cursorIncrement'>): HostOp {
+/** `unavailable`: why this database cannot store anything right now (no posthog_pluginstorage table), else null. */
+export function createStorageOp(
+  storage: Pick<PluginStorage, 'get' | 'set' | 'del' | 'cursorInit' | 'cursorIncrement'>,
+  unavailable: () => string | null = () => null,
+): HostOp {
   return {
     maxArgBytes: MAX_VALUE_CHARS + 1024,
     concurrency: 10,
@@ -34,6 +38,8 @@ export function createStorageOp(storage: Pick<PluginStorage, 'get' | 'set' | 'de
     async run(raw, ctx) {
       const args = (raw ?? {}) as Record<string, unknown>;
       const id = ctx.plugin.pluginConfigId;
+      const missing = unavailable();
+      if (missing !== null) fail(`meta.storage is not available: ${missing}`);
       const key = keyOf(args);
       try {
         switch (args.cmd) {
