@@ -93,6 +93,12 @@ export const workerOptions = {
   'amqp-output-queue-arguments': { type: 'string', describe: 'AMQP: JSON arguments to declare the output queue with; must match what the Python workers declare (env AMQP_OUTPUT_QUEUE_ARGUMENTS)', default: env('AMQP_OUTPUT_QUEUE_ARGUMENTS') ?? '' },
 } satisfies Record<string, Options>;
 
+/** What operators watch it with: Celery remote control and events, Prometheus. */
+export const observeOptions = {
+  hostname: { type: 'string', describe: "Celery node name of each worker process, as Celery's -n: %h host, %n its first label, %d domain, %i worker index; more than one worker without %i gets -%i (env WORKER_HOSTNAME)", default: env('WORKER_HOSTNAME') ?? 'posthog-plugins@%h' },
+  'task-events': { type: 'boolean', describe: "Send Celery task events (task-received, -started, -succeeded, -failed) as Celery's -E does (env WORKER_SEND_TASK_EVENTS)", default: env('WORKER_SEND_TASK_EVENTS') === 'true' || env('WORKER_SEND_TASK_EVENTS') === '1' },
+} satisfies Record<string, Options>;
+
 /** `start` only: the worker processes it supervises. */
 export const supervisorOptions = {
   workers: { type: 'number', describe: 'Worker processes, each a complete consumer with its own plugins (env WORKER_PROCESSES; default: one per core)', default: num('WORKER_PROCESSES', availableParallelism()) },

@@ -1,6 +1,6 @@
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
-import { connectionOptions, logOptions, pluginApiOptions, queueOptions, reloadOptions, sandboxOptions, supervisorOptions, workerOptions } from '../config';
+import { connectionOptions, logOptions, observeOptions, pluginApiOptions, queueOptions, reloadOptions, sandboxOptions, supervisorOptions, workerOptions } from '../config';
 import { installRemoteOptions, remoteOptionsFrom } from '../install/options';
 import { healthFileOption, healthRuleOptions } from './health';
 import { createLogger, type LogFormat, type Logger } from '../log';
@@ -20,7 +20,7 @@ async function main(): Promise<void> {
     .command(
       'start',
       'Consume process_event_with_plugins, run the plugins, publish process_event (until SIGTERM), in supervised worker processes',
-      (y) => y.options({ ...connectionOptions, ...queueOptions, ...reloadOptions, ...sandboxOptions, ...pluginApiOptions, ...workerOptions, ...supervisorOptions, ...healthFileOption, ...logOptions }),
+      (y) => y.options({ ...connectionOptions, ...queueOptions, ...reloadOptions, ...sandboxOptions, ...pluginApiOptions, ...workerOptions, ...observeOptions, ...supervisorOptions, ...healthFileOption, ...logOptions }),
       async (argv) => {
         const { runStart } = await import('./start');
         // A start that cannot go on (bad settings, a queue RabbitMQ will not let us declare) says why and exits 1,
@@ -54,6 +54,8 @@ async function main(): Promise<void> {
             setupRetries: argv['setup-retries'],
             setupRetryMs: argv['setup-retry-ms'],
             siteUrl: argv['site-url'],
+            hostname: argv.hostname,
+            taskEvents: argv['task-events'],
           },
           {
             workers: argv.workers,

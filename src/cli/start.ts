@@ -7,6 +7,7 @@ import { processExists } from '../process-exists';
 import { HealthReporter } from '../supervisor/health-reporter';
 import { DeadWorkerRestorer } from '../supervisor/redis-restorer';
 import { Supervisor } from '../supervisor/supervisor';
+import { nodeNameTemplate } from '../../protocol/pidbox';
 import { healthFileFor } from './health';
 import { openStore } from './open-store';
 
@@ -38,6 +39,9 @@ export interface StartArgs {
   setupRetries: number;
   setupRetryMs: number;
   siteUrl: string;
+  /** Celery node name template (nodeNameTemplate), one name per worker process. */
+  hostname: string;
+  taskEvents: boolean;
 }
 
 export interface SupervisorArgs {
@@ -83,9 +87,10 @@ export async function runStart(args: StartArgs, sup: SupervisorArgs, log: { leve
   const isRedis = /^rediss?:/i.test(args.broker);
   const restorer = isRedis ? new DeadWorkerRestorer(args.broker, args.queue, logger) : null;
   let permanentFailure: ((message: string) => void) | null = null;
+  let remoteShutdown: ((why: string) => void) | null = null;
   const supervisor = new Supervisor({
     workers,
-    worker: { args, logLevel: log.level, logFormat: log.format },
+    worker: { args: { ...args, hostname: nodeNameTemplate(args.hostname, workers) }, logLevel: log.level, logFormat: log.format },
     heartbeatIntervalMs: sup.heartbeatIntervalMs,
     heartbeatTimeoutMs: sup.heartbeatTimeoutMs,
     shutdownTimeoutMs: sup.shutdownTimeoutMs,
@@ -96,6 +101,7 @@ export async function runStart(args: StartArgs, sup: SupervisorArgs, log: { leve
     logger,
     flightDir: freshFlightDir(),
     onPermanentFailure: (message) => permanentFailure?.(message),
+    onShutdownRequest: (why) => remoteShutdown?.(why),
   });
   logger.info(`supervising ${workers} worker process(es) for queue ${args.queue} on ${probe.displayUrl}; plugins from ${description}`, {
     pid: process.pid,
@@ -116,7 +122,7 @@ export async function runStart(args: StartArgs, sup: SupervisorArgs, log: { leve
   });
   health.start();
 
-  const reason = await new Promise<{ signal: NodeJS.Signals } | { failure: string }>((resolve) => {
+  const reason = await new Promise<{ signal: NodeJS.Signals } | { failure: string } | { remote: string }>((resolve) => {
     const onSignal = (signal: NodeJS.Signals): void => {
       process.removeListener('SIGTERM', onSignal);
       process.removeListener('SIGINT', onSignal);
@@ -129,8 +135,14 @@ export async function runStart(args: StartArgs, sup: SupervisorArgs, log: { leve
       process.removeListener('SIGINT', onSignal);
       resolve({ failure });
     };
+    remoteShutdown = (remote) => {
+      process.removeListener('SIGTERM', onSignal);
+      process.removeListener('SIGINT', onSignal);
+      resolve({ remote });
+    };
   });
   health.markStopping();
+  if ('remote' in reason) logger.info(`${reason.remote}: stopping the workers, they finish the batches in hand`);
   if ('signal' in reason) logger.info(`${reason.signal} received: stopping the workers, they finish the batches in hand (send it again to kill them at once)`);
   const again = (s: NodeJS.Signals): void => {
     logger.warn(`${s} received again: killing the workers`);

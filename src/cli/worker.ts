@@ -3,6 +3,8 @@ import { hostname } from 'node:os';
 import path from 'node:path';
 import { AmqpTopologyError } from '../brokers/amqp/errors';
 import { createBroker } from '../brokers/create-broker';
+import { CeleryNode } from '../control/node';
+import type { JsonObject } from '../../protocol/types';
 import { RedisBroker } from '../brokers/redis/redis-broker';
 import { createLogger, type LogFormat, type Logger } from '../log';
 import { BatchProcessor, taskIdOf } from '../pipeline/batch-processor';
@@ -48,7 +50,7 @@ export async function runWorker(): Promise<void> {
   process.on('SIGINT', () => undefined); // a terminal's Ctrl-C reaches the whole group: the supervisor decides
 
   try {
-    await work(init, logger, link, stopRequested, () => (consuming = true));
+    await work(init, logger, link, stopRequested, () => (consuming = true), onStop);
   } catch (err) {
     // The supervisor logs it (once, with how often it happened); say it here only if it cannot hear us.
     const message = (err as Error).message;
@@ -60,8 +62,17 @@ export async function runWorker(): Promise<void> {
   process.exit(0);
 }
 
-async function work(init: WorkerInit, logger: Logger, link: WorkerLink, stopRequested: Promise<string>, onConsuming: () => void): Promise<void> {
+async function work(init: WorkerInit, logger: Logger, link: WorkerLink, stopRequested: Promise<string>, onConsuming: () => void, onStop: (why: string) => void): Promise<void> {
   const args = init.args;
+  const prefetch = Math.max(1, Math.ceil(args.batchSize * args.concurrency * args.prefetchMultiplier));
+  const queueArguments = parseJsonObject(args.amqpQueueArguments, '--amqp-queue-arguments');
+  // Celery's `shutdown` stops the whole instance, as SIGTERM to `start` would; the supervisor then stops us.
+  const shutdown = (why: string): void => {
+    void link.send({ type: 'shutdown', reason: why }).then((sent) => sent || onStop(why));
+  };
+  const node = new CeleryNode({ args, index: init.index, logger, prefetchCount: prefetch, inputQueueArguments: queueArguments as JsonObject, shutdown });
+  // Logs, metrics and Celery's tools name this process the same way.
+  logger.defaultMeta = { ...logger.defaultMeta, node: node.name };
   const suspects = SuspectList.from(init.suspects);
   link.handleSuspects((s) => suspects.merge(s));
   const recorder = new FlightRecorder(init.flightFile);
@@ -118,9 +129,9 @@ async function work(init: WorkerInit, logger: Logger, link: WorkerLink, stopRequ
     onSetAside: (reason, rawText) => logger.warn(`set aside unreadable message: ${reason}`, { queue: args.queue, message: rawText.slice(0, 500) }),
     visibilityTimeoutS: args.visibilityTimeout,
     leaseTtlMs: args.leaseTtlMs,
-    prefetch: Math.max(1, Math.ceil(args.batchSize * args.concurrency * args.prefetchMultiplier)),
+    prefetch,
     amqpPassive: args.amqpPassive,
-    amqpQueueArguments: parseJsonObject(args.amqpQueueArguments, '--amqp-queue-arguments'),
+    amqpQueueArguments: queueArguments,
     amqpOutputQueueArguments: parseJsonObject(args.amqpOutputQueueArguments, '--amqp-output-queue-arguments'),
   });
   // The supervisor must know whose messages to restore before this process can hold any.
@@ -134,7 +145,7 @@ async function work(init: WorkerInit, logger: Logger, link: WorkerLink, stopRequ
     outputQueue: args.outputQueue,
     suspects,
   });
-  const loops = Array.from({ length: Math.max(1, args.concurrency) }, () => new ConsumerLoop({ broker, processor, logger, batchSize: args.batchSize }));
+  const loops = Array.from({ length: Math.max(1, args.concurrency) }, () => new ConsumerLoop({ broker, processor, logger, batchSize: args.batchSize, observer: node.activity }));
   loops.forEach((l) => l.start());
   // For `posthog-plugins health`: a worker that holds messages and settles none is stuck.
   link.reportProgress(() => ({
@@ -142,6 +153,7 @@ async function work(init: WorkerInit, logger: Logger, link: WorkerLink, stopRequ
     settled: loops.reduce((n, l) => n + l.stats.published + l.stats.dropped + l.stats.expired + l.stats.rejected, 0),
   }));
   onConsuming();
+  void node.start(logger); // beside the event path: consuming never waits for it
   logger.info(`consuming ${args.queue} on ${broker.displayUrl}, publishing to ${args.outputQueue}; plugins from ${description}`, {
     pid: process.pid,
     concurrency: loops.length,
@@ -155,6 +167,7 @@ async function work(init: WorkerInit, logger: Logger, link: WorkerLink, stopRequ
   logger.info(`${why}: finishing the batches in hand`);
   clearInterval(reporter);
   await Promise.all(loops.map((l) => l.stop()));
+  await node.stop();
   await reloads?.stop();
   const background = await services.stopBackground(5000);
   // Exports still buffered are flushed (or kept as jobs) while the broker and database are still open.

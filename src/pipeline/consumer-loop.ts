@@ -3,6 +3,14 @@ import type { Logger } from '../log';
 import type { BatchProcessor, Outcome } from './batch-processor';
 import { EtaScheduler } from './eta-scheduler';
 
+/** Watches batches go through the plugins (remote control's `active`, Celery task events, metrics). */
+export interface LoopObserver {
+  /** The batch goes to the plugins now. */
+  batchStarted(deliveries: readonly Delivery[]): void;
+  /** Its outcomes are decided (before they are settled). */
+  batchFinished(outcomes: readonly Outcome[]): void;
+}
+
 export interface ConsumerLoopOptions {
   broker: Broker;
   processor: BatchProcessor;
@@ -11,6 +19,7 @@ export interface ConsumerLoopOptions {
   batchSize: number;
   /** Longest wait for a message before looking at timers again. */
   pollMs?: number;
+  observer?: LoopObserver;
 }
 
 export interface ConsumerStats {
@@ -144,7 +153,9 @@ export class ConsumerLoop {
 
   /** The batch's settlements; eta holds go to the scheduler. */
   private async decide(batch: Delivery[]): Promise<Settlement[]> {
+    this.opts.observer?.batchStarted(batch);
     const outcomes = await this.opts.processor.process(batch);
+    this.opts.observer?.batchFinished(outcomes);
     const settlements: Settlement[] = [];
     for (const outcome of outcomes) {
       this.record(outcome);

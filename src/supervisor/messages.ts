@@ -35,7 +35,9 @@ export type WorkerMessage =
    * Startup failed; the reason, so the supervisor's log can say why it restarts with a delay. `permanent`: it
    * will not fix itself (e.g. RabbitMQ refuses the queue declaration): the supervisor stops and exits non-zero.
    */
-  | { type: 'fatal'; message: string; permanent: boolean };
+  | { type: 'fatal'; message: string; permanent: boolean }
+  /** Celery remote control asked this node to shut down: the whole instance stops as on SIGTERM. */
+  | { type: 'shutdown'; reason: string };
 
 /** Supervisor → worker. */
 export type SupervisorMessage =

@@ -31,6 +31,8 @@ export interface SupervisorOptions {
   mainScript?: string;
   /** A worker failed in a way that will not fix itself (no restart): the caller should stop and exit non-zero. */
   onPermanentFailure: (message: string) => void;
+  /** Celery's `shutdown` reached a worker: stop the instance as on SIGTERM. */
+  onShutdownRequest?: (reason: string) => void;
 }
 
 interface Slot {
@@ -228,6 +230,10 @@ export class Supervisor {
         case 'ready':
           slot.ready = true;
           slot.lastPong = Date.now();
+          break;
+        case 'shutdown':
+          logger.warn(`worker ${slot.index} (pid ${slot.pid}) asks to stop the instance: ${m.reason}`, { worker: slot.index, pid: slot.pid });
+          this.opts.onShutdownRequest?.(m.reason);
           break;
         case 'fatal':
           slot.lastFatal = m.message;

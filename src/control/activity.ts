@@ -1,0 +1,96 @@
+import { taskReceivedFields, taskStartedFields, taskSucceededFields, taskFailedFields } from '../../protocol/celery-events';
+import type { ActiveRequest } from '../../protocol/pidbox';
+import type { JsonValue } from '../../protocol/types';
+import type { Delivery } from '../brokers/broker';
+import type { Outcome } from '../pipeline/batch-processor';
+import type { LoopObserver } from '../pipeline/consumer-loop';
+import type { EventDispatcher } from './event-dispatcher';
+
+function text(v: JsonValue | undefined, fallback: string): string {
+  return typeof v === 'string' ? v : fallback;
+}
+
+/**
+ * What this process is working on, for `inspect active`, the heartbeat's counts and the task events: each batch
+ * is "active" from the moment the consumer loop hands it to the plugins until its outcomes are decided. Reads
+ * only the protocol-v2 headers (id, task, argsrepr…), never the body again.
+ */
+export class Activity implements LoopObserver {
+  private readonly running = new Map<string, { request: ActiveRequest; startedNs: bigint }>();
+  /** Held for their eta: task-received was sent when they first came in. */
+  private readonly held = new Set<string>();
+  processed = 0;
+
+  constructor(private readonly events: EventDispatcher | null) {}
+
+  get activeCount(): number {
+    return this.running.size;
+  }
+
+  active(): ActiveRequest[] {
+    return [...this.running.values()].map((r) => r.request);
+  }
+
+  batchStarted(deliveries: readonly Delivery[]): void {
+    const startedNs = process.hrtime.bigint();
+    const now = Date.now() / 1000;
+    for (const d of deliveries) {
+      const h = d.message.headers;
+      const id = text(h.id, d.tag);
+      const request: ActiveRequest = {
+        id,
+        name: text(h.task, '?'),
+        argsrepr: text(h.argsrepr, '?'),
+        kwargsrepr: text(h.kwargsrepr, '?'),
+        timeStart: now,
+        exchange: text(d.message.properties.delivery_info && typeof d.message.properties.delivery_info === 'object' && !Array.isArray(d.message.properties.delivery_info) ? d.message.properties.delivery_info.exchange : undefined, ''),
+        routingKey: d.queue,
+        priority: typeof d.message.properties.priority === 'number' ? d.message.properties.priority : 0,
+        redelivered: d.redelivered,
+      };
+      this.running.set(id, { request, startedNs });
+      if (!this.events?.taskEvents) continue;
+      if (!this.held.delete(id)) {
+        this.events.task(
+          'task-received',
+          taskReceivedFields({
+            id,
+            name: request.name,
+            argsrepr: request.argsrepr,
+            kwargsrepr: request.kwargsrepr,
+            rootId: typeof h.root_id === 'string' ? h.root_id : null,
+            parentId: typeof h.parent_id === 'string' ? h.parent_id : null,
+            retries: typeof h.retries === 'number' ? h.retries : 0,
+            eta: typeof h.eta === 'string' ? h.eta : null,
+            expires: typeof h.expires === 'string' ? h.expires : null,
+          }),
+        );
+      }
+    }
+  }
+
+  batchFinished(outcomes: readonly Outcome[]): void {
+    const end = process.hrtime.bigint();
+    for (const o of outcomes) {
+      const id = text(o.delivery.message.headers.id, o.delivery.tag);
+      const entry = this.running.get(id);
+      this.running.delete(id);
+      if (o.kind === 'wait') {
+        this.held.add(id);
+        continue;
+      }
+      this.processed++;
+      if (!this.events?.taskEvents) continue;
+      const runtime = entry ? Number(end - entry.startedNs) / 1e9 : 0;
+      if (o.kind === 'reject') {
+        this.events.task('task-started', taskStartedFields(id));
+        this.events.task('task-failed', taskFailedFields(id, `SetAside(${JSON.stringify(o.reason)})`, `set aside to ${o.delivery.queue}.rejected: ${o.reason}`));
+      } else if (o.result === 'expired') {
+        this.events.task('task-revoked', { uuid: id, terminated: false, signum: null, expired: true });
+      } else {
+        this.events.task('task-started', taskStartedFields(id));
+        this.events.task('task-succeeded', taskSucceededFields(id, 'None', runtime));
+      }
+    }
+  }
+}
