@@ -107,6 +107,8 @@ export const supervisorOptions = {
   'shutdown-timeout-ms': { type: 'number', describe: 'On SIGTERM, how long worker processes get to finish before they are killed, ms (env WORKER_SHUTDOWN_TIMEOUT_MS)', default: num('WORKER_SHUTDOWN_TIMEOUT_MS', 30_000) },
   'crash-limit': { type: 'number', describe: 'A plugin config that crashes its worker process this many times within --crash-window-ms is disabled (env PLUGIN_CRASH_LIMIT)', default: num('PLUGIN_CRASH_LIMIT', 3) },
   'crash-window-ms': { type: 'number', describe: 'Window for --crash-limit, ms (env PLUGIN_CRASH_WINDOW_MS)', default: num('PLUGIN_CRASH_WINDOW_MS', 600_000) },
+  'metrics-port': { type: 'number', describe: 'Serve Prometheus metrics of the whole instance on this port at /metrics; 0: off (env METRICS_PORT)', default: num('METRICS_PORT', 0) },
+  'metrics-host': { type: 'string', describe: 'Address the metrics port listens on (env METRICS_HOST)', default: env('METRICS_HOST') ?? '127.0.0.1' },
 } satisfies Record<string, Options>;
 
 /** A flag given twice (a wrapper script's default plus the operator's own) takes the last value. */

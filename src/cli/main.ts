@@ -65,6 +65,8 @@ async function main(): Promise<void> {
             crashLimit: argv['crash-limit'],
             crashWindowMs: argv['crash-window-ms'],
             healthFile: argv['health-file'],
+            metricsPort: argv['metrics-port'],
+            metricsHost: argv['metrics-host'],
           },
           { level: argv['log-level'], format: argv['log-format'] },
           loggerFor(argv),

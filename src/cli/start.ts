@@ -8,6 +8,7 @@ import { HealthReporter } from '../supervisor/health-reporter';
 import { DeadWorkerRestorer } from '../supervisor/redis-restorer';
 import { Supervisor } from '../supervisor/supervisor';
 import { nodeNameTemplate } from '../../protocol/pidbox';
+import { MetricsServer, SCRAPE_TIMEOUT_MS } from '../metrics/metrics-server';
 import { healthFileFor } from './health';
 import { openStore } from './open-store';
 
@@ -53,6 +54,9 @@ export interface SupervisorArgs {
   crashWindowMs: number;
   /** Status file for `posthog-plugins health`; '' = the default for this broker and queue. */
   healthFile: string;
+  /** Prometheus /metrics on this port (0: off) and address. */
+  metricsPort: number;
+  metricsHost: string;
 }
 
 /**
@@ -90,7 +94,7 @@ export async function runStart(args: StartArgs, sup: SupervisorArgs, log: { leve
   let remoteShutdown: ((why: string) => void) | null = null;
   const supervisor = new Supervisor({
     workers,
-    worker: { args: { ...args, hostname: nodeNameTemplate(args.hostname, workers) }, logLevel: log.level, logFormat: log.format },
+    worker: { args: { ...args, hostname: nodeNameTemplate(args.hostname, workers) }, logLevel: log.level, logFormat: log.format, metrics: sup.metricsPort > 0 },
     heartbeatIntervalMs: sup.heartbeatIntervalMs,
     heartbeatTimeoutMs: sup.heartbeatTimeoutMs,
     shutdownTimeoutMs: sup.shutdownTimeoutMs,
@@ -102,6 +106,23 @@ export async function runStart(args: StartArgs, sup: SupervisorArgs, log: { leve
     flightDir: freshFlightDir(),
     onPermanentFailure: (message) => permanentFailure?.(message),
     onShutdownRequest: (why) => remoteShutdown?.(why),
+    onRestart: () => metrics?.restarts.inc(),
+    onCrashAttributed: (configId) => metrics?.crashAttributions.inc({ plugin_config_id: String(configId) }),
+  });
+  const metrics =
+    sup.metricsPort > 0
+      ? new MetricsServer({
+          host: sup.metricsHost,
+          port: sup.metricsPort,
+          brokerUrl: args.broker,
+          queues: [args.queue, args.outputQueue, `${args.queue}.rejected`],
+          collectWorkers: () => supervisor.collectMetrics(SCRAPE_TIMEOUT_MS),
+          logger,
+        })
+      : null;
+  // A port that is taken is a setting that will not fix itself: say so and exit 1.
+  await metrics?.start().catch((err: Error) => {
+    throw new Error(`cannot serve metrics on ${sup.metricsHost}:${sup.metricsPort}: ${err.message}`);
   });
   logger.info(`supervising ${workers} worker process(es) for queue ${args.queue} on ${probe.displayUrl}; plugins from ${description}`, {
     pid: process.pid,
@@ -152,6 +173,7 @@ export async function runStart(args: StartArgs, sup: SupervisorArgs, log: { leve
   process.once('SIGINT', again);
 
   const killed = await supervisor.stop();
+  await metrics?.stop();
   await health.stop();
   await restorer?.close();
   await db.destroy();

@@ -8,7 +8,8 @@ import type { JsonObject } from '../../protocol/types';
 import { RedisBroker } from '../brokers/redis/redis-broker';
 import { createLogger, type LogFormat, type Logger } from '../log';
 import { BatchProcessor, taskIdOf } from '../pipeline/batch-processor';
-import { ConsumerLoop, type ConsumerStats } from '../pipeline/consumer-loop';
+import { ConsumerLoop, type ConsumerStats, type LoopObserver } from '../pipeline/consumer-loop';
+import { WorkerMetrics } from '../metrics/worker-metrics';
 import { SuspectList } from '../pipeline/suspects';
 import { PluginManager } from '../plugins/manager';
 import { ReloadListener } from '../plugins/reload-listener';
@@ -81,6 +82,23 @@ async function work(init: WorkerInit, logger: Logger, link: WorkerLink, stopRequ
   const services = new PluginServices(args, db, logger, init.index);
   await services.ready(5000);
 
+  // Prometheus (only with --metrics-port): read by the supervisor at each scrape. The gauges read the loops and
+  // plugins, which exist from further down on.
+  let loopsRef: ConsumerLoop[] = [];
+  let pluginsRef: PluginManager | null = null;
+  const metrics = init.metrics
+    ? new WorkerMetrics(args.queue, {
+        inFlight: () => loopsRef.reduce((n, l) => n + l.inHand, 0),
+        etaHeld: () => loopsRef.reduce((n, l) => n + l.stats.waiting, 0),
+        isolates: () => pluginsRef?.liveConfigs().filter((c) => !c.vm.hibernated).length ?? 0,
+        isolateHeapBytes: async () => {
+          const heaps = await Promise.all((pluginsRef?.liveConfigs() ?? []).map((c) => c.vm.heapUsedBytes().catch(() => null)));
+          return heaps.reduce<number>((sum, h) => sum + (h ?? 0), 0);
+        },
+        exportWaiting: () => pluginsRef?.exportWaiting() ?? 0,
+      })
+    : null;
+  if (metrics) link.handleMetrics(() => metrics.registry.getMetricsAsJSON());
   const plugins = await PluginManager.create({
     ...services.managerOptions(),
     store,
@@ -94,6 +112,8 @@ async function work(init: WorkerInit, logger: Logger, link: WorkerLink, stopRequ
     },
     fetch: { timeoutMs: args.fetchTimeoutMs, maxBytes: args.fetchMaxBytes, allow: args.fetchAllow },
     loadConcurrency: init.serialLoad ? 1 : undefined,
+    onCall: (config, seconds, outcome) => metrics?.pluginCall(config, seconds, outcome),
+    onEvicted: (configId) => metrics?.evicted(configId),
     onEnter: (configId, events) => {
       const ids = events.map((e) => taskIdOf(e) ?? '?');
       const only = ids.length === 1 ? (ids[0] as string) : null;
@@ -113,6 +133,7 @@ async function work(init: WorkerInit, logger: Logger, link: WorkerLink, stopRequ
       return recorder.enter(configId, ids, only !== null && suspects.isSuspect(only));
     },
   });
+  pluginsRef = plugins;
   link.handleReload(() => {
     plugins.reload().then(
       () => logger.info('plugins reloaded'),
@@ -133,6 +154,7 @@ async function work(init: WorkerInit, logger: Logger, link: WorkerLink, stopRequ
     amqpPassive: args.amqpPassive,
     amqpQueueArguments: queueArguments,
     amqpOutputQueueArguments: parseJsonObject(args.amqpOutputQueueArguments, '--amqp-output-queue-arguments'),
+    onReconnect: () => metrics?.brokerReconnects.inc(),
   });
   // The supervisor must know whose messages to restore before this process can hold any.
   await link.send({ type: 'broker', workerId: broker instanceof RedisBroker ? broker.workerId : null });
@@ -145,7 +167,9 @@ async function work(init: WorkerInit, logger: Logger, link: WorkerLink, stopRequ
     outputQueue: args.outputQueue,
     suspects,
   });
-  const loops = Array.from({ length: Math.max(1, args.concurrency) }, () => new ConsumerLoop({ broker, processor, logger, batchSize: args.batchSize, observer: node.activity }));
+  const observer = metrics ? bothObservers(node.activity, metrics) : node.activity;
+  const loops = Array.from({ length: Math.max(1, args.concurrency) }, () => new ConsumerLoop({ broker, processor, logger, batchSize: args.batchSize, observer }));
+  loopsRef = loops;
   loops.forEach((l) => l.start());
   // For `posthog-plugins health`: a worker that holds messages and settles none is stuck.
   link.reportProgress(() => ({
@@ -216,6 +240,19 @@ async function connectWithRetry(connect: () => Promise<void>, what: string, logg
       delayMs = Math.min(delayMs * 2, 10_000);
     }
   }
+}
+
+function bothObservers(a: LoopObserver, b: LoopObserver): LoopObserver {
+  return {
+    batchStarted: (d) => {
+      a.batchStarted(d);
+      b.batchStarted(d);
+    },
+    batchFinished: (o) => {
+      a.batchFinished(o);
+      b.batchFinished(o);
+    },
+  };
 }
 
 function totals(loops: ConsumerLoop[]): ConsumerStats {

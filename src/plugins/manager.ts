@@ -55,6 +55,10 @@ export interface PluginManagerOptions {
    * runEveryMinute, onEvent or exportEvents are kept (see evictIdle).
    */
   isolateIdleMs?: number;
+  /** After each processEvent(Batch) call of a chain step: for metrics. */
+  onCall?: (config: { id: number; name: string }, seconds: number, outcome: { errors: number; recreated: number }) => void;
+  /** An idle isolate was evicted. */
+  onEvicted?: (configId: number) => void;
 }
 
 /** How often idle isolates are looked for, at most (and a quarter of the idle time when that is shorter). */
@@ -241,6 +245,7 @@ export class PluginManager {
           if (leave) leave();
         }
         if (evicted) {
+          this.opts.onEvicted?.(entry.id);
           const idleS = Math.round((Date.now() - vm.lastUsedMs) / 1000);
           this.opts.logger.info(`plugin ${entry.name} (config ${entry.id}, team ${entry.teamId}): isolate evicted after ${idleS} s without calls; the next call recreates it`, logMetaOf(entry));
         }
@@ -274,6 +279,13 @@ export class PluginManager {
   /** The live VM of a config (tests, diagnostics). */
   vmFor(configId: number): PluginVm | null {
     return this.gen.entries.get(configId)?.vm ?? null;
+  }
+
+  /** Events waiting in onEvent queues and exportEvents buffers of every config. */
+  exportWaiting(): number {
+    let n = 0;
+    for (const e of this.gen.entries.values()) n += e.sink?.waiting ?? 0;
+    return n;
   }
 
   /** Configs whose isolate is running now. */
@@ -524,8 +536,10 @@ export class PluginManager {
       const leave = this.opts.onEnter?.(entry.id, idx.map((i) => events[i]));
       if (leave === false) continue;
       let outcome;
+      const started = process.hrtime.bigint();
       try {
         outcome = await vm.process(inputs);
+        this.opts.onCall?.(entry, Number(process.hrtime.bigint() - started) / 1e9, { errors: outcome.errors.length + (outcome.failure ? 1 : 0), recreated: outcome.recreated });
       } catch (err) {
         logger.error(`plugin chain step failed unexpectedly: ${(err as Error).message}`, { pluginConfigId: entry.id, teamId });
         continue;
