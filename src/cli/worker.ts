@@ -114,6 +114,7 @@ async function work(init: WorkerInit, logger: Logger, link: WorkerLink, stopRequ
     loadConcurrency: init.serialLoad ? 1 : undefined,
     onCall: (config, seconds, outcome) => metrics?.pluginCall(config, seconds, outcome),
     onEvicted: (configId) => metrics?.evicted(configId),
+    taskIdOf,
     onEnter: (configId, events) => {
       const ids = events.map((e) => taskIdOf(e) ?? '?');
       const only = ids.length === 1 ? (ids[0] as string) : null;

@@ -59,6 +59,8 @@ export interface PluginManagerOptions {
   onCall?: (config: { id: number; name: string }, seconds: number, outcome: { errors: number; recreated: number }) => void;
   /** An idle isolate was evicted. */
   onEvicted?: (configId: number) => void;
+  /** The Celery task id an event came in with, for log lines (logs, metrics and Celery events join on it). */
+  taskIdOf?: (event: PluginEvent) => string | undefined;
 }
 
 /** How often idle isolates are looked for, at most (and a quarter of the idle time when that is shorter). */
@@ -564,11 +566,12 @@ export class PluginManager {
             pluginId: entry.pluginId,
             teamId,
             plugin: entry.name,
+            taskId: this.opts.taskIdOf?.(events[idx[index] as number] as PluginEvent) ?? null,
           });
         }
       });
       if (outcome.errors.length > MAX_ERROR_LOG_LINES) {
-        logger.warn(`plugin ${entry.name} (config ${entry.id}, team ${teamId}) failed on ${outcome.errors.length - MAX_ERROR_LOG_LINES} more event(s) in this batch`);
+        logger.warn(`plugin ${entry.name} (config ${entry.id}, team ${teamId}) failed on ${outcome.errors.length - MAX_ERROR_LOG_LINES} more event(s) in this batch`, logMetaOf(entry));
       }
       if (outcome.failure) lastError = toPluginError(outcome.failure, undefined);
       if (lastError !== null) this.errors.set(entry.id, lastError);
@@ -754,7 +757,7 @@ export class PluginManager {
       const error = entry.loadError ?? { message: 'setupPlugin failed', time: new Date().toISOString() };
       logger.error(`plugin ${entry.name} (config ${entry.id}) failed setupPlugin ${entry.setupFailures} times in a row: disabling it`, meta);
       this.logEntry(entry, 'SYSTEM', 'ERROR', `Plugin disabled after ${entry.setupFailures} failed setupPlugin attempts: ${error.message}`);
-      store.disable(entry.id, error).catch((e: unknown) => logger.error(`could not disable plugin config ${entry.id}: ${(e as Error).message}`));
+      store.disable(entry.id, error).catch((e: unknown) => logger.error(`could not disable plugin config ${entry.id}: ${(e as Error).message}`, logMetaOf(entry)));
       return;
     }
     const delayMs = (this.opts.setupRetryBaseMs ?? 3000) * 2 ** (entry.setupFailures - 1);

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
-import { tmpdir } from 'node:os';
+import { hostname, tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { sendEvents } from '../helpers/python';
@@ -79,7 +79,7 @@ describe('Prometheus metrics of a whole instance (redis)', () => {
   });
 
   test('a scrape counts exactly the events sent, dropped, failed in the plugin, set aside and published', async () => {
-    await sendEvents({ brokerUrl: redis.url(0), count: COUNT, teamId: TEAM });
+    const sent = await sendEvents({ brokerUrl: redis.url(0), count: COUNT, teamId: TEAM });
     await sendEvents({ brokerUrl: redis.url(0), count: 1, taskName: 'not.a.posthog.task' });
     const dropped = Array.from({ length: COUNT }, (_, i) => i).filter((i) => i % 5 === 0).length;
     const thrown = Array.from({ length: COUNT }, (_, i) => i).filter((i) => i % 5 !== 0 && i % 7 === 0).length;
@@ -111,6 +111,17 @@ describe('Prometheus metrics of a whole instance (redis)', () => {
     assert.ok((m.get('posthog_plugins_isolate_heap_bytes') ?? 0) > 0);
     assert.ok((m.get('process_cpu_seconds_total') ?? 0) > 0, 'prom-client default metrics of the workers');
     assert.ok((m.get('posthog_plugins_supervisor_process_resident_memory_bytes') ?? 0) > 0, "the supervisor's own");
+
+    // --log-format json: a plugin failure names the Celery node, the task and the plugin config, as metrics
+    // (plugin_config_id) and Celery events (hostname, uuid) do.
+    const failures = sup.logs().filter((l) => String(l.message).includes('failed on event'));
+    assert.equal(failures.length, thrown);
+    const ids = new Set(sent.map((t) => t.id));
+    for (const l of failures) {
+      assert.match(String(l.node), new RegExp(`^posthog-plugins-[01]@${hostname().replace(/\./g, '\\.')}$`));
+      assert.ok(ids.has(String(l.taskId)), `task id ${String(l.taskId)}`);
+      assert.ok(configLabels!.includes(`plugin_config_id="${String(l.pluginConfigId)}"`));
+    }
   });
 
   test('a worker process killed with SIGKILL is a restart; other paths are 404', async () => {
