@@ -249,9 +249,9 @@ function bothObservers(a: LoopObserver, b: LoopObserver): LoopObserver {
       a.batchStarted(d);
       b.batchStarted(d);
     },
-    batchFinished: (o) => {
-      a.batchFinished(o);
-      b.batchFinished(o);
+    batchFinished: (d, o) => {
+      a.batchFinished(d, o);
+      b.batchFinished(d, o);
     },
   };
 }

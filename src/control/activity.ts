@@ -69,7 +69,11 @@ export class Activity implements LoopObserver {
     }
   }
 
-  batchFinished(outcomes: readonly Outcome[]): void {
+  batchFinished(deliveries: readonly Delivery[], outcomes: readonly Outcome[] | null): void {
+    if (outcomes === null) {
+      for (const d of deliveries) this.running.delete(text(d.message.headers.id, d.tag));
+      return;
+    }
     const end = process.hrtime.bigint();
     for (const o of outcomes) {
       const id = text(o.delivery.message.headers.id, o.delivery.tag);

@@ -73,12 +73,21 @@ export class AmqpControlTransport implements ControlTransport {
       { noDelay: true, clientProperties: { connection_name: `posthog-plugins control ${this.nodeName}` }, ...(u.tls ? { servername: u.hostname } : {}) },
     );
     conn.on('error', (err: Error) => this.logger.debug(`remote control connection: ${err.message}`));
+    try {
+      await this.setUp(conn);
+    } catch (err) {
+      await conn.close().catch(() => undefined);
+      throw err;
+    }
     conn.on('close', () => {
       this.conn = null;
       this.ch = null;
       this.declared.clear();
       if (!this.closing) this.reconnect(500);
     });
+  }
+
+  private async setUp(conn: ChannelModel): Promise<void> {
     const ch = await conn.createChannel();
     ch.on('error', (err: Error) => this.logger.warn(`remote control channel closed: ${err.message}`));
     ch.on('close', () => {

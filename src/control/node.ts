@@ -4,6 +4,7 @@ import path from 'node:path';
 import { expandNodeName } from '../../protocol/pidbox';
 import type { JsonObject } from '../../protocol/types';
 import { parseAmqpUrl } from '../brokers/amqp/url';
+import { maskPassword as maskRedisPassword } from '../brokers/redis/redis-broker';
 import type { StartArgs } from '../cli/start';
 import type { Logger } from '../log';
 import { Activity } from './activity';
@@ -22,6 +23,18 @@ export interface CeleryNodeOptions {
   inputQueueArguments: JsonObject | null;
   /** Clean stop of this worker process, as SIGTERM. */
   shutdown: (why: string) => void;
+}
+
+const STOP_TIMEOUT_MS = 2000;
+
+function bounded(p: Promise<void>, ms: number): Promise<void> {
+  return new Promise((resolve) => {
+    const t = setTimeout(resolve, ms);
+    p.catch(() => undefined).finally(() => {
+      clearTimeout(t);
+      resolve();
+    });
+  });
 }
 
 /** The version `sw_ver` and `stats` report: package.json's. */
@@ -84,7 +97,7 @@ export class CeleryNode {
       processed: () => activity?.processed ?? 0,
       active: () => activity?.active() ?? [],
       conf: () => ({
-        broker_url: brokerInfo(args.broker).hostname as string,
+        broker_url: /^rediss?:/i.test(args.broker) ? maskRedisPassword(args.broker) : parseAmqpUrl(args.broker).displayUrl,
         task_default_queue: args.outputQueue,
         worker_concurrency: args.concurrency,
         worker_prefetch_multiplier: args.prefetchMultiplier,
@@ -120,8 +133,9 @@ export class CeleryNode {
     }
   }
 
+  /** worker-offline and close, bounded: a broker that is down must not hold up the worker's shutdown. */
   async stop(): Promise<void> {
-    await this.events.stop().catch(() => undefined);
-    await this.transport.close();
+    await bounded(this.events.stop(), STOP_TIMEOUT_MS);
+    await bounded(this.transport.close(), STOP_TIMEOUT_MS);
   }
 }

@@ -84,10 +84,9 @@ export class WorkerMetrics implements LoopObserver {
     this.started.set(deliveries[0] as Delivery, process.hrtime.bigint());
   }
 
-  batchFinished(outcomes: readonly Outcome[]): void {
-    if (outcomes.length === 0) return;
-    const first = outcomes[0]!.delivery;
-    const t0 = this.started.get(first);
+  batchFinished(deliveries: readonly Delivery[], outcomes: readonly Outcome[] | null): void {
+    if (outcomes === null || outcomes.length === 0 || deliveries.length === 0) return;
+    const t0 = this.started.get(deliveries[0] as Delivery);
     if (t0 !== undefined) this.batchDuration.observe(Number(process.hrtime.bigint() - t0) / 1e9);
     this.batchSize.observe(outcomes.length);
     const counts = { published: 0, dropped: 0, set_aside: 0, expired: 0 };

@@ -7,8 +7,8 @@ import { EtaScheduler } from './eta-scheduler';
 export interface LoopObserver {
   /** The batch goes to the plugins now. */
   batchStarted(deliveries: readonly Delivery[]): void;
-  /** Its outcomes are decided (before they are settled). */
-  batchFinished(outcomes: readonly Outcome[]): void;
+  /** Its outcomes are decided (before they are settled); null: processing failed, the batch goes back. */
+  batchFinished(deliveries: readonly Delivery[], outcomes: readonly Outcome[] | null): void;
 }
 
 export interface ConsumerLoopOptions {
@@ -154,8 +154,14 @@ export class ConsumerLoop {
   /** The batch's settlements; eta holds go to the scheduler. */
   private async decide(batch: Delivery[]): Promise<Settlement[]> {
     this.opts.observer?.batchStarted(batch);
-    const outcomes = await this.opts.processor.process(batch);
-    this.opts.observer?.batchFinished(outcomes);
+    let outcomes: Outcome[];
+    try {
+      outcomes = await this.opts.processor.process(batch);
+    } catch (err) {
+      this.opts.observer?.batchFinished(batch, null);
+      throw err;
+    }
+    this.opts.observer?.batchFinished(batch, outcomes);
     const settlements: Settlement[] = [];
     for (const outcome of outcomes) {
       this.record(outcome);
