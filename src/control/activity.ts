@@ -1,5 +1,6 @@
 import { taskReceivedFields, taskStartedFields, taskSucceededFields, taskFailedFields } from '../../protocol/celery-events';
 import type { ActiveRequest } from '../../protocol/pidbox';
+import { pythonStrRepr } from '../../protocol/repr';
 import type { JsonValue } from '../../protocol/types';
 import type { Delivery } from '../brokers/broker';
 import type { Outcome } from '../pipeline/batch-processor';
@@ -16,7 +17,8 @@ function text(v: JsonValue | undefined, fallback: string): string {
  * only the protocol-v2 headers (id, task, argsrepr…), never the body again.
  */
 export class Activity implements LoopObserver {
-  private readonly running = new Map<string, { request: ActiveRequest; startedNs: bigint }>();
+  /** Built into Request.info shapes only when asked (`inspect active`): the hot path stores two values. */
+  private readonly running = new Map<string, { delivery: Delivery; startedS: number; startedNs: bigint }>();
   /** Held for their eta: task-received was sent when they first came in. */
   private readonly held = new Set<string>();
   processed = 0;
@@ -28,44 +30,46 @@ export class Activity implements LoopObserver {
   }
 
   active(): ActiveRequest[] {
-    return [...this.running.values()].map((r) => r.request);
-  }
-
-  batchStarted(deliveries: readonly Delivery[]): void {
-    const startedNs = process.hrtime.bigint();
-    const now = Date.now() / 1000;
-    for (const d of deliveries) {
+    return [...this.running.values()].map(({ delivery: d, startedS }) => {
       const h = d.message.headers;
-      const id = text(h.id, d.tag);
-      const request: ActiveRequest = {
-        id,
+      const info = d.message.properties.delivery_info;
+      return {
+        id: text(h.id, d.tag),
         name: text(h.task, '?'),
         argsrepr: text(h.argsrepr, '?'),
         kwargsrepr: text(h.kwargsrepr, '?'),
-        timeStart: now,
-        exchange: text(d.message.properties.delivery_info && typeof d.message.properties.delivery_info === 'object' && !Array.isArray(d.message.properties.delivery_info) ? d.message.properties.delivery_info.exchange : undefined, ''),
+        timeStart: startedS,
+        exchange: info && typeof info === 'object' && !Array.isArray(info) ? text(info.exchange, '') : '',
         routingKey: d.queue,
         priority: typeof d.message.properties.priority === 'number' ? d.message.properties.priority : 0,
         redelivered: d.redelivered,
       };
-      this.running.set(id, { request, startedNs });
-      if (!this.events?.taskEvents) continue;
-      if (!this.held.delete(id)) {
-        this.events.task(
-          'task-received',
-          taskReceivedFields({
-            id,
-            name: request.name,
-            argsrepr: request.argsrepr,
-            kwargsrepr: request.kwargsrepr,
-            rootId: typeof h.root_id === 'string' ? h.root_id : null,
-            parentId: typeof h.parent_id === 'string' ? h.parent_id : null,
-            retries: typeof h.retries === 'number' ? h.retries : 0,
-            eta: typeof h.eta === 'string' ? h.eta : null,
-            expires: typeof h.expires === 'string' ? h.expires : null,
-          }),
-        );
-      }
+    });
+  }
+
+  batchStarted(deliveries: readonly Delivery[]): void {
+    const startedNs = process.hrtime.bigint();
+    const startedS = Date.now() / 1000;
+    const events = this.events?.taskEvents ? this.events : null;
+    for (const d of deliveries) {
+      const h = d.message.headers;
+      const id = text(h.id, d.tag);
+      this.running.set(id, { delivery: d, startedS, startedNs });
+      if (!events || this.held.delete(id)) continue;
+      events.task(
+        'task-received',
+        taskReceivedFields({
+          id,
+          name: text(h.task, '?'),
+          argsrepr: text(h.argsrepr, '?'),
+          kwargsrepr: text(h.kwargsrepr, '?'),
+          rootId: typeof h.root_id === 'string' ? h.root_id : null,
+          parentId: typeof h.parent_id === 'string' ? h.parent_id : null,
+          retries: typeof h.retries === 'number' ? h.retries : 0,
+          eta: typeof h.eta === 'string' ? h.eta : null,
+          expires: typeof h.expires === 'string' ? h.expires : null,
+        }),
+      );
     }
   }
 
@@ -75,25 +79,26 @@ export class Activity implements LoopObserver {
       return;
     }
     const end = process.hrtime.bigint();
+    const events = this.events?.taskEvents ? this.events : null;
     for (const o of outcomes) {
       const id = text(o.delivery.message.headers.id, o.delivery.tag);
       const entry = this.running.get(id);
       this.running.delete(id);
       if (o.kind === 'wait') {
-        this.held.add(id);
+        if (events) this.held.add(id);
         continue;
       }
       this.processed++;
-      if (!this.events?.taskEvents) continue;
+      if (!events) continue;
       const runtime = entry ? Number(end - entry.startedNs) / 1e9 : 0;
       if (o.kind === 'reject') {
-        this.events.task('task-started', taskStartedFields(id));
-        this.events.task('task-failed', taskFailedFields(id, `SetAside(${JSON.stringify(o.reason)})`, `set aside to ${o.delivery.queue}.rejected: ${o.reason}`));
+        events.task('task-started', taskStartedFields(id));
+        events.task('task-failed', taskFailedFields(id, `SetAside(${pythonStrRepr(o.reason)})`, `set aside to ${o.delivery.queue}.rejected: ${o.reason}`));
       } else if (o.result === 'expired') {
-        this.events.task('task-revoked', { uuid: id, terminated: false, signum: null, expired: true });
+        events.task('task-revoked', { uuid: id, terminated: false, signum: null, expired: true });
       } else {
-        this.events.task('task-started', taskStartedFields(id));
-        this.events.task('task-succeeded', taskSucceededFields(id, 'None', runtime));
+        events.task('task-started', taskStartedFields(id));
+        events.task('task-succeeded', taskSucceededFields(id, 'None', runtime));
       }
     }
   }
