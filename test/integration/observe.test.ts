@@ -1,6 +1,8 @@
 import assert from 'node:assert/strict';
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { hostname, tmpdir } from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -8,7 +10,7 @@ import { after, before, describe, test } from 'node:test';
 import { PYTHON, PYTHON_DIR, type SinkWorker, sendEvents, startSinkWorker } from '../helpers/python';
 import { type PrivateRedis, startPrivateRedis } from '../helpers/private-redis';
 import { amqpUrl, deleteVhost, resetVhost, waitUntil } from '../helpers/services';
-import { type WorkerProcess, startWorker } from '../helpers/worker';
+import { type WorkerProcess, cli, startWorker } from '../helpers/worker';
 
 const execFileAsync = promisify(execFile);
 
@@ -24,6 +26,13 @@ const VHOST = 'posthog-plugins-test-observe';
 const COUNT = 20;
 const HOST = hostname();
 const NODES = [`pp-observe-0@${HOST}`, `pp-observe-1@${HOST}`];
+/** An event with properties.hold waits in its plugin until the test answers the plugin's fetch. */
+const HOLDING_PLUGIN = (url: string): string => `
+exports.processEvent = async function (event) {
+  if (event.properties && event.properties.hold) await fetch('${url}')
+  return event
+}
+`;
 
 type Json = null | boolean | number | string | Json[] | { [k: string]: Json };
 
@@ -87,8 +96,14 @@ for (const kind of ['redis', 'amqp'] as const) {
     let receiver: EventReceiver;
     const tmp = mkdtempSync(path.join(tmpdir(), `pp-observe-${kind}-`));
     const env = { DATABASE_URL: `sqlite:${path.join(tmp, 'plugins.sqlite3')}` };
+    const held: http.ServerResponse[] = [];
+    const holder = http.createServer((_req, res) => held.push(res));
 
     before(async () => {
+      await new Promise<void>((resolve) => holder.listen(0, '127.0.0.1', () => resolve()));
+      writeFileSync(path.join(tmp, 'hold.js'), HOLDING_PLUGIN(`http://127.0.0.1:${(holder.address() as AddressInfo).port}/hold`));
+      await cli(['migrate'], env);
+      await cli(['install', path.join(tmp, 'hold.js'), '--team', '2', '--name', 'hold'], env);
       if (kind === 'redis') {
         redis = await startPrivateRedis({ appendonly: false });
         url = redis.url(3);
@@ -97,12 +112,14 @@ for (const kind of ['redis', 'amqp'] as const) {
         url = amqpUrl(VHOST);
       }
       sink = await startSinkWorker({ brokerUrl: url });
-      sup = await startWorker(['--broker', url, '--workers', '2', '--task-events', '--hostname', 'pp-observe@%h'], env);
+      sup = await startWorker(['--broker', url, '--workers', '2', '--task-events', '--hostname', 'pp-observe@%h', '--fetch-allow', '127.0.0.1'], env);
       await waitUntil(() => sup.logs().filter((l) => /^remote control: node /.test(String(l.message))).length >= 2, 90_000, 'both nodes listening');
       receiver = await receiveEvents(url);
     });
 
     after(async () => {
+      for (const res of held.splice(0)) res.end('ok');
+      holder.close();
       await receiver?.stop();
       await sup?.stop();
       await sink?.stop();
@@ -154,6 +171,32 @@ for (const kind of ['redis', 'amqp'] as const) {
       for (const n of NODES) assert.deepEqual(unknown[n], unknown[sinkNode], `${n} answers like Python: ${JSON.stringify(unknown)}`);
     });
 
+    test('inspect active shows a task while its plugin is at work', async () => {
+      const [task] = await sendEvents({ brokerUrl: url, events: [{ event: 'held', properties: { hold: true, distinct_id: 'h' }, uuid: '0190aaaa-0000-7000-8000-000000000001' }] });
+      await waitUntil(() => held.length === 1, 60_000, 'the plugin waiting on its fetch');
+      const active = await broadcast(url, 'active');
+      const running: Array<Record<string, Json>> = NODES.flatMap((n) => (active[n] as Array<Record<string, Json>>).map((r) => ({ ...r, node: n })));
+      assert.equal(running.length, 1, JSON.stringify(active));
+      const r = running[0]!;
+      assert.equal(r.id, task!.id);
+      assert.equal(r.name, 'posthog.tasks.process_event.process_event_with_plugins');
+      assert.equal(r.hostname, r.node);
+      assert.equal(r.acknowledged, false);
+      assert.equal(typeof r.worker_pid, 'number');
+      assert.equal(typeof r.time_start, 'number');
+      assert.match(String(r.args), /'held'/);
+      held.splice(0).forEach((res) => res.end('ok'));
+      await sink.waitFor(1, 60_000);
+      await waitUntil(
+        async () => {
+          const now = await broadcast(url, 'active');
+          return NODES.every((n) => (now[n] as Json[]).length === 0);
+        },
+        30_000,
+        'nothing active any more',
+      );
+    });
+
     test('app.events.Receiver sees worker heartbeats and, with --task-events, every task received and succeeded', async () => {
       await waitUntil(() => NODES.every((n) => receiver.events.some((e) => e.type === 'worker-heartbeat' && e.hostname === n)), 30_000, 'heartbeats of both nodes');
       const beat = receiver.events.find((e) => e.type === 'worker-heartbeat' && e.hostname === NODES[0])!;
@@ -164,7 +207,7 @@ for (const kind of ['redis', 'amqp'] as const) {
       assert.equal((beat.loadavg as number[]).length, 3);
 
       const sent = await sendEvents({ brokerUrl: url, count: COUNT });
-      await sink.waitFor(COUNT, 90_000);
+      await sink.waitFor(COUNT + 1, 90_000); // and the held one of the test before
       const ids = new Set(sent.map((t) => t.id));
       const of = (type: string): Set<string> => new Set(receiver.events.filter((e) => e.type === type && ids.has(String(e.uuid))).map((e) => String(e.uuid)));
       await waitUntil(() => of('task-succeeded').size === COUNT, 30_000, 'task-succeeded for every task sent');
