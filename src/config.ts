@@ -93,6 +93,12 @@ export const workerOptions = {
   'amqp-output-queue-arguments': { type: 'string', describe: 'AMQP: JSON arguments to declare the output queue with; must match what the Python workers declare (env AMQP_OUTPUT_QUEUE_ARGUMENTS)', default: env('AMQP_OUTPUT_QUEUE_ARGUMENTS') ?? '' },
 } satisfies Record<string, Options>;
 
+/** What operators watch it with: Celery remote control and events, Prometheus. */
+export const observeOptions = {
+  hostname: { type: 'string', describe: "Celery node name of each worker process, as Celery's -n: %h host, %n its first label, %d domain, %i worker index; more than one worker without %i gets -%i (env WORKER_HOSTNAME)", default: env('WORKER_HOSTNAME') ?? 'posthog-plugins@%h' },
+  'task-events': { type: 'boolean', describe: "Send Celery task events (task-received, -started, -succeeded, -failed) as Celery's -E does (env WORKER_SEND_TASK_EVENTS)", default: env('WORKER_SEND_TASK_EVENTS') === 'true' || env('WORKER_SEND_TASK_EVENTS') === '1' },
+} satisfies Record<string, Options>;
+
 /** `start` only: the worker processes it supervises. */
 export const supervisorOptions = {
   workers: { type: 'number', describe: 'Worker processes, each a complete consumer with its own plugins (env WORKER_PROCESSES; default: one per core)', default: num('WORKER_PROCESSES', availableParallelism()) },
@@ -102,6 +108,8 @@ export const supervisorOptions = {
   'shutdown-timeout-ms': { type: 'number', describe: 'On SIGTERM, how long worker processes get to finish before they are killed, ms (env WORKER_SHUTDOWN_TIMEOUT_MS)', default: num('WORKER_SHUTDOWN_TIMEOUT_MS', 30_000) },
   'crash-limit': { type: 'number', describe: 'A plugin config that crashes its worker process this many times within --crash-window-ms is disabled (env PLUGIN_CRASH_LIMIT)', default: num('PLUGIN_CRASH_LIMIT', 3) },
   'crash-window-ms': { type: 'number', describe: 'Window for --crash-limit, ms (env PLUGIN_CRASH_WINDOW_MS)', default: num('PLUGIN_CRASH_WINDOW_MS', 600_000) },
+  'metrics-port': { type: 'number', describe: 'Serve Prometheus metrics of the whole instance on this port at /metrics; 0: off (env METRICS_PORT)', default: num('METRICS_PORT', 0) },
+  'metrics-host': { type: 'string', describe: 'Address the metrics port listens on (env METRICS_HOST)', default: env('METRICS_HOST') ?? '127.0.0.1' },
 } satisfies Record<string, Options>;
 
 /** A flag given twice (a wrapper script's default plus the operator's own) takes the last value. */

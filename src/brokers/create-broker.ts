@@ -15,6 +15,8 @@ export interface BrokerSettings {
   amqpPassive: boolean;
   amqpQueueArguments: Record<string, unknown>;
   amqpOutputQueueArguments: Record<string, unknown>;
+  /** Called each time a lost broker connection is made again. */
+  onReconnect?: () => void;
 }
 
 /** Pick the broker implementation from the URL scheme alone, as Celery does. */
@@ -29,6 +31,7 @@ export function createBroker(s: BrokerSettings): Broker {
         outputQueues: [s.outputQueue],
         logger: s.logger,
         onSetAside: s.onSetAside,
+        onReconnect: s.onReconnect,
         visibilityTimeoutS: s.visibilityTimeoutS,
         leaseTtlMs: s.leaseTtlMs,
       });
@@ -41,6 +44,7 @@ export function createBroker(s: BrokerSettings): Broker {
         outputQueue: s.outputQueue,
         logger: s.logger,
         onSetAside: s.onSetAside,
+        onReconnect: s.onReconnect,
         prefetch: s.prefetch,
         passive: s.amqpPassive,
         queueArguments: s.amqpQueueArguments,

@@ -1,7 +1,7 @@
 import './node-version';
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
-import { connectionOptions, env, logOptions, pluginApiOptions, queueOptions, reloadOptions, sandboxOptions, supervisorOptions, workerOptions } from '../config';
+import { connectionOptions, env, logOptions, observeOptions, pluginApiOptions, queueOptions, reloadOptions, sandboxOptions, supervisorOptions, workerOptions } from '../config';
 import { installRemoteOptions, remoteOptionsFrom } from '../install/options';
 import { healthFileOption, healthRuleOptions } from './health';
 import { createLogger, type LogFormat, type Logger } from '../log';
@@ -53,7 +53,7 @@ async function main(): Promise<void> {
     .command(
       'start',
       'Consume process_event_with_plugins, run the plugins, publish process_event (until SIGTERM), in supervised worker processes',
-      (y) => y.options({ ...connectionOptions, ...queueOptions, ...reloadOptions, ...sandboxOptions, ...pluginApiOptions, ...workerOptions, ...supervisorOptions, ...healthFileOption, ...logOptions }),
+      (y) => y.options({ ...connectionOptions, ...queueOptions, ...reloadOptions, ...sandboxOptions, ...pluginApiOptions, ...workerOptions, ...observeOptions, ...supervisorOptions, ...healthFileOption, ...logOptions }),
       async (argv) => {
         const { runStart } = await import('./start');
         // A start that cannot go on (bad settings, a queue RabbitMQ will not let us declare) says why and exits 1,
@@ -87,6 +87,8 @@ async function main(): Promise<void> {
             setupRetries: argv['setup-retries'],
             setupRetryMs: argv['setup-retry-ms'],
             siteUrl: argv['site-url'],
+            hostname: argv.hostname,
+            taskEvents: argv['task-events'],
           },
           {
             workers: argv.workers,
@@ -97,6 +99,8 @@ async function main(): Promise<void> {
             crashLimit: argv['crash-limit'],
             crashWindowMs: argv['crash-window-ms'],
             healthFile: argv['health-file'],
+            metricsPort: argv['metrics-port'],
+            metricsHost: argv['metrics-host'],
           },
           { level: argv['log-level'], format: argv['log-format'] },
           loggerFor(argv),

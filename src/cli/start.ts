@@ -7,6 +7,8 @@ import { processExists } from '../process-exists';
 import { HealthReporter } from '../supervisor/health-reporter';
 import { DeadWorkerRestorer } from '../supervisor/redis-restorer';
 import { Supervisor } from '../supervisor/supervisor';
+import { nodeNameTemplate } from '../../protocol/pidbox';
+import { MetricsServer, SCRAPE_TIMEOUT_MS } from '../metrics/metrics-server';
 import { healthFileFor } from './health';
 import { describeSchema, pluginLogDestination } from '../store/schema';
 import { openStore } from './open-store';
@@ -39,6 +41,9 @@ export interface StartArgs {
   setupRetries: number;
   setupRetryMs: number;
   siteUrl: string;
+  /** Celery node name template (nodeNameTemplate), one name per worker process. */
+  hostname: string;
+  taskEvents: boolean;
 }
 
 export interface SupervisorArgs {
@@ -51,6 +56,9 @@ export interface SupervisorArgs {
   crashWindowMs: number;
   /** Status file for `posthog-plugins health`; '' = the default for this broker and queue. */
   healthFile: string;
+  /** Prometheus /metrics on this port (0: off) and address. */
+  metricsPort: number;
+  metricsHost: string;
 }
 
 /**
@@ -85,9 +93,10 @@ export async function runStart(args: StartArgs, sup: SupervisorArgs, log: { leve
   const isRedis = /^rediss?:/i.test(args.broker);
   const restorer = isRedis ? new DeadWorkerRestorer(args.broker, args.queue, logger) : null;
   let permanentFailure: ((message: string) => void) | null = null;
+  let remoteShutdown: ((why: string) => void) | null = null;
   const supervisor = new Supervisor({
     workers,
-    worker: { args, logLevel: log.level, logFormat: log.format },
+    worker: { args: { ...args, hostname: nodeNameTemplate(args.hostname, workers) }, logLevel: log.level, logFormat: log.format, metrics: sup.metricsPort > 0 },
     heartbeatIntervalMs: sup.heartbeatIntervalMs,
     heartbeatTimeoutMs: sup.heartbeatTimeoutMs,
     stuckTimeoutMs: sup.stuckTimeoutMs,
@@ -99,6 +108,24 @@ export async function runStart(args: StartArgs, sup: SupervisorArgs, log: { leve
     logger,
     flightDir: freshFlightDir(),
     onPermanentFailure: (message) => permanentFailure?.(message),
+    onShutdownRequest: (why) => remoteShutdown?.(why),
+    onRestart: () => metrics?.restarts.inc(),
+    onCrashAttributed: (configId) => metrics?.crashAttributions.inc({ plugin_config_id: String(configId) }),
+  });
+  const metrics =
+    sup.metricsPort > 0
+      ? new MetricsServer({
+          host: sup.metricsHost,
+          port: sup.metricsPort,
+          brokerUrl: args.broker,
+          queues: [args.queue, args.outputQueue, `${args.queue}.rejected`],
+          collectWorkers: () => supervisor.collectMetrics(SCRAPE_TIMEOUT_MS),
+          logger,
+        })
+      : null;
+  // A port that is taken is a setting that will not fix itself: say so and exit 1.
+  await metrics?.start().catch((err: Error) => {
+    throw new Error(`cannot serve metrics on ${sup.metricsHost}:${sup.metricsPort}: ${err.message}`);
   });
   logger.info(`supervising ${workers} worker process(es) for queue ${args.queue} on ${probe.displayUrl}; plugins from ${description}`, {
     pid: process.pid,
@@ -121,7 +148,7 @@ export async function runStart(args: StartArgs, sup: SupervisorArgs, log: { leve
   });
   health.start();
 
-  const reason = await new Promise<{ signal: NodeJS.Signals } | { failure: string }>((resolve) => {
+  const reason = await new Promise<{ signal: NodeJS.Signals } | { failure: string } | { remote: string }>((resolve) => {
     const onSignal = (signal: NodeJS.Signals): void => {
       process.removeListener('SIGTERM', onSignal);
       process.removeListener('SIGINT', onSignal);
@@ -134,8 +161,14 @@ export async function runStart(args: StartArgs, sup: SupervisorArgs, log: { leve
       process.removeListener('SIGINT', onSignal);
       resolve({ failure });
     };
+    remoteShutdown = (remote) => {
+      process.removeListener('SIGTERM', onSignal);
+      process.removeListener('SIGINT', onSignal);
+      resolve({ remote });
+    };
   });
   health.markStopping();
+  if ('remote' in reason) logger.info(`${reason.remote}: stopping the workers, they finish the batches in hand`);
   if ('signal' in reason) logger.info(`${reason.signal} received: stopping the workers, they finish the batches in hand (send it again to kill them at once)`);
   const again = (s: NodeJS.Signals): void => {
     logger.warn(`${s} received again: killing the workers`);
@@ -145,6 +178,7 @@ export async function runStart(args: StartArgs, sup: SupervisorArgs, log: { leve
   process.once('SIGINT', again);
 
   const killed = await supervisor.stop();
+  await metrics?.stop();
   await health.stop();
   await restorer?.close();
   await db.destroy();

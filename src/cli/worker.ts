@@ -3,10 +3,13 @@ import { hostname } from 'node:os';
 import path from 'node:path';
 import { connectBackoffMs, isPermanentConnectError } from '../brokers/connect-errors';
 import { createBroker } from '../brokers/create-broker';
+import { CeleryNode } from '../control/node';
+import type { JsonObject } from '../../protocol/types';
 import { RedisBroker } from '../brokers/redis/redis-broker';
 import { createLogger, type LogFormat, type Logger } from '../log';
 import { BatchProcessor, taskIdOf } from '../pipeline/batch-processor';
-import { ConsumerLoop, type ConsumerStats } from '../pipeline/consumer-loop';
+import { ConsumerLoop, type ConsumerStats, type LoopObserver } from '../pipeline/consumer-loop';
+import { WorkerMetrics } from '../metrics/worker-metrics';
 import { SuspectList } from '../pipeline/suspects';
 import { PluginManager } from '../plugins/manager';
 import { ReloadListener } from '../plugins/reload-listener';
@@ -48,7 +51,7 @@ export async function runWorker(): Promise<void> {
   process.on('SIGINT', () => undefined); // a terminal's Ctrl-C reaches the whole group: the supervisor decides
 
   try {
-    await work(init, logger, link, stopRequested, () => (consuming = true));
+    await work(init, logger, link, stopRequested, () => (consuming = true), onStop);
   } catch (err) {
     // The supervisor logs it (once, with how often it happened); say it here only if it cannot hear us.
     const message = (err as Error).message;
@@ -60,8 +63,17 @@ export async function runWorker(): Promise<void> {
   process.exit(0);
 }
 
-async function work(init: WorkerInit, logger: Logger, link: WorkerLink, stopRequested: Promise<string>, onConsuming: () => void): Promise<void> {
+async function work(init: WorkerInit, logger: Logger, link: WorkerLink, stopRequested: Promise<string>, onConsuming: () => void, onStop: (why: string) => void): Promise<void> {
   const args = init.args;
+  const prefetch = Math.max(1, Math.ceil(args.batchSize * args.concurrency * args.prefetchMultiplier));
+  const queueArguments = parseJsonObject(args.amqpQueueArguments, '--amqp-queue-arguments');
+  // Celery's `shutdown` stops the whole instance, as SIGTERM to `start` would; the supervisor then stops us.
+  const shutdown = (why: string): void => {
+    void link.send({ type: 'shutdown', reason: why }).then((sent) => sent || onStop(why));
+  };
+  const node = new CeleryNode({ args, index: init.index, logger, prefetchCount: prefetch, inputQueueArguments: queueArguments as JsonObject, shutdown });
+  // Logs, metrics and Celery's tools name this process the same way.
+  logger.defaultMeta = { ...logger.defaultMeta, node: node.name };
   const suspects = SuspectList.from(init.suspects);
   link.handleSuspects((s) => suspects.merge(s));
   const recorder = new FlightRecorder(init.flightFile);
@@ -71,6 +83,23 @@ async function work(init: WorkerInit, logger: Logger, link: WorkerLink, stopRequ
   const services = new PluginServices(args, db, logger, init.index, () => store.currentSchema ?? schema);
   await services.ready(5000);
 
+  // Prometheus (only with --metrics-port): read by the supervisor at each scrape. The gauges read the loops and
+  // plugins, which exist from further down on.
+  let loopsRef: ConsumerLoop[] = [];
+  let pluginsRef: PluginManager | null = null;
+  const metrics = init.metrics
+    ? new WorkerMetrics(args.queue, {
+        inFlight: () => loopsRef.reduce((n, l) => n + l.inHand, 0),
+        etaHeld: () => loopsRef.reduce((n, l) => n + l.stats.waiting, 0),
+        isolates: () => pluginsRef?.liveConfigs().filter((c) => !c.vm.hibernated).length ?? 0,
+        isolateHeapBytes: async () => {
+          const heaps = await Promise.all((pluginsRef?.liveConfigs() ?? []).map((c) => c.vm.heapUsedBytes().catch(() => null)));
+          return heaps.reduce<number>((sum, h) => sum + (h ?? 0), 0);
+        },
+        exportWaiting: () => pluginsRef?.exportWaiting() ?? 0,
+      })
+    : null;
+  if (metrics) link.handleMetrics(() => metrics.registry.getMetricsAsJSON());
   const plugins = await PluginManager.create({
     ...services.managerOptions(),
     store,
@@ -84,6 +113,9 @@ async function work(init: WorkerInit, logger: Logger, link: WorkerLink, stopRequ
     },
     fetch: { timeoutMs: args.fetchTimeoutMs, maxBytes: args.fetchMaxBytes, allow: args.fetchAllow },
     loadConcurrency: init.serialLoad ? 1 : undefined,
+    onCall: (config, seconds, outcome) => metrics?.pluginCall(config, seconds, outcome),
+    onEvicted: (configId) => metrics?.evicted(configId),
+    taskIdOf,
     onEnter: (configId, events) => {
       const ids = events.map((e) => taskIdOf(e) ?? '?');
       const only = ids.length === 1 ? (ids[0] as string) : null;
@@ -103,6 +135,7 @@ async function work(init: WorkerInit, logger: Logger, link: WorkerLink, stopRequ
       return recorder.enter(configId, ids, only !== null && suspects.isSuspect(only));
     },
   });
+  pluginsRef = plugins;
   link.handleReload(() => {
     plugins.reload().then(
       () => logger.info('plugins reloaded'),
@@ -119,10 +152,11 @@ async function work(init: WorkerInit, logger: Logger, link: WorkerLink, stopRequ
     onSetAside: (reason, rawText) => logger.warn(`set aside unreadable message: ${reason}`, { queue: args.queue, message: rawText.slice(0, 500) }),
     visibilityTimeoutS: args.visibilityTimeout,
     leaseTtlMs: args.leaseTtlMs,
-    prefetch: Math.max(1, Math.ceil(args.batchSize * args.concurrency * args.prefetchMultiplier)),
+    prefetch,
     amqpPassive: args.amqpPassive,
-    amqpQueueArguments: parseJsonObject(args.amqpQueueArguments, '--amqp-queue-arguments'),
+    amqpQueueArguments: queueArguments,
     amqpOutputQueueArguments: parseJsonObject(args.amqpOutputQueueArguments, '--amqp-output-queue-arguments'),
+    onReconnect: () => metrics?.brokerReconnects.inc(),
   });
   // The supervisor must know whose messages to restore before this process can hold any.
   await link.send({ type: 'broker', workerId: broker instanceof RedisBroker ? broker.workerId : null });
@@ -135,7 +169,9 @@ async function work(init: WorkerInit, logger: Logger, link: WorkerLink, stopRequ
     outputQueue: args.outputQueue,
     suspects,
   });
-  const loops = Array.from({ length: Math.max(1, args.concurrency) }, () => new ConsumerLoop({ broker, processor, logger, batchSize: args.batchSize }));
+  const observer = metrics ? bothObservers(node.activity, metrics) : node.activity;
+  const loops = Array.from({ length: Math.max(1, args.concurrency) }, () => new ConsumerLoop({ broker, processor, logger, batchSize: args.batchSize, observer }));
+  loopsRef = loops;
   loops.forEach((l) => l.start());
   // For `posthog-plugins health`: a worker that holds messages and settles none is stuck.
   link.reportProgress(() => ({
@@ -143,6 +179,7 @@ async function work(init: WorkerInit, logger: Logger, link: WorkerLink, stopRequ
     settled: loops.reduce((n, l) => n + l.stats.published + l.stats.dropped + l.stats.expired + l.stats.rejected, 0),
   }));
   onConsuming();
+  void node.start(logger); // beside the event path: consuming never waits for it
   logger.info(`consuming ${args.queue} on ${broker.displayUrl}, publishing to ${args.outputQueue}; plugins from ${description}`, {
     pid: process.pid,
     concurrency: loops.length,
@@ -156,6 +193,7 @@ async function work(init: WorkerInit, logger: Logger, link: WorkerLink, stopRequ
   logger.info(`${why}: finishing the batches in hand`);
   clearInterval(reporter);
   await Promise.all(loops.map((l) => l.stop()));
+  await node.stop();
   await reloads?.stop();
   const background = await services.stopBackground(5000);
   // Exports still buffered are flushed (or kept as jobs) while the broker and database are still open.
@@ -208,6 +246,19 @@ async function connectWithRetry(connect: () => Promise<void>, what: string, logg
       await new Promise((r) => setTimeout(r, delayMs));
     }
   }
+}
+
+function bothObservers(a: LoopObserver, b: LoopObserver): LoopObserver {
+  return {
+    batchStarted: (d) => {
+      a.batchStarted(d);
+      b.batchStarted(d);
+    },
+    batchFinished: (d, o) => {
+      a.batchFinished(d, o);
+      b.batchFinished(d, o);
+    },
+  };
 }
 
 function totals(loops: ConsumerLoop[]): ConsumerStats {

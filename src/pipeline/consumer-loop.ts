@@ -3,6 +3,14 @@ import type { Logger } from '../log';
 import type { BatchProcessor, Outcome } from './batch-processor';
 import { EtaScheduler } from './eta-scheduler';
 
+/** Watches batches go through the plugins (remote control's `active`, Celery task events, metrics). */
+export interface LoopObserver {
+  /** The batch goes to the plugins now. */
+  batchStarted(deliveries: readonly Delivery[]): void;
+  /** Its outcomes are decided (before they are settled); null: processing failed, the batch goes back. */
+  batchFinished(deliveries: readonly Delivery[], outcomes: readonly Outcome[] | null): void;
+}
+
 export interface ConsumerLoopOptions {
   broker: Broker;
   processor: BatchProcessor;
@@ -11,6 +19,7 @@ export interface ConsumerLoopOptions {
   batchSize: number;
   /** Longest wait for a message before looking at timers again. */
   pollMs?: number;
+  observer?: LoopObserver;
 }
 
 export interface ConsumerStats {
@@ -145,7 +154,15 @@ export class ConsumerLoop {
 
   /** The batch's settlements; eta holds go to the scheduler. */
   private async decide(batch: Delivery[]): Promise<Settlement[]> {
-    const outcomes = await this.opts.processor.process(batch);
+    this.opts.observer?.batchStarted(batch);
+    let outcomes: Outcome[];
+    try {
+      outcomes = await this.opts.processor.process(batch);
+    } catch (err) {
+      this.opts.observer?.batchFinished(batch, null);
+      throw err;
+    }
+    this.opts.observer?.batchFinished(batch, outcomes);
     const settlements: Settlement[] = [];
     for (const outcome of outcomes) {
       this.record(outcome);

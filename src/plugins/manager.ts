@@ -57,6 +57,12 @@ export interface PluginManagerOptions {
    * runEveryMinute, onEvent or exportEvents are kept (see evictIdle).
    */
   isolateIdleMs?: number;
+  /** After each processEvent(Batch) call of a chain step: for metrics. */
+  onCall?: (config: { id: number; name: string }, seconds: number, outcome: { errors: number; recreated: number }) => void;
+  /** An idle isolate was evicted. */
+  onEvicted?: (configId: number) => void;
+  /** The Celery task id an event came in with, for log lines (logs, metrics and Celery events join on it). */
+  taskIdOf?: (event: PluginEvent) => string | undefined;
 }
 
 /** How often idle isolates are looked for, at most (and a quarter of the idle time when that is shorter). */
@@ -243,6 +249,7 @@ export class PluginManager {
           if (leave) leave();
         }
         if (evicted) {
+          this.opts.onEvicted?.(entry.id);
           const idleS = Math.round((Date.now() - vm.lastUsedMs) / 1000);
           this.opts.logger.info(`plugin ${entry.name} (config ${entry.id}, team ${entry.teamId}): isolate evicted after ${idleS} s without calls; the next call recreates it`, logMetaOf(entry));
         }
@@ -276,6 +283,13 @@ export class PluginManager {
   /** The live VM of a config (tests, diagnostics). */
   vmFor(configId: number): PluginVm | null {
     return this.gen.entries.get(configId)?.vm ?? null;
+  }
+
+  /** Events waiting in onEvent queues and exportEvents buffers of every config. */
+  exportWaiting(): number {
+    let n = 0;
+    for (const e of this.gen.entries.values()) n += e.sink?.waiting ?? 0;
+    return n;
   }
 
   /** Configs whose isolate is running now. */
@@ -526,8 +540,10 @@ export class PluginManager {
       const leave = this.opts.onEnter?.(entry.id, idx.map((i) => events[i]));
       if (leave === false) continue;
       let outcome;
+      const started = process.hrtime.bigint();
       try {
         outcome = await vm.process(inputs);
+        this.opts.onCall?.(entry, Number(process.hrtime.bigint() - started) / 1e9, { errors: outcome.errors.length + (outcome.failure ? 1 : 0), recreated: outcome.recreated });
       } catch (err) {
         logger.error(`plugin chain step failed unexpectedly: ${(err as Error).message}`, { pluginConfigId: entry.id, teamId });
         continue;
@@ -552,11 +568,12 @@ export class PluginManager {
             pluginId: entry.pluginId,
             teamId,
             plugin: entry.name,
+            taskId: this.opts.taskIdOf?.(events[idx[index] as number] as PluginEvent) ?? null,
           });
         }
       });
       if (outcome.errors.length > MAX_ERROR_LOG_LINES) {
-        logger.warn(`plugin ${entry.name} (config ${entry.id}, team ${teamId}) failed on ${outcome.errors.length - MAX_ERROR_LOG_LINES} more event(s) in this batch`);
+        logger.warn(`plugin ${entry.name} (config ${entry.id}, team ${teamId}) failed on ${outcome.errors.length - MAX_ERROR_LOG_LINES} more event(s) in this batch`, logMetaOf(entry));
       }
       if (outcome.failure) lastError = toPluginError(outcome.failure, undefined);
       if (lastError !== null) this.errors.set(entry.id, lastError);
@@ -739,7 +756,7 @@ export class PluginManager {
       const error = entry.loadError ?? { message: 'setupPlugin failed', time: new Date().toISOString() };
       logger.error(`plugin ${entry.name} (config ${entry.id}) failed setupPlugin ${entry.setupFailures} times in a row: disabling it`, meta);
       this.logEntry(entry, 'SYSTEM', 'ERROR', `Plugin disabled after ${entry.setupFailures} failed setupPlugin attempts: ${error.message}`);
-      store.disable(entry.id, error).catch((e: unknown) => logger.error(`could not disable plugin config ${entry.id}: ${(e as Error).message}`));
+      store.disable(entry.id, error).catch((e: unknown) => logger.error(`could not disable plugin config ${entry.id}: ${(e as Error).message}`, logMetaOf(entry)));
       return;
     }
     const delayMs = (this.opts.setupRetryBaseMs ?? 3000) * 2 ** (entry.setupFailures - 1);

@@ -20,6 +20,8 @@ export interface WorkerInit {
   /** Where to keep the flight record. */
   flightFile: string;
   suspects: SuspectSnapshot;
+  /** Keep Prometheus metrics and answer the supervisor's scrapes (--metrics-port is set). */
+  metrics: boolean;
   /** Load plugin configs one at a time (a load crashed with several in flight). */
   serialLoad: boolean;
 }
@@ -35,7 +37,11 @@ export type WorkerMessage =
    * Startup failed; the reason, so the supervisor's log can say why it restarts with a delay. `permanent`: it
    * will not fix itself (e.g. RabbitMQ refuses the queue declaration): the supervisor stops and exits non-zero.
    */
-  | { type: 'fatal'; message: string; permanent: boolean };
+  | { type: 'fatal'; message: string; permanent: boolean }
+  /** Celery remote control asked this node to shut down: the whole instance stops as on SIGTERM. */
+  | { type: 'shutdown'; reason: string }
+  /** Answer to `metrics`: prom-client's getMetricsAsJSON() of this process. */
+  | { type: 'metrics'; seq: number; metrics: unknown[] };
 
 /** Supervisor → worker. */
 export type SupervisorMessage =
@@ -43,7 +49,9 @@ export type SupervisorMessage =
   /** Events to run alone from now on (they were in flight when a worker died). */
   | { type: 'suspects'; suspects: SuspectSnapshot }
   /** Plugin configs changed (one was disabled): reload them. */
-  | { type: 'reload' };
+  | { type: 'reload' }
+  /** A scrape: send your metrics. */
+  | { type: 'metrics'; seq: number };
 
 export function isWorkerMessage(m: unknown): m is WorkerMessage {
   return typeof m === 'object' && m !== null && typeof (m as { type?: unknown }).type === 'string';

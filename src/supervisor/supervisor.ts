@@ -33,6 +33,11 @@ export interface SupervisorOptions {
   mainScript?: string;
   /** A worker failed in a way that will not fix itself (no restart): the caller should stop and exit non-zero. */
   onPermanentFailure: (message: string) => void;
+  /** Celery's `shutdown` reached a worker: stop the instance as on SIGTERM. */
+  onShutdownRequest?: (reason: string) => void;
+  /** Counted for Prometheus: a worker process restarted, a crash charged to a plugin config. */
+  onRestart?: (index: number) => void;
+  onCrashAttributed?: (configId: number) => void;
 }
 
 interface Slot {
@@ -81,6 +86,8 @@ export class Supervisor {
   private readonly suspects = new SuspectList();
   private readonly ledger: CrashLedger;
   private readonly background = new Set<Promise<unknown>>();
+  private readonly metricReplies = new Map<number, (metrics: unknown[]) => void>();
+  private metricSeq = 0;
   private heartbeat: NodeJS.Timeout | null = null;
   private pingSeq = 0;
   private stopping = false;
@@ -231,6 +238,13 @@ export class Supervisor {
           slot.ready = true;
           slot.lastPong = Date.now();
           break;
+        case 'metrics':
+          this.metricReplies.get(m.seq)?.(m.metrics);
+          break;
+        case 'shutdown':
+          logger.warn(`worker ${slot.index} (pid ${slot.pid}) asks to stop the instance: ${m.reason}`, { worker: slot.index, pid: slot.pid });
+          this.opts.onShutdownRequest?.(m.reason);
+          break;
         case 'fatal':
           slot.lastFatal = m.message;
           slot.lastFatalPermanent = m.permanent === true;
@@ -302,7 +316,9 @@ export class Supervisor {
       logger.error(`worker ${slot.index} (pid ${slot.pid}) died: ${why}; restarting it now`, { ...meta, inFlight: flights });
       this.spawn(slot, verdict.serialLoad);
     }
+    this.opts.onRestart?.(slot.index);
     // 4. The crash ledger.
+    if (verdict.charge !== null) this.opts.onCrashAttributed?.(verdict.charge);
     if (verdict.charge !== null) this.charge(verdict.charge, slot, how, verdict.poison.length > 0 ? (verdict.poison[0] as [string, number])[0] : null);
   }
 
@@ -384,6 +400,31 @@ export class Supervisor {
       }
       this.send(child, { type: 'ping', seq });
     }
+  }
+
+  /**
+   * Every running worker's metrics (prom-client getMetricsAsJSON), for one scrape; a worker that does not answer
+   * within `timeoutMs` (stuck in an isolate, starting) is left out of this scrape.
+   */
+  async collectMetrics(timeoutMs: number): Promise<unknown[][]> {
+    const live = this.slots.filter((s) => s.child && s.ready);
+    const replies = live.map(
+      (s) =>
+        new Promise<unknown[] | null>((resolve) => {
+          const seq = ++this.metricSeq;
+          const timer = setTimeout(() => {
+            this.metricReplies.delete(seq);
+            resolve(null);
+          }, timeoutMs);
+          this.metricReplies.set(seq, (metrics) => {
+            clearTimeout(timer);
+            this.metricReplies.delete(seq);
+            resolve(metrics);
+          });
+          this.send(s.child as ChildProcess, { type: 'metrics', seq });
+        }),
+    );
+    return (await Promise.all(replies)).filter((m): m is unknown[] => m !== null);
   }
 
   private broadcast(message: SupervisorMessage): void {

@@ -12,6 +12,7 @@ export class WorkerLink {
   private onReload: (() => void) | null = null;
   private reloadPending = false;
   private progress: (() => WorkerProgress) | null = null;
+  private metrics: (() => Promise<unknown[]>) | null = null;
   private readonly pendingSuspects: Array<Extract<SupervisorMessage, { type: 'suspects' }>['suspects']> = [];
 
   constructor(onDisconnect: () => void) {
@@ -46,6 +47,11 @@ export class WorkerLink {
     this.progress = fn;
   }
 
+  /** Answer the supervisor's scrapes with these metrics (none until set). */
+  handleMetrics(fn: () => Promise<unknown[]>): void {
+    this.metrics = fn;
+  }
+
   handleSuspects(fn: (s: Extract<SupervisorMessage, { type: 'suspects' }>['suspects']) => void): void {
     this.onSuspects = fn;
     for (const s of this.pendingSuspects.splice(0)) fn(s);
@@ -77,6 +83,14 @@ export class WorkerLink {
         if (this.onReload) this.onReload();
         else this.reloadPending = true;
         break;
+      case 'metrics': {
+        const seq = m.seq;
+        (this.metrics ? this.metrics() : Promise.resolve([])).then(
+          (metrics) => void this.send({ type: 'metrics', seq, metrics }),
+          () => void this.send({ type: 'metrics', seq, metrics: [] }),
+        );
+        break;
+      }
     }
   }
 }

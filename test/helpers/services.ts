@@ -34,6 +34,7 @@
  * |                                       | `-shared` (test/integration/shared-queue.test.ts)          |
  * |                                       | `-fuzz` (test/integration/fuzz.test.ts)                    |
  * |                                       | `-cli` (test/cli/start-errors.test.ts)                     |
+ * |                                       | `-observe` (test/integration/observe.test.ts)              |
  * | RabbitMQ vhost `posthog-plugins-capture` | fixtures/capture/capture.py                             |
  * | RabbitMQ vhost `posthog-plugins-bench` | test/bench/run.ts (`make bench`; reset on each run)       |
  * | Postgres dbs `posthog_plugins_test_<name>` | the test file <name> (create with ensurePgDatabase);  |

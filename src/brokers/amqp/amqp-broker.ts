@@ -35,6 +35,8 @@ export interface AmqpBrokerOptions {
   logger: Logger;
   /** Called when the broker set a message aside on its own (its AMQP headers could not be decoded). */
   onSetAside?: SetAsideListener;
+  /** Called each time a lost connection is made again (metrics). */
+  onReconnect?: () => void;
   /** AMQP frame_max in bytes. Default: the URL's `?frame_max=`, else 131072 (RabbitMQ's default). */
   frameMax?: number;
   /** TCP+AMQP handshake timeout. Default: the URL's `?connection_timeout=` (seconds), else 10 s. */
@@ -539,6 +541,7 @@ export class AmqpBroker implements Broker {
       const down = ((Date.now() - this.lostAt) / 1000).toFixed(1);
       this.logger.info(`AMQP connection resumed after ${down}s`, this.logMeta(s));
       this.reconnectAttempt = 0;
+      this.opts.onReconnect?.();
       this.notify();
     } catch (err) {
       if (s && !s.dead) this.abandon(s);

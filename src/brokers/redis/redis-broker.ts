@@ -24,6 +24,8 @@ export interface RedisBrokerOptions {
   outputQueues: string[];
   logger: Logger;
   onSetAside?: SetAsideListener;
+  /** Called each time a lost connection is made again (metrics). */
+  onReconnect?: () => void;
   workerId?: string;
   /** How long a silent worker keeps its messages before others restore them. */
   leaseTtlMs?: number;
@@ -62,7 +64,7 @@ export class RedisBroker implements Broker {
   readonly displayUrl: string;
   readonly workerId: string;
   readonly overlapSettle = true;
-  private readonly opts: Required<Omit<RedisBrokerOptions, 'onSetAside' | 'workerId'>> & { onSetAside?: SetAsideListener };
+  private readonly opts: Required<Omit<RedisBrokerOptions, 'onSetAside' | 'workerId' | 'onReconnect'>> & Pick<RedisBrokerOptions, 'onSetAside' | 'onReconnect'>;
   private cmd!: ScriptedRedis;
   private blocking!: BoundedRedis;
   private restorer!: Restorer;
@@ -113,6 +115,11 @@ export class RedisBroker implements Broker {
         else this.connectError = err;
       });
     }
+    // ioredis reconnects by itself; every 'ready' after the first is a connection made again.
+    let readies = 0;
+    this.cmd.on('ready', () => {
+      if (readies++ > 0) this.opts.onReconnect?.();
+    });
     this.cmd.defineCommand('phPop', { lua: POP_SCRIPT });
     this.cmd.defineCommand('phSettle', { lua: SETTLE_SCRIPT });
     this.cmd.defineCommand('phRestore', { lua: RESTORE_SCRIPT });

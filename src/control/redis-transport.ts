@@ -1,0 +1,78 @@
+import Redis from 'ioredis';
+import { randomUUID } from 'node:crypto';
+import { EVENT_EXCHANGE } from '../../protocol/celery-events';
+import { PIDBOX_EXCHANGE, redisFanoutChannel } from '../../protocol/pidbox';
+import { buildEnvelope, parseBindingMember, parseEnvelope } from '../../protocol/redis-envelope';
+import type { JsonObject } from '../../protocol/types';
+import type { EventBody } from '../../protocol/celery-events';
+import { kombuBindingKey } from '../brokers/redis/keys';
+import type { Logger } from '../log';
+import { JSON_CONTENT, type ControlTransport, type MailboxMessage } from './transport';
+
+/**
+ * kombu's Redis transport for remote control and events: the `celery.pidbox` and `celeryev` fanout exchanges are
+ * pub/sub channels (`/{db}.celery.pidbox`, `/{db}.celeryev/<routing key>`), a reply goes through the direct
+ * exchange's binding set (`_kombu.binding.reply.celery.pidbox`) and is LPUSHed to each bound queue. Two
+ * connections of its own (a subscriber cannot send other commands).
+ */
+export class RedisControlTransport implements ControlTransport {
+  private readonly sub: Redis;
+  private readonly cmd: Redis;
+  private readonly db: number;
+
+  constructor(url: string, private readonly logger: Logger) {
+    // A command waits through one reconnect at most: an event or reply that late is worthless.
+    const common = { lazyConnect: true, maxRetriesPerRequest: 1, enableOfflineQueue: true, connectionName: `posthog-plugins:control:${process.pid}` };
+    this.sub = new Redis(url, common);
+    this.cmd = new Redis(url, common);
+    this.db = this.cmd.options.db ?? 0;
+    for (const c of [this.sub, this.cmd]) c.on('error', (err: Error) => logger.debug(`remote control redis: ${err.message}`));
+  }
+
+  async start(_nodeName: string, onMessage: (m: MailboxMessage) => void): Promise<void> {
+    await Promise.all([this.sub.connect(), this.cmd.connect()]);
+    const channel = redisFanoutChannel(this.db, PIDBOX_EXCHANGE);
+    this.sub.on('message', (ch: string, text: string) => {
+      if (ch !== channel) return;
+      const env = parseEnvelope(text);
+      if (!env.ok) return void this.logger.warn(`remote control: unreadable message on ${channel}: ${env.reason}`);
+      let body: unknown;
+      try {
+        body = JSON.parse(env.message.body.toString('utf8'));
+      } catch {
+        return void this.logger.warn(`remote control: message on ${channel} is not JSON (${env.message.contentType})`);
+      }
+      if (typeof body !== 'object' || body === null || Array.isArray(body)) return;
+      onMessage({ body: body as JsonObject, headers: env.message.headers });
+    });
+    // ioredis subscribes again by itself after a reconnect.
+    await this.sub.subscribe(channel);
+  }
+
+  async reply(exchange: string, routingKey: string, body: JsonObject, headers: JsonObject): Promise<void> {
+    // kombu's direct exchange on Redis: the queues bound with this routing key, from the exchange's binding set.
+    const members = await this.cmd.smembers(kombuBindingKey(exchange));
+    const queues = members.map((m) => parseBindingMember(m)).filter((b) => b !== null && b.routingKey === routingKey).map((b) => b!.queue);
+    if (queues.length === 0) return; // the client is gone: nobody waits for this reply
+    const envelope = this.envelope(body, headers, exchange, routingKey);
+    const multi = this.cmd.multi();
+    for (const q of new Set(queues)) multi.lpush(q, envelope);
+    await multi.exec();
+  }
+
+  async publishEvent(routingKey: string, body: EventBody, headers: JsonObject): Promise<void> {
+    await this.cmd.publish(redisFanoutChannel(this.db, EVENT_EXCHANGE, routingKey), this.envelope(body, headers, EVENT_EXCHANGE, routingKey));
+  }
+
+  async close(): Promise<void> {
+    // Nothing of ours is pending once the offline event is out: drop the connections.
+    for (const c of [this.sub, this.cmd]) c.disconnect();
+  }
+
+  private envelope(body: unknown, headers: JsonObject, exchange: string, routingKey: string): string {
+    return buildEnvelope(
+      { headers, properties: { delivery_mode: 1, priority: 0 }, ...JSON_CONTENT, body: Buffer.from(JSON.stringify(body)) },
+      { deliveryTag: randomUUID(), exchange, routingKey },
+    );
+  }
+}
