@@ -1,5 +1,6 @@
 import { taskReceivedFields, taskStartedFields, taskSucceededFields, taskFailedFields } from '../../protocol/celery-events';
 import type { ActiveRequest } from '../../protocol/pidbox';
+import { isJsonObject } from '../../protocol/json';
 import { pythonStrRepr } from '../../protocol/repr';
 import type { JsonValue } from '../../protocol/types';
 import type { Delivery } from '../brokers/broker';
@@ -39,7 +40,7 @@ export class Activity implements LoopObserver {
         argsrepr: text(h.argsrepr, '?'),
         kwargsrepr: text(h.kwargsrepr, '?'),
         timeStart: startedS,
-        exchange: info && typeof info === 'object' && !Array.isArray(info) ? text(info.exchange, '') : '',
+        exchange: isJsonObject(info) ? text(info.exchange, '') : '',
         routingKey: d.queue,
         priority: typeof d.message.properties.priority === 'number' ? d.message.properties.priority : 0,
         redelivered: d.redelivered,

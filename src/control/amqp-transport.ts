@@ -4,6 +4,7 @@ import type { Channel, ChannelModel } from 'amqplib';
 import { EVENT_EXCHANGE } from '../../protocol/celery-events';
 import type { EventBody } from '../../protocol/celery-events';
 import { jsonFromFieldValue } from '../../protocol/amqp-properties';
+import { isJsonObject } from '../../protocol/json';
 import { NODE_QUEUE_ARGUMENTS, PIDBOX_EXCHANGE, nodeQueueName } from '../../protocol/pidbox';
 import type { JsonObject } from '../../protocol/types';
 import { parseAmqpUrl, type AmqpUrl } from '../brokers/amqp/url';
@@ -110,7 +111,7 @@ export class AmqpControlTransport implements ControlTransport {
         }
         if (typeof body !== 'object' || body === null || Array.isArray(body)) return;
         const headers = jsonFromFieldValue(msg.properties.headers ?? {});
-        this.onMessage({ body: body as JsonObject, headers: typeof headers === 'object' && headers !== null && !Array.isArray(headers) ? headers : {} });
+        this.onMessage({ body: body as JsonObject, headers: isJsonObject(headers) ? headers : {} });
       },
       { noAck: true },
     );
