@@ -32,6 +32,7 @@
  * |                                       | `-supervisor` (test/integration/supervisor.test.ts)        |
  * |                                       | `-crash` (test/integration/crash.test.ts),                 |
  * |                                       | `-shared` (test/integration/shared-queue.test.ts)          |
+ * |                                       | `-numbers` (test/integration/numbers.test.ts)              |
  * | RabbitMQ vhost `posthog-plugins-capture` | fixtures/capture/capture.py                             |
  * | RabbitMQ vhost `posthog-plugins-bench` | test/bench/run.ts (`make bench`; reset on each run)       |
  * | Postgres dbs `posthog_plugins_test_<name>` | the test file <name> (create with ensurePgDatabase);  |
@@ -41,6 +42,7 @@
  * | Postgres dbs `postgres`, `root`       | nobody: maintenance connections only                       |
  * | private Redis servers (free ports)    | test files that restart or flood Redis: startPrivateRedis  |
  * |                                       | in test/helpers/private-redis.ts, one server per file      |
+ * |                                       | (in use: test/integration/numbers.test.ts)                 |
  *
  * Connection defaults (all on this machine): Redis 127.0.0.1:6379, RabbitMQ 127.0.0.1:5672 guest/guest
  * (`rabbitmqctl` on PATH), Postgres 127.0.0.1:5432 user root, trust auth. Override the bases with
