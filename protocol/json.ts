@@ -11,7 +11,7 @@
  * silently turns NaN/Infinity and `undefined` array items into `null`, which would change the data Python sees:
  * refuse those too.
  */
-import { LosslessNumber, needsLosslessParse, parseLosslessJson } from './lossless-numbers';
+import { LosslessNumber, holdsUnsafeInteger, needsLosslessParse, parseLosslessJson } from './lossless-numbers';
 import type { JsonObject, JsonValue } from './types';
 
 /** Raised for a tagged value we cannot convert; JSON syntax errors stay SyntaxError. */
@@ -144,7 +144,9 @@ function reviveObject(value: JsonObject): JsonValue {
  * Throws SyntaxError for malformed JSON and KombuTagError for a tag it cannot convert.
  *
  * Numbers JSON.parse would change (2**64+1, 10**30, 1.0, -0.0, 1e+16, Infinity, NaN: see lossless-numbers.ts)
- * are kept as LosslessNumbers; a text without them (a quick scan tells) goes to JSON.parse as before.
+ * are kept as LosslessNumbers: a text with a fraction or exponent JSON.stringify would not write back the same
+ * (a quick scan tells) is parsed by the lossless parser, one with an integer beyond 2^53 or -0 (its values tell)
+ * is parsed again by it; the others are what JSON.parse returns, as before.
  *
  * A reviver makes JSON.parse several times slower, and only matters when some object has a `__type__` key
  * (every tagged shape has one); texts that cannot contain such a key are parsed plainly, with the same result
@@ -153,8 +155,9 @@ function reviveObject(value: JsonObject): JsonValue {
  */
 export function parseKombuJson(text: string): JsonValue {
   if (needsLosslessParse(text)) return parseLosslessJson(text, reviveObject);
-  if (!mayContainTaggedValue(text)) return JSON.parse(text) as JsonValue;
-  return JSON.parse(text, reviver) as JsonValue;
+  const value = (mayContainTaggedValue(text) ? JSON.parse(text, reviver) : JSON.parse(text)) as JsonValue;
+  // Integers beyond 2^53 and -0 are told by their values: parsed again, keeping them as written (rare).
+  return holdsUnsafeInteger(value) ? parseLosslessJson(text, reviveObject) : value;
 }
 
 /** Deeper than this, the checks below give up and answer "maybe" (the full path then runs, as before). */

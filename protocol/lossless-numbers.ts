@@ -84,37 +84,92 @@ function endOfString(text: string, open: number): number {
   return text.length;
 }
 
+const isDigit = (c: number): boolean => c >= 48 && c <= 57;
+/** Characters of a number token: digits . e E + - */
+const isTokenChar = (c: number): boolean => isDigit(c) || c === 46 || c === 101 || c === 69 || c === 43 || c === 45;
+const isSpace = (c: number): boolean => c === 32 || c === 10 || c === 13 || c === 9;
+
 /**
- * False when JSON.parse gives every number of `text` exactly (JSON.stringify writes each token back unchanged)
- * and the text has no `Infinity`/`NaN` outside strings; true otherwise, or maybe for text that is not JSON (the
- * lossless parser then reports the syntax error). Skips string literals with indexOf, so it costs a fraction of
- * JSON.parse on the same text.
+ * Whether the run of number characters around `at` is a number token in a value position (after `:`, `,`, `[`
+ * or at the start, before `,`, `]`, `}` or the end, spaces aside) that JSON.parse would change. Inside a string
+ * such a run is almost never delimited that way; when it is, the answer is only a needless "maybe".
+ */
+function changesAt(text: string, at: number): boolean {
+  const n = text.length;
+  let start = at;
+  while (start > 0 && isTokenChar(text.charCodeAt(start - 1))) start--;
+  let end = at + 1;
+  while (end < n && isTokenChar(text.charCodeAt(end))) end++;
+  const first = text.charCodeAt(start);
+  if (first !== 45 && !isDigit(first)) return false;
+  let before = start - 1;
+  while (before >= 0 && isSpace(text.charCodeAt(before))) before--;
+  if (before >= 0) {
+    const c = text.charCodeAt(before);
+    if (c !== 58 /* : */ && c !== 44 /* , */ && c !== 91 /* [ */) return false;
+  }
+  let after = end;
+  while (after < n && isSpace(text.charCodeAt(after))) after++;
+  if (after < n) {
+    const c = text.charCodeAt(after);
+    if (c !== 44 && c !== 93 /* ] */ && c !== 125 /* } */) return false;
+  }
+  let plainInteger = true;
+  for (let i = start + 1; i < end && plainInteger; i++) plainInteger = isDigit(text.charCodeAt(i));
+  return tokenChanges(text, start, end, plainInteger);
+}
+
+/** A lower-case exponent mark: `e` before a sign or a digit. (A regex starting with a literal is a fast search.) */
+const EXPONENT = /e[-+\d]/g;
+
+/**
+ * False when no number token of `text` with a fraction or an exponent would be changed by JSON.parse and
+ * JSON.stringify, and the text has no `Infinity`/`NaN`; true otherwise, and sometimes for look-alikes inside
+ * strings (the lossless parser then decides, with the same result). Runs on every message body, so it never
+ * walks the text character by character: `.`, exponent marks and the two words are found by native searches
+ * (indexOf, a regex with a literal first character), and each `.` or mark is judged where it stands.
+ * The other tokens JSON.parse changes, integers of 16 digits or more and `-0`, are told by their values
+ * (holdsUnsafeInteger), after JSON.parse.
  */
 export function needsLosslessParse(text: string): boolean {
-  const n = text.length;
-  let i = 0;
-  while (i < n) {
-    const c = text.charCodeAt(i);
-    if (c === 34 /* " */) {
-      i = endOfString(text, i);
-    } else if (c === 45 /* - */ || (c >= 48 && c <= 57)) {
-      let j = i + 1;
-      let plainInteger = true;
-      for (; j < n; j++) {
-        const d = text.charCodeAt(j);
-        if (d >= 48 && d <= 57) continue;
-        // . e E + - : a fraction or an exponent (or a malformed token, which the parser will refuse)
-        if (d === 46 || d === 101 || d === 69 || d === 43 || d === 45) plainInteger = false;
-        else break;
-      }
-      if (tokenChanges(text, i, j, plainInteger)) return true;
-      i = j;
-    } else if (c === 73 /* I */ || c === 78 /* N */) {
-      return true; // Infinity, NaN: not JSON, but what Python's json writes for float inf and nan
-    } else {
-      i++;
+  if (text.indexOf('Infinity') >= 0 || text.indexOf('NaN') >= 0) return true;
+  // In a number token, `.` has digits on both sides and an exponent mark a digit before it: most `.` and `e`
+  // (in URLs, versions, words) fail that at once.
+  for (let p = text.indexOf('.'); p >= 0; p = text.indexOf('.', p + 1)) {
+    if (isDigit(text.charCodeAt(p - 1)) && isDigit(text.charCodeAt(p + 1)) && changesAt(text, p)) return true;
+  }
+  for (let p = text.indexOf('E'); p >= 0; p = text.indexOf('E', p + 1)) {
+    if (isDigit(text.charCodeAt(p - 1)) && changesAt(text, p)) return true;
+  }
+  EXPONENT.lastIndex = 0;
+  while (EXPONENT.test(text)) {
+    const mark = EXPONENT.lastIndex - 2;
+    if (isDigit(text.charCodeAt(mark - 1)) && changesAt(text, mark)) {
+      EXPONENT.lastIndex = 0;
+      return true;
     }
   }
+  return false;
+}
+
+/** Deeper than this holdsUnsafeInteger answers "maybe" (the iterative lossless parser then decides). */
+const MAX_WALK_DEPTH = 256;
+
+/**
+ * True when a number in a value parsed by JSON.parse from a text that passed needsLosslessParse may not be
+ * what its token said: an integer token of 16 digits or more is exact and printed back as written only below
+ * 2^53, and `-0` parses to -0 (printed "0"). Other numbers of such a text are exact.
+ */
+export function holdsUnsafeInteger(value: unknown, depth = 0): boolean {
+  if (typeof value === 'number') return value >= 9007199254740992 || value <= -9007199254740992 || Object.is(value, -0);
+  if (value === null || typeof value !== 'object') return false;
+  if (depth > MAX_WALK_DEPTH) return true;
+  if (Array.isArray(value)) {
+    for (let i = 0; i < value.length; i++) if (holdsUnsafeInteger(value[i], depth + 1)) return true;
+    return false;
+  }
+  const o = value as Record<string, unknown>;
+  for (const k in o) if (holdsUnsafeInteger(o[k], depth + 1)) return true;
   return false;
 }
 

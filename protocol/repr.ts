@@ -139,12 +139,12 @@ function writeRepr(w: Writer, value: JsonValue | undefined): void {
   else if (value === true) w.out += 'True';
   else if (value === false) w.out += 'False';
   else if (typeof value === 'number') w.out += pythonNumberRepr(value);
-  else if (value instanceof LosslessNumber) w.out += pythonTokenRepr(value);
   else if (typeof value === 'string') {
     // Escaping never shortens text, so rendering a prefix one longer than the room left is enough.
     const room = w.limit - w.out.length + 1;
     w.out += pythonStrRepr(Number.isFinite(room) && value.length > room ? value.slice(0, room) : value);
-  } else if (Array.isArray(value)) {
+  } else if (value instanceof LosslessNumber) w.out += pythonTokenRepr(value);
+  else if (Array.isArray(value)) {
     w.out += '[';
     for (let i = 0; i < value.length && w.out.length <= w.limit; i++) {
       if (i > 0) w.out += ', ';

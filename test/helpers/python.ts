@@ -12,6 +12,7 @@ import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { parseLosslessJson } from '../../protocol/lossless-numbers';
 
 export const PYTHON = '/usr/bin/python3';
 
@@ -247,6 +248,15 @@ function installExitHook(): void {
 
 const LOG_LIMIT = 1024 * 1024;
 
+/** A record line: JSON, except that Python writes float inf and nan as Infinity and NaN (read as the worker does). */
+function parseRecord(line: string): unknown {
+  try {
+    return JSON.parse(line);
+  } catch {
+    return parseLosslessJson(line);
+  }
+}
+
 /** Spawns `python3 -m celery -A sink_worker worker` and waits for its "ready." line. */
 export async function startSinkWorker(opts: StartSinkWorkerOptions): Promise<SinkWorker> {
   installExitHook();
@@ -364,7 +374,7 @@ export async function startSinkWorker(opts: StartSinkWorkerOptions): Promise<Sin
       const line = partial.subarray(0, nl).toString('utf8');
       partial = partial.subarray(nl + 1);
       if (line.trim() === '') continue;
-      const rec = JSON.parse(line) as SinkRecord | SinkProblem;
+      const rec = parseRecord(line) as SinkRecord | SinkProblem;
       if (rec.kind === 'executed') executed.push(rec);
       else others.push(rec);
     }

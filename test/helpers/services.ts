@@ -35,6 +35,7 @@
  * |                                       | `-fuzz` (test/integration/fuzz.test.ts)                    |
  * |                                       | `-cli` (test/cli/start-errors.test.ts)                     |
  * |                                       | `-observe` (test/integration/observe.test.ts)              |
+ * |                                       | `-numbers` (test/integration/numbers.test.ts)              |
  * | RabbitMQ vhost `posthog-plugins-capture` | fixtures/capture/capture.py                             |
  * | RabbitMQ vhost `posthog-plugins-bench` | test/bench/run.ts (`make bench`; reset on each run)       |
  * | Postgres dbs `posthog_plugins_test_<name>` | the test file <name> (create with ensurePgDatabase);  |
@@ -48,6 +49,7 @@
  * | private Redis servers (free ports)    | test files that restart or flood Redis: startPrivateRedis  |
  * |                                       | in test/helpers/private-redis.ts, one server per file      |
  * |                                       | (test/integration/fuzz.test.ts: one per run)               |
+ * |                                       | (in use: test/integration/numbers.test.ts)                 |
  *
  * Connection defaults (all on this machine): Redis 127.0.0.1:6379, RabbitMQ 127.0.0.1:5672 guest/guest
  * (`rabbitmqctl` on PATH), Postgres 127.0.0.1:5432 user root, trust auth. Override the bases with

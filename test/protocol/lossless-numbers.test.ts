@@ -5,6 +5,7 @@ import { parseKombuJson, stringifyForPython } from '../../protocol/json';
 import {
   LosslessNumber,
   holdsLosslessNumbers,
+  holdsUnsafeInteger,
   needsLosslessParse,
   parseLosslessJson,
   restoreLosslessNumbers,
@@ -47,32 +48,41 @@ test('plugins see JS numbers: the nearest double, 0 for -0.0, null for inf and n
   assert.ok(props.n0 instanceof LosslessNumber);
 });
 
-test('needsLosslessParse: false for numbers JSON.parse keeps and for look-alikes inside strings', () => {
+test('the quick checks: no for numbers JSON.parse keeps and for look-alikes inside strings', () => {
   for (const text of [
     '{"a": 1, "b": -2, "c": 0.5, "d": 1733000000.123, "e": 9007199254740991, "f": 1e+22, "g": 0.30000000000000004}',
-    '[123456789012345, -123456789012345, 0, -1, 5e-324, 1.7976931348623157e+308, 0.000001]',
-    '{"s": "1.0 -0.0 1e+30 Infinity NaN 18446744073709551617", "t": "\\" 1.0 \\\\", "u": 2}',
-    '{"key 1.0": "x", "\\\\": 3, "v": "\\u0031.0"}',
-    '"Infinity"',
+    '[123456789012345, -123456789012345, 0, -1, 5e-324, 1.7976931348623157e+308, 0.000001, -9007199254740991]',
+    '{"s": "1.0 -0.0 1e+30 18446744073709551617 2020-01-01T00:00:00.000Z 127.0.0.1", "t": "\\" 1.0 \\\\", "u": 2}',
+    '{"key 1.0": "x", "\\\\": 3, "v": "\\u0031.0", "hex": "3e4f5e-7a1e5"}',
     '42',
     '',
   ]) {
     assert.equal(needsLosslessParse(text), false, text);
+    // Values of 2^53 and more (1e+22 here) are a "maybe" for the walk: the lossless parser keeps them plain.
+    if (text !== '') assert.equal(holdsUnsafeInteger(JSON.parse(text)), /e\+(22|308)/.test(text), text);
+    if (text !== '') assert.equal(holdsLosslessNumbers(parseKombuJson(text)), false, text);
   }
 });
 
-test('needsLosslessParse: true for every token JSON.parse would change, wherever it is', () => {
+test('integers beyond 2^53 and -0 are told by their values; the rest by the text scan', () => {
+  for (const text of ['{"a": 1000000000000000000000000000000}', '[18446744073709551617]', '[9007199254740992]', '{"a": -0}', '[[[-9007199254740993]]]']) {
+    assert.equal(holdsUnsafeInteger(JSON.parse(text)), true, text);
+    assert.ok(JSON.stringify(parseKombuJson(text)) !== stringifyForPython(parseKombuJson(text)) || text.includes('9007199254740992'), text);
+  }
+  assert.equal(stringifyForPython(parseKombuJson('[9007199254740992, -0]')), '[9007199254740992,-0]');
+});
+
+test('needsLosslessParse: true for every fraction or exponent JSON.parse would change, wherever it is', () => {
   for (const text of [
-    '{"a": 1000000000000000000000000000000}',
-    '[18446744073709551617]',
-    '[9007199254740993]',
-    '{"a": -0}',
     '{"a": -0.0}',
     '{"a": 1.0}',
     '{"a": 1.50}',
     '{"a": 1e+16}',
     '{"a": 1.5e-07}',
     '{"a": 1E5}',
+    '{"a": 1e5}',
+    '[2.5e-3]',
+    '[1e21]',
     '{"a": 0.0000001}',
     '{"a": 0.10000000000000001}',
     '{"a": Infinity}',
@@ -155,6 +165,11 @@ test('random documents: every number token is written back exactly; other values
       parsed = parseKombuJson(text);
     } catch (err) {
       assert.fail(`${text}: ${(err as Error).message}`);
+    }
+    // The quick checks never miss a token the lossless parser keeps.
+    if (!/Infinity|NaN/.test(text) && !needsLosslessParse(text) && !holdsUnsafeInteger(JSON.parse(text))) {
+      const kept = parseLosslessJson(text);
+      assert.ok(!(kept instanceof LosslessNumber) && !holdsLosslessNumbers(kept), text);
     }
     const plainText = text.replace(/(?<=[[,:]|^)-?(?:Infinity|NaN)(?=[\],}]|$)/g, 'null');
     // Duplicate keys: the last value wins in both, and JSON.stringify keeps the first position, as JSON.parse.
