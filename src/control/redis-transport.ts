@@ -1,4 +1,3 @@
-import Redis from 'ioredis';
 import { randomUUID } from 'node:crypto';
 import { EVENT_EXCHANGE } from '../../protocol/celery-events';
 import { PIDBOX_EXCHANGE, redisFanoutChannel } from '../../protocol/pidbox';
@@ -7,6 +6,7 @@ import type { JsonObject } from '../../protocol/types';
 import type { EventBody } from '../../protocol/celery-events';
 import { kombuBindingKey } from '../brokers/redis/keys';
 import type { Logger } from '../log';
+import { type BoundedRedis, createRedisClient } from '../redis/client';
 import { JSON_CONTENT, type ControlTransport, type MailboxMessage } from './transport';
 
 /**
@@ -16,15 +16,15 @@ import { JSON_CONTENT, type ControlTransport, type MailboxMessage } from './tran
  * connections of its own (a subscriber cannot send other commands).
  */
 export class RedisControlTransport implements ControlTransport {
-  private readonly sub: Redis;
-  private readonly cmd: Redis;
+  private readonly sub: BoundedRedis;
+  private readonly cmd: BoundedRedis;
   private readonly db: number;
 
   constructor(url: string, private readonly logger: Logger) {
-    // A command waits through one reconnect at most: an event or reply that late is worthless.
-    const common = { lazyConnect: true, maxRetriesPerRequest: 1, enableOfflineQueue: true, connectionName: `posthog-plugins:control:${process.pid}` };
-    this.sub = new Redis(url, common);
-    this.cmd = new Redis(url, common);
+    // Bounded clients (see createRedisClient): while Redis is away an event or reply fails at once; one that
+    // late is worthless, and nothing of the event path ever waits on these connections.
+    this.sub = createRedisClient(url, { name: `posthog-plugins:control-sub:${process.pid}` });
+    this.cmd = createRedisClient(url, { name: `posthog-plugins:control:${process.pid}` });
     this.db = this.cmd.options.db ?? 0;
     for (const c of [this.sub, this.cmd]) c.on('error', (err: Error) => logger.debug(`remote control redis: ${err.message}`));
   }

@@ -1,8 +1,8 @@
 import * as amqp from 'amqplib';
 import type { ChannelModel } from 'amqplib';
-import Redis from 'ioredis';
 import { consumeKeys } from '../../protocol/redis-envelope';
 import { parseAmqpUrl } from '../brokers/amqp/url';
+import { type BoundedRedis, createRedisClient } from '../redis/client';
 
 /** Messages waiting in each queue, read at scrape time on a connection of its own. */
 export interface QueueDepthSampler {
@@ -12,10 +12,10 @@ export interface QueueDepthSampler {
 
 /** Redis: the lengths of the queue's priority lists (a `.rejected` list has only one). */
 class RedisDepth implements QueueDepthSampler {
-  private readonly client: Redis;
+  private readonly client: BoundedRedis;
 
   constructor(url: string) {
-    this.client = new Redis(url, { lazyConnect: false, maxRetriesPerRequest: 1, enableOfflineQueue: false, connectionName: `posthog-plugins:metrics:${process.pid}` });
+    this.client = createRedisClient(url, { name: `posthog-plugins:metrics:${process.pid}`, lazyConnect: false });
     this.client.on('error', () => undefined); // a failed sample leaves the gauge out of that scrape
   }
 
