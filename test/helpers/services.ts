@@ -40,7 +40,9 @@
  * |                                       | .test.ts, one schema per file (`storage`, `logs`, `jobs`)  |
  * | Postgres dbs `postgres`, `root`       | nobody: maintenance connections only                       |
  * | private Redis servers (free ports)    | test files that restart or flood Redis: startPrivateRedis  |
- * |                                       | in test/helpers/private-redis.ts, one server per file      |
+ * |                                       | in test/helpers/private-redis.ts, one server per file;     |
+ * |                                       | in use: test/integration/redis-restart.test.ts,            |
+ * |                                       | test/redis/client.test.ts                                  |
  *
  * Connection defaults (all on this machine): Redis 127.0.0.1:6379, RabbitMQ 127.0.0.1:5672 guest/guest
  * (`rabbitmqctl` on PATH), Postgres 127.0.0.1:5432 user root, trust auth. Override the bases with
