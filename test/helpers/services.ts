@@ -32,6 +32,7 @@
  * |                                       | `-supervisor` (test/integration/supervisor.test.ts)        |
  * |                                       | `-crash` (test/integration/crash.test.ts),                 |
  * |                                       | `-shared` (test/integration/shared-queue.test.ts)          |
+ * |                                       | `-chaos` (test/integration/rabbitmq-chaos.test.ts)         |
  * | RabbitMQ vhost `posthog-plugins-capture` | fixtures/capture/capture.py                             |
  * | RabbitMQ vhost `posthog-plugins-bench` | test/bench/run.ts (`make bench`; reset on each run)       |
  * | Postgres dbs `posthog_plugins_test_<name>` | the test file <name> (create with ensurePgDatabase);  |
