@@ -36,6 +36,7 @@
  * |                                       | `-cli` (test/cli/start-errors.test.ts)                     |
  * |                                       | `-observe` (test/integration/observe.test.ts)              |
  * |                                       | `-numbers` (test/integration/numbers.test.ts)              |
+ * |                                       | `-chaos` (test/integration/rabbitmq-chaos.test.ts)         |
  * | RabbitMQ vhost `posthog-plugins-capture` | fixtures/capture/capture.py                             |
  * | RabbitMQ vhost `posthog-plugins-bench` | test/bench/run.ts (`make bench`; reset on each run)       |
  * | Postgres dbs `posthog_plugins_test_<name>` | the test file <name> (create with ensurePgDatabase);  |
@@ -47,9 +48,9 @@
  * |                                       | .test.ts, one schema per file (`storage`, `logs`, `jobs`)  |
  * | Postgres dbs `postgres`, `root`       | nobody: maintenance connections only                       |
  * | private Redis servers (free ports)    | test files that restart or flood Redis: startPrivateRedis  |
- * |                                       | in test/helpers/private-redis.ts, one server per file      |
- * |                                       | (test/integration/fuzz.test.ts: one per run)               |
- * |                                       | (in use: test/integration/numbers.test.ts)                 |
+ * |                                       | in test/helpers/private-redis.ts, one server per file;     |
+ * |                                       | in use: fuzz, numbers, redis-restart, eras (integration),  |
+ * |                                       | test/redis/client.test.ts                                  |
  *
  * Connection defaults (all on this machine): Redis 127.0.0.1:6379, RabbitMQ 127.0.0.1:5672 guest/guest
  * (`rabbitmqctl` on PATH), Postgres 127.0.0.1:5432 user root, trust auth. Override the bases with

@@ -50,6 +50,28 @@ describe('createRedisClient: no await on Redis without an end', () => {
     }
   });
 
+  test('a killed connection does not take its replacement down later (no stale socket timer)', async () => {
+    const client = createRedisClient(redis.url(0), { name: 'bounded-stale', socketTimeoutMs: 3_000 });
+    const errors: string[] = [];
+    client.on('error', (err: Error) => errors.push(err.message));
+    await client.connect();
+    try {
+      // Written, unanswered (blocking), then its connection is killed: the socket timer was armed for it.
+      const pending = client.blpop('bounded:never', 30);
+      await waitUntil(async () => ((await admin.client('LIST')) as string).includes('name=bounded-stale age'), 10_000, 'the connection');
+      await killByName('bounded-stale');
+      await assert.rejects(pending);
+      await waitUntil(() => client.ping().catch(() => null), 10_000, 'PONG again');
+      const id = await client.client('ID');
+      // Past the moment the old connection's timer would have fired (3 s after the BLPOP was written).
+      await new Promise((r) => setTimeout(r, 4_000));
+      assert.equal(await client.client('ID'), id, 'still the same connection');
+      assert.deepEqual(errors.filter((e) => /Socket timeout/.test(e)), []);
+    } finally {
+      client.disconnect();
+    }
+  });
+
   test('while Redis is down a command fails at once instead of waiting for the reconnect', async () => {
     const client = createRedisClient(redis.url(0), { name: 'bounded-down' });
     client.on('error', () => undefined);
