@@ -150,8 +150,9 @@ describe('fatal OOM in a plugin: contained by the supervisor (redis)', () => {
 
     // Phase 2: more exploding events until the config has crashed CRASH_LIMIT times and is disabled.
     for (let round = 0; round < CRASH_LIMIT && !disabledLogged(); round++) {
-      // Each round a different pattern: all three abort the process and must all be contained.
-      await Promise.all([send(2, TEAM_A, [event(), event((['fill', 'from', 'map'] as const)[round % 3]), event()]), send(2, TEAM_B, [event(), event()])]);
+      // The Map pattern each round: with isolated-vm 7 on Node 24 the Array fill/from shapes mostly end in the clean
+      // memory-limit error instead of an abort (docs/node-runtime.md), so they cannot count towards the crash limit.
+      await Promise.all([send(2, TEAM_A, [event(), event('map'), event()]), send(2, TEAM_B, [event(), event()])]);
       await allOut(60_000);
     }
     assert.ok(disabledLogged(), `config disabled after ${CRASH_LIMIT} crashes:\n${sup.logText().slice(-4000)}`);
