@@ -1,11 +1,12 @@
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { type BrokerFixture, redisFixture } from '../helpers/brokers';
 import { type JsonObject, type SentTask, type SinkRecord, type SinkWorker, sendEvents, startSinkWorker } from '../helpers/python';
-import { type WorkerProcess, cli, startWorker } from '../helpers/worker';
+import { REPO, type WorkerProcess, cli, startWorker } from '../helpers/worker';
 import { waitUntil } from '../helpers/services';
 
 /**
@@ -14,6 +15,10 @@ import { waitUntil } from '../helpers/services';
  * both sides. The supervisor restarts the aborted worker, tells which config was running, retries the events
  * that were in flight one by one (so the exploding event goes on without that plugin), and disables the config
  * after 3 crashes with the reason in posthog_pluginconfig.error; every event of both teams comes out.
+ * Whether V8 aborts on these allocations depends on its version: Node 24's V8 (13.6) aborts on the Map pattern,
+ * Node 26's (14.6) disposes the isolate with isolated-vm's memory-limit error instead. The test first asks the V8
+ * it runs on (the Map pattern in a child process) and checks containment of the abort where V8 aborts, and the
+ * clean memory-limit path where it does not.
  * Redis db 8 is reserved for this file (test/helpers/services.ts).
  */
 const REDIS_DB = 8;
@@ -27,6 +32,18 @@ let counter = 0;
 function event(explode: false | 'map' | 'fill' | 'from' = false): JsonObject {
   const i = counter++;
   return { event: explode ? 'boom' : '$pageview', uuid: `00000000-0000-4000-8000-${String(i).padStart(12, '0')}`, properties: explode ? { i, explode } : { i } };
+}
+
+/** Whether the running V8 aborts the process on the fixture's Map pattern (as the worker runs it: 32 MB limit). */
+async function v8AbortsOnMapGrowth(): Promise<boolean> {
+  const probe = `
+    const ivm = require(${JSON.stringify(path.join(REPO, 'node_modules/isolated-vm'))});
+    const ctx = new ivm.Isolate({ memoryLimit: 32 }).createContextSync();
+    try { ctx.evalSync("const m = new Map(); for (let i = 0; ; i++) m.set('k' + i, { i })", { timeout: 60000 }); } catch {}`;
+  const child = spawn(process.execPath, ['--no-node-snapshot', '-e', probe], { stdio: 'ignore' });
+  const [code, signal] = await new Promise<[number | null, NodeJS.Signals | null]>((resolve) => child.on('exit', (c, s) => resolve([c, s])));
+  if (signal !== 'SIGABRT' && code !== 0) throw new Error(`the Map probe ended with code ${code}, signal ${signal}`);
+  return signal === 'SIGABRT';
 }
 
 function uuidOfSent(t: SentTask): string {
@@ -76,8 +93,10 @@ describe('fatal OOM in a plugin: contained by the supervisor (redis)', () => {
 
   const disabledLogged = (): boolean => sup.logs().some((l) => /^plugin config \d+ disabled after/.test(String(l.message)));
   const aborts = (): number => sup.logs().filter((l) => /died/.test(String(l.message)) && l.signal === 'SIGABRT').length;
+  let v8Aborts = true;
 
   before(async () => {
+    v8Aborts = await v8AbortsOnMapGrowth();
     broker = redisFixture(REDIS_DB);
     await broker.reset();
     await cli(['migrate'], env);
@@ -110,6 +129,7 @@ describe('fatal OOM in a plugin: contained by the supervisor (redis)', () => {
   });
 
   test('the aborting worker is replaced, the config is identified and disabled, every event of both teams comes out', async (t) => {
+    if (!v8Aborts) return t.skip(`V8 ${process.versions.v8} unwinds the Map pattern (next test)`);
     const started = Date.now();
     // Phase 1: one exploding event among ordinary ones of both teams.
     await Promise.all([
@@ -130,8 +150,9 @@ describe('fatal OOM in a plugin: contained by the supervisor (redis)', () => {
 
     // Phase 2: more exploding events until the config has crashed CRASH_LIMIT times and is disabled.
     for (let round = 0; round < CRASH_LIMIT && !disabledLogged(); round++) {
-      // Each round a different pattern: all three abort the process and must all be contained.
-      await Promise.all([send(2, TEAM_A, [event(), event((['fill', 'from', 'map'] as const)[round % 3]), event()]), send(2, TEAM_B, [event(), event()])]);
+      // The Map pattern each round: with isolated-vm 7 on Node 24 the Array fill/from shapes mostly end in the clean
+      // memory-limit error instead of an abort (docs/node-runtime.md), so they cannot count towards the crash limit.
+      await Promise.all([send(2, TEAM_A, [event(), event('map'), event()]), send(2, TEAM_B, [event(), event()])]);
       await allOut(60_000);
     }
     assert.ok(disabledLogged(), `config disabled after ${CRASH_LIMIT} crashes:\n${sup.logText().slice(-4000)}`);
@@ -181,6 +202,28 @@ describe('fatal OOM in a plugin: contained by the supervisor (redis)', () => {
       `${aborts()} abort(s), ${sup.logs().filter((l) => /^plugin config \d+ crashed worker/.test(String(l.message))).length} charged to config ${configA}; ` +
         `crash → replacement spawned ${crashToRestartMs} ms; duplicates ${duplicates}; ${expected.size} events in ${Date.now() - started} ms`,
     );
+  });
+
+  test('where V8 unwinds: a clean memory-limit error, no worker dies, only the exploding event loses the change', async (t) => {
+    if (v8Aborts) return t.skip(`V8 ${process.versions.v8} aborts on the Map pattern (previous test)`);
+    await Promise.all([
+      send(1, TEAM_A, [...Array.from({ length: 5 }, () => event()), event('map'), ...Array.from({ length: 4 }, () => event())]),
+      send(1, TEAM_B, Array.from({ length: 10 }, () => event())),
+    ]);
+    const out = await allOut(180_000);
+    assert.equal(sup.logs().filter((l) => /died/.test(String(l.message))).length, 0, `no worker died:\n${sup.logText().slice(-3000)}`);
+    for (const [uuid, want] of expected) {
+      for (const r of out.get(uuid)!) {
+        const p = props(r);
+        if (want.team === TEAM_B) assert.equal(p['b_added'], 'yes', `team B event ${uuid}`);
+        else assert.equal(p['fatal_plugin_seen'], want.explode ? undefined : true, `team A event ${uuid} (explode: ${want.explode})`);
+      }
+    }
+    const a = (await configs()).find((c) => c.id === configA)!;
+    assert.equal(a.enabled, true, 'a clean error does not disable the config');
+    assert.match(a.error?.message ?? '', /memory limit|CPU time limit/, JSON.stringify(a.error));
+    assert.deepEqual(sink.problems(), []);
+    assert.equal(await broker.unsettled(INPUT), 0);
   });
 
   test('SIGTERM after all that: exit 0', async () => {
