@@ -1,7 +1,7 @@
 import type { JsonObject } from '../../protocol/types';
 import type { Logger } from '../log';
 import { maskSecrets, resolveConfig } from '../plugins/config-schema';
-import { findConfig, setConfigValues, type ConfigRecord } from '../store/plugin-admin';
+import { findConfigs, setConfigValues } from '../store/plugin-admin';
 import { openStore } from './open-store';
 import { announceReload, type AnnounceTarget } from './reload-notice';
 
@@ -9,7 +9,7 @@ import { announceReload, type AnnounceTarget } from './reload-notice';
 export async function runConfigShow(id: number, databaseUrl: string, logger: Logger): Promise<void> {
   const { db, store } = await openStore(databaseUrl, logger);
   try {
-    const c = await mustFind(await findConfig(store, id), id);
+    const [c] = await findConfigs(store, [id]);
     process.stdout.write(JSON.stringify(maskSecrets(c.configSchema, c.config), null, 2) + '\n');
   } finally {
     await db.destroy();
@@ -23,7 +23,7 @@ export async function runConfigShow(id: number, databaseUrl: string, logger: Log
 export async function runConfigSet(id: number, changes: JsonObject, databaseUrl: string, announce: AnnounceTarget, logger: Logger): Promise<void> {
   const { db, store } = await openStore(databaseUrl, logger);
   try {
-    const c = await mustFind(await findConfig(store, id), id);
+    const [c] = await findConfigs(store, [id]);
     const r = resolveConfig(c.configSchema, changes, c.config);
     if (r.problems.length > 0) throw new Error(`config #${id} (${c.pluginName}) was not changed: ${r.problems.join('; ')}`);
     await setConfigValues(store, id, r.config);
@@ -55,9 +55,4 @@ export function configChanges(pairs: string[], json: string | undefined): JsonOb
   }
   if (Object.keys(out).length === 0) throw new Error('nothing to set: give KEY=VALUE pairs or --json');
   return out;
-}
-
-function mustFind(c: ConfigRecord | null, id: number): ConfigRecord {
-  if (c === null) throw new Error(`no plugin config #${id} (see \`posthog-plugins list\`)`);
-  return c;
 }

@@ -1,5 +1,5 @@
 import type { Logger } from '../log';
-import { findConfig, setConfigOrders } from '../store/plugin-admin';
+import { findConfigs, setConfigOrders } from '../store/plugin-admin';
 import { openStore } from './open-store';
 import { announceReload, type AnnounceTarget } from './reload-notice';
 
@@ -12,10 +12,8 @@ export async function runOrder(ids: number[], databaseUrl: string, announce: Ann
   if (new Set(ids).size !== ids.length) throw new Error(`a config id is given twice: ${ids.join(' ')}`);
   const { db, store } = await openStore(databaseUrl, logger);
   try {
-    const found = await Promise.all(ids.map((id) => findConfig(store, id)));
-    const missing = ids.filter((_, i) => found[i] === null);
-    if (missing.length > 0) throw new Error(`no plugin config #${missing.join(', #')} (see \`posthog-plugins list\`)`);
-    const teams = new Set(found.map((c) => c?.teamId ?? null));
+    const found = await findConfigs(store, ids);
+    const teams = new Set(found.map((c) => c.teamId));
     if (teams.size !== 1) throw new Error(`configs #${ids.join(', #')} belong to different teams (${[...teams].join(', ')}); order one team's chain at a time`);
     const team = [...teams][0] ?? null;
     const rest = (await store.listConfigs()).filter((c) => c.teamId === team && !ids.includes(c.id)).map((c) => c.id); // already in chain order

@@ -1,5 +1,5 @@
 import type { Logger } from '../log';
-import { findConfig, removeConfig } from '../store/plugin-admin';
+import { findConfigs, removeConfig } from '../store/plugin-admin';
 import { openStore } from './open-store';
 import { announceReload, type AnnounceTarget } from './reload-notice';
 
@@ -10,11 +10,8 @@ import { announceReload, type AnnounceTarget } from './reload-notice';
 export async function runUninstall(ids: number[], databaseUrl: string, announce: AnnounceTarget, logger: Logger): Promise<void> {
   const { db, store } = await openStore(databaseUrl, logger);
   try {
-    const found = await Promise.all(ids.map((id) => findConfig(store, id)));
-    const missing = ids.filter((_, i) => found[i] === null);
-    if (missing.length > 0) throw new Error(`no plugin config #${missing.join(', #')} (see \`posthog-plugins list\`)`);
+    const found = await findConfigs(store, ids);
     for (const c of found) {
-      if (c === null) continue;
       const pluginGone = await removeConfig(store, c.id, c.pluginId);
       logger.info(`uninstalled config #${c.id} (${c.pluginName}, team ${c.teamId ?? '-'})${pluginGone ? `; plugin #${c.pluginId} removed, no config uses it` : ''}`);
     }

@@ -50,6 +50,14 @@ export async function findConfig(store: PluginStore, id: number): Promise<Config
   };
 }
 
+/** The configs of these ids, in order; one error naming every id that does not exist (nothing is done then). */
+export async function findConfigs(store: PluginStore, ids: readonly number[]): Promise<ConfigRecord[]> {
+  const found = await Promise.all(ids.map((id) => findConfig(store, id)));
+  const missing = ids.filter((_, i) => found[i] === null);
+  if (missing.length > 0) throw new Error(`no plugin config #${missing.join(', #')} (see \`posthog-plugins list\`)`);
+  return found as ConfigRecord[];
+}
+
 /** Ids of plugins stored with this url (PostHog keeps urls unique since 2024). */
 export async function findPluginsByUrl(store: PluginStore, url: string): Promise<number[]> {
   const rows = (await store.db(T_PLUGIN).select('id').where('url', url).orderBy('id')) as Array<{ id: unknown }>;
