@@ -10,6 +10,7 @@
  * (an envelope that is itself broken), `amqpOnly` ones only on RabbitMQ.
  */
 import { deflateSync } from 'node:zlib';
+import { prng } from './prng';
 
 export const PLUGINS_TASK = 'posthog.tasks.process_event.process_event_with_plugins';
 
@@ -39,18 +40,6 @@ export interface CorpusOptions {
   teamId: number;
   /** The instant etas are relative to (ms since the epoch): the corpus is a function of seed and this. */
   nowMs: number;
-}
-
-/** mulberry32: a small, good-enough PRNG, fully determined by its seed. */
-export function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 interface Ctx {

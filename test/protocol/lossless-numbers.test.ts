@@ -15,6 +15,7 @@ import { pythonFloatRepr, pythonRepr } from '../../protocol/repr';
 import type { JsonObject, JsonValue } from '../../protocol/types';
 import { decodeOk, jsonMessage } from './helpers';
 import { OTHER_TOKENS_REPR, OTHER_TOKENS_TEXT, PY_NUMBERS_COMPACT, PY_NUMBERS_REPR, PY_NUMBERS_TEXT } from './python-number-cases';
+import { prng } from '../helpers/prng';
 
 const obj = (v: JsonValue): JsonObject => v as JsonObject;
 
@@ -96,18 +97,6 @@ test('needsLosslessParse: true for every fraction or exponent JSON.parse would c
     assert.equal(needsLosslessParse(text), true, text);
   }
 });
-
-/** Seeded PRNG (mulberry32), so a failure reproduces. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** A random number token as Python's json (or another producer) may write it. */
 function randomToken(r: () => number): string {
