@@ -9,7 +9,7 @@ import Redis from 'ioredis';
 import { type BrokerFixture, amqpFixture, redisFixture } from '../helpers/brokers';
 import { type SentTask, type SinkRecord, type SinkWorker, sendEvents, startSinkWorker } from '../helpers/python';
 import { PYTHON, PYTHON_DIR } from '../helpers/python';
-import { waitUntil } from '../helpers/services';
+import { flushRedisDb, waitUntil } from '../helpers/services';
 import { BIN, REPO, type WorkerProcess, alive, childrenOf, cli, startWorker } from '../helpers/worker';
 
 const execFileAsync = promisify(execFile);
@@ -317,6 +317,8 @@ describe('supervisor: a worker that keeps dying at start', () => {
 
   after(async () => {
     await sup?.stop();
+    // The worker declared its queues' kombu bindings in the db.
+    await flushRedisDb(REDIS_DB);
     rmSync(tmp, { recursive: true, force: true });
   });
 
