@@ -188,6 +188,7 @@ describe('Redis restarts and killed connections never wedge a worker', () => {
       const victims = (await clients()).filter((c) => c.kind === kind);
       const seen = Number(await admin.get(counterKey));
       const reloads = tree!.logs().filter((l) => String(l.message).startsWith('plugins reloaded (reload-plugins)')).length;
+      const backBefore = tree!.logs().filter((l) => String(l.message).startsWith('reload channel reload-plugins back')).length;
       for (const v of victims) await admin.client('KILL', 'ID', v.id);
       // Reconnected: as many connections of this kind as before, none of them a killed one.
       await waitUntil(
@@ -199,11 +200,19 @@ describe('Redis restarts and killed connections never wedge a worker', () => {
         `${kind} connections back after CLIENT KILL`,
       );
       if (kind === 'pubsub') {
+        const count = (prefix: string): number => tree!.logs().filter((l) => String(l.message).startsWith(prefix)).length;
+        // Announcements made while a subscriber was away are lost: each worker reloads once when it is back.
+        await waitUntil(
+          () => count('reload channel reload-plugins back') >= backBefore + victims.length && count('plugins reloaded (reload-plugins)') >= reloads + victims.length,
+          30_000,
+          'each worker reloads once when its subscriber is back',
+        );
+        const settled = count('plugins reloaded (reload-plugins)');
         // Resubscribed: a change announced now reaches every worker.
         await waitUntil(
           async () => {
             await admin.publish('reload-plugins', 'changed');
-            return tree!.logs().filter((l) => String(l.message).startsWith('plugins reloaded (reload-plugins)')).length >= reloads + 2;
+            return count('plugins reloaded (reload-plugins)') >= settled + 2;
           },
           30_000,
           'both workers reload after their subscriber was killed',
