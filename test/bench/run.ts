@@ -21,7 +21,8 @@
  * Settings (environment): BENCH_EVENTS (20000), BENCH_RUNS (3), BENCH_PY_EVENTS (Python peers, default
  * min(BENCH_EVENTS, 4000), to keep the run to minutes), BENCH_SCALE_EVENTS (default min(BENCH_EVENTS, 10000)),
  * BENCH_SCALE ("1,10,100,1000"), BENCH_LATENCY_S (4), BENCH_PROFILE (1; 0 skips the profile run),
- * BENCH_ONLY (comma list of: shape, ceiling, python-redis, python-amqp, redis, amqp, five, profile, scaling),
+ * BENCH_ONLY (comma list of: shape, ceiling, python-redis, python-amqp, redis, task-events, amqp, five, profile,
+ * scaling),
  * BENCH_WORKER_ARGS (extra `posthog-plugins start` arguments), BENCH_JSON (write all results to this file),
  * BENCH_SCALE_PROF_DIR (CPU profiles of the scaling runs' processes, written there).
  *
@@ -783,6 +784,10 @@ async function main(): Promise<void> {
     }
     if (wanted('redis')) {
       peer({ peer: 'posthog-plugins, 1 plugin', broker: rb, events: N, start: () => startOurWorker({ brokerUrl: rb.url, databaseUrl: oneDb, extraArgs: WORKER_ARGS }), properties: [PROPERTY] });
+    }
+    if (wanted('task-events')) {
+      // Celery's -E: the cost of sending task events (received/started/succeeded, batched), next to the row above.
+      peer({ peer: 'posthog-plugins, 1 plugin, --task-events', broker: rb, events: N, start: () => startOurWorker({ brokerUrl: rb.url, databaseUrl: oneDb, extraArgs: [...WORKER_ARGS, '--task-events'] }), properties: [PROPERTY] });
     }
     if (wanted('five')) {
       const fiveDb = await fivePluginDb(dir);
