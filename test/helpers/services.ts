@@ -44,6 +44,7 @@
  * | Postgres dbs `posthog_plugins_test_era_store_*` | test/store/eras.test.ts (one per schema era, dropped) |
  * | Postgres dbs `posthog_plugins_test_era_pipe_*` | test/integration/eras.test.ts (one per era, dropped)  |
  * | Postgres db `posthog_plugins_test_cli` | test/cli/replay-read-only.test.ts (dropped at its end)   |
+ * | Postgres db `posthog_plugins_test_store_outage` | test/integration/store-outage.test.ts (dropped)|
  * | Postgres db `posthog_plugins_test_store_api` | test/store/{plugin-storage,plugin-log-writer,job-store}  |
  * |                                       | .test.ts, one schema per file (`storage`, `logs`, `jobs`)  |
  * | Postgres dbs `postgres`, `root`       | nobody: maintenance connections only                       |
