@@ -52,6 +52,8 @@
  * |                                       | in test/helpers/private-redis.ts, one server per file;     |
  * |                                       | in use: fuzz, numbers, redis-restart, eras (integration),  |
  * |                                       | test/redis/client.test.ts                                  |
+ * | private RabbitMQ nodes (free ports)   | test files that restart the broker: startPrivateRabbit in  |
+ * |                                       | test/helpers/private-rabbitmq.ts (rabbitmq-chaos.test.ts)  |
  *
  * Connection defaults (all on this machine): Redis 127.0.0.1:6379, RabbitMQ 127.0.0.1:5672 guest/guest
  * (`rabbitmqctl` on PATH), Postgres 127.0.0.1:5432 user root, trust auth. Override the bases with
