@@ -5,10 +5,10 @@
  */
 import { execFile } from 'node:child_process';
 import { chownSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { freePort } from './private-redis';
 
 const execFileAsync = promisify(execFile);
 
@@ -22,17 +22,6 @@ export interface PrivateRabbit {
   /** A clean broker restart: `stop_app`, `downMs` of nothing, `start_app` (durable queues and persistent messages stay). */
   restart(downMs?: number): Promise<void>;
   stop(): Promise<void>;
-}
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      server.close(() => (typeof address === 'object' && address ? resolve(address.port) : reject(new Error('no port'))));
-    });
-  });
 }
 
 /** The uid/gid of the `rabbitmq` system user, which rabbitmq-server drops to when started as root. */
@@ -86,7 +75,9 @@ export async function startPrivateRabbit(): Promise<PrivateRabbit> {
       await ctl('await_startup', '--timeout', '90');
     },
     async stop() {
-      await ctl('stop').catch(() => undefined);
+      // With the pid file rabbitmqctl waits for the OS process to end: one still shutting down would write its
+      // logs into a directory it recreates.
+      await ctl('stop', join(dir, 'pid')).catch(() => undefined);
       rmSync(dir, { recursive: true, force: true });
     },
   };

@@ -25,7 +25,8 @@ export interface PrivateRedisOptions {
   appendonly?: boolean;
 }
 
-async function freePort(): Promise<number> {
+/** A loopback port nothing listens on right now. */
+export async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const server = createServer();
     server.once('error', reject);
