@@ -34,7 +34,7 @@ test: build services
 
 # Unit tests only (no services needed).
 test-unit: build
-	@set -e; for line in $(TEST_LINES); do $(WITH_NODE) $$line $(NODE) --test dist/test/protocol/; done
+	@set -e; for line in $(TEST_LINES); do $(WITH_NODE) $$line $(NODE) --test $$(find dist/test/protocol -name "*.test.js" | sort); done
 
 bench: build services
 	@set -e; for line in $(TEST_LINES); do echo "== make bench: Node $$line"; $(WITH_NODE) $$line $(NODE) dist/test/bench/run.js; done
