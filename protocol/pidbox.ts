@@ -3,6 +3,7 @@
  * client broadcasts, whether it is meant for a node, and the reply a node sends back. Pure; the transports
  * (Redis PUBLISH/LPUSH, AMQP exchanges) are in src/control/. See docs/celery-remote-control.md.
  */
+import { isJsonObject } from './json';
 import { pythonStrRepr } from './repr';
 import type { JsonObject, JsonValue } from './types';
 
@@ -42,22 +43,19 @@ export interface ControlRequest {
 
 export type ControlRequestResult = { ok: true; request: ControlRequest } | { ok: false; reason: string };
 
-function isObject(v: unknown): v is JsonObject {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
-}
 
 /** The body `Mailbox._publish` sends: {method, arguments, destination, pattern, matcher[, ticket, reply_to]}. */
 export function parseControlRequest(body: JsonValue): ControlRequestResult {
-  if (!isObject(body)) return { ok: false, reason: 'control message body is not an object' };
+  if (!isJsonObject(body)) return { ok: false, reason: 'control message body is not an object' };
   const { method, arguments: args, destination, pattern, matcher, ticket, reply_to: replyTo } = body;
   if (typeof method !== 'string' || method === '') return { ok: false, reason: 'control message has no method' };
-  if (args !== undefined && args !== null && !isObject(args)) return { ok: false, reason: `control message ${method}: arguments is not an object` };
+  if (args !== undefined && args !== null && !isJsonObject(args)) return { ok: false, reason: `control message ${method}: arguments is not an object` };
   if (destination !== undefined && destination !== null && !(Array.isArray(destination) && destination.every((d) => typeof d === 'string'))) {
     return { ok: false, reason: `control message ${method}: destination is not a list of names` };
   }
   let reply: ControlRequest['replyTo'] = null;
   if (replyTo !== undefined && replyTo !== null) {
-    if (!isObject(replyTo) || typeof replyTo.exchange !== 'string' || typeof replyTo.routing_key !== 'string') {
+    if (!isJsonObject(replyTo) || typeof replyTo.exchange !== 'string' || typeof replyTo.routing_key !== 'string') {
       return { ok: false, reason: `control message ${method}: reply_to is not {exchange, routing_key}` };
     }
     reply = { exchange: replyTo.exchange, routingKey: replyTo.routing_key };
@@ -66,7 +64,7 @@ export function parseControlRequest(body: JsonValue): ControlRequestResult {
     ok: true,
     request: {
       method,
-      arguments: isObject(args) ? args : {},
+      arguments: isJsonObject(args) ? args : {},
       destination: Array.isArray(destination) ? (destination as string[]) : null,
       pattern: typeof pattern === 'string' ? pattern : null,
       matcher: typeof matcher === 'string' ? matcher : null,

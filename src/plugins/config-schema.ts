@@ -1,3 +1,4 @@
+import { isJsonObject } from '../../protocol/json';
 import type { JsonObject, JsonValue } from '../../protocol/types';
 
 /**
@@ -21,8 +22,8 @@ const TYPES = new Set<string>(['string', 'choice', 'attachment', 'json']);
 
 export function configFields(schema: JsonValue | null | undefined): ConfigField[] {
   let entries: JsonObject[] = [];
-  if (Array.isArray(schema)) entries = schema.filter(isObject);
-  else if (isObject(schema)) entries = Object.entries(schema).filter(([, v]) => isObject(v)).map(([key, v]) => ({ key, ...(v as JsonObject) }));
+  if (Array.isArray(schema)) entries = schema.filter(isJsonObject);
+  else if (isJsonObject(schema)) entries = Object.entries(schema).filter(([, v]) => isJsonObject(v)).map(([key, v]) => ({ key, ...(v as JsonObject) }));
   const out: ConfigField[] = [];
   for (const e of entries) {
     if (typeof e.key !== 'string' || e.key === '') continue;
@@ -103,6 +104,3 @@ function parsesAsJson(text: string): boolean {
   }
 }
 
-function isObject(v: unknown): v is JsonObject {
-  return v !== null && typeof v === 'object' && !Array.isArray(v);
-}
