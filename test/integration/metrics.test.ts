@@ -1,11 +1,10 @@
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { hostname, tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { sendEvents } from '../helpers/python';
-import { type PrivateRedis, startPrivateRedis } from '../helpers/private-redis';
+import { freePort, type PrivateRedis, startPrivateRedis } from '../helpers/private-redis';
 import { waitUntil } from '../helpers/services';
 import { type WorkerProcess, childrenOf, cli, startWorker } from '../helpers/worker';
 
@@ -37,16 +36,6 @@ function parse(text: string): Samples {
     out.set(line.slice(0, cut), Number(line.slice(cut + 1)));
   }
   return out;
-}
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = createServer();
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
-    });
-  });
 }
 
 describe('Prometheus metrics of a whole instance (redis)', () => {
