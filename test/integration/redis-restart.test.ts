@@ -177,8 +177,18 @@ describe('Redis restarts and killed connections never wedge a worker', () => {
   });
 
   test('CLIENT KILL of each kind of connection: it reconnects and its work goes on', async (t) => {
-    const before = await clients();
     const kinds: ClientKind[] = ['broker', 'wait', 'cache', 'pubsub', 'supervisor', 'health'];
+    // Idle clients (pubsub, supervisor) reconnect on their own backoff (up to 4 s after the last restart's 2 s
+    // outage), which can outlast the drain that ended the previous test: wait for every kind to be back.
+    let before: Array<{ id: string; kind: ClientKind }> = [];
+    await waitUntil(
+      async () => {
+        before = await clients();
+        return kinds.every((kind) => before.some((c) => c.kind === kind));
+      },
+      30_000,
+      'a connection of every kind open after the restarts',
+    ).catch(() => undefined);
     for (const kind of kinds) assert.ok(before.some((c) => c.kind === kind), `a ${kind} connection is open (${JSON.stringify(before)})`);
     for (const kind of kinds) {
       const base = await outputs();
