@@ -176,7 +176,7 @@ test('stringifyForPython: what the strict path accepts is written by the plain p
     ['__type__ and __value__ plus a third key', { x: { __type__: 'a', __value__: 1, c: null } }],
     ['undefined, functions and symbols as object values are omitted', { a: undefined, b: () => 1, c: Symbol('s'), d: [1] }],
     ['Date inside (toJSON)', { when: new Date('2020-01-01T00:00:00Z'), list: [new Date(0)] }],
-    ['boxed NaN is written as null, as JSON.stringify does', { n: new Number(NaN) }], // eslint-disable-line no-new-wrappers
+    ['boxed NaN is written as null, as JSON.stringify does', { n: new Number(NaN) }],
     ['nested 400 deep (past the walk limit: strict path)', deep],
     ['inherited enumerable NaN', inherited],
     ['a "toJSON" data key', { toJSON: 1, a: 2 }],

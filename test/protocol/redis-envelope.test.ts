@@ -72,6 +72,7 @@ test('parseEnvelope: raw (non-base64) body when body_encoding is absent or utf-8
 
 test('parseEnvelope: failures have precise reasons and never throw', () => {
   const good = JSON.parse(V2_PLAIN);
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- each case reaches into a different envelope field
   const variant = (mutate: (e: any) => void) => {
     const e = structuredClone(good);
     mutate(e);
