@@ -1,5 +1,5 @@
 /**
- * AMQP basic properties <-> RawMessage (kombu `pyamqp` transport, celery-protocol.md §1.2, §4.2, A.4).
+ * AMQP basic properties <-> RawMessage (kombu `pyamqp` transport, docs/celery-wire.md#amqp-properties).
  * Pure: no I/O and no amqplib import; the structural types below match amqplib's MessageProperties and
  * Options.Publish closely enough to be passed straight through.
  */

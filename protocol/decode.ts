@@ -1,7 +1,7 @@
 /**
  * Celery task message decoding: RawMessage (headers + properties + serialized body) → TaskMessage.
  *
- * Mirrors what a Python Celery 5.x worker does (celery-protocol.md §1.5, §1.6):
+ * Mirrors what a Python Celery 5.x worker does (docs/celery-wire.md#how-a-worker-decodes):
  * - a `task` key in the headers means protocol v2 (the body is `[args, kwargs, embed]`), unless the body is an
  *   object with `args`: then it is a "hybrid" message whose v2 headers are built from the body fields and
  *   overlaid with the message headers;
@@ -156,7 +156,7 @@ function decodeOrFail(raw: RawMessage, opts: DecodeOptions): DecodeResult {
     return fail(`body is not valid JSON: ${(err as Error).message}`);
   }
 
-  // §1.6 step 2: a `task` header (whatever its value) selects the v2 path.
+  // docs/celery-wire.md#how-a-worker-decodes, step 2: a `task` header (whatever its value) selects the v2 path.
   if (hasOwn(headers, 'task')) {
     if (isPlainObject(body) && hasOwn(body, 'args')) return fromV1Body(body, headers, 'hybrid');
     return fromV2(body, headers);

@@ -1,6 +1,6 @@
 /**
  * OutgoingTask → protocol v2 RawMessage, shaped like what Python Celery 5.2.6 `send_task` emits
- * (celery-protocol.md §1.1–1.3, §8 "Producer"), so Python workers, Flower and logs treat our messages exactly
+ * (docs/celery-wire.md#what-the-producer-must-set), so Python workers, Flower and logs treat our messages exactly
  * like Python-sent ones.
  *
  * Everything that would crash or confuse a Python worker is refused here with an Error, before anything is

@@ -1,5 +1,5 @@
 /**
- * PostHog's ingestion tasks (celery-protocol.md §6, posthog-plugin-server.md §4.2):
+ * PostHog's ingestion tasks (docs/celery-wire.md#posthog-tasks):
  *
  *   in : posthog.tasks.process_event.process_event_with_plugins(distinct_id, ip, site_url, data, team_id, now,
  *        sent_at) — sent by Django's capture endpoint as 7 positional args, kwargs {};

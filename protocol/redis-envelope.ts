@@ -1,5 +1,5 @@
 /**
- * kombu's Redis transport wire format (celery-protocol.md §3): the JSON envelope stored in the queue lists, the
+ * kombu's Redis transport wire format (docs/celery-wire.md#redis-envelope and below): the envelope in the lists, the
  * priority list names, the BRPOP key order, the `unacked` hash records, restore flags and the binding members.
  * Pure string/Buffer work; the Redis commands themselves live in the broker.
  */

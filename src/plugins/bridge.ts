@@ -2,7 +2,7 @@ import type ivm from 'isolated-vm';
 import type { Logger } from '../log';
 
 /**
- * The host half of the request/settle bridge (isolated-vm.md §3.3). Plugin code calls a plain function installed by
+ * The host half of the request/settle bridge (docs/isolated-vm.md#bridge). Plugin code calls a plain function set by
  * the boot script (e.g. `fetch`); the boot script posts `(id, op, argsJson)` through an ignored Callback and keeps
  * the promise in a closure. The host runs the op named in the registry and re-enters the isolate with
  * `settle(id, ok, resultJson)` through `Reference.apply` with its own CPU `timeout`, so code that resumes after

@@ -4,7 +4,7 @@ import type Redis from 'ioredis';
 /**
  * runEveryMinute/Hour/Day run once per period across every worker process on every machine, and a config's task
  * is skipped while its previous run is still going (PostHog ran them on the one instance holding a Redlock and
- * debounced per config; posthog-plugin-server.md §2.1, §4.4). Here every worker may try, and Redis picks one:
+ * debounced per config; docs/posthog-plugin-api.md#scheduled-tasks). Here every worker may try, and Redis picks one:
  *
  *   period key  `<prefix>:<configId>:<task>:period:<ISO period start>`  set once per period (NX), expiring a bit
  *               after the period ends, so a worker whose clock or timer is late cannot run the period again;

@@ -91,7 +91,7 @@ function q(name: string): string {
   return `t-${name}-${process.pid}-${++seq}`;
 }
 
-/** A v2 task message built by hand, with the full header set Python 5.2 sends (celery-protocol.md §1.1). */
+/** A v2 task message built by hand, with the full header set Python 5.2 sends (docs/celery-wire.md#headers). */
 function taskMessage(task: string, args: unknown[], extraHeaders: JsonObject = {}, id = randomUUID()): RawMessage {
   const kwargs = {};
   const headers: JsonObject = {

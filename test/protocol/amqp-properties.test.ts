@@ -12,7 +12,7 @@ import {
 import type { JsonObject } from '../../protocol/types';
 
 /**
- * celery-protocol.md A.4, last capture: a Celery 5.2.6 message (countdown=30, expires=120, priority=3) as
+ * docs/celery-wire.md#captures A.4, last capture: a Celery 5.2.6 message (countdown=30, expires=120, priority=3) as
  * amqplib 0.10.9 `ch.get` returned it, verbatim.
  */
 const AMQPLIB_CAPTURE = JSON.parse(

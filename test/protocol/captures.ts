@@ -1,5 +1,5 @@
 /**
- * Raw messages captured from real Celery 5.2.6 / kombu 5.2.4 on Redis 7 (celery-protocol.md, Appendix A),
+ * Raw messages captured from real Celery 5.2.6 / kombu 5.2.4 on Redis 7 (docs/celery-wire.md#captures),
  * copied verbatim (texts exactly as LRANGE / HGETALL returned them).
  */
 

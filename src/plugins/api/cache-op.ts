@@ -2,7 +2,7 @@ import type Redis from 'ioredis';
 import { PluginFacingError, type HostOp, type PluginIdentity } from '../bridge';
 
 /**
- * The host half of `meta.cache` (posthog-plugin-server.md §2.2): PostHog's per-plugin, per-team Redis cache,
+ * The host half of `meta.cache` (docs/posthog-plugin-api.md#cache): PostHog's per-plugin, per-team Redis cache,
  * same keys (`@plugin/{pluginId}/{teamId}/{key}`), so values written by PostHog's own plugin server stay readable.
  *
  * The isolate shim sends one request per call, already reduced to plain JSON:

@@ -9,7 +9,7 @@ import type { Outgoing } from '../../brokers/broker';
 import { PluginFacingError, type HostOp, type PluginIdentity } from '../bridge';
 
 /**
- * The host half of `posthog.capture(event, properties)` (posthog-plugin-server.md §2.3): the event is enqueued
+ * The host half of `posthog.capture(event, properties)` (docs/posthog-plugin-api.md#capture): the event is enqueued
  * as `posthog.tasks.process_event.process_event_with_plugins` on the plugins queue, the way Django's capture
  * endpoint sends it (7 positional args, kwargs {}), so it is ingested like any captured event — and, as in
  * PostHog, goes through the team's plugins again.
