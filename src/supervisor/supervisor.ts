@@ -65,6 +65,12 @@ interface Slot {
 
 const MAIN_SCRIPT = path.resolve(__dirname, '../cli/main.js');
 /**
+ * Node flags of a worker process. isolated-vm needs the snapshot off. A young generation capped at 4 MB
+ * semi-spaces: with Node's default (sized for throughput) a worker draining a backlog peaked at ~360 MB RSS for a
+ * live heap of ~25 MB; at 4 MB it peaks at ~230 MB for the same CPU per event (docs/performance.md).
+ */
+const WORKER_EXEC_ARGV = ['--no-node-snapshot', '--max-semi-space-size=4'];
+/**
  * A new worker loads its modules (isolated-vm, drivers) synchronously before it can answer anything; on a
  * busy machine that takes seconds. Until its first answer it gets at least this long.
  */
@@ -198,7 +204,7 @@ export class Supervisor {
       fs.writeFileSync(initFile, JSON.stringify(init), { mode: 0o600 });
       child = fork(this.opts.mainScript ?? MAIN_SCRIPT, ['worker'], {
         execPath: process.execPath,
-        execArgv: ['--no-node-snapshot'],
+        execArgv: WORKER_EXEC_ARGV,
         env: { ...process.env, [WORKER_INIT_ENV]: initFile },
         stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
         serialization: 'json',
