@@ -29,7 +29,7 @@ start: build
 test: build services
 	@set -e; for line in $(TEST_LINES); do \
 	  echo "== make test: Node $$line"; \
-	  $(WITH_NODE) $$line sh -c 'node --version && $(NODE) --test --test-concurrency=2 $$(find dist/test -name "*.test.js" | sort) && $(NODE) dist/test/helpers/leftovers.js'; \
+	  PP_TEST_STARTED=$$(date +%s) $(WITH_NODE) $$line sh -c 'node --version && $(NODE) --test --test-concurrency=2 $$(find dist/test -name "*.test.js" | sort) && $(NODE) dist/test/helpers/leftovers.js'; \
 	done
 
 # Unit tests only (no services needed).

@@ -3,8 +3,6 @@
  * out (as the settle call sends it), through the real BatchProcessor and PluginManager with the bench plugin.
  * For profiling the event path in one process: `node --no-node-snapshot dist/test/bench/hotpath.js [events] [batch]`.
  */
-import { mkdtempSync } from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { execFileSync } from 'node:child_process';
 import { parseEnvelope, buildEnvelope } from '../../protocol/redis-envelope';
@@ -16,11 +14,12 @@ import { createLogger } from '../../src/log';
 import type { Delivery } from '../../src/brokers/broker';
 import { benchProducer, benchTask, captureMessage, redisEnvelope, REPO_ROOT } from './envelopes';
 import { BIN } from './procs';
+import { tempDir } from '../helpers/temp';
 
 async function main(): Promise<void> {
   const total = Number(process.argv[2] ?? 100_000);
   const batch = Number(process.argv[3] ?? 1000);
-  const dir = mkdtempSync(path.join(os.tmpdir(), 'hotpath-'));
+  const dir = tempDir('pp-hotpath-');
   const url = `sqlite:${path.join(dir, 'p.sqlite3')}`;
   execFileSync(BIN, ['install', 'fixtures/plugins/bench/add-one', '--team', '2', '--config', JSON.stringify({ propertyName: 'bench_plugin', propertyValue: '1' })], { cwd: REPO_ROOT, env: { ...process.env, DATABASE_URL: url }, stdio: 'ignore' });
   const logger = createLogger('warn');

@@ -3,9 +3,13 @@
  * the shared services: a RabbitMQ vhost `posthog-plugins-test-*`, a key in a Redis db assigned to test files
  * (services.ts), a Postgres database `posthog_plugins_test_*` (the shared `_store_api` one counts only while a
  * test file's schema is still in it). `--vhost NAME`, `--redis-db N`, `--pg NAME` (repeatable) check only those
- * resources: for a test file's own run while other files are running.
+ * resources: for a test file's own run while other files are running. A full check also fails on `pp-*` entries
+ * in the temp dir (test scratch dirs), only those changed since PP_TEST_STARTED (Unix seconds) when it is set.
  */
 import { execFile } from 'node:child_process';
+import { readdirSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { promisify } from 'node:util';
 import Redis from 'ioredis';
 import knex from 'knex';
@@ -55,6 +59,16 @@ async function leftRedisKeys(only: Only | null): Promise<string[]> {
   return out;
 }
 
+function leftTempDirs(only: Only | null): string[] {
+  if (only !== null) return [];
+  const since = Number(process.env.PP_TEST_STARTED ?? 0) * 1000;
+  return readdirSync(tmpdir())
+    .filter((name) => name.startsWith('pp-'))
+    .map((name) => path.join(tmpdir(), name))
+    .filter((p) => (statSync(p, { throwIfNoEntry: false })?.mtimeMs ?? 0) >= since)
+    .map((p) => `temp dir ${p}`);
+}
+
 async function leftPgDatabases(only: Only | null): Promise<string[]> {
   const admin = knex({ client: 'pg', connection: pgUrl('postgres'), pool: { min: 0, max: 1 } });
   try {
@@ -88,9 +102,9 @@ async function testSchemas(database: string): Promise<string[]> {
 
 async function main(): Promise<void> {
   const only = parseArgs(process.argv.slice(2));
-  const left = [...(await leftVhosts(only)), ...(await leftRedisKeys(only)), ...(await leftPgDatabases(only))];
+  const left = [...(await leftVhosts(only)), ...(await leftRedisKeys(only)), ...(await leftPgDatabases(only)), ...leftTempDirs(only)];
   if (left.length === 0) {
-    process.stdout.write('leftovers: none (test vhosts, Redis test dbs, posthog_plugins_test_* databases are clean)\n');
+    process.stdout.write('leftovers: none (test vhosts, Redis test dbs, posthog_plugins_test_* databases, pp-* temp dirs are clean)\n');
     return;
   }
   for (const l of left) process.stderr.write(`leftover: ${l}\n`);

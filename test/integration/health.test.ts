@@ -1,13 +1,13 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { existsSync, mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { after, before, describe, test } from 'node:test';
 import Redis from 'ioredis';
 import { PING_KEY } from '../../src/supervisor/health-reporter';
 import { flushRedisDb, redisUrl, waitUntil } from '../helpers/services';
+import { tempDir } from '../helpers/temp';
 import { BIN, REPO, type WorkerProcess, childrenOf, startWorker } from '../helpers/worker';
 
 const execFileAsync = promisify(execFile);
@@ -33,7 +33,7 @@ async function health(file: string): Promise<{ code: number; out: string }> {
 }
 
 describe('health and liveness of one start instance', () => {
-  const tmp = mkdtempSync(path.join(tmpdir(), 'pp-health-it-'));
+  const tmp = tempDir('pp-health-it-');
   const file = path.join(tmp, 'instance.health.json');
   let redis: Redis;
   let sup: WorkerProcess;

@@ -1,16 +1,18 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { Writable } from 'node:stream';
 import winston from 'winston';
+import { tempDir } from '../helpers/temp';
 import type { JsonObject } from '../../protocol/types';
 import type { Logger } from '../../src/log';
 import { openDatabase } from '../../src/store/database';
 import { migrate } from '../../src/store/migrate';
 import { PluginStore } from '../../src/store/plugin-store';
 import type { PluginEvent } from '../../src/plugins/types';
+
+export { tempDir };
 
 /** fixtures/plugins in the source tree (tests run from dist/test/plugins). */
 export const FIXTURES = path.resolve(__dirname, '../../../fixtures/plugins');
@@ -35,9 +37,6 @@ export async function until(cond: () => boolean | Promise<boolean>, what: string
   }
 }
 
-export function tempDir(prefix = 'pp-test-'): string {
-  return fs.mkdtempSync(path.join(os.tmpdir(), prefix));
-}
 
 export interface CapturedLog {
   level: string;

@@ -6,6 +6,7 @@ import { describe, it } from 'node:test';
 import { describeDatabaseUrl, openDatabase } from '../../src/store/database';
 import { migrate } from '../../src/store/migrate';
 import { PluginStore } from '../../src/store/plugin-store';
+import { tempDir } from '../helpers/temp';
 import { storeSuite } from './suite';
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pp-store-'));
@@ -22,7 +23,7 @@ storeSuite(
 describe('openDatabase / describeDatabaseUrl', () => {
   it('sqlite paths are relative to cwd; WAL is on; :memory: works', async () => {
     const cwd = process.cwd();
-    const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'pp-cwd-'));
+    const tmp = tempDir('pp-cwd-');
     process.chdir(tmp);
     try {
       const db = openDatabase('sqlite:rel/../data.sqlite3');

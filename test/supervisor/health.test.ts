@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, readdirSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, test } from 'node:test';
+import { tempDir } from '../helpers/temp';
 import {
   HEALTH_STATUS_VERSION,
   type HealthRule,
@@ -114,7 +114,7 @@ describe('progress tracking', () => {
 
 describe('status file', () => {
   test('written atomically, read back; absent is null; garbage is an error naming the file', () => {
-    const dir = mkdtempSync(path.join(tmpdir(), 'pp-health-'));
+    const dir = tempDir('pp-health-');
     const file = path.join(dir, 's.health.json');
     assert.equal(readHealthStatus(file), null);
     writeHealthStatus(file, status());
