@@ -297,19 +297,36 @@ return #items`;
 
 // ------------------------------------------------------------------------------------------------------ RabbitMQ
 
+/** How the RabbitMQ relay moves messages (test/bench/amqp-relay.ts compares them). */
+export interface RelayOptions {
+  /** Messages per publish round: acked together once all their confirms are in. */
+  batch: number;
+  /** Rounds in flight: the consumer's prefetch is batch × depth. */
+  depth: number;
+  /** Consume and publish on two connections instead of two channels of one. */
+  twoConnections: boolean;
+  /** Ack each message of a confirmed round (instead of one multiple ack for the round). */
+  ackEach: boolean;
+}
+
+/** The relay `make bench` reports as the RabbitMQ ceiling: the fastest of amqp-relay.ts's variants here. */
+export const BEST_RELAY: RelayOptions = { batch: 1000, depth: 2, twoConnections: false, ackEach: false };
+
 /**
- * The broker-only ceiling on RabbitMQ, with the guarantees our worker keeps: consume the input (manual acks,
- * prefetch 2 × batch), publish each body with its properties unchanged to the output queue on a confirm channel
- * (persistent, as Celery publishes), and ack a batch (one multiple-ack) once RabbitMQ confirmed its outputs. No
- * decoding; `depth` batches in flight. Returns messages/s from the first delivery to the last ack.
+ * The broker-only ceiling on RabbitMQ, with the guarantees our worker keeps: consume the input (manual acks),
+ * publish each body with its properties unchanged to the output queue on a confirm channel (persistent, as Celery
+ * publishes), and ack a round once RabbitMQ confirmed all its outputs. No decoding. Returns messages/s from the
+ * first delivery to the last ack.
  */
-export async function amqpCeiling(url: string, total: number, batch = 1000, depth = 2): Promise<{ rate: number; ms: number; moved: number }> {
-  const conn = await amqp.connect(url);
-  conn.on('error', () => undefined);
+export async function amqpCeiling(url: string, total: number, o: RelayOptions = BEST_RELAY): Promise<{ rate: number; ms: number; moved: number }> {
+  const subConn = await amqp.connect(url);
+  subConn.on('error', () => undefined);
+  const pubConn = o.twoConnections ? await amqp.connect(url) : subConn;
+  pubConn.on('error', () => undefined);
   try {
-    const pub = await conn.createConfirmChannel();
-    const sub = await conn.createChannel();
-    await sub.prefetch(batch * depth);
+    const pub = await pubConn.createConfirmChannel();
+    const sub = await subConn.createChannel();
+    await sub.prefetch(o.batch * o.depth);
     let moved = 0;
     let taken = 0;
     let start = 0;
@@ -322,7 +339,8 @@ export async function amqpCeiling(url: string, total: number, batch = 1000, dept
       let left = msgs.length;
       const confirmed = (): void => {
         if (--left > 0) return;
-        sub.ack(msgs[msgs.length - 1]!, true);
+        if (o.ackEach) for (const m of msgs) sub.ack(m);
+        else sub.ack(msgs[msgs.length - 1]!, true);
         moved += msgs.length;
         if (moved >= total) finish();
       };
@@ -333,13 +351,14 @@ export async function amqpCeiling(url: string, total: number, batch = 1000, dept
       if (start === 0) start = nowMs();
       taken++;
       pending.push(msg);
-      if (pending.length >= batch || taken >= total) flush();
+      if (pending.length >= o.batch || taken >= total) flush();
     });
     await done;
     const ms = nowMs() - start;
     return { rate: (moved / ms) * 1000, ms, moved };
   } finally {
-    await conn.close().catch(() => undefined);
+    await subConn.close().catch(() => undefined);
+    if (pubConn !== subConn) await pubConn.close().catch(() => undefined);
   }
 }
 
