@@ -1,6 +1,6 @@
-import type { JsonObject } from '../../protocol/types';
-import type { Logger } from '../log';
-import type { PluginVm, TaskOutcome } from './sandbox';
+import type { JsonObject } from '../../../protocol/types';
+import type { Logger } from '../../log';
+import type { PluginVm, TaskOutcome } from '../vm/plugin-vm';
 
 /**
  * What happens to one plugin config's events after the chain: `onEvent(event, meta)` for each, and

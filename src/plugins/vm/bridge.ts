@@ -1,5 +1,5 @@
 import type ivm from 'isolated-vm';
-import type { Logger } from '../log';
+import type { Logger } from '../../log';
 
 /**
  * The host half of the request/settle bridge (isolated-vm.md §3.3). Plugin code calls a plain function installed by

@@ -1,11 +1,11 @@
 import ivm from 'isolated-vm';
-import type { JsonObject } from '../../protocol/types';
-import type { Logger } from '../log';
-import type { PluginAttachment } from '../store/types';
-import { BOOT_SOURCE } from './boot';
+import type { JsonObject } from '../../../protocol/types';
+import type { Logger } from '../../log';
+import type { PluginAttachment } from '../../store/types';
+import { BOOT_SOURCE } from '../boot';
 import { Bridge, HostOps } from './bridge';
-import { importNotAvailable } from './transpile';
-import { DEFAULT_LIMITS, SandboxErrorInfo, SandboxLimits } from './types';
+import { importNotAvailable } from '../loading/transpile';
+import { DEFAULT_LIMITS, SandboxErrorInfo, SandboxLimits } from '../types';
 
 export type FailureKind =
   | 'timeout' // isolated-vm `timeout` (CPU) fired
