@@ -12,7 +12,9 @@ import { compilePlugin, hostModulesFor } from './loading/compile';
 import { ConfigErrorWriter } from './error-writer';
 import { EventSink, type SinkEvent } from './background/event-sink';
 import { createFetchOp, resolveFetchOptions } from './api/fetch';
-import { msSinceBusyDispose, PluginVm, resolveLimits, SandboxError, type TaskKind, type TaskOutcome } from './vm/plugin-vm';
+import type { TaskKind } from './vm/driver-client';
+import { SandboxError } from './vm/errors';
+import { msSinceBusyDispose, PluginVm, resolveLimits, type TaskOutcome } from './vm/plugin-vm';
 import { readPluginRowSource } from './loading/source';
 import type { ConfigInfo, FetchOptions, PluginEvent, SandboxErrorInfo, SandboxLimits } from './types';
 
