@@ -14,7 +14,8 @@ import { EventSink, type SinkEvent } from './background/event-sink';
 import { createFetchOp, resolveFetchOptions } from './api/fetch';
 import type { TaskKind } from './vm/driver-client';
 import { SandboxError } from './vm/errors';
-import { msSinceBusyDispose, PluginVm, resolveLimits, type TaskOutcome } from './vm/plugin-vm';
+import { msSinceBusyDispose, PluginVm, resolveLimits } from './vm/plugin-vm';
+import type { TaskOutcome } from './vm/task-call';
 import { readPluginRowSource } from './loading/source';
 import type { ConfigInfo, FetchOptions, PluginEvent, SandboxErrorInfo, SandboxLimits } from './types';
 

@@ -5,6 +5,7 @@ import { BOOT_SOURCE } from '../boot';
 import { importNotAvailable } from '../loading/transpile';
 import type { SandboxErrorInfo, SandboxLimits } from '../types';
 import type { HostOps } from './bridge';
+import type { CallGuard } from './call-guard';
 import { MAX_LOG_LINE } from './console-limiter';
 import { readGuestError, SandboxError } from './errors';
 
@@ -83,9 +84,6 @@ export interface EntryPath {
   onSyncFailure: () => void;
 }
 
-/** Awaits an isolate call under the VM's wall-clock deadline (PluginVm.call). */
-export type CallGuard = <T>(p: Promise<T>, what: string) => Promise<T>;
-
 /** What the boot script is given besides the plugin's code. */
 export interface GuestSetup {
   config: JsonObject;
@@ -143,7 +141,7 @@ export class DriverClient {
       utf8: a.contents.toString('utf8'),
       base64: a.contents.toString('base64'),
     }));
-    const driver = await guard(
+    const driver = await guard.run(
       context.evalClosure(BOOT_SOURCE, [setup.log, setup.request, init, attachments], { arguments: { copy: true }, result: { reference: true }, timeout: limits.cpuTimeoutMs }),
       'boot',
     );
@@ -170,17 +168,17 @@ export class DriverClient {
 
   /** The plugin's exports, once its code has run. */
   async exports(): Promise<ExportsInfo> {
-    const info = await this.guard(this.refs.resolve.apply(undefined, [], { result: { copy: true }, timeout: this.limits.cpuTimeoutMs }), 'plugin load');
+    const info = await this.guard.run(this.refs.resolve.apply(undefined, [], { result: { copy: true }, timeout: this.limits.cpuTimeoutMs }), 'plugin load');
     if (typeof info !== 'string' || info.length > 256 * 1024) throw new SandboxError('invalid-result', 'sandbox driver returned an invalid export list');
     return readExports(info);
   }
 
   setup(): Promise<unknown> {
-    return this.guard(this.refs.setup.apply(undefined, [], { result: { promise: true }, timeout: this.limits.cpuTimeoutMs }), 'setupPlugin');
+    return this.guard.run(this.refs.setup.apply(undefined, [], { result: { promise: true }, timeout: this.limits.cpuTimeoutMs }), 'setupPlugin');
   }
 
   teardown(): Promise<unknown> {
-    return this.guard(this.refs.teardown.apply(undefined, [], { result: { promise: true }, timeout: this.limits.cpuTimeoutMs }), 'teardownPlugin');
+    return this.guard.run(this.refs.teardown.apply(undefined, [], { result: { promise: true }, timeout: this.limits.cpuTimeoutMs }), 'teardownPlugin');
   }
 
   /** Start a background task; its summary (readTaskSummary) is not under the call guard (tasks have their own). */
@@ -202,9 +200,9 @@ export class DriverClient {
         throw err;
       }
       // processEvent returned a promise for some event: the async driver finishes the call from that event on.
-      if (answer === '') answer = await guard(refs.resume.apply(undefined, [maxResultBytes], { arguments: { copy: true }, result: { promise: true, copy: true }, timeout }), 'processEvent');
+      if (answer === '') answer = await guard.run(refs.resume.apply(undefined, [maxResultBytes], { arguments: { copy: true }, result: { promise: true, copy: true }, timeout }), 'processEvent');
     } else {
-      answer = await guard(refs.run.apply(undefined, [inputs, maxResultBytes], { arguments: { copy: true }, result: { promise: true, copy: true }, timeout }), 'processEvent');
+      answer = await guard.run(refs.run.apply(undefined, [inputs, maxResultBytes], { arguments: { copy: true }, result: { promise: true, copy: true }, timeout }), 'processEvent');
     }
     // Results that fit come back with the summary ([summary, results]); larger ones are fetched by take() below.
     let summaryJson = answer;
@@ -224,7 +222,7 @@ export class DriverClient {
     const take = async (keep: boolean): Promise<unknown> =>
       path.isolateFree()
         ? refs.take.applySync(undefined, [keep], { result: { copy: true }, timeout })
-        : guard(refs.take.apply(undefined, [keep], { result: { copy: true }, timeout }), 'processEvent');
+        : guard.run(refs.take.apply(undefined, [keep], { result: { copy: true }, timeout }), 'processEvent');
     if (reported > maxResultBytes) {
       await take(false);
       throw new SandboxError('too-large', `processEvent results too large: ${reported} bytes for ${n} event(s), limit ${maxResultBytes}`);

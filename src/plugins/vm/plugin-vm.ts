@@ -2,12 +2,14 @@ import ivm from 'isolated-vm';
 import type { JsonObject } from '../../../protocol/types';
 import type { Logger } from '../../log';
 import type { PluginAttachment } from '../../store/types';
-import { DEFAULT_LIMITS, SandboxErrorInfo, SandboxLimits } from '../types';
+import { DEFAULT_LIMITS, SandboxLimits } from '../types';
 import { type BatchOutcome, emptyOutcome, runBatchCall } from './batch-call';
 import { Bridge, HostOps } from './bridge';
+import { CallGuard } from './call-guard';
 import { ConsoleLimiter } from './console-limiter';
-import { DriverClient, type EntryResult, type ExportsInfo, NO_EXPORTS, readTaskSummary, type TaskKind } from './driver-client';
-import { classifyFailure, errorInfo, SandboxError } from './errors';
+import { DriverClient, type EntryResult, type ExportsInfo, NO_EXPORTS, type TaskKind } from './driver-client';
+import { classifyFailure, SandboxError } from './errors';
+import { runTaskCall, type TaskOutcome } from './task-call';
 
 export interface PluginVmSpec {
   configId: number;
@@ -34,24 +36,6 @@ export interface PluginVmSpec {
   onConsole?: (level: 'debug' | 'log' | 'info' | 'warn' | 'error', line: string) => void;
   /** false: start() loads the code without running setupPlugin (install's check). Default true. */
   setup?: boolean;
-}
-
-export interface TaskOutcome {
-  /** Calls that threw (onEvent: per event; the others: 0 or 1). */
-  failed: number;
-  /** The last error thrown by the plugin, or the limit that stopped it. */
-  error: SandboxErrorInfo | null;
-  /** The plugin threw RetryError (exportEvents is retried later). */
-  retry: boolean;
-  /**
-   * Not the plugin's answer: the isolate was not running, was recreated or closed under the task, or the task
-   * passed its wall-clock deadline and was abandoned. Work that can be retried (a job) should be.
-   */
-  interrupted: 'not-ready' | 'disposed' | 'deadline' | 'limit' | null;
-}
-
-function describeTask(kind: TaskKind, name: string): string {
-  return kind === 'schedule' ? name : kind === 'job' ? `job ${JSON.stringify(name)}` : kind;
 }
 
 let lastBusyDisposeAt = 0;
@@ -98,12 +82,9 @@ export class PluginVm {
   private isolate: ivm.Isolate | null = null;
   private driver: DriverClient | null = null;
   private bridge: Bridge | null = null;
-  /** Fails the call in progress (a settle hit a limit while the call waited on its promise). */
-  private tripCall: ((e: SandboxError) => void) | null = null;
-  private callWhat = '';
+  private readonly guard: CallGuard;
   /** A settle between calls hit a limit: the isolate is gone; the next call recreates it and reports this. */
   private backgroundFailure: SandboxError | null = null;
-  private busy = false;
   /** processEvent failed on the synchronous path (see runEntry): only the async path from now on. */
   private syncHitLimit = false;
   /** Background tasks (runTask) inside the isolate now. */
@@ -116,6 +97,7 @@ export class PluginVm {
 
   constructor(private readonly spec: PluginVmSpec) {
     this.limits = resolveLimits(spec.limits);
+    this.guard = new CallGuard(this.limits.wallTimeoutMs, () => this.disposeIsolate());
     this.logMeta = { pluginConfigId: spec.configId, pluginId: spec.pluginId, teamId: spec.teamId, plugin: spec.name };
     this.console = new ConsoleLimiter(spec.logger, this.logMeta, spec.maxLogLinesPerSecond, spec.onConsole);
   }
@@ -209,7 +191,6 @@ export class PluginVm {
    * A task that hits a limit has the isolate recreated, as processEvent would. Never throws.
    */
   async runTask(kind: TaskKind, name: string, arg: string[], wallMs: number): Promise<TaskOutcome> {
-    const outcome: TaskOutcome = { failed: 0, error: null, retry: false, interrupted: null };
     this.lastUsedMs = Date.now();
     if ((this.hibernated || this.hibernating) && !this.closing) await this.exclusive(() => this.wakeUnlocked());
     if (this.backgroundFailure && this.state === 'ready' && !this.closing) {
@@ -222,55 +203,23 @@ export class PluginVm {
     }
     if (!this.driver && this.state === 'ready') await this.tail; // a restart in progress
     const driver = this.driver;
-    if (!driver || this.state !== 'ready') {
-      outcome.interrupted = 'not-ready';
-      return outcome;
-    }
+    if (!driver || this.state !== 'ready') return { failed: 0, error: null, retry: false, interrupted: 'not-ready' };
     const generation = this.generation;
-    let timer: NodeJS.Timeout | undefined;
     this.tasks++;
     try {
-      const p = driver.task(kind, name, arg);
-      p.catch(() => undefined);
-      const deadline = new Promise<'deadline'>((resolve) => {
-        timer = setTimeout(() => resolve('deadline'), wallMs);
+      return await runTaskCall(driver, kind, name, arg, wallMs, {
+        stale: () => this.closing || this.generation !== generation || !this.isolate || this.isolate.isDisposed,
+        classify: (err, what) => this.classify(err, what),
+        onLimit: (e) => {
+          // The next call (task or processEvent) recreates the isolate; calls running in it now fail with it.
+          this.spec.logger.warn(`${e.message}; the isolate is recreated`, this.logMeta);
+          this.backgroundFailure = e;
+          this.disposeIsolate();
+        },
       });
-      const summary = await Promise.race([p, deadline]);
-      if (summary === 'deadline') {
-        outcome.interrupted = 'deadline';
-        outcome.failed = 1;
-        outcome.error = { name: 'TimeoutError', message: `${describeTask(kind, name)} did not finish within ${wallMs} ms (abandoned)` };
-        return outcome;
-      }
-      const r = readTaskSummary(summary);
-      outcome.failed = r.failed;
-      outcome.retry = r.retry;
-      outcome.error = r.error;
-      return outcome;
-    } catch (err) {
-      outcome.failed = 1;
-      if (this.closing || this.generation !== generation || !this.isolate || this.isolate.isDisposed) {
-        // Its isolate is gone (recreated, closed): nothing of this failure may touch the current one.
-        outcome.interrupted = 'disposed';
-        outcome.error = errorInfo(err);
-        return outcome;
-      }
-      const e = this.classify(err, describeTask(kind, name));
-      outcome.error = e.info();
-      if (e.kind === 'disposed') {
-        outcome.interrupted = 'disposed';
-      } else if (e.needsRecycle) {
-        outcome.interrupted = 'limit';
-        // The next call (task or processEvent) recreates the isolate; calls running in it now fail with it.
-        this.spec.logger.warn(`${e.message}; the isolate is recreated`, this.logMeta);
-        this.backgroundFailure = e;
-        this.disposeIsolate();
-      }
-      return outcome;
     } finally {
       this.tasks--;
       this.lastUsedMs = Date.now();
-      clearTimeout(timer);
     }
   }
 
@@ -285,7 +234,7 @@ export class PluginVm {
   /** Dispose the isolate now (even mid-call). Returns true when it was running. */
   dispose(): boolean {
     this.closing = true;
-    const wasBusy = this.busy;
+    const wasBusy = this.guard.busy;
     this.disposeIsolate();
     this.state = 'closed';
     return wasBusy;
@@ -331,9 +280,16 @@ export class PluginVm {
       const log = new ivm.Callback(hostLog, { ignored: true });
       const request = new ivm.Callback(hostRequest, { ignored: true });
       const ops = spec.ops ?? new Map();
-      const guard = <T>(p: Promise<T>, what: string): Promise<T> => this.call(p, what);
-      const guestSetup = { config: spec.config, attachments: spec.attachments, ops, unavailable: spec.unavailable ?? {}, maxLogLinesPerSecond: this.console.maxPerSecond, log, request };
-      const driver = await DriverClient.boot(context, guestSetup, limits, guard);
+      const guestSetup = {
+        config: spec.config,
+        attachments: spec.attachments,
+        ops,
+        unavailable: spec.unavailable ?? {},
+        maxLogLinesPerSecond: this.console.maxPerSecond,
+        log,
+        request,
+      };
+      const driver = await DriverClient.boot(context, guestSetup, limits, this.guard);
       bridge = new Bridge(driver.settle, ops, {
         timeout,
         plugin: { pluginConfigId: spec.configId, pluginId: spec.pluginId, teamId: spec.teamId },
@@ -345,7 +301,7 @@ export class PluginVm {
 
       try {
         const script = await isolate.compileScript(spec.code, { filename: spec.filename });
-        await this.call(script.run(context, { timeout, release: true }), 'plugin load');
+        await this.guard.run(script.run(context, { timeout, release: true }), 'plugin load');
         this.exports = await driver.exports();
       } catch (err) {
         throw this.stageError(err, 'load', 'plugin load');
@@ -445,41 +401,13 @@ export class PluginVm {
     });
   }
 
-  /**
-   * Await an isolate call under the wall-clock deadline; on the deadline the isolate is disposed. A bridge settle
-   * that hits a limit while this call waits (code after `await fetch()` looping, allocating) fails it at once.
-   */
-  private async call<T>(p: Promise<T>, what: string): Promise<T> {
-    const ms = this.limits.wallTimeoutMs;
-    let timer: NodeJS.Timeout | undefined;
-    p.catch(() => undefined); // may reject after the deadline ("Promise was abandoned")
-    const deadline = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => {
-        this.disposeIsolate();
-        reject(new SandboxError('deadline', `${what} did not finish within ${ms} ms (wall-clock deadline)`));
-      }, ms);
-    });
-    const tripped = new Promise<never>((_, reject) => {
-      this.tripCall = reject;
-    });
-    this.callWhat = what;
-    this.busy = true;
-    try {
-      return await Promise.race([p, deadline, tripped]);
-    } finally {
-      this.busy = false;
-      this.tripCall = null;
-      clearTimeout(timer);
-    }
-  }
-
   /** A settle failed with a limit (CPU timeout, memory) or the isolate went away under it. */
   private onBridgeFatal(bridge: Bridge, err: unknown): void {
     if (bridge !== this.bridge || this.closing) return;
-    const trip = this.tripCall;
-    const e = this.classify(err, `${trip ? this.callWhat : 'plugin code'} (resumed after a host call)`);
-    if (trip) {
-      trip(e);
+    const waiting = this.guard.waiting;
+    const e = this.classify(err, `${waiting ?? 'plugin code'} (resumed after a host call)`);
+    if (waiting !== null) {
+      this.guard.trip(e);
       return;
     }
     // Nothing is waiting: the plugin's fire-and-forget continuation hit the limit between calls.
@@ -503,7 +431,7 @@ export class PluginVm {
     this.bridge = null;
     bridge?.close();
     if (iso && !iso.isDisposed) {
-      if (this.busy || this.tasks > 0 || (bridge !== null && bridge.settling > 0)) lastBusyDisposeAt = Date.now();
+      if (this.guard.busy || this.tasks > 0 || (bridge !== null && bridge.settling > 0)) lastBusyDisposeAt = Date.now();
       try {
         iso.dispose();
       } catch {
