@@ -1,6 +1,6 @@
 import type { JsonObject } from '../../protocol/types';
 import type { Logger } from '../log';
-import { maskSecrets, resolveConfig } from '../plugins/config-schema';
+import { maskSecrets, resolveConfig } from '../plugins/loading/config-schema';
 import { findConfigs, setConfigValues } from '../store/plugin-admin';
 import { openStore } from './open-store';
 import { announceReload, type AnnounceTarget } from './reload-notice';

@@ -1,6 +1,6 @@
 import type { Logger } from '../log';
-import { readPluginRowSource } from '../plugins/source';
-import { importNotAvailable, transpilePlugin } from '../plugins/transpile';
+import { readPluginRowSource } from '../plugins/loading/source';
+import { importNotAvailable, transpilePlugin } from '../plugins/loading/transpile';
 import type { InspectedConfig } from '../store/plugin-store';
 import { accessRuleOf, describeSchema, pluginLogDestination, storageUnavailableReason, type Columns, type PosthogSchema } from '../store/schema';
 import type { PluginRow } from '../store/types';

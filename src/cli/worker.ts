@@ -12,7 +12,7 @@ import { ConsumerLoop, type ConsumerStats, type LoopObserver } from '../pipeline
 import { WorkerMetrics } from '../metrics/worker-metrics';
 import { SuspectList } from '../pipeline/suspects';
 import { PluginManager } from '../plugins/manager';
-import { ReloadListener } from '../plugins/reload-listener';
+import { ReloadListener } from '../plugins/background/reload-listener';
 import { FlightRecorder } from '../supervisor/flight-recorder';
 import type { WorkerInit } from '../supervisor/messages';
 import { WorkerLink } from '../supervisor/worker-link';

@@ -1,5 +1,5 @@
-import { sniffArchive } from '../plugins/archive';
-import { type PluginSourceCode, PluginSourceError, readPluginArchive } from '../plugins/source';
+import { sniffArchive } from '../plugins/loading/archive';
+import { type PluginSourceCode, PluginSourceError, readPluginArchive } from '../plugins/loading/source';
 import { DownloadError, getJson, httpGet, type HttpOptions } from './http';
 import type { PluginSpec } from './spec';
 

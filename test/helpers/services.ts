@@ -19,8 +19,9 @@
  * |                                       |        9 test/brokers/redis-broker.test.ts                 |
  * | Redis db 10                           | test/integration/reload.test.ts                            |
  * | Redis db 11                           | test/plugins/api/cache-op.test.ts and                      |
- * |                                       | test/plugins/schedule-lock.test.ts (shared: each uses its  |
- * |                                       | own random key prefix and deletes only its keys, no FLUSH) |
+ * |                                       | test/plugins/background/schedule-lock.test.ts (shared:     |
+ * |                                       | each uses its own random key prefix and deletes only its   |
+ * |                                       | keys, no FLUSH)                                            |
  * | Redis db 13                           | test/plugins/api/capture-op.test.ts (flushed by it)        |
  * | Redis db 12                           | test/bench/run.ts (`make bench`; flushed on each run)      |
  * | Redis db 14                           | test/helpers/harness.test.ts (the harness's own test)      |
@@ -79,7 +80,7 @@ export const REDIS_DBS: Readonly<Record<number, string>> = {
   8: 'test/integration/fatal-oom.test.ts',
   9: 'test/brokers/redis-broker.test.ts',
   10: 'test/integration/reload.test.ts',
-  11: 'test/plugins/api/cache-op.test.ts, test/plugins/schedule-lock.test.ts (shared, own key prefixes, never flushed)',
+  11: 'test/plugins/api/cache-op.test.ts, test/plugins/background/schedule-lock.test.ts (shared, own key prefixes, never flushed)',
   13: 'test/plugins/api/capture-op.test.ts',
 };
 /** The harness's own test (test/helpers/harness.test.ts). */

@@ -7,7 +7,7 @@ import { type RemoteOptions, RemotePluginError, downloadPlugin, resolvePluginSou
 import { parsePluginSpec } from '../../src/install/spec';
 import { openDatabase } from '../../src/store/database';
 import { PluginStore } from '../../src/store/plugin-store';
-import { readPluginRowSource } from '../../src/plugins/source';
+import { readPluginRowSource } from '../../src/plugins/loading/source';
 import { BIN, REPO, cli } from '../helpers/worker';
 import { tempDir } from '../plugins/helpers';
 import { type Forges, SHA_GITLAB, SHA_MAIN, SHA_V1, startForges } from './forges';

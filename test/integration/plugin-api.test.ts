@@ -22,8 +22,8 @@ import { type WorkerProcess, cli, startWorker } from '../helpers/worker';
  * executes process_event. Also: two instances never both run a runEveryMinute; a job scheduled runIn(2,
  * 'seconds') survives a restart of every worker and runs once.
  *
- * Redis db 11 is shared with test/plugins/api/cache-op.test.ts and schedule-lock.test.ts, which never flush it:
- * this file uses queues, a team and config/plugin ids of its own (random), and never flushes either.
+ * Redis db 11 is shared with test/plugins/api/cache-op.test.ts and background/schedule-lock.test.ts, which never
+ * flush it: this file uses queues, a team and config/plugin ids of its own (random), and never flushes either.
  */
 const DB = 11;
 const RUN = randomBytes(4).toString('hex');

@@ -4,7 +4,7 @@ import { after, before, describe, it } from 'node:test';
 import knexFactory, { type Knex } from 'knex';
 import { runDoctor } from '../../src/cli/doctor';
 import { silentLogger } from '../../src/log';
-import { readPluginRowSource } from '../../src/plugins/source';
+import { readPluginRowSource } from '../../src/plugins/loading/source';
 import { migrate, MigrateRefusedError } from '../../src/store/migrate';
 import { PluginLogWriter } from '../../src/store/plugin-log-writer';
 import { PluginStore } from '../../src/store/plugin-store';

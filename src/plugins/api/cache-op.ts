@@ -1,5 +1,5 @@
 import type Redis from 'ioredis';
-import { PluginFacingError, type HostOp, type PluginIdentity } from '../bridge';
+import { PluginFacingError, type HostOp, type PluginIdentity } from '../vm/bridge';
 
 /**
  * The host half of `meta.cache` (docs/posthog-plugin-api.md#cache): PostHog's per-plugin, per-team Redis cache,

@@ -6,7 +6,7 @@ import { processEventWithPluginsTask } from '../../../protocol/posthog';
 import { formatPythonUtcIso, parseIsoDateTime } from '../../../protocol/time';
 import type { JsonObject, OutgoingTask } from '../../../protocol/types';
 import type { Outgoing } from '../../brokers/broker';
-import { PluginFacingError, type HostOp, type PluginIdentity } from '../bridge';
+import { PluginFacingError, type HostOp, type PluginIdentity } from '../vm/bridge';
 
 /**
  * The host half of `posthog.capture(event, properties)` (docs/posthog-plugin-api.md#capture): the event is enqueued

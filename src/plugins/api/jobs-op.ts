@@ -1,5 +1,5 @@
 import type { JobStore } from '../../store/job-store';
-import { type HostOp, PluginFacingError } from '../bridge';
+import { type HostOp, PluginFacingError } from '../vm/bridge';
 
 /**
  * meta.jobs.NAME(payload).runNow() / runIn(n, unit) / runAt(date): {name, payload: JSON text, runAt: epoch ms}

@@ -1,5 +1,5 @@
 import { type PluginStorage, STORAGE_KEY_MAX_CHARS } from '../../store/plugin-storage';
-import { type HostOp, PluginFacingError } from '../bridge';
+import { type HostOp, PluginFacingError } from '../vm/bridge';
 
 /**
  * meta.storage and meta.utils.cursor (posthog_pluginstorage, scoped to the calling config). The isolate side

@@ -4,7 +4,7 @@ import * as net from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import Redis from 'ioredis';
 import { cacheKey, createCacheOp } from '../../../src/plugins/api/cache-op';
-import { PluginFacingError, type HostOp, type HostOpContext, type PluginIdentity } from '../../../src/plugins/bridge';
+import { PluginFacingError, type HostOp, type HostOpContext, type PluginIdentity } from '../../../src/plugins/vm/bridge';
 import { createLogger } from '../../../src/log';
 import { redisUrl } from '../../helpers/services';
 

@@ -10,7 +10,7 @@ import type { JsonObject, JsonValue } from '../../../protocol/types';
 import { RedisBroker } from '../../../src/brokers/redis/redis-broker';
 import { createLogger, silentLogger } from '../../../src/log';
 import { captureTask, createCaptureOp, timeOrderedUuid } from '../../../src/plugins/api/capture-op';
-import { PluginFacingError, type HostOp, type HostOpContext, type PluginIdentity } from '../../../src/plugins/bridge';
+import { PluginFacingError, type HostOp, type HostOpContext, type PluginIdentity } from '../../../src/plugins/vm/bridge';
 import { PYTHON, PYTHON_DIR } from '../../helpers/python';
 import { flushRedisDb, redisUrl } from '../../helpers/services';
 

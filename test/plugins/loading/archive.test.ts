@@ -2,9 +2,9 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import zlib from 'node:zlib';
 import { describe, it } from 'node:test';
-import { openArchive, sniffArchive } from '../../src/plugins/archive';
-import { readPluginArchive } from '../../src/plugins/source';
-import { makeArchive } from './helpers';
+import { openArchive, sniffArchive } from '../../../src/plugins/loading/archive';
+import { readPluginArchive } from '../../../src/plugins/loading/source';
+import { makeArchive } from '../helpers';
 
 // Multi-byte characters of 2, 3 and 4 bytes, long enough to cross any 16/64 KB chunk boundary many times.
 const UNICODE = 'héllo wörld — 日本語テキスト 🎉🚀 '.repeat(5000);

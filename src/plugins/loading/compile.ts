@@ -1,5 +1,5 @@
 import path from 'node:path';
-import { SandboxError } from './sandbox';
+import { SandboxError } from '../vm/errors';
 import type { PluginSourceCode } from './source';
 import { importNotAvailable, transpilePlugin } from './transpile';
 

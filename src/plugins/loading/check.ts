@@ -1,9 +1,9 @@
-import type { Logger } from '../log';
+import type { Logger } from '../../log';
 import { compilePlugin, hostModulesFor } from './compile';
-import { createFetchOp, resolveFetchOptions } from './fetch';
-import { PluginVm } from './sandbox';
+import { createFetchOp, resolveFetchOptions } from '../api/fetch';
+import { PluginVm } from '../vm/plugin-vm';
 import type { PluginSourceCode } from './source';
-import type { FetchOptions, SandboxLimits } from './types';
+import type { FetchOptions, SandboxLimits } from '../types';
 
 /**
  * Load a plugin the way a worker does (transpile, import check, a fresh isolate with the same limits and host

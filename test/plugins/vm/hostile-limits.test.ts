@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import type { PluginEvent } from '../../src/plugins/types';
-import { closeHarness, Harness, harness, makeEvent, props } from './helpers';
-import { startServer, TestServer } from './http-server';
+import type { PluginEvent } from '../../../src/plugins/types';
+import { closeHarness, Harness, harness, makeEvent, props } from '../helpers';
+import { startServer, TestServer } from '../http-server';
 
 /**
  * Hostile plugins, each in its own team of one PluginManager, next to a well-behaved team (GOOD) whose events run

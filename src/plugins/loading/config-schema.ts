@@ -1,5 +1,5 @@
-import { isJsonObject } from '../../protocol/json';
-import type { JsonObject, JsonValue } from '../../protocol/types';
+import { isJsonObject } from '../../../protocol/json';
+import type { JsonObject, JsonValue } from '../../../protocol/types';
 
 /**
  * plugin.json's `config` (stored as `posthog_plugin.config_schema`), read the way PostHog's UI read it: a map

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import type { JsonObject } from '../../protocol/types';
-import { closeHarness, Harness, harness, makeEvent, props } from './helpers';
+import type { JsonObject } from '../../../protocol/types';
+import { closeHarness, Harness, harness, makeEvent, props } from '../helpers';
 
 /**
  * Hostile plugins, each for its own team, followed by a well-behaved plugin so that we can see the chain go on.

@@ -1,6 +1,6 @@
-import { redisBackoff, reportRedisOutages } from '../brokers/connect-errors';
-import type { Logger } from '../log';
-import { type BoundedRedis, createRedisClient } from '../redis/client';
+import { redisBackoff, reportRedisOutages } from '../../brokers/connect-errors';
+import type { Logger } from '../../log';
+import { type BoundedRedis, createRedisClient } from '../../redis/client';
 
 /**
  * PostHog publishes on Redis channel `reload-plugins` whenever a plugin, config or attachment is saved. Each

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { blockedName, blockedReason, FetchRefusedError, formatIp, NetGuard, parseAllowList, parseIp } from '../../src/plugins/net-guard';
+import { blockedName, blockedReason, FetchRefusedError, formatIp, NetGuard, parseAllowList, parseIp } from '../../../src/plugins/api/net-guard';
 
 /**
  * The address check, on its own: no packet is sent by this file. Private, link-local and metadata ranges are

@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import type { JsonObject } from '../../protocol/types';
-import { closeHarness, Harness, harness, makeEvent, props } from './helpers';
-import { startServer, TestServer } from './http-server';
+import type { JsonObject } from '../../../protocol/types';
+import { closeHarness, Harness, harness, makeEvent, props } from '../helpers';
+import { startServer, TestServer } from '../http-server';
 
 /**
  * fetch from plugins against a local server on 127.0.0.1 (allow-listed here). Refusals are checked with loopback

@@ -1,5 +1,5 @@
 import type ivm from 'isolated-vm';
-import type { Logger } from '../log';
+import type { Logger } from '../../log';
 
 /**
  * The host half of the request/settle bridge (docs/isolated-vm.md#bridge). Plugin code calls a plain function set by

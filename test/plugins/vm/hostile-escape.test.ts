@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import type { JsonObject } from '../../protocol/types';
-import { closeHarness, Harness, harness, makeEvent, props } from './helpers';
-import { startServer, TestServer } from './http-server';
+import type { JsonObject } from '../../../protocol/types';
+import { closeHarness, Harness, harness, makeEvent, props } from '../helpers';
+import { startServer, TestServer } from '../http-server';
 
 /**
  * Plugins that try to leave the sandbox or tamper with what others share. Each runs in its own team of one

@@ -2,10 +2,10 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { describe, it } from 'node:test';
-import { configSchemaOf, readPluginPath, readPluginRowSource, resolveFileUrl } from '../../src/plugins/source';
-import { transpilePlugin } from '../../src/plugins/transpile';
-import type { PluginRow } from '../../src/store/types';
-import { FIXTURES, fixture, makeArchive, tempDir } from './helpers';
+import { configSchemaOf, readPluginPath, readPluginRowSource, resolveFileUrl } from '../../../src/plugins/loading/source';
+import { transpilePlugin } from '../../../src/plugins/loading/transpile';
+import type { PluginRow } from '../../../src/store/types';
+import { FIXTURES, fixture, makeArchive, tempDir } from '../helpers';
 
 function row(p: Partial<PluginRow>): PluginRow {
   return { id: 1, name: 'row plugin', pluginType: 'custom', url: null, archive: null, source: null, sourceFiles: null, configSchema: {}, updatedAt: null, ...p };

@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { JobRunner } from '../../src/plugins/job-runner';
-import { JobStore } from '../../src/store/job-store';
-import { captureLogger, closeHarness, FAST_LIMITS, harness, until } from './helpers';
+import { JobRunner } from '../../../src/plugins/background/job-runner';
+import { JobStore } from '../../../src/store/job-store';
+import { captureLogger, closeHarness, FAST_LIMITS, harness, until } from '../helpers';
 
 /** The job runner over a real job table (SQLite) and real isolates: what happens to jobs it cannot finish. */
 describe('JobRunner', () => {

@@ -1,8 +1,8 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import { isJsonObject } from '../../protocol/json';
-import type { JsonObject } from '../../protocol/types';
-import type { PluginRow } from '../store/types';
+import { isJsonObject } from '../../../protocol/json';
+import type { JsonObject } from '../../../protocol/types';
+import type { PluginRow } from '../../store/types';
 import { Archive, ArchiveError, openArchive, sniffArchive, normalizeArchivePath } from './archive';
 
 /** The code of one plugin, ready to transpile. */

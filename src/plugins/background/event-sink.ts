@@ -1,6 +1,7 @@
-import type { JsonObject } from '../../protocol/types';
-import type { Logger } from '../log';
-import type { PluginVm, TaskOutcome } from './sandbox';
+import type { JsonObject } from '../../../protocol/types';
+import type { Logger } from '../../log';
+import type { PluginVm } from '../vm/plugin-vm';
+import type { TaskOutcome } from '../vm/task-call';
 
 /**
  * What happens to one plugin config's events after the chain: `onEvent(event, meta)` for each, and

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
-import { PluginVm } from '../../src/plugins/sandbox';
-import { captureLogger } from './helpers';
+import { PluginVm } from '../../../src/plugins/vm/plugin-vm';
+import { captureLogger } from '../helpers';
 
 /**
  * processEvent runs through the driver's synchronous entry (applySync) while it returns plain values, and the

@@ -2,10 +2,10 @@ import assert from 'node:assert/strict';
 import { connect } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import Redis from 'ioredis';
-import { ReloadListener } from '../../src/plugins/reload-listener';
-import { type PrivateRedis, startPrivateRedis } from '../helpers/private-redis';
-import { waitUntil } from '../helpers/services';
-import { captureLogger } from './helpers';
+import { ReloadListener } from '../../../src/plugins/background/reload-listener';
+import { type PrivateRedis, startPrivateRedis } from '../../helpers/private-redis';
+import { waitUntil } from '../../helpers/services';
+import { captureLogger } from '../helpers';
 
 const CHANNEL = 'reload-plugins';
 

@@ -3,9 +3,9 @@ import https from 'node:https';
 import type { LookupFunction } from 'node:net';
 import { pipeline, Readable, Transform } from 'node:stream';
 import zlib from 'node:zlib';
-import { HostOp, PluginFacingError } from './bridge';
+import { HostOp, PluginFacingError } from '../vm/bridge';
 import { FetchRefusedError, NetGuard, parseIp, ResolvedTarget } from './net-guard';
-import { DEFAULT_FETCH_OPTIONS, FetchOptions } from './types';
+import { DEFAULT_FETCH_OPTIONS, FetchOptions } from '../types';
 
 /**
  * `fetch` for plugins, done by the host: node-fetch v2 semantics where they matter (method, headers, string

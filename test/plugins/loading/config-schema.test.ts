@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import type { JsonObject, JsonValue } from '../../protocol/types';
-import { configFields, maskSecrets, resolveConfig } from '../../src/plugins/config-schema';
+import type { JsonObject, JsonValue } from '../../../protocol/types';
+import { configFields, maskSecrets, resolveConfig } from '../../../src/plugins/loading/config-schema';
 
 describe('plugin.json config schema', () => {
   const schema: JsonValue = [

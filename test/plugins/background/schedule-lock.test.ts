@@ -2,8 +2,8 @@ import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import Redis from 'ioredis';
-import { periodStart, ScheduleLock, type ScheduledTask } from '../../src/plugins/schedule-lock';
-import { redisUrl, waitUntil } from '../helpers/services';
+import { periodStart, ScheduleLock, type ScheduledTask } from '../../../src/plugins/background/schedule-lock';
+import { redisUrl, waitUntil } from '../../helpers/services';
 
 /**
  * Redis db 11, shared with cache-op.test.ts: this file uses a random key prefix and deletes only its keys.
