@@ -168,7 +168,7 @@ describe('amqplib field-table patch', () => {
 
 describe('rawTextOf', () => {
   it('writes the set-aside record of a message whose headers are nested too deep to stringify', async () => {
-    const { rawTextOf } = await import('../../src/brokers/amqp/amqp-broker');
+    const { rawTextOf } = await import('../../src/brokers/amqp/consumer');
     let deep: Record<string, unknown> = {};
     for (let i = 0; i < 20_000; i++) deep = { d: deep };
     const msg = {
