@@ -4,7 +4,7 @@ import path from 'node:path';
 import { expandNodeName } from '../../protocol/pidbox';
 import type { JsonObject } from '../../protocol/types';
 import { parseAmqpUrl } from '../brokers/amqp/url';
-import { maskPassword as maskRedisPassword } from '../brokers/redis/redis-broker';
+import { maskPassword } from '../brokers/mask-password';
 import type { StartArgs } from '../cli/start';
 import type { Logger } from '../log';
 import { Activity } from './activity';
@@ -97,7 +97,7 @@ export class CeleryNode {
       processed: () => activity?.processed ?? 0,
       active: () => activity?.active() ?? [],
       conf: () => ({
-        broker_url: /^rediss?:/i.test(args.broker) ? maskRedisPassword(args.broker) : parseAmqpUrl(args.broker).displayUrl,
+        broker_url: maskPassword(args.broker, /^rediss?:/i.test(args.broker) ? '***' : '**'),
         task_default_queue: args.outputQueue,
         worker_concurrency: args.concurrency,
         worker_prefetch_multiplier: args.prefetchMultiplier,

@@ -281,7 +281,7 @@ describe('AmqpBroker on RabbitMQ', { timeout: 90_000 }, () => {
     assert.equal(ds.length, 2);
 
     // Spy on the channels: every output confirm must have arrived before the ack goes out.
-    const session = (b as unknown as { session: { consumeCh: Channel; pubCh: amqp.ConfirmChannel } }).session;
+    const session = (b as unknown as { sessions: { current: { consumeCh: Channel; pubCh: amqp.ConfirmChannel } } }).sessions.current;
     const confirmsPending = new Set<number>();
     let n = 0;
     const events: string[] = [];
@@ -355,8 +355,8 @@ describe('AmqpBroker on RabbitMQ', { timeout: 90_000 }, () => {
     const b = broker({ inputQueue: input, outputQueue: q('ud-out'), onSetAside: (reason, rawText) => reported.push([reason, rawText]) });
     await b.connect();
     // Such a table cannot be produced by amqplib or py-amqp; mark the decoded table the way the amqplib patch does.
-    const inner = b as unknown as { onDelivery(s: unknown, msg: amqp.ConsumeMessage | null): void };
-    const original = inner.onDelivery.bind(b);
+    const inner = (b as unknown as { consumer: { onDelivery(s: unknown, msg: amqp.ConsumeMessage | null): void } }).consumer;
+    const original = inner.onDelivery.bind(inner);
     inner.onDelivery = (s, msg) => {
       if (msg?.properties.headers?.poison) {
         Object.defineProperty(msg.properties.headers, UNDECODABLE_TABLE, { value: { error: 'unknown AMQP field type tag "Z"', base64: '' } });
@@ -575,7 +575,7 @@ describe('AmqpBroker on RabbitMQ', { timeout: 90_000 }, () => {
         kills++;
         {
           // The socket dies without any AMQP goodbye.
-          const s = (b as unknown as { session: { conn: { connection: { stream: { destroy(err?: Error): void } } } } | null }).session;
+          const s = (b as unknown as { sessions: { current: { conn: { connection: { stream: { destroy(err?: Error): void } } } } | null } }).sessions.current;
           s?.conn.connection.stream.destroy(new Error('simulated network failure'));
         }
       }
@@ -612,7 +612,7 @@ describe('AmqpBroker on RabbitMQ', { timeout: 90_000 }, () => {
     const input = q('pw-in');
     const b = broker({ inputQueue: input, outputQueue: q('pw-out'), reconnectMinMs: 300 });
     await b.connect();
-    const s = (b as unknown as { session: { conn: { connection: { stream: { destroy(err?: Error): void } } } } }).session;
+    const s = (b as unknown as { sessions: { current: { conn: { connection: { stream: { destroy(err?: Error): void } } } } } }).sessions.current;
     s.conn.connection.stream.destroy(new Error('simulated network failure'));
     await sleep(20);
     assert.equal(b.connected, false);

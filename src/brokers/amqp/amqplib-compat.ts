@@ -10,7 +10,8 @@
  * knows every tag py-amqp and RabbitMQ use; if even that fails, it returns an empty table marked with
  * UNDECODABLE_TABLE so the broker can set the message aside instead of losing the connection.
  *
- * This module must be loaded before anything else requires amqplib; amqp-broker.ts imports it first.
+ * This module must be loaded before anything else requires amqplib; session.ts (the broker's only module that
+ * loads amqplib) and amqp-broker.ts import it first.
  * `amqplibPatchState` tells whether that worked.
  */
 

@@ -124,3 +124,8 @@ export function describeDeclareError(err: unknown, ctx: DescribeContext): Error 
   }
   return e;
 }
+
+/** The message of anything thrown, for log lines and error texts. */
+export function errorText(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}

@@ -1,3 +1,5 @@
+import { maskPassword } from '../mask-password';
+
 /**
  * Celery/kombu-style AMQP broker URLs:
  *   amqp://user:pass@host:port/vhost     vhost "vhost"
@@ -127,17 +129,4 @@ export function parseAmqpUrl(url: string): AmqpUrl {
     }
   }
   return parsed;
-}
-
-/** The URL with its password replaced by `**` (kombu's style); the rest is kept as written. */
-export function maskPassword(url: string): string {
-  const m = /^([a-zA-Z][a-zA-Z0-9+.-]*:\/\/)([^/?#]*)(.*)$/s.exec(url);
-  if (!m) return url;
-  const authority = m[2]!;
-  const at = authority.lastIndexOf('@');
-  if (at < 0) return url;
-  const userinfo = authority.slice(0, at);
-  const colon = userinfo.indexOf(':');
-  if (colon < 0) return url;
-  return `${m[1]}${userinfo.slice(0, colon)}:**${authority.slice(at)}${m[3]}`;
 }

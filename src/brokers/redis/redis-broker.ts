@@ -4,6 +4,7 @@ import { bindingMember, buildEnvelope, consumeKeys, parseEnvelope, priorityKey }
 import type { Logger } from '../../log';
 import { type BoundedRedis, createRedisClient } from '../../redis/client';
 import type { Broker, Delivery, Outgoing, SetAsideListener, Settlement } from '../broker';
+import { maskPassword } from '../mask-password';
 import {
   KOMBU_UNACKED,
   KOMBU_UNACKED_INDEX,
@@ -80,7 +81,7 @@ export class RedisBroker implements Broker {
   constructor(options: RedisBrokerOptions) {
     this.opts = { ...DEFAULTS, ...options };
     this.workerId = options.workerId ?? `${hostname()}-${process.pid}-${randomUUID().slice(0, 8)}`;
-    this.displayUrl = maskPassword(options.url);
+    this.displayUrl = maskPassword(options.url, '***');
   }
 
   async connect(): Promise<void> {
@@ -328,14 +329,4 @@ export class RedisBroker implements Broker {
 
 function emptyMessage(): Delivery['message'] {
   return { headers: {}, properties: {}, contentType: '', contentEncoding: '', body: Buffer.alloc(0) };
-}
-
-export function maskPassword(url: string): string {
-  try {
-    const u = new URL(url);
-    if (u.password) u.password = '***';
-    return u.toString();
-  } catch {
-    return url.replace(/:[^:@/]*@/, ':***@');
-  }
 }
