@@ -15,8 +15,10 @@ deps:
 services:
 	@bash .ci/ensure-services.sh
 
-# Also records the Node it built with in .node/node: bin/posthog-plugins runs on it.
+# Also records the Node it built with in .node/node: bin/posthog-plugins runs on it. Starts from an empty dist/,
+# so a renamed or deleted file (a test above all) never runs from a stale .js.
 build: deps
+	rm -rf dist
 	$(WITH_NODE) "$(NODE_LINE)" npx tsc -p tsconfig.json
 	@mkdir -p .node && $(WITH_NODE) "$(NODE_LINE)" sh -c 'ln -sfn "$$POSTHOG_PLUGINS_NODE" .node/node && echo "posthog-plugins runs on Node $$(node --version) ($$POSTHOG_PLUGINS_NODE)"'
 
@@ -32,9 +34,13 @@ test: build services
 	  PP_TEST_STARTED=$$(date +%s) $(WITH_NODE) $$line sh -c 'node --version && $(NODE) --test --test-concurrency=2 $$(find dist/test -name "*.test.js" | sort) && $(NODE) dist/test/helpers/leftovers.js'; \
 	done
 
-# Unit tests only (no services needed).
+# Every test file that needs no service (picked by test/helpers/unit-files.ts), once per Node line. TEST_NO_SERVICES
+# makes the service helpers throw, so a file picked by mistake fails instead of quietly using the services.
 test-unit: build
-	@set -e; for line in $(TEST_LINES); do $(WITH_NODE) $$line $(NODE) --test $$(find dist/test/protocol -name "*.test.js" | sort); done
+	@set -e; for line in $(TEST_LINES); do \
+	  echo "== make test-unit: Node $$line"; \
+	  $(WITH_NODE) $$line sh -c 'node --version && files=$$($(NODE) dist/test/helpers/unit-files.js) && TEST_NO_SERVICES=1 $(NODE) --test $$files'; \
+	done
 
 bench: build services
 	@set -e; for line in $(TEST_LINES); do echo "== make bench: Node $$line"; $(WITH_NODE) $$line $(NODE) dist/test/bench/run.js; done

@@ -3,6 +3,9 @@ import { promisify } from 'node:util';
 import amqp from 'amqplib';
 import Redis from 'ioredis';
 import { amqpUrl, deleteVhost, flushRedisDb, redisUrl, resetVhost } from './services';
+import { needsServices } from './needs-services';
+
+needsServices('Redis and RabbitMQ (test/helpers/brokers)');
 
 const execFileAsync = promisify(execFile);
 

@@ -10,6 +10,9 @@ import path from 'node:path';
 import knexFactory, { type Knex } from 'knex';
 import { execFileSync } from 'node:child_process';
 import { dropPgDatabase, ensurePgDatabase, pgUrl } from './services';
+import { needsServices } from './needs-services';
+
+needsServices('PostgreSQL (test/helpers/eras)');
 
 export type Era = '2020-11' | '2021-09' | '2024';
 export const ERAS: readonly Era[] = ['2020-11', '2021-09', '2024'];

@@ -9,6 +9,9 @@ import { tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { freePort } from './private-redis';
+import { needsServices } from './needs-services';
+
+needsServices('a RabbitMQ node (test/helpers/private-rabbitmq)');
 
 const execFileAsync = promisify(execFile);
 

@@ -9,6 +9,9 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Redis from 'ioredis';
+import { needsServices } from './needs-services';
+
+needsServices('a redis-server (test/helpers/private-redis)');
 
 export interface PrivateRedis {
   readonly port: number;

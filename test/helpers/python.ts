@@ -13,6 +13,9 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { parseLosslessJson } from '../../protocol/lossless-numbers';
+import { needsServices } from './needs-services';
+
+needsServices('Python Celery and a broker (test/helpers/python)');
 
 export const PYTHON = '/usr/bin/python3';
 

@@ -65,6 +65,9 @@ import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import Redis from 'ioredis';
 import knex from 'knex';
+import { needsServices } from './needs-services';
+
+needsServices('Redis, RabbitMQ and PostgreSQL (test/helpers/services)');
 
 const execFileAsync = promisify(execFile);
 

@@ -1,6 +1,9 @@
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import path from 'node:path';
 import { promisify } from 'node:util';
+import { needsServices } from './needs-services';
+
+needsServices('a posthog-plugins worker process and its broker (test/helpers/worker)');
 
 const execFileAsync = promisify(execFile);
 
