@@ -15,9 +15,11 @@ deps:
 services:
 	@bash .ci/ensure-services.sh
 
+# tsc, then the sandbox's guest script, bundled by esbuild (scripts/build-guest.mjs).
 # Also records the Node it built with in .node/node: bin/posthog-plugins runs on it.
 build: deps
 	$(WITH_NODE) "$(NODE_LINE)" npx tsc -p tsconfig.json
+	$(WITH_NODE) "$(NODE_LINE)" node scripts/build-guest.mjs
 	@mkdir -p .node && $(WITH_NODE) "$(NODE_LINE)" sh -c 'ln -sfn "$$POSTHOG_PLUGINS_NODE" .node/node && echo "posthog-plugins runs on Node $$(node --version) ($$POSTHOG_PLUGINS_NODE)"'
 
 start: build
