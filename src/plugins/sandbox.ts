@@ -2,10 +2,11 @@ import ivm from 'isolated-vm';
 import type { JsonObject } from '../../protocol/types';
 import type { Logger } from '../log';
 import type { PluginAttachment } from '../store/types';
-import { BOOT_SOURCE } from './boot';
 import { Bridge, HostOps } from './bridge';
 import { importNotAvailable } from './transpile';
 import { DEFAULT_LIMITS, SandboxErrorInfo, SandboxLimits } from './types';
+import type { Driver, GuestAttachment, GuestInit, TaskKind } from './vm/contract';
+import { GUEST_SOURCE } from './vm/guest-source';
 
 export type FailureKind =
   | 'timeout' // isolated-vm `timeout` (CPU) fired
@@ -84,8 +85,8 @@ export interface PluginVmSpec {
   setup?: boolean;
 }
 
-/** Background work in a plugin's isolate (see BOOT_SOURCE task()). */
-export type TaskKind = 'onEvent' | 'exportEvents' | 'schedule' | 'job';
+/** Background work in a plugin's isolate (see Driver.task in vm/contract.ts). */
+export type { TaskKind };
 
 export interface TaskOutcome {
   /** Calls that threw (onEvent: per event; the others: 0 or 1). */
@@ -119,17 +120,7 @@ export interface BatchOutcome {
   failure: SandboxErrorInfo | null;
 }
 
-interface DriverRefs {
-  task: ivm.Reference<(kind: TaskKind, name: string, arg: string[]) => Promise<string>>;
-  run: ivm.Reference<(inputs: string[], maxBytes: number) => Promise<string | [string, unknown]>>;
-  runSync: ivm.Reference<(inputs: string[], maxBytes: number) => string | [string, unknown]>;
-  resume: ivm.Reference<(maxBytes: number) => Promise<string | [string, unknown]>>;
-  take: ivm.Reference<(keep: boolean) => Array<string | null | undefined> | null>;
-  setup: ivm.Reference<() => Promise<void>>;
-  teardown: ivm.Reference<() => Promise<void>>;
-  resolve: ivm.Reference<() => string>;
-  settle: ivm.Reference<(id: number, ok: boolean, json: string) => void>;
-}
+type DriverRefs = { [K in keyof Driver]: ivm.Reference<Driver[K]> };
 
 export interface ExportsInfo {
   processEvent: boolean;
@@ -171,7 +162,7 @@ function readExports(json: string): ExportsInfo {
 }
 
 const MAX_LOG_LINE = 4096;
-/** Host-side caps on what the driver reports about a thrown error (the boot script cuts them too). */
+/** Host-side caps on what the driver reports about a thrown error (the guest cuts them too). */
 const MAX_ERROR_NAME = 256;
 const MAX_ERROR_MESSAGE = 4096 + 64;
 const MAX_ERROR_STACK = 16384 + 64;
@@ -493,8 +484,8 @@ export class PluginVm {
         importMessage: importNotAvailable('%s'),
         ops: opLimits,
         unavailable: spec.unavailable ?? {},
-      });
-      const attachments = spec.attachments.map((a) => ({
+      } satisfies GuestInit);
+      const attachments = spec.attachments.map((a): GuestAttachment => ({
         key: a.key,
         content_type: a.contentType,
         file_name: a.fileName,
@@ -503,7 +494,7 @@ export class PluginVm {
         base64: a.contents.toString('base64'),
       }));
       const driver = await this.call(
-        context.evalClosure(BOOT_SOURCE, [log, request, init, attachments], { arguments: { copy: true }, result: { reference: true }, timeout }),
+        context.evalClosure(GUEST_SOURCE, [log, request, init, attachments], { arguments: { copy: true }, result: { reference: true }, timeout }),
         'boot',
       );
       const get = (k: string): ivm.Reference => driver.getSync(k, { reference: true }) as ivm.Reference;
@@ -856,8 +847,8 @@ export class PluginVm {
   }
 
   /**
-   * Console lines are rate-limited twice: inside the isolate (so that a flood never crosses into the host; the boot
-   * script reports its count as level 'dropped') and here. Drops are reported at most once a second per config.
+   * Console lines are rate-limited twice: inside the isolate (so that a flood never crosses into the host; the guest
+   * reports its count as level 'dropped') and here. Drops are reported at most once a second per config.
    */
   private onConsole(level: unknown, line: unknown): void {
     if (level === 'dropped') {
