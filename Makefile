@@ -15,11 +15,13 @@ deps:
 services:
 	@bash .ci/ensure-services.sh
 
-# Also records the Node it built with in .node/node: bin/posthog-plugins runs on it. Starts from an empty dist/,
+# tsc, then the sandbox's guest script, bundled by esbuild (scripts/build-guest.mjs). Starts from an empty dist/,
 # so a renamed or deleted file (a test above all) never runs from a stale .js.
+# Also records the Node it built with in .node/node: bin/posthog-plugins runs on it.
 build: deps
 	rm -rf dist
 	$(WITH_NODE) "$(NODE_LINE)" npx tsc -p tsconfig.json
+	$(WITH_NODE) "$(NODE_LINE)" node scripts/build-guest.mjs
 	@mkdir -p .node && $(WITH_NODE) "$(NODE_LINE)" sh -c 'ln -sfn "$$POSTHOG_PLUGINS_NODE" .node/node && echo "posthog-plugins runs on Node $$(node --version) ($$POSTHOG_PLUGINS_NODE)"'
 
 start: build

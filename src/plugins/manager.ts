@@ -197,7 +197,7 @@ export class PluginManager {
   private readonly retiringVms = new Set<PluginVm>();
   /** Async host APIs (request/settle bridge) every plugin config gets. */
   private readonly hostOps: HostOps;
-  /** Modules plugins may import (the boot script provides them). */
+  /** Modules plugins may import (the sandbox's guest script provides them). */
   private readonly hostModules: ReadonlySet<string>;
   private readonly setupTimers = new Set<NodeJS.Timeout>();
   private readonly errors: ConfigErrorWriter;

@@ -52,7 +52,7 @@ describe('meta, console and what plugin code can reach', () => {
     const probe = props((await h.manager.runChain(1, [makeEvent('x')]))[0]).probe as JsonObject;
     assert.deepEqual(probe.suspicious, []);
     assert.equal(probe.typeofRequire, 'function'); // the throwing stub
-    assert.equal(probe.typeofFetch, 'function'); // plain function from the boot script (bridge), not a Callback
+    assert.equal(probe.typeofFetch, 'function'); // plain function from the guest script (bridge), not a Callback
     assert.equal(probe.typeofProcess, 'undefined');
     const globals = probe.globals as string[];
     for (const g of globals) assert.ok(['console', 'fetch', 'posthog', 'exports', 'module', 'require', 'globalThis', 'undefined', 'eval', 'isFinite', 'isNaN', 'parseFloat', 'parseInt', 'decodeURI', 'decodeURIComponent', 'encodeURI', 'encodeURIComponent', 'escape', 'unescape', 'setupPlugin', 'processEvent', '__defProp', '__getOwnPropDesc', '__getOwnPropNames', '__hasOwnProp', '__export', '__copyProps', '__toCommonJS', 'meta_probe_exports'].includes(g) || g.startsWith('__') || g.endsWith('_exports'), `unexpected global ${g}`);

@@ -87,7 +87,7 @@ function invalid(message: string): never {
   throw new PluginFacingError('TypeError', message);
 }
 
-/** The request as the boot script sent it, checked field by field (it comes from the isolate). */
+/** The request as the guest (vm/guest/fetch.ts) sent it, checked field by field (it comes from the isolate). */
 export function parseFetchRequest(args: unknown): FetchRequest {
   const a = (args ?? {}) as Record<string, unknown>;
   if (typeof a !== 'object' || Array.isArray(a)) invalid('fetch: malformed request');

@@ -3,7 +3,7 @@ import { type HostOp, PluginFacingError } from '../vm/bridge';
 
 /**
  * meta.storage and meta.utils.cursor (posthog_pluginstorage, scoped to the calling config). The isolate side
- * (boot.ts) sends JSON text values and parses what comes back:
+ * (vm/guest/meta-apis.ts) sends JSON text values and parses what comes back:
  *   {cmd:'get', key} → string | null · {cmd:'set', key, value: string} → null · {cmd:'del', key} → null
  *   {cmd:'cursorInit', key, initial: integer} → null · {cmd:'cursorIncrement', key, by: integer} → number
  */

@@ -12,7 +12,7 @@ export interface CompiledPlugin {
   hash: string;
 }
 
-/** The modules plugins may import: the boot script provides exactly these. */
+/** The modules plugins may import: the sandbox's guest script provides exactly these. */
 export function hostModulesFor(fetchEnabled: boolean): ReadonlySet<string> {
   return new Set(['@posthog/plugin-scaffold', ...(fetchEnabled ? ['node-fetch'] : [])]);
 }

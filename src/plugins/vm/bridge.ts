@@ -1,14 +1,16 @@
 import type ivm from 'isolated-vm';
 import type { Logger } from '../../log';
+import type { Driver, SettleError } from './contract';
 
 /**
  * The host half of the request/settle bridge (docs/isolated-vm.md#bridge). Plugin code calls a plain function set by
- * the boot script (e.g. `fetch`); the boot script posts `(id, op, argsJson)` through an ignored Callback and keeps
- * the promise in a closure. The host runs the op named in the registry and re-enters the isolate with
- * `settle(id, ok, resultJson)` through `Reference.apply` with its own CPU `timeout`, so code that resumes after
+ * the guest (e.g. `fetch`); the guest (vm/guest/bridge-client.ts) posts `(id, op, argsJson)` through an ignored
+ * Callback and keeps the promise in a closure. The host runs the op named in the registry and re-enters the isolate
+ * with `settle(id, ok, resultJson)` through `Reference.apply` with its own CPU `timeout`, so code that resumes after
  * `await fetch(...)` is as bounded as the first entry. Plugin code never sees a Reference, Callback or this object.
  *
- * Adding an async host API (cache, storage, …) = one more entry in the ops registry plus its shim in boot.ts.
+ * Adding an async host API (cache, storage, …) = one more entry in the ops registry plus its shim in
+ * vm/guest/meta-apis.ts.
  */
 
 /** Which plugin config a host call comes from (cache keys, storage rows, jobs are scoped by it). */
@@ -31,7 +33,7 @@ export interface HostOpContext {
 }
 
 export interface HostOp {
-  /** Largest argument JSON accepted, in UTF-16 units (checked before parsing; the boot script checks it too). */
+  /** Largest argument JSON accepted, in UTF-16 units (checked before parsing; the guest checks it too). */
   maxArgBytes: number;
   /** Calls of this op running at once per plugin config. */
   concurrency: number;
@@ -101,7 +103,7 @@ export class Bridge {
   settling = 0;
 
   constructor(
-    private readonly settleRef: ivm.Reference<(id: number, ok: boolean, json: string) => void>,
+    private readonly settleRef: ivm.Reference<Driver['settle']>,
     private readonly ops: HostOps,
     private readonly opts: BridgeOptions,
   ) {
@@ -117,7 +119,7 @@ export class Bridge {
   onRequest(id: unknown, op: unknown, json: unknown): void {
     if (this.closed) return;
     if (typeof id !== 'number' || !Number.isSafeInteger(id) || id <= 0 || this.ids.has(id)) {
-      // Only the boot script makes requests, with fresh ids: this one cannot be answered.
+      // Only the guest makes requests, with fresh ids: this one cannot be answered.
       if (this.invalid++ < MAX_INVALID_WARNINGS) this.opts.logger.warn(`bridge: ignored a request with an invalid id`, this.opts.logMeta);
       return;
     }
@@ -180,10 +182,10 @@ export class Bridge {
     } catch (err) {
       ok = false;
       if (err instanceof PluginFacingError) {
-        payload = { name: err.name, message: err.message, type: err.type, code: err.code };
+        payload = { name: err.name, message: err.message, type: err.type, code: err.code } satisfies SettleError;
       } else {
         if (!this.closed) this.opts.logger.error(`host call ${name} failed unexpectedly: ${(err as Error)?.stack ?? String(err)}`, this.opts.logMeta);
-        payload = { name: 'Error', message: `${name} failed (host error)` };
+        payload = { name: 'Error', message: `${name} failed (host error)` } satisfies SettleError;
       }
     } finally {
       const next = lane.queue.shift();

@@ -1,13 +1,13 @@
 import type { Logger } from '../../log';
 
-/** Longest console line the boot script passes out (longer ones are cut inside the isolate). */
+/** Longest console line the guest passes out (longer ones are cut inside the isolate). */
 export const MAX_LOG_LINE = 4096;
 
 export type ConsoleLevel = 'debug' | 'log' | 'info' | 'warn' | 'error';
 
 /**
  * A plugin's console lines on the host. They are rate-limited twice: inside the isolate (so that a flood never
- * crosses into the host; the boot script reports its count as level 'dropped') and here. Drops are reported at
+ * crosses into the host; the guest reports its count as level 'dropped') and here. Drops are reported at
  * most once a second per config.
  */
 export class ConsoleLimiter {

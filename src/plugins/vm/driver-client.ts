@@ -1,30 +1,20 @@
 import ivm from 'isolated-vm';
 import type { JsonObject } from '../../../protocol/types';
 import type { PluginAttachment } from '../../store/types';
-import { BOOT_SOURCE } from '../boot';
 import { importNotAvailable } from '../loading/transpile';
 import type { SandboxErrorInfo, SandboxLimits } from '../types';
 import type { HostOps } from './bridge';
 import type { CallGuard } from './call-guard';
 import { MAX_LOG_LINE } from './console-limiter';
+import type { Driver, ExportsAnswer, GuestAttachment, GuestInit, TaskKind } from './contract';
 import { readGuestError, SandboxError } from './errors';
+import { GUEST_SOURCE } from './guest-source';
 
-/** Background work in a plugin's isolate (see BOOT_SOURCE task()). */
-export type TaskKind = 'onEvent' | 'exportEvents' | 'schedule' | 'job';
+/** Background work in a plugin's isolate (see Driver.task in contract.ts). */
+export type { TaskKind };
 
-export interface ExportsInfo {
-  processEvent: boolean;
-  processEventBatch: boolean;
-  setupPlugin: boolean;
-  teardownPlugin: boolean;
-  onEvent: boolean;
-  exportEvents: boolean;
-  runEveryMinute: boolean;
-  runEveryHour: boolean;
-  runEveryDay: boolean;
-  /** Names of the functions in the plugin's `jobs` export. */
-  jobs: string[];
-}
+/** What a plugin exports, as the driver's resolve() answers it. */
+export type ExportsInfo = ExportsAnswer;
 
 export const NO_EXPORTS: ExportsInfo = Object.freeze({
   processEvent: false,
@@ -84,7 +74,7 @@ export interface EntryPath {
   onSyncFailure: () => void;
 }
 
-/** What the boot script is given besides the plugin's code. */
+/** What the guest is given besides the plugin's code. */
 export interface GuestSetup {
   config: JsonObject;
   attachments: PluginAttachment[];
@@ -96,22 +86,12 @@ export interface GuestSetup {
   request: ivm.Callback;
 }
 
-interface DriverRefs {
-  task: ivm.Reference<(kind: TaskKind, name: string, arg: string[]) => Promise<string>>;
-  run: ivm.Reference<(inputs: string[], maxBytes: number) => Promise<string | [string, unknown]>>;
-  runSync: ivm.Reference<(inputs: string[], maxBytes: number) => string | [string, unknown]>;
-  resume: ivm.Reference<(maxBytes: number) => Promise<string | [string, unknown]>>;
-  take: ivm.Reference<(keep: boolean) => Array<string | null | undefined> | null>;
-  setup: ivm.Reference<() => Promise<void>>;
-  teardown: ivm.Reference<() => Promise<void>>;
-  resolve: ivm.Reference<() => string>;
-  settle: ivm.Reference<(id: number, ok: boolean, json: string) => void>;
-}
+type DriverRefs = { [K in keyof Driver]: ivm.Reference<Driver[K]> };
 
 const NOT_AN_OBJECT: SandboxErrorInfo = Object.freeze({ name: 'TypeError', message: 'processEvent result is not a JSON object' });
 
 /**
- * The host's side of the guest driver in one isolate (the functions the boot script returns): every call with the
+ * The host's side of the guest driver in one isolate (the functions the guest returns): every call with the
  * CPU timeout, and every answer checked, since it comes out of the isolate. One per isolate.
  */
 export class DriverClient {
@@ -121,7 +101,7 @@ export class DriverClient {
     private readonly guard: CallGuard,
   ) {}
 
-  /** Run the boot script in `context` and keep the driver functions it returns. */
+  /** Run the guest in `context` and keep the driver functions it returns. */
   static async boot(context: ivm.Context, setup: GuestSetup, limits: SandboxLimits, guard: CallGuard): Promise<DriverClient> {
     const opLimits: Record<string, { maxArgBytes: number; maxPending: number }> = {};
     for (const [name, op] of setup.ops) opLimits[name] = { maxArgBytes: op.maxArgBytes, maxPending: op.concurrency + op.maxQueued };
@@ -132,8 +112,8 @@ export class DriverClient {
       importMessage: importNotAvailable('%s'),
       ops: opLimits,
       unavailable: setup.unavailable,
-    });
-    const attachments = setup.attachments.map((a) => ({
+    } satisfies GuestInit);
+    const attachments = setup.attachments.map((a): GuestAttachment => ({
       key: a.key,
       content_type: a.contentType,
       file_name: a.fileName,
@@ -142,7 +122,7 @@ export class DriverClient {
       base64: a.contents.toString('base64'),
     }));
     const driver = await guard.run(
-      context.evalClosure(BOOT_SOURCE, [setup.log, setup.request, init, attachments], { arguments: { copy: true }, result: { reference: true }, timeout: limits.cpuTimeoutMs }),
+      context.evalClosure(GUEST_SOURCE, [setup.log, setup.request, init, attachments], { arguments: { copy: true }, result: { reference: true }, timeout: limits.cpuTimeoutMs }),
       'boot',
     );
     const get = (k: string): ivm.Reference => driver.getSync(k, { reference: true }) as ivm.Reference;

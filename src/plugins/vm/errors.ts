@@ -35,7 +35,7 @@ export class SandboxError extends Error {
   }
 }
 
-/** Host-side caps on what the driver reports about a thrown error (the boot script cuts them too). */
+/** Host-side caps on what the driver reports about a thrown error (the guest cuts them too). */
 const MAX_ERROR_NAME = 256;
 const MAX_ERROR_MESSAGE = 4096 + 64;
 const MAX_ERROR_STACK = 16384 + 64;
