@@ -11,7 +11,7 @@ import { parseEnvelope, buildEnvelope } from '../../protocol/redis-envelope';
 import { BatchProcessor } from '../../src/pipeline/batch-processor';
 import { PluginManager } from '../../src/plugins/manager';
 import { openStore } from '../../src/cli/open-store';
-import { DEFAULT_LIMITS, DEFAULT_FETCH_OPTIONS } from '../../src/plugins';
+import { DEFAULT_LIMITS, DEFAULT_FETCH_OPTIONS } from '../../src/plugins/types';
 import { createLogger } from '../../src/log';
 import type { Delivery } from '../../src/brokers/broker';
 import { benchProducer, benchTask, captureMessage, redisEnvelope, REPO_ROOT } from './envelopes';
