@@ -11,40 +11,9 @@ import { nodeNameTemplate } from '../../protocol/pidbox';
 import { MetricsServer, SCRAPE_TIMEOUT_MS } from '../metrics/metrics-server';
 import { healthFileFor } from './health';
 import { describeSchema, pluginLogDestination } from '../store/schema';
-import { openStore } from './open-store';
-
-export interface StartArgs {
-  broker: string;
-  databaseUrl: string;
-  baseDir: string;
-  queue: string;
-  outputQueue: string;
-  concurrency: number;
-  batchSize: number;
-  memoryLimitMb: number;
-  cpuTimeoutMs: number;
-  wallTimeoutMs: number;
-  maxResultBytes: number;
-  fetchTimeoutMs: number;
-  fetchMaxBytes: number;
-  fetchAllow: string;
-  visibilityTimeout: number;
-  leaseTtlMs: number;
-  prefetchMultiplier: number;
-  amqpPassive: boolean;
-  amqpQueueArguments: string;
-  amqpOutputQueueArguments: string;
-  redisUrl: string;
-  reloadChannel: string;
-  taskTimeoutMs: number;
-  isolateIdleMs: number;
-  setupRetries: number;
-  setupRetryMs: number;
-  siteUrl: string;
-  /** Celery node name template (nodeNameTemplate), one name per worker process. */
-  hostname: string;
-  taskEvents: boolean;
-}
+import { openStore } from '../store/open-store';
+import { parseJsonObject } from '../config';
+import type { StartArgs } from '../start-args';
 
 export interface SupervisorArgs {
   workers: number;
@@ -203,16 +172,4 @@ function freshFlightDir(): string {
     // best effort
   }
   return mkdtempSync(path.join(base, `posthog-plugins-${process.pid}-`));
-}
-
-export function parseJsonObject(text: string, what: string): Record<string, unknown> {
-  if (text.trim() === '') return {};
-  let value: unknown;
-  try {
-    value = JSON.parse(text);
-  } catch (err) {
-    throw new Error(`${what} must be a JSON object: ${(err as Error).message}`);
-  }
-  if (value === null || typeof value !== 'object' || Array.isArray(value)) throw new Error(`${what} must be a JSON object`);
-  return value as Record<string, unknown>;
 }

@@ -10,7 +10,7 @@ import { execFileSync } from 'node:child_process';
 import { parseEnvelope, buildEnvelope } from '../../protocol/redis-envelope';
 import { BatchProcessor } from '../../src/pipeline/batch-processor';
 import { PluginManager } from '../../src/plugins/manager';
-import { openStore } from '../../src/cli/open-store';
+import { openStore } from '../../src/store/open-store';
 import { DEFAULT_LIMITS, DEFAULT_FETCH_OPTIONS } from '../../src/plugins/types';
 import { createLogger } from '../../src/log';
 import type { Delivery } from '../../src/brokers/broker';

@@ -1,6 +1,5 @@
 import type { SuspectSnapshot } from '../pipeline/suspects';
-import type { StartArgs } from '../cli/start';
-import type { WorkerProgress } from './health';
+import type { StartArgs } from '../start-args';
 
 /**
  * What the supervisor and its worker processes tell each other. Events never travel this way: each worker
@@ -24,6 +23,14 @@ export interface WorkerInit {
   metrics: boolean;
   /** Load plugin configs one at a time (a load crashed with several in flight). */
   serialLoad: boolean;
+}
+
+/** What a worker has in hand and has settled, sent with every heartbeat answer (see src/supervisor/health.ts). */
+export interface WorkerProgress {
+  /** Messages taken from the broker and not settled yet (eta-held messages excluded). */
+  inHand: number;
+  /** Messages settled since the worker started (acked, published, dropped, expired, set aside). */
+  settled: number;
 }
 
 /** Worker → supervisor. */
