@@ -5,7 +5,7 @@ import { createBroker } from '../brokers/create-broker';
 import type { Logger } from '../log';
 import { processExists } from '../process-exists';
 import { HealthReporter } from '../supervisor/health-reporter';
-import { DeadWorkerRestorer } from '../supervisor/redis-restorer';
+import { DeadWorkerRestorer } from '../supervisor/dead-worker-restorer';
 import { Supervisor } from '../supervisor/supervisor';
 import { nodeNameTemplate } from '../../protocol/pidbox';
 import { MetricsServer, SCRAPE_TIMEOUT_MS } from '../metrics/metrics-server';

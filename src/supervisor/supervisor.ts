@@ -9,7 +9,7 @@ import { CrashLedger } from './crash-ledger';
 import { readFlights } from '../worker/flight-recorder';
 import { type WorkerHealth, trackProgress } from './health';
 import { WORKER_INIT_ENV, isWorkerMessage, type SupervisorMessage, type WorkerInit, type WorkerProgress } from '../ipc/messages';
-import type { DeadWorkerRestorer } from './redis-restorer';
+import type { DeadWorkerRestorer } from './dead-worker-restorer';
 import { RestartPolicy } from './restart-policy';
 
 export interface SupervisorOptions {

@@ -1,8 +1,20 @@
+import type { BoundedRedis } from '../../redis/client';
+
 /**
  * Lua scripts that make every Redis state change of a delivery atomic. kombu itself pops (BRPOP) and writes
  * its `unacked` record in two steps, so a crash in between loses the message; here the pop, the kombu
  * records and our own per-worker bookkeeping happen in one script, and so do publish + ack.
  */
+
+/** Scripts defined without a fixed key count: ioredis takes the key count as the first argument. */
+interface ScriptCommands {
+  phPop(numKeys: number, ...keysAndArgs: string[]): Promise<[string[], string[]]>;
+  phSettle(numKeys: number, ...keysAndArgs: Array<string | Buffer>): Promise<string[]>;
+  phRestore(numKeys: number, ...keysAndArgs: string[]): Promise<number>;
+}
+
+/** A client with (some of) these scripts defined as commands (`defineCommand`). */
+export type ScriptedRedis = BoundedRedis & ScriptCommands;
 
 /**
  * Pop up to N envelopes: first from this worker's landing list (filled by an idle BLMOVE), then from the
