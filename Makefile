@@ -7,7 +7,7 @@ TEST_LINES := $(or $(NODE_LINE),$(shell awk 'NF == 3 && $$1 ~ /^[0-9]+$$/ { prin
 WITH_NODE := bash .ci/with-node.sh
 NODE := node --no-node-snapshot
 
-.PHONY: deps services build start test test-unit bench fixtures clean
+.PHONY: deps services build start test test-unit check-cycles bench fixtures clean
 
 deps:
 	@$(WITH_NODE) "$(NODE_LINE)" bash .ci/ensure-deps.sh
@@ -25,8 +25,8 @@ start: build
 
 # Every test: unit tests of protocol/ and the worker, integration tests against the real Redis,
 # RabbitMQ, PostgreSQL and Python Celery of this machine, once per Node line; after each, a check that the
-# tests left nothing behind.
-test: build services
+# tests left nothing behind. First, no import cycles.
+test: build services check-cycles
 	@set -e; for line in $(TEST_LINES); do \
 	  echo "== make test: Node $$line"; \
 	  $(WITH_NODE) $$line sh -c 'node --version && $(NODE) --test --test-concurrency=2 $$(find dist/test -name "*.test.js" | sort) && $(NODE) dist/test/helpers/leftovers.js'; \
@@ -35,6 +35,10 @@ test: build services
 # Unit tests only (no services needed).
 test-unit: build
 	@set -e; for line in $(TEST_LINES); do $(WITH_NODE) $$line $(NODE) --test $$(find dist/test/protocol -name "*.test.js" | sort); done
+
+# Fails (and names each cycle) when modules import each other, directly or around a loop; type-only imports count.
+check-cycles: deps
+	$(WITH_NODE) "$(NODE_LINE)" npx madge --circular --no-spinner --extensions ts src protocol test
 
 bench: build services
 	@set -e; for line in $(TEST_LINES); do echo "== make bench: Node $$line"; $(WITH_NODE) $$line $(NODE) dist/test/bench/run.js; done
