@@ -8,7 +8,7 @@ import { HealthReporter } from '../supervisor/health-reporter';
 import { DeadWorkerRestorer } from '../supervisor/dead-worker-restorer';
 import { Supervisor } from '../supervisor/supervisor';
 import { nodeNameTemplate } from '../../protocol/pidbox';
-import { MetricsServer, SCRAPE_TIMEOUT_MS } from '../metrics/metrics-server';
+import type { MetricsServer } from '../metrics/metrics-server';
 import { healthFileFor } from './health';
 import { describeSchema, pluginLogDestination } from '../store/schema';
 import { openStore } from '../store/open-store';
@@ -40,7 +40,7 @@ export async function runStart(args: StartArgs, sup: SupervisorArgs, log: { leve
   // Refuse bad settings here, once, rather than in a restart loop of workers.
   parseJsonObject(args.amqpQueueArguments, '--amqp-queue-arguments');
   parseJsonObject(args.amqpOutputQueueArguments, '--amqp-output-queue-arguments');
-  const probe = createBroker({
+  const probe = await createBroker({
     url: args.broker,
     inputQueue: args.queue,
     outputQueue: args.outputQueue,
@@ -81,16 +81,20 @@ export async function runStart(args: StartArgs, sup: SupervisorArgs, log: { leve
     onRestart: () => metrics?.restarts.inc(),
     onCrashAttributed: (configId) => metrics?.crashAttributions.inc({ plugin_config_id: String(configId) }),
   });
-  const metrics =
+  // prom-client and the queue-depth clients are loaded only when metrics are served.
+  const metrics: MetricsServer | null =
     sup.metricsPort > 0
-      ? new MetricsServer({
-          host: sup.metricsHost,
-          port: sup.metricsPort,
-          brokerUrl: args.broker,
-          queues: [args.queue, args.outputQueue, `${args.queue}.rejected`],
-          collectWorkers: () => supervisor.collectMetrics(SCRAPE_TIMEOUT_MS),
-          logger,
-        })
+      ? await import('../metrics/metrics-server').then(
+          (m) =>
+            new m.MetricsServer({
+              host: sup.metricsHost,
+              port: sup.metricsPort,
+              brokerUrl: args.broker,
+              queues: [args.queue, args.outputQueue, `${args.queue}.rejected`],
+              collectWorkers: () => supervisor.collectMetrics(m.SCRAPE_TIMEOUT_MS),
+              logger,
+            }),
+        )
       : null;
   // A port that is taken is a setting that will not fix itself: say so and exit 1.
   await metrics?.start().catch((err: Error) => {

@@ -119,7 +119,7 @@ export async function runWorkerProcess({ init, logger, link, stopRequested, onCo
   });
   const reloads = startReloadListener(args, () => plugins.reload(), logger);
 
-  const broker = createBroker({
+  const broker = await createBroker({
     url: args.broker,
     inputQueue: args.queue,
     outputQueue: args.outputQueue,
