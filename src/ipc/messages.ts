@@ -38,7 +38,7 @@ export type WorkerMessage =
   /** Sent (and flushed) before connecting: the Redis worker id whose messages to restore if this process dies. */
   | { type: 'broker'; workerId: string | null }
   | { type: 'ready' }
-  /** `progress`: what the worker has in hand and has settled, for `posthog-plugins health` (see health.ts). */
+  /** `progress`: what the worker has in hand and has settled, for `posthog-plugins health` (see src/supervisor/health.ts). */
   | { type: 'pong'; seq: number; progress?: WorkerProgress }
   /**
    * Startup failed; the reason, so the supervisor's log can say why it restarts with a delay. `permanent`: it

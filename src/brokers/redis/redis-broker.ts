@@ -100,7 +100,7 @@ export class RedisBroker implements Broker {
     this.cmd = createRedisClient(this.opts.url, { ...common, name: `posthog-plugins:${this.workerId}` }) as ScriptedRedis;
     this.blocking = createRedisClient(this.opts.url, { ...common, name: `posthog-plugins:${this.workerId}:wait` });
     for (const client of [this.cmd, this.blocking]) {
-      // While connecting, the failed attempt is the caller's one line (worker.ts connectWithRetry), with the cause.
+      // While connecting, the failed attempt is the caller's one line (worker-process.ts connectWithRetry), with the cause.
       client.on('error', (err: Error) => {
         if (this.opened) this.opts.logger.warn(`redis connection error: ${err.message}`, { broker: this.displayUrl });
         else this.connectError = err;
