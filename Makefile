@@ -7,7 +7,7 @@ TEST_LINES := $(or $(NODE_LINE),$(shell awk 'NF == 3 && $$1 ~ /^[0-9]+$$/ { prin
 WITH_NODE := bash .ci/with-node.sh
 NODE := node --no-node-snapshot
 
-.PHONY: deps services build start test test-unit bench fixtures clean
+.PHONY: deps services build start test test-unit check-cycles bench fixtures clean
 
 deps:
 	@$(WITH_NODE) "$(NODE_LINE)" bash .ci/ensure-deps.sh
@@ -29,8 +29,8 @@ start: build
 
 # Every test: unit tests of protocol/ and the worker, integration tests against the real Redis,
 # RabbitMQ, PostgreSQL and Python Celery of this machine, once per Node line; after each, a check that the
-# tests left nothing behind.
-test: build services
+# tests left nothing behind. First, no import cycles.
+test: build services check-cycles
 	@set -e; for line in $(TEST_LINES); do \
 	  echo "== make test: Node $$line"; \
 	  PP_TEST_STARTED=$$(date +%s) $(WITH_NODE) $$line sh -c 'node --version && $(NODE) --test --test-concurrency=2 $$(find dist/test -name "*.test.js" | sort) && $(NODE) dist/test/helpers/leftovers.js'; \
@@ -43,6 +43,10 @@ test-unit: build
 	  echo "== make test-unit: Node $$line"; \
 	  $(WITH_NODE) $$line sh -c 'node --version && files=$$($(NODE) dist/test/helpers/unit-files.js) && TEST_NO_SERVICES=1 $(NODE) --test $$files'; \
 	done
+
+# Fails (and names each cycle) when modules import each other, directly or around a loop; type-only imports count.
+check-cycles: deps
+	$(WITH_NODE) "$(NODE_LINE)" npx madge --circular --no-spinner --extensions ts src protocol test
 
 bench: build services
 	@set -e; for line in $(TEST_LINES); do echo "== make bench: Node $$line"; $(WITH_NODE) $$line $(NODE) dist/test/bench/run.js; done

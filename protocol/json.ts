@@ -11,7 +11,8 @@
  * silently turns NaN/Infinity and `undefined` array items into `null`, which would change the data Python sees:
  * refuse those too.
  */
-import { LosslessNumber, holdsUnsafeInteger, needsLosslessParse, parseLosslessJson } from './lossless-numbers';
+import { LosslessNumber } from './lossless-number';
+import { holdsUnsafeInteger, needsLosslessParse, parseLosslessJson } from './lossless-numbers';
 import type { JsonObject, JsonValue } from './types';
 
 /** Raised for a tagged value we cannot convert; JSON syntax errors stay SyntaxError. */

@@ -13,36 +13,8 @@
  * is serialized into the isolate); restoreLosslessNumbers puts the original back wherever a plugin returned the
  * same value at the same place, and stringifyForPython (json.ts) writes a LosslessNumber as its original text.
  */
+import { LosslessNumber } from './lossless-number';
 import type { JsonObject, JsonValue } from './types';
-
-/** A number token kept as written. Immutable. */
-export class LosslessNumber {
-  /** What a plugin sees (see toJSON), fixed at construction. */
-  private readonly seen: number | null;
-
-  /** `text` is a JSON number token, or `Infinity`, `-Infinity`, `NaN` (Python's spellings). */
-  constructor(readonly text: string) {
-    const n = Number(text);
-    // A double as JSON carries it: -0 is written "0"; inf and nan (and 1e400, inf once parsed) become null.
-    this.seen = Number.isFinite(n) ? n + 0 : null;
-    Object.freeze(this);
-  }
-
-  /** The value as a JS number (NaN/±Infinity included); may have lost digits. */
-  get value(): number {
-    return Number(this.text);
-  }
-
-  /** True when Python reads the token as an int (no fraction, no exponent, not inf/nan). */
-  get isInteger(): boolean {
-    return /^-?\d+$/.test(this.text);
-  }
-
-  /** What JSON.stringify writes for it, i.e. what a plugin receives: the nearest double, or null for inf/nan. */
-  toJSON(): number | null {
-    return this.seen;
-  }
-}
 
 /** Containers (objects, arrays) that hold a LosslessNumber, directly or deeper down. */
 const HOLDERS = new WeakSet<object>();

@@ -9,7 +9,8 @@
  * Plugins see one flat "plugin event": the six top-level fields plus the keys of `data`.
  */
 import { describe, isJsonObject } from './json';
-import { LosslessNumber, holdsLosslessNumbers, markLosslessHolder } from './lossless-numbers';
+import { LosslessNumber } from './lossless-number';
+import { holdsLosslessNumbers, markLosslessHolder } from './lossless-numbers';
 import type { JsonObject, JsonValue, OutgoingTask, TaskMessage } from './types';
 
 export const PROCESS_EVENT_WITH_PLUGINS = 'posthog.tasks.process_event.process_event_with_plugins';

@@ -6,7 +6,7 @@
  * rendering describes the value *as Python will decode it* from our JSON: an integral JS number is written as
  * a JSON integer, so Python sees an int; other numbers become floats.
  */
-import { LosslessNumber } from './lossless-numbers';
+import { LosslessNumber } from './lossless-number';
 import type { JsonValue } from './types';
 
 /** Celery's `argsrepr_maxsize` / `kwargsrepr_maxsize`. */

@@ -1,9 +1,9 @@
 /**
  * Shared types of the Celery wire contract. Pure data: no I/O anywhere in protocol/.
  */
-import type { LosslessNumber } from './lossless-numbers';
+import type { LosslessNumber } from './lossless-number';
 
-/** A LosslessNumber is a number token JSON.parse would have changed, kept as written (lossless-numbers.ts). */
+/** A LosslessNumber is a number token JSON.parse would have changed, kept as written (lossless-number.ts). */
 export type JsonValue = null | boolean | number | string | LosslessNumber | JsonValue[] | JsonObject;
 export interface JsonObject {
   [key: string]: JsonValue;

@@ -130,3 +130,16 @@ export function num(name: string, fallback: number): number {
   if (!Number.isFinite(n)) throw new Error(`environment variable ${name} must be a number, got ${JSON.stringify(v)}`);
   return n;
 }
+
+/** A flag holding a JSON object ('' is {}); anything else throws, naming the flag. */
+export function parseJsonObject(text: string, what: string): Record<string, unknown> {
+  if (text.trim() === '') return {};
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (err) {
+    throw new Error(`${what} must be a JSON object: ${(err as Error).message}`);
+  }
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) throw new Error(`${what} must be a JSON object`);
+  return value as Record<string, unknown>;
+}

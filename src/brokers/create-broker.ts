@@ -1,7 +1,5 @@
 import type { Logger } from '../log';
 import type { Broker, SetAsideListener } from './broker';
-import { AmqpBroker } from './amqp/amqp-broker';
-import { RedisBroker } from './redis/redis-broker';
 
 export interface BrokerSettings {
   url: string;
@@ -19,12 +17,16 @@ export interface BrokerSettings {
   onReconnect?: () => void;
 }
 
-/** Pick the broker implementation from the URL scheme alone, as Celery does. */
-export function createBroker(s: BrokerSettings): Broker {
+/**
+ * Pick the broker implementation from the URL scheme alone, as Celery does. Only the chosen one is loaded: the
+ * supervisor makes a broker for its URL check and display name, and need not carry the other's client library.
+ */
+export async function createBroker(s: BrokerSettings): Promise<Broker> {
   const scheme = s.url.split(':', 1)[0]?.toLowerCase();
   switch (scheme) {
     case 'redis':
-    case 'rediss':
+    case 'rediss': {
+      const { RedisBroker } = await import('./redis/redis-broker');
       return new RedisBroker({
         url: s.url,
         inputQueue: s.inputQueue,
@@ -35,9 +37,11 @@ export function createBroker(s: BrokerSettings): Broker {
         visibilityTimeoutS: s.visibilityTimeoutS,
         leaseTtlMs: s.leaseTtlMs,
       });
+    }
     case 'amqp':
     case 'amqps':
-    case 'pyamqp':
+    case 'pyamqp': {
+      const { AmqpBroker } = await import('./amqp/amqp-broker');
       return new AmqpBroker({
         url: s.url.replace(/^pyamqp:/i, 'amqp:'),
         inputQueue: s.inputQueue,
@@ -50,6 +54,7 @@ export function createBroker(s: BrokerSettings): Broker {
         queueArguments: s.amqpQueueArguments,
         outputQueueArguments: s.amqpOutputQueueArguments,
       });
+    }
     default:
       throw new Error(`unsupported broker URL scheme ${JSON.stringify(scheme)}: use redis://, rediss:// or amqp://`);
   }

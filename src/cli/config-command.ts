@@ -2,7 +2,7 @@ import type { JsonObject } from '../../protocol/types';
 import type { Logger } from '../log';
 import { maskSecrets, resolveConfig } from '../plugins/loading/config-schema';
 import { findConfigs, setConfigValues } from '../store/plugin-admin';
-import { openStore } from './open-store';
+import { openStore } from '../store/open-store';
 import { announceReload, type AnnounceTarget } from './reload-notice';
 
 /** `posthog-plugins config show CONFIG_ID`: the stored config as JSON on stdout, secret fields masked as PostHog's API did. */

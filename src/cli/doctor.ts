@@ -4,7 +4,7 @@ import { importNotAvailable, transpilePlugin } from '../plugins/loading/transpil
 import type { InspectedConfig } from '../store/plugin-store';
 import { accessRuleOf, describeSchema, pluginLogDestination, storageUnavailableReason, type Columns, type PosthogSchema } from '../store/schema';
 import type { PluginRow } from '../store/types';
-import { openStore } from './open-store';
+import { openStore } from '../store/open-store';
 
 /** Modules plugins may require with fetch on (PluginManager's list). */
 const HOST_MODULES = new Set(['@posthog/plugin-scaffold', 'node-fetch']);

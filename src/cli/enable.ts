@@ -1,6 +1,6 @@
 import type { Logger } from '../log';
 import { findConfigs, setConfigEnabled } from '../store/plugin-admin';
-import { openStore } from './open-store';
+import { openStore } from '../store/open-store';
 import { announceReload, type AnnounceTarget } from './reload-notice';
 
 /** `posthog-plugins enable|disable CONFIG_ID…`: PostHog's toggle on each config, then running workers are told. */

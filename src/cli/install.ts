@@ -11,9 +11,9 @@ import type { FetchOptions, SandboxLimits } from '../plugins/types';
 import { configsOfPlugin, findConfig, findPluginsByUrl, setConfigValues, updatePluginCode } from '../store/plugin-admin';
 import type { PluginStore } from '../store/plugin-store';
 import type { InstallPluginInput } from '../store/types';
-import { openStore } from './open-store';
+import { openStore } from '../store/open-store';
 import { announceReload, type AnnounceTarget } from './reload-notice';
-import { parseJsonObject } from './start';
+import { parseJsonObject } from '../config';
 
 export interface InstallArgs {
   source: string;

@@ -1,5 +1,5 @@
 import type { Logger } from '../log';
-import { openStore } from './open-store';
+import { openStore } from '../store/open-store';
 
 /** `posthog-plugins list`: one line per plugin config, in chain order per team. */
 export async function runList(url: string, json: boolean, logger: Logger): Promise<void> {

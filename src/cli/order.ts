@@ -1,6 +1,6 @@
 import type { Logger } from '../log';
 import { findConfigs, setConfigOrders } from '../store/plugin-admin';
-import { openStore } from './open-store';
+import { openStore } from '../store/open-store';
 import { announceReload, type AnnounceTarget } from './reload-notice';
 
 /**

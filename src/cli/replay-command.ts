@@ -2,7 +2,7 @@ import type { Logger } from '../log';
 import { PluginManager } from '../plugins/manager';
 import type { FetchOptions, SandboxLimits } from '../plugins/types';
 import { PluginStore } from '../store/plugin-store';
-import { openStore } from './open-store';
+import { openStore } from '../store/open-store';
 import { runReplay, type ReplayArgs, type ReplaySummary } from './replay';
 
 export interface ReplayCommandArgs extends ReplayArgs {

@@ -5,46 +5,15 @@ import { createBroker } from '../brokers/create-broker';
 import type { Logger } from '../log';
 import { processExists } from '../process-exists';
 import { HealthReporter } from '../supervisor/health-reporter';
-import { DeadWorkerRestorer } from '../supervisor/redis-restorer';
+import { DeadWorkerRestorer } from '../supervisor/dead-worker-restorer';
 import { Supervisor } from '../supervisor/supervisor';
 import { nodeNameTemplate } from '../../protocol/pidbox';
-import { MetricsServer, SCRAPE_TIMEOUT_MS } from '../metrics/metrics-server';
+import type { MetricsServer } from '../metrics/metrics-server';
 import { healthFileFor } from './health';
 import { describeSchema, pluginLogDestination } from '../store/schema';
-import { openStore } from './open-store';
-
-export interface StartArgs {
-  broker: string;
-  databaseUrl: string;
-  baseDir: string;
-  queue: string;
-  outputQueue: string;
-  concurrency: number;
-  batchSize: number;
-  memoryLimitMb: number;
-  cpuTimeoutMs: number;
-  wallTimeoutMs: number;
-  maxResultBytes: number;
-  fetchTimeoutMs: number;
-  fetchMaxBytes: number;
-  fetchAllow: string;
-  visibilityTimeout: number;
-  leaseTtlMs: number;
-  prefetchMultiplier: number;
-  amqpPassive: boolean;
-  amqpQueueArguments: string;
-  amqpOutputQueueArguments: string;
-  redisUrl: string;
-  reloadChannel: string;
-  taskTimeoutMs: number;
-  isolateIdleMs: number;
-  setupRetries: number;
-  setupRetryMs: number;
-  siteUrl: string;
-  /** Celery node name template (nodeNameTemplate), one name per worker process. */
-  hostname: string;
-  taskEvents: boolean;
-}
+import { openStore } from '../store/open-store';
+import { parseJsonObject } from '../config';
+import type { StartArgs } from '../start-args';
 
 export interface SupervisorArgs {
   workers: number;
@@ -71,7 +40,7 @@ export async function runStart(args: StartArgs, sup: SupervisorArgs, log: { leve
   // Refuse bad settings here, once, rather than in a restart loop of workers.
   parseJsonObject(args.amqpQueueArguments, '--amqp-queue-arguments');
   parseJsonObject(args.amqpOutputQueueArguments, '--amqp-output-queue-arguments');
-  const probe = createBroker({
+  const probe = await createBroker({
     url: args.broker,
     inputQueue: args.queue,
     outputQueue: args.outputQueue,
@@ -112,16 +81,20 @@ export async function runStart(args: StartArgs, sup: SupervisorArgs, log: { leve
     onRestart: () => metrics?.restarts.inc(),
     onCrashAttributed: (configId) => metrics?.crashAttributions.inc({ plugin_config_id: String(configId) }),
   });
-  const metrics =
+  // prom-client and the queue-depth clients are loaded only when metrics are served.
+  const metrics: MetricsServer | null =
     sup.metricsPort > 0
-      ? new MetricsServer({
-          host: sup.metricsHost,
-          port: sup.metricsPort,
-          brokerUrl: args.broker,
-          queues: [args.queue, args.outputQueue, `${args.queue}.rejected`],
-          collectWorkers: () => supervisor.collectMetrics(SCRAPE_TIMEOUT_MS),
-          logger,
-        })
+      ? await import('../metrics/metrics-server').then(
+          (m) =>
+            new m.MetricsServer({
+              host: sup.metricsHost,
+              port: sup.metricsPort,
+              brokerUrl: args.broker,
+              queues: [args.queue, args.outputQueue, `${args.queue}.rejected`],
+              collectWorkers: () => supervisor.collectMetrics(m.SCRAPE_TIMEOUT_MS),
+              logger,
+            }),
+        )
       : null;
   // A port that is taken is a setting that will not fix itself: say so and exit 1.
   await metrics?.start().catch((err: Error) => {
@@ -203,16 +176,4 @@ function freshFlightDir(): string {
     // best effort
   }
   return mkdtempSync(path.join(base, `posthog-plugins-${process.pid}-`));
-}
-
-export function parseJsonObject(text: string, what: string): Record<string, unknown> {
-  if (text.trim() === '') return {};
-  let value: unknown;
-  try {
-    value = JSON.parse(text);
-  } catch (err) {
-    throw new Error(`${what} must be a JSON object: ${(err as Error).message}`);
-  }
-  if (value === null || typeof value !== 'object' || Array.isArray(value)) throw new Error(`${what} must be a JSON object`);
-  return value as Record<string, unknown>;
 }

@@ -5,7 +5,7 @@ import { expandNodeName } from '../../protocol/pidbox';
 import type { JsonObject } from '../../protocol/types';
 import { parseAmqpUrl } from '../brokers/amqp/url';
 import { maskPassword } from '../brokers/mask-password';
-import type { StartArgs } from '../cli/start';
+import type { StartArgs } from '../start-args';
 import type { Logger } from '../log';
 import { Activity } from './activity';
 import { AmqpControlTransport } from './amqp-transport';

@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { Broker, Delivery, Settlement } from '../brokers/broker';
 import type { Logger } from '../log';
 import type { BatchProcessor, Outcome } from './batch-processor';
@@ -241,7 +242,3 @@ function receiveAhead(broker: Broker, max: number): Promise<Received> {
  * offline queue), and the Redis clients reconnect at most 2 s apart: waiting longer only delays the recovery.
  */
 const MAX_BACKOFF_MS = 2_000;
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}

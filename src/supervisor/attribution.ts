@@ -1,4 +1,4 @@
-import type { Flight } from './flight-recorder';
+import type { Flight } from '../worker/flight-recorder';
 
 /**
  * How a worker process ended, and what the supervisor concludes from its flight record: which plugin config

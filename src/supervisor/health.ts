@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import type { WorkerProgress } from '../ipc/messages';
 
 /**
  * Health of ONE `posthog-plugins start` instance. PostHog's healthcheck looked at a global Redis key, so a dead
@@ -24,13 +25,6 @@ export const HEALTH_STATUS_VERSION = 1;
 export const DEFAULT_MAX_AGE_MS = 30_000;
 /** A batch may legitimately take a while: each plugin call of a chain has up to --wall-timeout-ms (30 s). */
 export const DEFAULT_STUCK_AFTER_MS = 300_000;
-
-export interface WorkerProgress {
-  /** Messages taken from the broker and not settled yet (eta-held messages excluded). */
-  inHand: number;
-  /** Messages settled since the worker started (acked, published, dropped, expired, set aside). */
-  settled: number;
-}
 
 export interface WorkerHealth {
   index: number;

@@ -6,10 +6,10 @@ import { SuspectList } from '../pipeline/suspects';
 import type { PluginStore } from '../store/plugin-store';
 import { type DeathCause, classifyDeath, judge } from './attribution';
 import { CrashLedger } from './crash-ledger';
-import { readFlights } from './flight-recorder';
-import { type WorkerHealth, type WorkerProgress, trackProgress } from './health';
-import { WORKER_INIT_ENV, isWorkerMessage, type SupervisorMessage, type WorkerInit } from './messages';
-import type { DeadWorkerRestorer } from './redis-restorer';
+import { readFlights } from '../worker/flight-recorder';
+import { type WorkerHealth, trackProgress } from './health';
+import { WORKER_INIT_ENV, isWorkerMessage, type SupervisorMessage, type WorkerInit, type WorkerProgress } from '../ipc/messages';
+import type { DeadWorkerRestorer } from './dead-worker-restorer';
 import { RestartPolicy } from './restart-policy';
 
 export interface SupervisorOptions {

@@ -7,7 +7,7 @@
  * `node --no-node-snapshot dist/test/bench/isolate-slices.js [rounds]`
  */
 import ivm from 'isolated-vm';
-import { DEFAULT_LIMITS } from '../../src/plugins';
+import { DEFAULT_LIMITS } from '../../src/plugins/types';
 import { toPluginEvent } from '../../protocol/posthog';
 import { benchTask, captureArgs } from './envelopes';
 

@@ -10,6 +10,7 @@ import assert from 'node:assert/strict';
 import { execFile, execFileSync, spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -139,10 +140,6 @@ function python(script: string, env: Record<string, string> = {}, timeoutMs = 20
       err ? reject(new Error(`python failed: ${err.message}\n${stderr}`)) : resolve(stdout),
     );
   });
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
 }
 
 async function cleanVhost(): Promise<void> {

@@ -52,7 +52,8 @@
  * | private Redis servers (free ports)    | test files that restart or flood Redis: startPrivateRedis  |
  * |                                       | in test/helpers/private-redis.ts, one server per file;     |
  * |                                       | in use: fuzz, numbers, redis-restart, eras (integration),  |
- * |                                       | test/redis/client.test.ts                                  |
+ * |                                       | test/redis/client.test.ts,                                 |
+ * |                                       | test/brokers/redis-scripts.test.ts (struct)                |
  * | private RabbitMQ nodes (free ports)   | test files that restart the broker: startPrivateRabbit in  |
  * |                                       | test/helpers/private-rabbitmq.ts (rabbitmq-chaos.test.ts)  |
  *

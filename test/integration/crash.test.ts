@@ -3,6 +3,7 @@ import { execFile } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { hostname, tmpdir } from 'node:os';
 import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
 import { after, before, describe, test } from 'node:test';
 import amqp from 'amqplib';
@@ -58,8 +59,6 @@ const CASES: Case[] = [
   { name: 'redis', kind: 'redis', broker: () => redisFixture(REDIS_DB) },
   { name: 'rabbitmq', kind: 'amqp', broker: () => amqpFixture(VHOST) },
 ];
-
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 function uuidOfRecord(r: SinkRecord): string {
   return String((r.data as { uuid: string }).uuid);

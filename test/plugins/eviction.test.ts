@@ -1,13 +1,12 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { closeHarness, FAST_LIMITS, harness, type Harness, logSink, makeEvent, props, until } from './helpers';
 
 /**
  * Idle isolates are evicted (teardownPlugin, then disposed) and recreated on the next call (load + setupPlugin),
  * through a real PluginManager: processEvent, jobs and a failing setupPlugin after the wake.
  */
-
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 const IDLE_MS = 300;
 const FAIL_AFTER = Date.now() + 3000;

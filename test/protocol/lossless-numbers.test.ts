@@ -2,8 +2,8 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { encodeTaskV2 } from '../../protocol/encode';
 import { parseKombuJson, stringifyForPython } from '../../protocol/json';
+import { LosslessNumber } from '../../protocol/lossless-number';
 import {
-  LosslessNumber,
   holdsLosslessNumbers,
   holdsUnsafeInteger,
   needsLosslessParse,

@@ -7,7 +7,7 @@ import { Gate } from '../../src/pipeline/gate';
 import { SuspectList } from '../../src/pipeline/suspects';
 import { classifyDeath, judge } from '../../src/supervisor/attribution';
 import { CrashLedger } from '../../src/supervisor/crash-ledger';
-import { FlightRecorder, readFlights } from '../../src/supervisor/flight-recorder';
+import { FlightRecorder, readFlights } from '../../src/worker/flight-recorder';
 import { RestartPolicy } from '../../src/supervisor/restart-policy';
 
 /** The supervisor's pure parts: flight records, attribution, crash counting, restart delays, suspects, the gate. */

@@ -15,8 +15,8 @@ import {
   leaseKey,
   setAsideKey,
 } from './keys';
-import { type LeaseInfo, Restorer, processSpace } from './restorer';
-import { POP_SCRIPT, RESTORE_SCRIPT, SETTLE_SCRIPT } from './scripts';
+import { POP_SCRIPT, RESTORE_SCRIPT, SETTLE_SCRIPT, type ScriptedRedis } from './scripts';
+import { type LeaseInfo, UnackedRestorer, processSpace } from './unacked-restorer';
 
 export interface RedisBrokerOptions {
   url: string;
@@ -39,13 +39,6 @@ export interface RedisBrokerOptions {
   idleBlockMs?: number;
 }
 
-/** Scripts defined without a fixed key count: ioredis takes the key count as the first argument. */
-interface ScriptCommands {
-  phPop(numKeys: number, ...keysAndArgs: string[]): Promise<[string[], string[]]>;
-  phSettle(numKeys: number, ...keysAndArgs: Array<string | Buffer>): Promise<string[]>;
-  phRestore(numKeys: number, ...keysAndArgs: string[]): Promise<number>;
-}
-
 const DEFAULTS = {
   leaseTtlMs: 45_000,
   visibilityTimeoutS: 3600,
@@ -59,8 +52,6 @@ const DEFAULTS = {
  * record in one Lua call, publish + ack in one Lua call, leases so a dead worker's messages come back in
  * seconds, and kombu-compatible unacked records so Python workers can restore ours and we theirs.
  */
-export type ScriptedRedis = BoundedRedis & ScriptCommands;
-
 export class RedisBroker implements Broker {
   readonly displayUrl: string;
   readonly workerId: string;
@@ -68,7 +59,7 @@ export class RedisBroker implements Broker {
   private readonly opts: Required<Omit<RedisBrokerOptions, 'onSetAside' | 'workerId' | 'onReconnect'>> & Pick<RedisBrokerOptions, 'onSetAside' | 'onReconnect'>;
   private cmd!: ScriptedRedis;
   private blocking!: BoundedRedis;
-  private restorer!: Restorer;
+  private restorer!: UnackedRestorer;
   private readonly held = new Map<string, Delivery>();
   private readonly timers: NodeJS.Timeout[] = [];
   private closed = false;
@@ -110,7 +101,7 @@ export class RedisBroker implements Broker {
     this.cmd = createRedisClient(this.opts.url, { ...common, name: `posthog-plugins:${this.workerId}` }) as ScriptedRedis;
     this.blocking = createRedisClient(this.opts.url, { ...common, name: `posthog-plugins:${this.workerId}:wait` });
     for (const client of [this.cmd, this.blocking]) {
-      // While connecting, the failed attempt is the caller's one line (worker.ts connectWithRetry), with the cause.
+      // While connecting, the failed attempt is the caller's one line (worker-process.ts connectWithRetry), with the cause.
       client.on('error', (err: Error) => {
         if (this.opened) this.opts.logger.warn(`redis connection error: ${err.message}`, { broker: this.displayUrl });
         else this.connectError = err;
@@ -126,7 +117,7 @@ export class RedisBroker implements Broker {
     this.cmd.defineCommand('phRestore', { lua: RESTORE_SCRIPT });
     await Promise.all([this.cmd.connect(), this.blocking.connect()]);
     await this.checkServerVersion();
-    this.restorer = new Restorer(this.cmd, this.opts.logger);
+    this.restorer = new UnackedRestorer(this.cmd, this.opts.logger);
 
     // Declare queues the way kombu does (binding member in _kombu.binding.<queue>), so Python's restore
     // and Python producers that route through the named exchange can find them.

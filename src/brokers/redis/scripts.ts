@@ -1,195 +1,41 @@
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import type { BoundedRedis } from '../../redis/client';
+
 /**
  * Lua scripts that make every Redis state change of a delivery atomic. kombu itself pops (BRPOP) and writes
  * its `unacked` record in two steps, so a crash in between loses the message; here the pop, the kombu
  * records and our own per-worker bookkeeping happen in one script, and so do publish + ack.
+ *
+ * Each script is a file in lua/ whose header lists its KEYS and ARGV. tsc copies no .lua files: the compiled
+ * module (dist/src/brokers/redis/) reads them from the source tree it was built from, so a clone that was built
+ * with `make build`, `npm run build` or plain `tsc` finds them. Read once, at start: a missing file fails there.
  */
+const LUA_DIR = path.resolve(__dirname, '../../../../src/brokers/redis/lua');
 
-/**
- * Pop up to N envelopes: first from this worker's landing list (filled by an idle BLMOVE), then from the
- * queue's priority lists in kombu's order. Each one gets kombu's `unacked` hash entry
- * `[<envelope>, exchange, routing_key]`, an `unacked_index` score in Unix seconds (what Python's
- * restore_visible reads) and a member in our in-flight set. Envelopes without a usable delivery_tag or
- * delivery_info cannot get an unacked record that Python could restore, so they are set aside right here
- * (pushed to the set-aside list with the reason) and returned only for logging.
- *
- * KEYS: 1 unacked, 2 unacked_index, 3 in-flight set, 4 landing list, 5 set-aside list, 6.. priority lists
- * ARGV: 1 max, 2 now (Unix seconds, float), 3 now (ISO, for set-aside records), 4 queue name (for them too)
- * Returns: { {envelope, delivery_tag, ...}, {reason, envelope, ...} } — the tag comes from here so that the
- * caller never has to parse an envelope again to learn it (Lua's JSON accepts NaN and hex, JSON.parse not).
- *
- * Cost: decoding each ~4 KB envelope with cjson was most of Redis's CPU per event, and Redis runs every script
- * on its one thread. Kombu's and our envelopes are recognised by a strict pattern on their tail instead (see
- * `fast` below); cjson is only the fallback, so what is accepted and refused is unchanged.
- */
-export const POP_SCRIPT = String.raw`
-local max = tonumber(ARGV[1])
-local taken = {}
-local bad = {}
-local count = 0
-local hset, zadd, sadd = {}, {}, {}
--- Fast path for the envelopes kombu (json.dumps) and we write: properties is the last top-level key, holds no
--- braces or backslashes except its delivery_info object, and so every quote in it delimits a string. Then the
--- tag, exchange and routing key can be read with patterns from the last few hundred bytes, without decoding
--- the ~4 KB envelope. Anything else (escapes, other key orders, a restored message's extra keys that break
--- the shape) goes through cjson. The caller checks the tag against its own full parse.
-local function fast(raw)
-  local n = #raw
-  -- Plain finds (memchr) and anchored patterns only: an unanchored pattern would be tried at every position.
-  local at = string.find(raw, '"properties":', n > 1024 and n - 1024 or 1, true)
-  local props
-  while at do
-    local c1, c2 = string.byte(raw, at - 2, at - 1)
-    if c2 == 44 or (c2 == 32 and c1 == 44) then
-      local _, _, p = string.find(raw, '^"properties":%s?{([^{}\\]*{[^{}\\]*}[^{}\\]*)}}$', at)
-      if p then props = p break end
-    end
-    at = string.find(raw, '"properties":', at + 1, true)
-  end
-  if not props then return nil end
-  local i = string.find(props, '"delivery_info":', 1, true)
-  if not i then return nil end
-  local infoStart, infoEnd, info = string.find(props, '^"delivery_info":%s?{([^{}]*)}', i)
-  if not info then return nil end
-  -- The last delivery_tag key outside delivery_info (the last one counts, as for JSON.parse).
-  local tag
-  local j = string.find(props, '"delivery_tag":', 1, true)
-  while j do
-    if j < infoStart or j > infoEnd then tag = string.match(props, '^"delivery_tag":%s?"([^"]*)"', j) or tag end
-    j = string.find(props, '"delivery_tag":', j + 1, true)
-  end
-  local e = string.find(info, '"exchange":', 1, true)
-  local r = string.find(info, '"routing_key":', 1, true)
-  local ex = e and string.match(info, '^"exchange":%s?"([^"]*)"', e)
-  local rk = r and string.match(info, '^"routing_key":%s?"([^"]*)"', r)
-  if not tag or tag == '' or not ex or not rk then return nil end
-  -- No quote or backslash in either (the patterns saw to that): the JSON string is the text in quotes.
-  return tag, '"' .. ex .. '"', '"' .. rk .. '"'
-end
-local function slow(raw)
-  local ok, env = pcall(cjson.decode, raw)
-  if not ok or type(env) ~= 'table' then return nil, nil, nil, 'envelope is not a JSON object' end
-  if type(env.properties) ~= 'table' then return nil, nil, nil, 'envelope has no properties object' end
-  local p = env.properties
-  local tag, ex, rk = p.delivery_tag, nil, nil
-  if type(p.delivery_info) == 'table' then
-    ex = p.delivery_info.exchange
-    rk = p.delivery_info.routing_key
-  end
-  if type(tag) ~= 'string' or tag == '' then return nil, nil, nil, 'envelope has no properties.delivery_tag' end
-  if type(ex) ~= 'string' or type(rk) ~= 'string' then
-    return nil, nil, nil, 'envelope has no properties.delivery_info.exchange/routing_key'
-  end
-  return tag, cjson.encode(ex), cjson.encode(rk)
-end
-local function accept(raw)
-  count = count + 1
-  local tag, ex, rk = fast(raw)
-  local reason
-  if not tag then tag, ex, rk, reason = slow(raw) end
-  if reason then
-    redis.call('LPUSH', KEYS[5], cjson.encode({reason = reason, time = ARGV[3], queue = ARGV[4], message = raw}))
-    table.insert(bad, reason)
-    table.insert(bad, raw)
-    return
-  end
-  -- kombu's unacked record [envelope, exchange, routing_key], envelope embedded verbatim.
-  hset[#hset + 1] = tag
-  hset[#hset + 1] = '[' .. raw .. ', ' .. ex .. ', ' .. rk .. ']'
-  zadd[#zadd + 1] = ARGV[2]
-  zadd[#zadd + 1] = tag
-  sadd[#sadd + 1] = tag
-  taken[#taken + 1] = raw
-  taken[#taken + 1] = tag
-end
--- One command per key and batch instead of three per message; in slices, as Lua's C stack bounds unpack.
-local function flush(cmd, key, args)
-  for i = 1, #args, 1000 do
-    redis.call(cmd, key, unpack(args, i, math.min(i + 999, #args)))
-  end
-end
-for i = 4, #KEYS do
-  if i ~= 5 then
-    while count < max do
-      local items = redis.call('RPOP', KEYS[i], max - count)
-      if not items then break end
-      for _, raw in ipairs(items) do accept(raw) end
-    end
-  end
-  if count >= max then break end
-end
-flush('HSET', KEYS[1], hset)
-flush('ZADD', KEYS[2], zadd)
-flush('SADD', KEYS[3], sadd)
-return {taken, bad}
-`;
+/** The text of lua/<name>.lua, sent to Redis as it is (no substitution). */
+export function luaScript(name: string): string {
+  const file = path.join(LUA_DIR, `${name}.lua`);
+  try {
+    return readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new Error(`cannot read Redis script ${file}: ${(err as Error).message}`);
+  }
+}
 
-/**
- * Publish outputs and ack inputs in one step. A delivery whose unacked record is gone (another process
- * restored it because it thought this worker dead) is skipped entirely: its restored copy will be
- * processed again, so publishing our output too would only duplicate it.
- *
- * KEYS: 1 unacked, 2 unacked_index, 3 in-flight set, 4.. output lists
- * ARGV: groups of: tag, n, then n pairs (output key index into KEYS, payload)
- * Returns: the tags that were skipped.
- */
-export const SETTLE_SCRIPT = `
-local skipped = {}
-local tags = {}
-local pushes = {}
-local i = 1
-while i <= #ARGV do
-  local tag = ARGV[i]
-  local n = tonumber(ARGV[i + 1])
-  i = i + 2
-  tags[#tags + 1] = tag
-  local held = redis.call('HDEL', KEYS[1], tag) == 1
-  for _ = 1, n do
-    if held then
-      local key = tonumber(ARGV[i])
-      local list = pushes[key]
-      if not list then list = {} pushes[key] = list end
-      list[#list + 1] = ARGV[i + 1]
-    end
-    i = i + 2
-  end
-  if not held then skipped[#skipped + 1] = tag end
-end
--- One command per key for the whole batch (the HDEL above is per tag: its reply says whether we still held it).
--- LPUSH of a slice keeps the settlements' order on each list. In slices: Lua's C stack bounds unpack.
-local function each(cmd, key, args)
-  for j = 1, #args, 1000 do
-    redis.call(cmd, key, unpack(args, j, math.min(j + 999, #args)))
-  end
-end
-each('ZREM', KEYS[2], tags)
-each('SREM', KEYS[3], tags)
-for key, list in pairs(pushes) do each('LPUSH', KEYS[key], list) end
-return skipped
-`;
+/** Scripts defined without a fixed key count: ioredis takes the key count as the first argument. */
+interface ScriptCommands {
+  phPop(numKeys: number, ...keysAndArgs: string[]): Promise<[string[], string[]]>;
+  phSettle(numKeys: number, ...keysAndArgs: Array<string | Buffer>): Promise<string[]>;
+  phRestore(numKeys: number, ...keysAndArgs: string[]): Promise<number>;
+}
 
-/**
- * Give messages back to their queue if their unacked record still exists (whoever restores first wins, so
- * a message is never restored twice). RPUSH puts them at the consuming end, next in line, as kombu does.
- * When restoring a known holder's messages, a tag must still be in that holder's in-flight set: once
- * restored, the same delivery tag may already be held again by a live worker, whose record must not be taken.
- *
- * KEYS: 1 unacked, 2 unacked_index, 3 in-flight set of the holder (or any unused key)
- * ARGV: 1 '1' to require membership of KEYS[3], else '0'; then groups of: tag, target list, envelope
- * Returns: number restored.
- */
-export const RESTORE_SCRIPT = `
-local restored = 0
-local needMember = ARGV[1] == '1'
-for i = 2, #ARGV, 3 do
-  local tag = ARGV[i]
-  if needMember and redis.call('SISMEMBER', KEYS[3], tag) == 0 then
-    -- restored by someone else already (and possibly taken again by a live worker): not ours to touch
-  elseif redis.call('HDEL', KEYS[1], tag) == 1 then
-    redis.call('RPUSH', ARGV[i + 1], ARGV[i + 2])
-    restored = restored + 1
-  end
-  redis.call('ZREM', KEYS[2], tag)
-  redis.call('SREM', KEYS[3], tag)
-end
-return restored
-`;
+/** A client with (some of) these scripts defined as commands (`defineCommand`). */
+export type ScriptedRedis = BoundedRedis & ScriptCommands;
+
+/** Pop a batch with its unacked records (lua/pop.lua). */
+export const POP_SCRIPT = luaScript('pop');
+/** Publish outputs and ack inputs (lua/settle.lua). */
+export const SETTLE_SCRIPT = luaScript('settle');
+/** Give unacked messages back to their queues (lua/restore.lua). */
+export const RESTORE_SCRIPT = luaScript('restore');

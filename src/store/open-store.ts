@@ -1,10 +1,10 @@
 import path from 'node:path';
 import type { Knex } from 'knex';
 import type { Logger } from '../log';
-import { describeDatabaseUrl, openDatabase } from '../store/database';
-import { migrate, migrateOwnTables } from '../store/migrate';
-import { PluginStore } from '../store/plugin-store';
-import { describeSchema } from '../store/schema';
+import { describeDatabaseUrl, openDatabase } from './database';
+import { migrate, migrateOwnTables } from './migrate';
+import { PluginStore } from './plugin-store';
+import { describeSchema } from './schema';
 
 /**
  * Open PostHog's plugin tables. The embedded SQLite default creates its tables on first use so that

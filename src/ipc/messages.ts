@@ -1,6 +1,5 @@
 import type { SuspectSnapshot } from '../pipeline/suspects';
-import type { StartArgs } from '../cli/start';
-import type { WorkerProgress } from './health';
+import type { StartArgs } from '../start-args';
 
 /**
  * What the supervisor and its worker processes tell each other. Events never travel this way: each worker
@@ -26,12 +25,20 @@ export interface WorkerInit {
   serialLoad: boolean;
 }
 
+/** What a worker has in hand and has settled, sent with every heartbeat answer (see src/supervisor/health.ts). */
+export interface WorkerProgress {
+  /** Messages taken from the broker and not settled yet (eta-held messages excluded). */
+  inHand: number;
+  /** Messages settled since the worker started (acked, published, dropped, expired, set aside). */
+  settled: number;
+}
+
 /** Worker → supervisor. */
 export type WorkerMessage =
   /** Sent (and flushed) before connecting: the Redis worker id whose messages to restore if this process dies. */
   | { type: 'broker'; workerId: string | null }
   | { type: 'ready' }
-  /** `progress`: what the worker has in hand and has settled, for `posthog-plugins health` (see health.ts). */
+  /** `progress`: what the worker has in hand and has settled, for `posthog-plugins health` (see src/supervisor/health.ts). */
   | { type: 'pong'; seq: number; progress?: WorkerProgress }
   /**
    * Startup failed; the reason, so the supervisor's log can say why it restarts with a delay. `permanent`: it

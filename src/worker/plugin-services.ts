@@ -17,7 +17,7 @@ import { JobStore } from '../store/job-store';
 import { PluginLogWriter } from '../store/plugin-log-writer';
 import { PluginStorage } from '../store/plugin-storage';
 import { storageUnavailableReason, type PosthogSchema } from '../store/schema';
-import type { StartArgs } from './start';
+import type { StartArgs } from '../start-args';
 
 /** The Redis a worker uses besides the broker: PostHog's REDIS_URL, or the broker itself when it is Redis. */
 export function pluginRedisUrl(args: Pick<StartArgs, 'redisUrl' | 'broker'>): string {

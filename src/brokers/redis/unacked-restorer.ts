@@ -4,7 +4,6 @@ import { randomUUID } from 'node:crypto';
 import { markRedelivered, parseBindingMember, parseEnvelope, parseUnackedRecord, priorityKey } from '../../../protocol/redis-envelope';
 import type { Logger } from '../../log';
 import { processExists } from '../../process-exists';
-import type { ScriptedRedis } from './redis-broker';
 import {
   KOMBU_UNACKED,
   KOMBU_UNACKED_INDEX,
@@ -15,6 +14,7 @@ import {
   landingKey,
   leaseKey,
 } from './keys';
+import type { ScriptedRedis } from './scripts';
 
 const RESTORE_CHUNK = 500;
 /** Stands in for the holder's in-flight set when there is no known holder (never written). */
@@ -46,7 +46,7 @@ export function processSpace(): string {
  * - any holder (Python workers included) whose unacked_index entry is older than the visibility timeout,
  *   with kombu's algorithm and its `unacked_mutex`, so Python's restore and ours never collide.
  */
-export class Restorer {
+export class UnackedRestorer {
   constructor(
     private readonly redis: ScriptedRedis,
     private readonly logger: Logger,

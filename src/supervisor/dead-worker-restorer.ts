@@ -1,8 +1,7 @@
 import { redisBackoff, reportRedisOutages } from '../brokers/connect-errors';
-import { Restorer } from '../brokers/redis/restorer';
 import { leaseKey } from '../brokers/redis/keys';
-import type { ScriptedRedis } from '../brokers/redis/redis-broker';
-import { RESTORE_SCRIPT } from '../brokers/redis/scripts';
+import { RESTORE_SCRIPT, type ScriptedRedis } from '../brokers/redis/scripts';
+import { UnackedRestorer } from '../brokers/redis/unacked-restorer';
 import type { Logger } from '../log';
 import { createRedisClient } from '../redis/client';
 
@@ -13,7 +12,7 @@ import { createRedisClient } from '../redis/client';
  */
 export class DeadWorkerRestorer {
   private readonly redis: ScriptedRedis;
-  private readonly restorer: Restorer;
+  private readonly restorer: UnackedRestorer;
 
   constructor(
     url: string,
@@ -25,7 +24,7 @@ export class DeadWorkerRestorer {
     this.redis = createRedisClient(url, { name: 'posthog-plugins:supervisor', lazyConnect: false, ...redisBackoff }) as ScriptedRedis;
     reportRedisOutages(this.redis, 'supervisor Redis', logger);
     this.redis.defineCommand('phRestore', { lua: RESTORE_SCRIPT });
-    this.restorer = new Restorer(this.redis, logger);
+    this.restorer = new UnackedRestorer(this.redis, logger);
   }
 
   /** Returns how many messages went back to the queue. */
