@@ -310,7 +310,7 @@ export interface RelayOptions {
 }
 
 /** The relay `make bench` reports as the RabbitMQ ceiling: the fastest of amqp-relay.ts's variants here. */
-export const BEST_RELAY: RelayOptions = { batch: 1000, depth: 2, twoConnections: false, ackEach: false };
+export const BEST_RELAY: RelayOptions = { batch: 1000, depth: 4, twoConnections: false, ackEach: false };
 
 /**
  * The broker-only ceiling on RabbitMQ, with the guarantees our worker keeps: consume the input (manual acks),

@@ -642,18 +642,33 @@ function report(): string {
     const b = cpuOf(py);
     return a && b ? `; ${(b / a).toFixed(1)}× by CPU per event (peer + broker)` : '';
   };
+  // Issue 16's targets. CPU ratios compare the worker trees alone (not the broker servers).
+  const treeCpu = (p: PeerResult | undefined): number | null => (p && p.cpuUs.length ? median(p.cpuUs) : null);
+  const cpuShare = (ours: PeerResult | undefined, py: PeerResult | undefined): number | null => {
+    const a = treeCpu(ours);
+    const b = treeCpu(py);
+    return a && b ? a / b : null;
+  };
   add('Redis ≥ 20× Python pass-through', ourRedis?.rate && pyR ? ourRedis.rate / pyR : null, (v) => v >= 20, (v) => `${v.toFixed(1)}× by events/s${byCpu(ourRedis, pyPeer('redis'))}`);
+  add('Redis: worker CPU per event ≤ 1/20 of Python\'s', cpuShare(ourRedis, pyPeer('redis')), (v) => v <= 1 / 20, (v) => `1/${(1 / v).toFixed(1)}`);
   add('Redis ≥ ¼ of the broker-only ceiling', ourRedis?.rate && ceiling?.rate ? ourRedis.rate / ceiling.rate : null, (v) => v >= 0.25, (v) => `${(v * 100).toFixed(1)} % of it`);
-  add('RabbitMQ ≥ 10× Python', ourAmqp?.rate && pyA ? ourAmqp.rate / pyA : null, (v) => v >= 10, (v) =>
-    `${v.toFixed(1)}× by events/s${byCpu(ourAmqp, pyPeer('rabbitmq'))}${amqpCeilingRow?.rate && pyA ? `; the broker-only ceiling is ${(amqpCeilingRow.rate / pyA).toFixed(1)}×` : ''}`);
+  add('RabbitMQ ≥ 90 % of the relay ceiling', ourAmqp?.rate && amqpCeilingRow?.rate ? ourAmqp.rate / amqpCeilingRow.rate : null, (v) => v >= 0.9, (v) =>
+    `${(v * 100).toFixed(1)} %; ${pyA && ourAmqp?.rate ? `${(ourAmqp.rate / pyA).toFixed(1)}× Python by events/s, the relay ${amqpCeilingRow?.rate ? (amqpCeilingRow.rate / pyA).toFixed(1) : '?'}×` : ''}`);
+  add('RabbitMQ: worker CPU per event ≤ 1/10 of Python\'s', cpuShare(ourAmqp, pyPeer('rabbitmq')), (v) => v <= 1 / 10, (v) => `1/${(1 / v).toFixed(1)}`);
   const fiveCpu = cpuOf(five);
   const oneCpu = cpuOf(ourRedis);
   add('five plugins < 2× the cost of one', five?.rate && ourRedis?.rate ? ourRedis.rate / five.rate : null, (v) => v < 2, (v) =>
     `${v.toFixed(2)}× the time per event${fiveCpu && oneCpu ? `; ${(fiveCpu / oneCpu).toFixed(2)}× the CPU per event` : ''}`);
   const worstP99 = [ourRedis, ourAmqp, five].filter((p): p is PeerResult => p?.p99 !== null && p?.p99 !== undefined).map((p) => p.p99 as number);
-  add('p99 < 50 ms at half peak (worst of our rows)', worstP99.length ? Math.max(...worstP99) : null, (v) => v < 50, (v) => `${fmtMs(v)} ms`);
+  add('p99 ≤ 50 ms at half peak (worst of our rows)', worstP99.length ? Math.max(...worstP99) : null, (v) => v <= 50, (v) => `${fmtMs(v)} ms`);
+  add('1-plugin tree peaks ≤ 200 MB draining (Redis)', ourRedis?.rssBytes ?? null, (v) => v <= 200 * 1024 * 1024, (v) => mb(v));
   const s1 = results.scaling.find((s) => s.configs === 1);
   const sMax = [...results.scaling].sort((a, b) => b.configs - a.configs)[0];
+  const s1000 = results.scaling.find((s) => s.configs === 1000);
+  add('1-plugin tree ≤ 150 MB idle (RSS at start)', s1?.idleRssBytes ?? null, (v) => v <= 150 * 1024 * 1024, (v) => mb(v));
+  add('1,000 configs: consuming ≤ 10 s after start', s1000 ? s1000.startupMs : null, (v) => v <= 10_000, (v) => `${(v / 1000).toFixed(2)} s`);
+  add('1,000 configs: peak ≤ 1 GB', s1000 ? s1000.peakRssBytes : null, (v) => v <= 1024 ** 3, (v) => mb(v));
+  add('CPU per event, 1,000 configs ≤ 2× 1 config', s1 && s1000 ? s1000.cpuUs / s1.cpuUs : null, (v) => v <= 2, (v) => `${v.toFixed(2)}× (chains of ${s1000 ? s1000.configs / s1000.teams : '?'} against 1)`);
   add(
     '≤ 4 MB per live plugin config',
     s1 && sMax && sMax.configs > 1 ? (sMax.idleRssBytes - s1.idleRssBytes) / (sMax.configs - 1) / 1024 / 1024 : null,
