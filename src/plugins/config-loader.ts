@@ -2,7 +2,7 @@ import crypto from 'node:crypto';
 import type { Logger } from '../log';
 import { pluginErrorFrom } from '../store/plugin-store';
 import type { LoadedPluginConfig } from '../store/types';
-import { compilePlugin } from './compile';
+import { compilePluginAsync } from './compile';
 import { type ConfigEntry, emptyGeneration, type Generation, logMetaOf } from './config-entry';
 import type { PluginVm, SandboxError } from './sandbox';
 import { readPluginRowSource } from './source';
@@ -14,14 +14,21 @@ export interface ConfigLoaderOptions {
   /** Modules plugins may import. */
   hostModules: ReadonlySet<string>;
   /** A new (not yet started) VM for an entry. */
-  newVm(entry: ConfigEntry, row: LoadedPluginConfig, code: { code: string; filename: string }): PluginVm;
+  newVm(entry: ConfigEntry, row: LoadedPluginConfig, code: PluginCode): PluginVm;
+}
+
+/** A config's compiled code; `hash` identifies the source. */
+export interface PluginCode {
+  code: string;
+  filename: string;
+  hash: string;
 }
 
 /** A generation built from the store's rows, before its new isolates are started. */
 export interface LoadPlan {
   next: Generation;
-  /** Entries with a new VM to start, and whether the row had an error to clear once it comes up. */
-  toStart: Array<{ entry: ConfigEntry; hadError: boolean }>;
+  /** Entries with a new VM to start, their code, and whether the row had an error to clear once it comes up. */
+  toStart: Array<{ entry: ConfigEntry; code: PluginCode; hadError: boolean }>;
   /** VMs of the old generation the new one keeps. */
   reused: Set<PluginVm>;
 }
@@ -33,11 +40,11 @@ export interface LoadPlan {
 export class ConfigLoader {
   constructor(private readonly opts: ConfigLoaderOptions) {}
 
-  plan(rows: LoadedPluginConfig[], old: Generation): LoadPlan {
+  async plan(rows: LoadedPluginConfig[], old: Generation): Promise<LoadPlan> {
     const plan: LoadPlan = { next: emptyGeneration(), toStart: [], reused: new Set() };
     for (const row of rows) {
       const entry = newEntry(row);
-      const code = this.compile(entry, row);
+      const code = await this.compile(entry, row);
       if (code) this.attachVm(plan, entry, row, code, old.entries.get(row.id));
       plan.next.entries.set(entry.id, entry);
       const chain = plan.next.chains.get(entry.teamId) ?? [];
@@ -49,9 +56,9 @@ export class ConfigLoader {
   }
 
   /** The plugin's code, with the entry's fingerprint set; null (and entry.loadError) when it cannot be compiled. */
-  private compile(entry: ConfigEntry, row: LoadedPluginConfig): { code: string; filename: string } | null {
+  private async compile(entry: ConfigEntry, row: LoadedPluginConfig): Promise<PluginCode | null> {
     try {
-      const compiled = compilePlugin(readPluginRowSource(row.plugin, { baseDir: this.opts.baseDir }), this.opts.hostModules);
+      const compiled = await compilePluginAsync(readPluginRowSource(row.plugin, { baseDir: this.opts.baseDir }), this.opts.hostModules);
       entry.fingerprint = sha256(
         compiled.hash,
         compiled.filename,
@@ -60,7 +67,7 @@ export class ConfigLoader {
         JSON.stringify(row.config),
         ...row.attachments.flatMap((a) => [a.key, a.contentType, a.fileName, a.contents]),
       );
-      return { code: compiled.code, filename: compiled.filename };
+      return { code: compiled.code, filename: compiled.filename, hash: compiled.hash };
     } catch (err) {
       entry.loadError = pluginErrorFrom(err);
       this.opts.logger.error(`plugin ${row.plugin.name} (config ${row.id}, team ${row.teamId}) failed to load: ${(err as Error).message}`, logMetaOf(entry));
@@ -69,7 +76,7 @@ export class ConfigLoader {
   }
 
   /** Reuse the previous generation's running VM of an unchanged config, or make a new one to start. */
-  private attachVm(plan: LoadPlan, entry: ConfigEntry, row: LoadedPluginConfig, code: { code: string; filename: string }, prev: ConfigEntry | undefined): void {
+  private attachVm(plan: LoadPlan, entry: ConfigEntry, row: LoadedPluginConfig, code: PluginCode, prev: ConfigEntry | undefined): void {
     // Failing setups keep counting across reloads of an unchanged config, so busy installs still disable it.
     if (prev && prev.fingerprint === entry.fingerprint) entry.setupFailures = prev.setupFailures;
     if (prev?.vm && prev.vm.state === 'ready' && prev.fingerprint === entry.fingerprint) {
@@ -79,7 +86,7 @@ export class ConfigLoader {
       return;
     }
     entry.vm = this.opts.newVm(entry, row, code);
-    plan.toStart.push({ entry, hadError: row.error !== null });
+    plan.toStart.push({ entry, code, hadError: row.error !== null });
   }
 }
 
@@ -93,16 +100,20 @@ export async function startEntries(
   start: (entry: ConfigEntry) => Promise<SandboxError | null>,
   clearError: (configId: number) => void,
 ): Promise<void> {
+  await inPool(toStart, concurrency, async ({ entry, hadError }) => {
+    const err = await start(entry);
+    if (err === null && hadError) clearError(entry.id);
+    if (err?.kind === 'setup') entry.retrySetup = true;
+  });
+}
+
+/** `fn` over the items, at most `concurrency` at a time. */
+export async function inPool<T>(items: readonly T[], concurrency: number, fn: (item: T) => Promise<void>): Promise<void> {
   let cursor = 0;
   const worker = async (): Promise<void> => {
-    while (cursor < toStart.length) {
-      const { entry, hadError } = toStart[cursor++];
-      const err = await start(entry);
-      if (err === null && hadError) clearError(entry.id);
-      if (err?.kind === 'setup') entry.retrySetup = true;
-    }
+    while (cursor < items.length) await fn(items[cursor++]);
   };
-  await Promise.all(Array.from({ length: Math.min(Math.max(1, concurrency), toStart.length) }, worker));
+  await Promise.all(Array.from({ length: Math.min(Math.max(1, concurrency), items.length) }, worker));
 }
 
 function newEntry(row: LoadedPluginConfig): ConfigEntry {

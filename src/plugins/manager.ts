@@ -13,6 +13,7 @@ import { EventSink } from './event-sink';
 import { EXPORT_RETRY_JOB, ExportRetry } from './export-retry';
 import { createFetchOp, resolveFetchOptions } from './fetch';
 import { msSinceBusyDispose, PluginVm, resolveLimits, SandboxError, type TaskKind, type TaskOutcome } from './sandbox';
+import { releaseTranspiler } from './transpile';
 import type { ConfigInfo, FetchOptions, PluginEvent, SandboxLimits } from './types';
 
 export { DEFAULT_LIMITS } from './types';
@@ -379,7 +380,8 @@ export class PluginManager {
     const { store, logger } = this.opts;
     const rows = await store.loadEnabledConfigs();
     const old = this.gen;
-    const { next, toStart, reused } = this.loader.plan(rows, old);
+    const { next, toStart, reused } = await this.loader.plan(rows, old);
+    releaseTranspiler(); // compiling is done until the next reload
 
     // Start new isolates (load + setupPlugin), a few at a time.
     await startEntries(toStart, this.opts.loadConcurrency ?? 4, (entry) => this.startEntry(entry, entry.vm!, ''), (id) => this.health.errors.set(id, null));
