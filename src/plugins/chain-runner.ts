@@ -20,6 +20,8 @@ export interface ChainRunnerOptions {
   onCall?: (config: { id: number; name: string }, seconds: number, outcome: { errors: number; recreated: number }) => void;
   /** See PluginManagerOptions.taskIdOf. */
   taskIdOf?: (event: PluginEvent) => string | undefined;
+  /** Called before a config without an isolate (not created yet, or evicted) gets events. */
+  wake?: (entry: ConfigEntry) => Promise<void>;
 }
 
 export interface ChainResult {
@@ -48,6 +50,10 @@ export class ChainRunner {
       for (let i = 0; i < n; i++) if (current[i] !== null) idx.push(i);
       if (idx.length === 0) break;
       const inputs = idx.map((i) => current[i] as string);
+      if (vm.hibernated && this.opts.wake) {
+        await this.opts.wake(entry);
+        if (vm.state !== 'ready') continue; // its load or setupPlugin failed: recorded, events pass it unchanged
+      }
 
       const leave = this.opts.onEnter?.(entry.id, idx.map((i) => events[i]));
       if (leave === false) continue;

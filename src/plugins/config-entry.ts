@@ -38,6 +38,8 @@ export interface ConfigEntry extends ConfigIdentity {
   setupFailures: number;
   /** setupPlugin failed at load: retry it once this entry is live. */
   retrySetup?: boolean;
+  /** Its isolate is created on first use, and the row had an error: cleared once it comes up. */
+  clearErrorOnStart?: boolean;
   /** A setupPlugin retry is scheduled (the config may come up: its jobs wait). */
   setupRetryPending?: boolean;
   /** processEvent calls in a row that hit the wall-clock deadline. */

@@ -1,83 +1,31 @@
-import type { Logger } from '../log';
 import { ChainUnavailableError } from '../pipeline/batch-processor';
-import type { PluginStore } from '../store/plugin-store';
-import type { JobStore } from '../store/job-store';
-import type { LoadedPluginConfig } from '../store/types';
-import type { HostOp, HostOps } from './bridge';
+import type { HostOps } from './bridge';
 import { ChainRunner, feedSinks } from './chain-runner';
 import { hostModulesFor } from './compile';
-import { type ConfigEntry, emptyGeneration, type Generation, isInterruption, logMetaOf, type PluginLogEntry, type PluginLogSink, toPluginError } from './config-entry';
+import { type ConfigEntry, emptyGeneration, type Generation, isInterruption } from './config-entry';
 import { ConfigHealth } from './config-health';
 import { ConfigLoader, startEntries } from './config-loader';
+import { ConfigStarter } from './config-starter';
 import { EventSink } from './event-sink';
 import { EXPORT_RETRY_JOB, ExportRetry } from './export-retry';
 import { createFetchOp, resolveFetchOptions } from './fetch';
-import { msSinceBusyDispose, PluginVm, resolveLimits, SandboxError, type TaskKind, type TaskOutcome } from './sandbox';
+import { IsolateEviction } from './isolate-eviction';
+import { LazyStart } from './lazy-start';
+import type { LiveConfig, PluginManagerOptions } from './manager-options';
+import { msSinceBusyDispose, type PluginVm, resolveLimits, type TaskKind, type TaskOutcome } from './sandbox';
 import { releaseTranspiler } from './transpile';
-import type { ConfigInfo, FetchOptions, PluginEvent, SandboxLimits } from './types';
+import type { ConfigInfo, PluginEvent, SandboxLimits } from './types';
 
 export { DEFAULT_LIMITS } from './types';
 export type { SandboxLimits } from './types';
 export type { PluginLogEntry, PluginLogSink } from './config-entry';
 export { EXPORT_RETRY_JOB, MAX_EXPORT_RETRIES } from './export-retry';
+export type { LiveConfig, PluginManagerOptions } from './manager-options';
 
-export interface PluginManagerOptions {
-  store: PluginStore;
-  /** Base directory for relative `file:` plugin urls. */
-  baseDir: string;
-  limits?: Partial<SandboxLimits>;
-  logger: Logger;
-  /** Isolates started in parallel during a (re)load (default 4). */
-  loadConcurrency?: number;
-  /** `fetch` for plugins: limits and the address allow-list (see FetchOptions). */
-  fetch?: FetchOptions;
-  /**
-   * Called synchronously right before each entry into a config's isolate: a chain step (`events`: the caller's
-   * event objects going in) or a load with setupPlugin (`events` empty). It may return a function, called when
-   * that entry is over, or `false` to skip this chain step (the events keep their current value).
-   */
-  onEnter?: (configId: number, events: readonly PluginEvent[]) => (() => void) | false | void;
-  /** More host APIs for plugins (cache, storage, jobs, capture), by op name. */
-  ops?: ReadonlyMap<string, HostOp>;
-  /** Host APIs this worker cannot offer, with the reason plugins are told (e.g. cache: "no Redis"). */
-  unavailable?: Readonly<Record<string, string>>;
-  /** Run onEvent/exportEvents on the chain's results (the worker does; replay does not). */
-  eventSinks?: boolean;
-  /** Wall-clock limit of one background call (onEvent, exportEvents, runEvery*, a job), ms (default 5 min). */
-  taskWallTimeoutMs?: number;
-  /** setupPlugin failures retried before the config is disabled (default 10; 0 = never retry, never disable). */
-  setupRetries?: number;
-  /** First setupPlugin retry after this long, doubling each time (default 3 s, as PostHog). */
-  setupRetryBaseMs?: number;
-  /** Where plugin log entries go (posthog_pluginlogentry). */
-  pluginLog?: PluginLogSink;
-  /** Persisted jobs, for exportEvents retries after RetryError. */
-  jobs?: Pick<JobStore, 'enqueue'>;
-  /**
-   * A config's isolate that has had no call (processEvent or background) for this long is evicted: teardownPlugin,
-   * then disposed; the next call recreates it (load + setupPlugin). 0 = never (replay, tests). Configs with
-   * runEveryMinute, onEvent or exportEvents are kept (see evictIdle).
-   */
-  isolateIdleMs?: number;
-  /** After each processEvent(Batch) call of a chain step: for metrics. */
-  onCall?: (config: { id: number; name: string }, seconds: number, outcome: { errors: number; recreated: number }) => void;
-  /** An idle isolate was evicted. */
-  onEvicted?: (configId: number) => void;
-  /** The Celery task id an event came in with, for log lines (logs, metrics and Celery events join on it). */
-  taskIdOf?: (event: PluginEvent) => string | undefined;
-}
 
 /** How often idle isolates are looked for, at most (and a quarter of the idle time when that is shorter). */
 const EVICTION_SCAN_MAX_MS = 60_000;
 
-/** A loaded config, for the scheduler and the job runner. */
-export interface LiveConfig {
-  id: number;
-  pluginId: number;
-  teamId: number;
-  name: string;
-  vm: PluginVm;
-}
 
 /** How long close() lets isolated-vm wind down after disposing an isolate that was running (see close). */
 const BUSY_DISPOSE_GRACE_MS = 500;
@@ -101,13 +49,18 @@ export class PluginManager {
   private readonly loader: ConfigLoader;
   private readonly chains: ChainRunner;
   private readonly exportRetry: ExportRetry;
+  private readonly eviction: IsolateEviction;
   private evictionTimer: NodeJS.Timeout | null = null;
-  private evicting = false;
+  private readonly lazy: LazyStart;
+  private readonly starter: ConfigStarter;
+  /** An isolate was created since the last memory budget check. */
+  private budgetDirty = false;
 
   private constructor(private readonly opts: PluginManagerOptions) {
     this.limits = resolveLimits(opts.limits);
     const fetch = resolveFetchOptions(opts.fetch); // throws on an unreadable allow-list entry
     this.hostOps = new Map([...(fetch.enabled ? ([['fetch', createFetchOp(fetch)]] as const) : []), ...(opts.ops ?? [])]);
+    const isLive = (entry: ConfigEntry): boolean => !this.closed && this.gen.entries.get(entry.id) === entry;
     this.health = new ConfigHealth({
       store: opts.store,
       logger: opts.logger,
@@ -115,21 +68,50 @@ export class PluginManager {
       setupRetries: opts.setupRetries ?? 10,
       setupRetryBaseMs: opts.setupRetryBaseMs ?? 3000,
       wallTimeoutMs: this.limits.wallTimeoutMs,
-      isLive: (entry) => !this.closed && this.gen.entries.get(entry.id) === entry,
-      restart: (entry, how) => this.startEntry(entry, entry.vm!, how),
+      isLive,
+      restart: (entry, how) => this.starter.start(entry, entry.vm!, how),
     });
     this.loader = new ConfigLoader({
       baseDir: opts.baseDir,
       logger: opts.logger,
       hostModules: hostModulesFor(fetch.enabled),
-      newVm: (entry, row, code) => this.newVm(entry, row, code),
+      newVm: (entry, row, code) => this.starter.newVm(entry, row, code),
     });
-    this.chains = new ChainRunner({ logger: opts.logger, health: this.health, onEnter: opts.onEnter, onCall: opts.onCall, taskIdOf: opts.taskIdOf });
+    this.chains = new ChainRunner({ logger: opts.logger, health: this.health, onEnter: opts.onEnter, onCall: opts.onCall, taskIdOf: opts.taskIdOf, wake: (entry) => this.wake(entry) });
+    this.lazy = new LazyStart({
+      health: this.health,
+      concurrency: opts.loadConcurrency ?? 4,
+      onEnter: opts.onEnter,
+      vmSpec: (entry, source, code) => this.starter.vmSpec(entry, source, code),
+      startEntry: (entry, vm, how) => this.starter.start(entry, vm, how),
+      isLive,
+    });
+    this.eviction = new IsolateEviction({
+      logger: opts.logger,
+      entries: () => this.gen.entries.values(),
+      isClosed: () => this.closed,
+      budgetBytes: Math.max(0, opts.isolateMemoryBudgetMb ?? 0) * 1024 * 1024,
+      onEnter: opts.onEnter,
+      onEvicted: opts.onEvicted,
+    });
     this.exportRetry = new ExportRetry({
       logger: opts.logger,
       health: this.health,
       jobs: opts.jobs,
       enterTask: (entry, vm, kind, name, arg, wall) => this.enterTask(entry, vm, kind, name, arg, wall),
+    });
+    this.starter = new ConfigStarter({
+      logger: opts.logger,
+      limits: this.limits,
+      hostOps: this.hostOps,
+      unavailable: opts.unavailable,
+      eventSinks: opts.eventSinks,
+      onEnter: opts.onEnter,
+      health: this.health,
+      exportRetry: this.exportRetry,
+      taskWallMs: this.taskWallMs,
+      enterTask: (entry, vm, kind, name, arg, wall) => this.enterTask(entry, vm, kind, name, arg, wall),
+      isLive,
     });
   }
 
@@ -143,46 +125,10 @@ export class PluginManager {
     await m.reload();
     const idleMs = opts.isolateIdleMs ?? 0;
     if (idleMs > 0) {
-      m.evictionTimer = setInterval(() => void m.evictIdle(idleMs), Math.max(100, Math.min(EVICTION_SCAN_MAX_MS, Math.floor(idleMs / 4))));
+      m.evictionTimer = setInterval(() => void m.eviction.evictIdle(idleMs), Math.max(100, Math.min(EVICTION_SCAN_MAX_MS, Math.floor(idleMs / 4))));
       m.evictionTimer.unref();
     }
     return m;
-  }
-
-  /**
-   * Evict the isolates idle for `idleMs` (see PluginManagerOptions.isolateIdleMs). One config at a time, each
-   * under the VM's own lock, so a call arriving meanwhile either runs first (and keeps the isolate) or wakes it.
-   */
-  private async evictIdle(idleMs: number): Promise<void> {
-    if (this.evicting || this.closed) return;
-    this.evicting = true;
-    try {
-      const cutoff = Date.now() - idleMs;
-      for (const entry of [...this.gen.entries.values()]) {
-        const vm = entry.vm;
-        if (this.closed) break;
-        if (!vm || vm.state !== 'ready' || vm.hibernated || !vm.idle || vm.lastUsedMs > cutoff) continue;
-        // runEveryMinute: the scheduler would wake it within the minute. onEvent/exportEvents: their events arrive
-        // without a processEvent call to wake the isolate first, and a shutdown must still export what is buffered.
-        if (vm.exports.runEveryMinute || entry.sink !== null) continue;
-        const leave = this.opts.onEnter?.(entry.id, []); // teardownPlugin runs in the isolate: crash attribution
-        let evicted = false;
-        try {
-          evicted = await vm.hibernate();
-        } finally {
-          if (leave) leave();
-        }
-        if (evicted) {
-          this.opts.onEvicted?.(entry.id);
-          const idleS = Math.round((Date.now() - vm.lastUsedMs) / 1000);
-          this.opts.logger.info(`plugin ${entry.name} (config ${entry.id}, team ${entry.teamId}): isolate evicted after ${idleS} s without calls; the next call recreates it`, logMetaOf(entry));
-        }
-      }
-    } catch (err) {
-      this.opts.logger.warn(`evicting idle isolates failed: ${(err as Error).message}`);
-    } finally {
-      this.evicting = false;
-    }
   }
 
   get sandboxLimits(): SandboxLimits {
@@ -235,12 +181,14 @@ export class PluginManager {
     const vm = entry.vm;
     const notReady: TaskOutcome = { failed: 0, error: null, retry: false, interrupted: 'not-ready' };
     if (this.closed) return notReady; // another worker (or this one after a restart) runs it
+    if (vm?.hibernated) await this.wake(entry);
     if (!vm || vm.state !== 'ready') return entry.setupRetryPending ? notReady : null; // a retry may still bring it up
     const wall = this.taskWallMs;
     if (kind === 'job' && name === EXPORT_RETRY_JOB) return this.exportRetry.run(entry, vm, payloadJson, wall);
     const outcome = await this.enterTask(entry, vm, kind, name, kind === 'job' ? [payloadJson] : [], wall);
     const what = kind === 'job' ? `job ${JSON.stringify(name)}` : name;
     if (outcome.error && !isInterruption(outcome)) this.health.recordError(entry, what, outcome.error);
+    this.checkBudget();
     return outcome;
   }
 
@@ -279,6 +227,7 @@ export class PluginManager {
     } finally {
       gen.active--;
       if (gen.retired && gen.active === 0) gen.onIdle?.();
+      this.checkBudget();
     }
   }
 
@@ -337,44 +286,6 @@ export class PluginManager {
     return Math.max(1, this.opts.taskWallTimeoutMs ?? 300_000);
   }
 
-  private makeSink(entry: ConfigEntry, vm: PluginVm): EventSink | null {
-    if (!this.opts.eventSinks || !EventSink.wanted(vm)) return null;
-    return new EventSink({
-      vm,
-      run: (kind, arg) => this.enterTask(entry, vm, kind, '', arg, this.taskWallMs),
-      config: entry.config,
-      logger: this.opts.logger,
-      logMeta: logMetaOf(entry),
-      onError: (what, outcome) => {
-        if (outcome.error && !isInterruption(outcome)) this.health.recordError(entry, what, outcome.error);
-      },
-      retryExport: this.exportRetry.enabled ? (events, retriesSoFar) => this.exportRetry.schedule(entry, events, retriesSoFar) : undefined,
-    });
-  }
-
-  private newVm(entry: ConfigEntry, row: LoadedPluginConfig, code: { code: string; filename: string }): PluginVm {
-    return new PluginVm({
-      configId: entry.id,
-      pluginId: entry.pluginId,
-      teamId: entry.teamId,
-      name: entry.name,
-      code: code.code,
-      filename: code.filename,
-      config: row.config,
-      attachments: row.attachments,
-      limits: this.limits,
-      logger: this.opts.logger,
-      ops: this.hostOps,
-      unavailable: this.opts.unavailable,
-      onSetupFailed: (err) => {
-        entry.loadError = toPluginError(err.info(), undefined);
-        this.health.errors.set(entry.id, entry.loadError);
-        if (this.gen.entries.get(entry.id) === entry) this.health.scheduleSetupRetry(entry);
-      },
-      onConsole: (level, line) => this.health.logEntry(entry, 'CONSOLE', level === 'log' ? 'LOG' : (level.toUpperCase() as PluginLogEntry['type']), line),
-    });
-  }
-
   private async reloadUnlocked(): Promise<void> {
     if (this.closed) throw new Error('PluginManager is closed');
     const { store, logger } = this.opts;
@@ -383,8 +294,10 @@ export class PluginManager {
     const { next, toStart, reused } = await this.loader.plan(rows, old);
     releaseTranspiler(); // compiling is done until the next reload
 
-    // Start new isolates (load + setupPlugin), a few at a time.
-    await startEntries(toStart, this.opts.loadConcurrency ?? 4, (entry) => this.startEntry(entry, entry.vm!, ''), (id) => this.health.errors.set(id, null));
+    // Start new isolates (load + setupPlugin), a few at a time; or only learn their exports (lazyIsolates).
+    const concurrency = this.opts.loadConcurrency ?? 4;
+    const eager = this.opts.lazyIsolates ? await this.lazy.defer(toStart) : toStart;
+    await startEntries(eager, concurrency, (entry) => this.starter.start(entry, entry.vm!, ''), (id) => this.health.errors.set(id, null));
     const loadErrors = [...next.entries.values()].filter((e) => e.loadError !== null);
     for (const e of loadErrors) this.health.errors.set(e.id, e.loadError);
     await this.health.errors.flush();
@@ -401,32 +314,17 @@ export class PluginManager {
     logger.info(`plugins loaded: ${next.entries.size} config(s) for ${next.chains.size} team(s), ${loadErrors.length} failed`);
   }
 
-  /**
-   * Start a config's isolate (load + setupPlugin) under onEnter (crash attribution), then log the outcome and keep
-   * it in `entry.loadError`; a config that came up gets its onEvent/exportEvents sink. Returns the failure, if any.
-   */
-  private async startEntry(entry: ConfigEntry, vm: PluginVm, how: string): Promise<SandboxError | null> {
-    const { logger } = this.opts;
-    const meta = logMetaOf(entry);
-    const leave = this.opts.onEnter?.(entry.id, []);
-    try {
-      await vm.start();
-    } catch (err) {
-      const e = err instanceof SandboxError ? err : new SandboxError('load', String(err));
-      const info = e.info();
-      entry.loadError = toPluginError(info, undefined);
-      logger.error(`plugin ${entry.name} (config ${entry.id}, team ${entry.teamId}) failed to load: ${info.message}`, meta);
-      this.health.logEntry(entry, 'SYSTEM', 'ERROR', `Plugin failed to load (config ${entry.id}, process ${process.pid}): ${info.message}`);
-      return e;
-    } finally {
-      if (leave) leave();
-    }
-    entry.loadError = null;
-    // The sink outlives isolate recycles (it holds the VM, not the isolate): a retry after one keeps its buffer.
-    entry.sink ??= this.makeSink(entry, vm);
-    logger.info(`plugin ${entry.name} loaded (config ${entry.id}, team ${entry.teamId})${how}`, meta);
-    this.health.logEntry(entry, 'SYSTEM', 'INFO', `Plugin loaded (config ${entry.id}, process ${process.pid})${how}.`);
-    return null;
+  /** A call for a config without an isolate: a deferred one is created now; an evicted one by the call itself. */
+  private async wake(entry: ConfigEntry): Promise<void> {
+    if (!entry.vm?.hibernated) return;
+    this.budgetDirty = true;
+    await this.lazy.wake(entry);
+  }
+
+  private checkBudget(): void {
+    if (!this.budgetDirty) return;
+    this.budgetDirty = false;
+    this.eviction.checkBudget();
   }
 
   private retire(gen: Generation, vms: PluginVm[]): void {
