@@ -82,6 +82,7 @@ export class ConfigLoader {
     if (prev?.vm && prev.vm.state === 'ready' && prev.fingerprint === entry.fingerprint) {
       entry.vm = prev.vm;
       entry.sink = prev.sink;
+      entry.clearErrorOnStart = prev.clearErrorOnStart; // a deferred VM not started yet clears the error when it is
       plan.reused.add(prev.vm);
       return;
     }

@@ -14,6 +14,13 @@ export interface IsolateEvictionOptions {
   isClosed(): boolean;
   /** Isolates of this process may hold about this many bytes; the least recently used go first. 0 = no budget. */
   budgetBytes: number;
+  /**
+   * The budget only takes isolates without a call for this long: when more configs are busy at once than fit, the
+   * process goes over the budget rather than recreating an isolate (load + setupPlugin, ~5 ms) per call. Seconds are
+   * not enough: creating a thousand isolates at start takes that long, and once recreations slow the batches down,
+   * every config waits longer for its next call, is evicted, and so on.
+   */
+  budgetMinIdleMs: number;
   /** See PluginManagerOptions.onEnter: teardownPlugin runs in the isolate (crash attribution). */
   onEnter?: (configId: number, events: readonly never[]) => (() => void) | false | void;
   onEvicted?: (configId: number) => void;
@@ -70,8 +77,9 @@ export class IsolateEviction {
     if (total <= this.opts.budgetBytes) return;
     const mb = Math.round(this.opts.budgetBytes / 1048576);
     live.sort((a, b) => a.vm.lastUsedMs - b.vm.lastUsedMs);
+    const cutoff = Date.now() - this.opts.budgetMinIdleMs;
     for (const { entry, vm, bytes } of live) {
-      if (total <= this.opts.budgetBytes || this.opts.isClosed()) break;
+      if (total <= this.opts.budgetBytes || this.opts.isClosed() || vm.lastUsedMs > cutoff) break; // the rest are busy
       if (!evictable(entry, vm)) continue;
       if (await this.evict(entry, vm, `(least recently used while the isolates held more than the ${mb} MB budget)`)) total -= bytes;
     }

@@ -51,6 +51,8 @@ export interface PluginManagerOptions {
   lazyIsolates?: boolean;
   /** Isolates of this process may hold about this much; the least recently used are evicted past it. 0 = no budget. */
   isolateMemoryBudgetMb?: number;
+  /** Isolates with a call in this long are kept whatever the budget (default 1 min; see IsolateEvictionOptions). */
+  isolateBudgetMinIdleMs?: number;
   /** After each processEvent(Batch) call of a chain step: for metrics. */
   onCall?: (config: { id: number; name: string }, seconds: number, outcome: { errors: number; recreated: number }) => void;
   /** An idle isolate was evicted. */

@@ -25,6 +25,8 @@ export type { LiveConfig, PluginManagerOptions } from './manager-options';
 
 /** How often idle isolates are looked for, at most (and a quarter of the idle time when that is shorter). */
 const EVICTION_SCAN_MAX_MS = 60_000;
+/** How often the memory budget is checked besides after each isolate creation. */
+const BUDGET_SCAN_MS = 5_000;
 
 
 /** How long close() lets isolated-vm wind down after disposing an isolate that was running (see close). */
@@ -51,6 +53,7 @@ export class PluginManager {
   private readonly exportRetry: ExportRetry;
   private readonly eviction: IsolateEviction;
   private evictionTimer: NodeJS.Timeout | null = null;
+  private budgetTimer: NodeJS.Timeout | null = null;
   private readonly lazy: LazyStart;
   private readonly starter: ConfigStarter;
   /** An isolate was created since the last memory budget check. */
@@ -91,6 +94,7 @@ export class PluginManager {
       entries: () => this.gen.entries.values(),
       isClosed: () => this.closed,
       budgetBytes: Math.max(0, opts.isolateMemoryBudgetMb ?? 0) * 1024 * 1024,
+      budgetMinIdleMs: opts.isolateBudgetMinIdleMs ?? 60_000,
       onEnter: opts.onEnter,
       onEvicted: opts.onEvicted,
     });
@@ -127,6 +131,11 @@ export class PluginManager {
     if (idleMs > 0) {
       m.evictionTimer = setInterval(() => void m.eviction.evictIdle(idleMs), Math.max(100, Math.min(EVICTION_SCAN_MAX_MS, Math.floor(idleMs / 4))));
       m.evictionTimer.unref();
+    }
+    if ((opts.isolateMemoryBudgetMb ?? 0) > 0) {
+      // Isolates busy at the last check may have gone quiet since: the budget takes them without a new isolate.
+      m.budgetTimer = setInterval(() => m.eviction.checkBudget(), BUDGET_SCAN_MS);
+      m.budgetTimer.unref();
     }
     return m;
   }
@@ -236,6 +245,7 @@ export class PluginManager {
     await this.reloading;
     this.closed = true;
     if (this.evictionTimer) clearInterval(this.evictionTimer);
+    if (this.budgetTimer) clearInterval(this.budgetTimer);
     const gen = this.gen;
     this.gen = emptyGeneration();
     const vms = [...gen.entries.values()].map((e) => e.vm).filter((v): v is PluginVm => v !== null);

@@ -242,7 +242,7 @@ describe('isolateMemoryBudgetMb: the least recently used isolates are evicted pa
       ]),
       FAST_LIMITS,
       // ~1.4 MB per isolate of this plugin: 4 MB holds two or three of the twelve.
-      { lazyIsolates: true, isolateMemoryBudgetMb: 4, pluginLog: log, setupRetries: 0 },
+      { lazyIsolates: true, isolateMemoryBudgetMb: 4, isolateBudgetMinIdleMs: 0, pluginLog: log, setupRetries: 0 },
     );
   });
   after(() => closeHarness(h));
@@ -267,5 +267,27 @@ describe('isolateMemoryBudgetMb: the least recently used isolates are evicted pa
     // The first team's configs were used least recently after round one: evicted, then recreated in round two.
     const [a11] = h.ids;
     assert.deepEqual(log.console(a11!.configId).slice(0, 3), ['setup', 'teardown', 'setup']);
+  });
+});
+
+describe('isolateMemoryBudgetMb: isolates in use are kept over the budget', () => {
+  let h: Harness;
+  before(async () => {
+    h = await harness(
+      [11, 12, 13].map((teamId) => ({ name: `c${teamId}`, teamId, config: { name: `c${teamId}` }, source: CHAIN_STEP })),
+      FAST_LIMITS,
+      { lazyIsolates: true, isolateMemoryBudgetMb: 1, isolateBudgetMinIdleMs: 60_000, setupRetries: 0 },
+    );
+  });
+  after(() => closeHarness(h));
+
+  it('no isolate with a call within isolateBudgetMinIdleMs is evicted (no recreation per call)', async () => {
+    for (const teamId of [11, 12, 13]) await h.manager.runChain(teamId, [makeEvent('x', {}, teamId)]);
+    await sleep(300);
+    assert.deepEqual(
+      h.ids.map((c) => h.manager.vmFor(c.configId)!.hibernated),
+      [false, false, false],
+    );
+    assert.ok(!h.logs.some((l) => /isolate evicted/.test(l.message)));
   });
 });
