@@ -76,6 +76,7 @@ export const pluginApiOptions = {
   'setup-retries': { type: 'number', describe: 'setupPlugin failures retried (3 s, 6 s, 12 s…) before the config is disabled; 0 = no retries (env PLUGIN_SETUP_RETRIES)', default: num('PLUGIN_SETUP_RETRIES', 10) },
   'setup-retry-ms': { type: 'number', describe: 'Delay before the first setupPlugin retry, doubled for each next one, ms (env PLUGIN_SETUP_RETRY_MS)', default: num('PLUGIN_SETUP_RETRY_MS', 3_000) },
   'isolate-idle-ms': { type: 'number', describe: 'Evict a plugin config\'s isolate after this long without calls (teardownPlugin, then disposed; the next call recreates it), ms; 0 = never (env PLUGIN_ISOLATE_IDLE_MS)', default: num('PLUGIN_ISOLATE_IDLE_MS', 15 * 60_000) },
+  'isolate-memory-budget-mb': { type: 'number', describe: "Memory the plugin isolates of one worker process may hold, MB: past it the least recently used without a call for a minute are evicted (teardownPlugin, then disposed; the next call recreates it). Isolates are created on a config's first call; 0 = no budget (env PLUGIN_ISOLATE_MEMORY_BUDGET_MB)", default: num('PLUGIN_ISOLATE_MEMORY_BUDGET_MB', 256) },
   'site-url': { type: 'string', describe: "site_url of events plugins send with posthog.capture (env SITE_URL)", default: env('SITE_URL') ?? '' },
 } satisfies Record<string, Options>;
 

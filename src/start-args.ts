@@ -28,6 +28,7 @@ export interface StartArgs {
   reloadChannel: string;
   taskTimeoutMs: number;
   isolateIdleMs: number;
+  isolateMemoryBudgetMb: number;
   setupRetries: number;
   setupRetryMs: number;
   siteUrl: string;

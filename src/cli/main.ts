@@ -84,6 +84,7 @@ async function main(): Promise<void> {
             reloadChannel: argv['reload-channel'],
             taskTimeoutMs: argv['task-timeout-ms'],
             isolateIdleMs: argv['isolate-idle-ms'],
+            isolateMemoryBudgetMb: argv['isolate-memory-budget-mb'],
             setupRetries: argv['setup-retries'],
             setupRetryMs: argv['setup-retry-ms'],
             siteUrl: argv['site-url'],

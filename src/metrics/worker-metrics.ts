@@ -63,7 +63,7 @@ export class WorkerMetrics implements LoopObserver {
     });
     this.pluginErrors = new Counter({ name: `${PREFIX}plugin_errors_total`, help: 'Events a plugin config threw on, timed out on or ran out of memory on', labelNames: ['plugin_config_id', 'plugin'], registers });
     this.recycles = new Counter({ name: `${PREFIX}isolate_recycles_total`, help: 'Isolates disposed and created again after a limit was hit (memory, CPU)', labelNames: ['plugin_config_id', 'plugin'], registers });
-    this.evictions = new Counter({ name: `${PREFIX}isolate_evictions_total`, help: 'Isolates evicted after --isolate-idle-ms without calls', labelNames: ['plugin_config_id'], registers });
+    this.evictions = new Counter({ name: `${PREFIX}isolate_evictions_total`, help: 'Isolates evicted after --isolate-idle-ms without calls or past --isolate-memory-budget-mb', labelNames: ['plugin_config_id'], registers });
     this.brokerReconnects = new Counter({ name: `${PREFIX}broker_reconnects_total`, help: 'Connections to the broker lost and made again', registers });
     new Gauge({ name: `${PREFIX}messages_in_flight`, help: 'Messages taken from the broker and not settled yet', registers, collect() { this.set(sources.inFlight()); } });
     new Gauge({ name: `${PREFIX}messages_eta_held`, help: 'Messages held unacked until their eta', registers, collect() { this.set(sources.etaHeld()); } });

@@ -79,7 +79,7 @@ export class PluginServices {
   }
 
   /** Options for the PluginManager of this worker. */
-  managerOptions(): Pick<PluginManagerOptions, 'ops' | 'unavailable' | 'eventSinks' | 'taskWallTimeoutMs' | 'isolateIdleMs' | 'setupRetries' | 'setupRetryBaseMs' | 'pluginLog' | 'jobs'> {
+  managerOptions(): Pick<PluginManagerOptions, 'ops' | 'unavailable' | 'eventSinks' | 'taskWallTimeoutMs' | 'isolateIdleMs' | 'lazyIsolates' | 'isolateMemoryBudgetMb' | 'setupRetries' | 'setupRetryBaseMs' | 'pluginLog' | 'jobs'> {
     const ops = new Map<string, HostOp>([
       ['storage', createStorageOp(new PluginStorage(this.db), () => storageUnavailableReason(this.schema()))],
       ['jobs', createJobsOp(this.jobStore)],
@@ -99,6 +99,8 @@ export class PluginServices {
       eventSinks: true,
       taskWallTimeoutMs: this.args.taskTimeoutMs,
       isolateIdleMs: this.args.isolateIdleMs,
+      lazyIsolates: true,
+      isolateMemoryBudgetMb: this.args.isolateMemoryBudgetMb,
       setupRetries: this.args.setupRetries,
       setupRetryBaseMs: this.args.setupRetryMs,
       // Only PostHog 0147–0238 has posthog_pluginlogentry; elsewhere the lines are in the worker log only.

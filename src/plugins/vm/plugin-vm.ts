@@ -111,6 +111,17 @@ export class PluginVm {
     return this.exclusive(() => this.startUnlocked());
   }
 
+  /**
+   * Ready without an isolate: the exports are known (from another load of the same code) and the first call creates
+   * the isolate (load + setupPlugin), as after an eviction. For configs loaded on first use.
+   */
+  defer(exports: ExportsInfo): void {
+    if (this.state !== 'new') throw new Error(`cannot defer a plugin VM in state ${this.state}`);
+    this.exports = exports;
+    this.state = 'ready';
+    this.hibernated = true;
+  }
+
   /** Whether processEvent calls still start on the synchronous path (false after a failure there, see runEntry). */
   get syncPath(): boolean {
     return !this.syncHitLimit;
@@ -265,6 +276,7 @@ export class PluginVm {
   private async startUnlocked(): Promise<void> {
     if (this.closing || this.state === 'closed') throw new SandboxError('disposed', 'plugin VM is closed');
     this.disposeIsolate();
+    this.hibernated = false; // a deferred or evicted VM started directly (start()) is awake from now on
     this.backgroundFailure = null; // whatever failed in the old isolate is gone with it
     this.generation++;
     const { limits, spec } = this;
