@@ -1,5 +1,5 @@
 import type { Logger } from '../log';
-import { PluginManager } from '../plugins/manager';
+import { PluginManager } from '../plugins/manager/plugin-manager';
 import type { FetchOptions, SandboxLimits } from '../plugins/types';
 import { PluginStore } from '../store/plugin-store';
 import { openStore } from '../store/open-store';

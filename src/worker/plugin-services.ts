@@ -10,7 +10,7 @@ import { createJobsOp } from '../plugins/api/jobs-op';
 import { createStorageOp } from '../plugins/api/storage-op';
 import type { HostOp } from '../plugins/vm/bridge';
 import { JobRunner } from '../plugins/background/job-runner';
-import type { PluginManager, PluginManagerOptions } from '../plugins/manager';
+import type { PluginManager, PluginManagerOptions } from '../plugins/manager/plugin-manager';
 import { ScheduleLock } from '../plugins/background/schedule-lock';
 import { Scheduler } from '../plugins/background/scheduler';
 import { JobStore } from '../store/job-store';

@@ -13,7 +13,7 @@ import { WorkerMetrics } from '../metrics/worker-metrics';
 import { BatchProcessor, taskIdOf } from '../pipeline/batch-processor';
 import { ConsumerLoop, type ConsumerStats, type LoopObserver } from '../pipeline/consumer-loop';
 import { SuspectList } from '../pipeline/suspects';
-import { PluginManager } from '../plugins/manager';
+import { PluginManager } from '../plugins/manager/plugin-manager';
 import { ReloadListener } from '../plugins/background/reload-listener';
 import type { StartArgs } from '../start-args';
 import { openStore } from '../store/open-store';

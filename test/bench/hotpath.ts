@@ -7,7 +7,7 @@ import path from 'node:path';
 import { execFileSync } from 'node:child_process';
 import { parseEnvelope, buildEnvelope } from '../../protocol/redis-envelope';
 import { BatchProcessor } from '../../src/pipeline/batch-processor';
-import { PluginManager } from '../../src/plugins/manager';
+import { PluginManager } from '../../src/plugins/manager/plugin-manager';
 import { openStore } from '../../src/store/open-store';
 import { DEFAULT_LIMITS, DEFAULT_FETCH_OPTIONS } from '../../src/plugins/types';
 import { createLogger } from '../../src/log';

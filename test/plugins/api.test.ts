@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
-import { EXPORT_RETRY_JOB } from '../../src/plugins/manager';
+import { EXPORT_RETRY_JOB } from '../../src/plugins/manager/plugin-manager';
 import { closeHarness, FAST_LIMITS, harness, type Harness, logSink, makeEvent, props, until } from './helpers';
 
 /**

@@ -125,7 +125,7 @@ export function readText(file: string): string {
   return fs.readFileSync(file, 'utf8');
 }
 
-import { PluginManager, PluginManagerOptions, type PluginLogEntry } from '../../src/plugins/manager';
+import { PluginManager, PluginManagerOptions, type PluginLogEntry } from '../../src/plugins/manager/plugin-manager';
 import type { SandboxLimits } from '../../src/plugins/types';
 
 export const FAST_LIMITS: Partial<SandboxLimits> = { memoryLimitMb: 16, cpuTimeoutMs: 200, wallTimeoutMs: 1000, maxResultBytes: 1024 * 1024 };

@@ -5,7 +5,7 @@ import { captureLogger, makeEvent, props } from '../plugins/helpers';
 import { openDatabase } from '../../src/store/database';
 import { migrate } from '../../src/store/migrate';
 import { PluginStore } from '../../src/store/plugin-store';
-import { PluginManager } from '../../src/plugins/manager';
+import { PluginManager } from '../../src/plugins/manager/plugin-manager';
 import { storeSuite } from './suite';
 
 /** The real server (trust auth). Override with POSTHOG_PLUGINS_TEST_PG=postgres://user@host:port */

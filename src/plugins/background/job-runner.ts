@@ -1,6 +1,6 @@
 import type { Logger } from '../../log';
 import type { ClaimedJob, JobStore } from '../../store/job-store';
-import type { PluginManager } from '../manager';
+import type { PluginManager } from '../manager/plugin-manager';
 
 export interface JobRunnerOptions {
   manager: Pick<PluginManager, 'runTask'>;

@@ -1,5 +1,5 @@
 import type { Logger } from '../../log';
-import type { LiveConfig, PluginManager } from '../manager';
+import type { LiveConfig, PluginManager } from '../manager/plugin-manager';
 import { periodStart, type ScheduleLock, type ScheduledTask } from './schedule-lock';
 
 const TASKS: readonly ScheduledTask[] = ['runEveryMinute', 'runEveryHour', 'runEveryDay'];

@@ -1,16 +1,16 @@
-import type { Logger } from '../log';
-import type { LoadedPluginConfig } from '../store/types';
-import type { HostOps } from './vm/bridge';
+import type { Logger } from '../../log';
+import type { LoadedPluginConfig } from '../../store/types';
+import type { HostOps } from '../vm/bridge';
 import { type ConfigEntry, isInterruption, logMetaOf, type PluginLogEntry, toPluginError } from './config-entry';
 import type { ConfigHealth } from './config-health';
 import type { PluginCode } from './config-loader';
-import { EventSink } from './background/event-sink';
+import { EventSink } from '../background/event-sink';
 import type { ExportRetry } from './export-retry';
-import type { TaskKind } from './vm/driver-client';
-import { SandboxError } from './vm/errors';
-import { PluginVm, type PluginVmSpec } from './vm/plugin-vm';
-import type { TaskOutcome } from './vm/task-call';
-import type { PluginEvent, SandboxLimits } from './types';
+import type { TaskKind } from '../vm/driver-client';
+import { SandboxError } from '../vm/errors';
+import { PluginVm, type PluginVmSpec } from '../vm/plugin-vm';
+import type { TaskOutcome } from '../vm/task-call';
+import type { PluginEvent, SandboxLimits } from '../types';
 
 export interface ConfigStarterOptions {
   logger: Logger;

@@ -1,9 +1,9 @@
-import type { Logger } from '../log';
-import type { PluginStore } from '../store/plugin-store';
+import type { Logger } from '../../log';
+import type { PluginStore } from '../../store/plugin-store';
 import { type ConfigEntry, type ConfigIdentity, logMetaOf, type PluginLogEntry, type PluginLogSink, toPluginError } from './config-entry';
 import { ConfigErrorWriter } from './error-writer';
-import type { SandboxError } from './vm/errors';
-import type { SandboxErrorInfo } from './types';
+import type { SandboxError } from '../vm/errors';
+import type { SandboxErrorInfo } from '../types';
 
 /** processEvent calls in a row that hit the wall-clock deadline before the config is paused (see noteHangs). */
 const HANG_LIMIT = 2;

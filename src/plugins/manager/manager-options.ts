@@ -1,10 +1,10 @@
-import type { Logger } from '../log';
-import type { JobStore } from '../store/job-store';
-import type { PluginStore } from '../store/plugin-store';
-import type { HostOp } from './vm/bridge';
+import type { Logger } from '../../log';
+import type { JobStore } from '../../store/job-store';
+import type { PluginStore } from '../../store/plugin-store';
+import type { HostOp } from '../vm/bridge';
 import type { PluginLogSink } from './config-entry';
-import type { PluginVm } from './vm/plugin-vm';
-import type { FetchOptions, PluginEvent, SandboxLimits } from './types';
+import type { PluginVm } from '../vm/plugin-vm';
+import type { FetchOptions, PluginEvent, SandboxLimits } from '../types';
 
 export interface PluginManagerOptions {
   store: PluginStore;

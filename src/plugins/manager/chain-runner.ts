@@ -1,12 +1,12 @@
-import { isJsonObject } from '../../protocol/json';
-import { restoreLosslessNumbers } from '../../protocol/lossless-numbers';
-import type { JsonObject } from '../../protocol/types';
-import type { Logger } from '../log';
-import type { PluginError } from '../store/types';
+import { isJsonObject } from '../../../protocol/json';
+import { restoreLosslessNumbers } from '../../../protocol/lossless-numbers';
+import type { JsonObject } from '../../../protocol/types';
+import type { Logger } from '../../log';
+import type { PluginError } from '../../store/types';
 import { type ConfigEntry, logMetaOf, toPluginError } from './config-entry';
 import type { ConfigHealth } from './config-health';
-import type { SinkEvent } from './background/event-sink';
-import type { PluginEvent } from './types';
+import type { SinkEvent } from '../background/event-sink';
+import type { PluginEvent } from '../types';
 
 /** At most this many per-event error lines per config per call; the rest are counted. */
 const MAX_ERROR_LOG_LINES = 5;

@@ -1,10 +1,10 @@
-import type { LoadedPluginConfig } from '../store/types';
+import type { LoadedPluginConfig } from '../../store/types';
 import type { ConfigEntry } from './config-entry';
 import type { ConfigHealth } from './config-health';
 import { inPool, type LoadPlan, type PluginCode } from './config-loader';
-import type { ExportsInfo } from './vm/driver-client';
-import type { SandboxError } from './vm/errors';
-import { PluginVm, type PluginVmSpec } from './vm/plugin-vm';
+import type { ExportsInfo } from '../vm/driver-client';
+import type { SandboxError } from '../vm/errors';
+import { PluginVm, type PluginVmSpec } from '../vm/plugin-vm';
 
 export interface LazyStartOptions {
   health: ConfigHealth;

@@ -1,6 +1,6 @@
-import type { Logger } from '../log';
+import type { Logger } from '../../log';
 import { type ConfigEntry, logMetaOf } from './config-entry';
-import type { PluginVm } from './vm/plugin-vm';
+import type { PluginVm } from '../vm/plugin-vm';
 
 /** What an isolate holds beyond its used heap (V8's per-isolate structures): ~0.75 MB measured with a tiny plugin. */
 const ISOLATE_BASE_BYTES = 768 * 1024;

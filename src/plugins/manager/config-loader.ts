@@ -1,12 +1,12 @@
 import crypto from 'node:crypto';
-import type { Logger } from '../log';
-import { pluginErrorFrom } from '../store/plugin-store';
-import type { LoadedPluginConfig } from '../store/types';
-import { compilePluginAsync } from './loading/compile';
+import type { Logger } from '../../log';
+import { pluginErrorFrom } from '../../store/plugin-store';
+import type { LoadedPluginConfig } from '../../store/types';
+import { compilePluginAsync } from '../loading/compile';
 import { type ConfigEntry, emptyGeneration, type Generation, logMetaOf } from './config-entry';
-import type { SandboxError } from './vm/errors';
-import type { PluginVm } from './vm/plugin-vm';
-import { readPluginRowSource } from './loading/source';
+import type { SandboxError } from '../vm/errors';
+import type { PluginVm } from '../vm/plugin-vm';
+import { readPluginRowSource } from '../loading/source';
 
 export interface ConfigLoaderOptions {
   /** Base directory for relative `file:` plugin urls. */

@@ -1,10 +1,10 @@
-import type { Logger } from '../log';
-import type { JobStore } from '../store/job-store';
+import type { Logger } from '../../log';
+import type { JobStore } from '../../store/job-store';
 import { type ConfigEntry, type ConfigIdentity, isInterruption, logMetaOf } from './config-entry';
 import type { ConfigHealth } from './config-health';
-import type { TaskKind } from './vm/driver-client';
-import type { PluginVm } from './vm/plugin-vm';
-import type { TaskOutcome } from './vm/task-call';
+import type { TaskKind } from '../vm/driver-client';
+import type { PluginVm } from '../vm/plugin-vm';
+import type { TaskOutcome } from '../vm/task-call';
 
 /** The job that retries exportEvents after RetryError (PostHog's exportEventsWithRetry). */
 export const EXPORT_RETRY_JOB = '$exportEventsWithRetry';

@@ -1,9 +1,9 @@
-import type { JsonObject } from '../../protocol/types';
-import type { PluginError } from '../store/types';
-import type { EventSink } from './background/event-sink';
-import type { PluginVm } from './vm/plugin-vm';
-import type { TaskOutcome } from './vm/task-call';
-import type { SandboxErrorInfo } from './types';
+import type { JsonObject } from '../../../protocol/types';
+import type { PluginError } from '../../store/types';
+import type { EventSink } from '../background/event-sink';
+import type { PluginVm } from '../vm/plugin-vm';
+import type { TaskOutcome } from '../vm/task-call';
+import type { SandboxErrorInfo } from '../types';
 
 /** One posthog_pluginlogentry row to write (batched by the sink). */
 export interface PluginLogEntry {

@@ -1,5 +1,5 @@
-import type { Logger } from '../log';
-import type { PluginError } from '../store/types';
+import type { Logger } from '../../log';
+import type { PluginError } from '../../store/types';
 
 /**
  * Writes plugin errors to `posthog_pluginconfig.error` without making event processing wait for the database:
