@@ -119,7 +119,10 @@ export function rawFromAmqp(props: AmqpLikeProperties, body: Buffer): RawMessage
   const priority = typeof props.priority === 'number' && Number.isFinite(props.priority) ? props.priority : 0;
   properties.priority = priority;
   const headers =
-    props.headers !== null && typeof props.headers === 'object' && !Array.isArray(props.headers) && !Buffer.isBuffer(props.headers)
+    props.headers !== null &&
+    typeof props.headers === 'object' &&
+    !Array.isArray(props.headers) &&
+    !Buffer.isBuffer(props.headers)
       ? (jsonFromFieldValue(props.headers) as JsonObject)
       : {};
   return {
@@ -160,7 +163,8 @@ export function amqpPublishOptions(message: RawMessage): AmqpPublishOptions {
   };
   const expiration = p.expiration;
   if (expiration !== undefined && expiration !== null && expiration !== '') {
-    options.expiration = typeof expiration === 'number' ? String(Math.max(0, Math.trunc(expiration))) : String(expiration);
+    options.expiration =
+      typeof expiration === 'number' ? String(Math.max(0, Math.trunc(expiration))) : String(expiration);
   }
   return options;
 }

@@ -32,7 +32,14 @@ export function utcOffsetHours(timezoneOffsetMinutes: number): number {
 }
 
 /** One event as the dispatcher builds it. `nowMs` and the zone offset are passed in: no clock here. */
-export function celeryEvent(type: string, source: EventSource, clock: number, nowMs: number, timezoneOffsetMinutes: number, fields: JsonObject = {}): JsonObject {
+export function celeryEvent(
+  type: string,
+  source: EventSource,
+  clock: number,
+  nowMs: number,
+  timezoneOffsetMinutes: number,
+  fields: JsonObject = {},
+): JsonObject {
   return {
     hostname: source.hostname,
     utcoffset: utcOffsetHours(timezoneOffsetMinutes),

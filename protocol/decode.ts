@@ -134,7 +134,9 @@ function decodeOrFail(raw: RawMessage, opts: DecodeOptions): DecodeResult {
       return fail(`compression header must be a string, got ${describe(compression)}`);
     }
     try {
-      bodyBytes = decompress(bodyBytes, compression, { maxOutputBytes: opts.maxDecompressedBytes ?? MAX_MESSAGE_BYTES });
+      bodyBytes = decompress(bodyBytes, compression, {
+        maxOutputBytes: opts.maxDecompressedBytes ?? MAX_MESSAGE_BYTES,
+      });
     } catch (err) {
       return fail((err as Error).message);
     }
@@ -162,9 +164,7 @@ function decodeOrFail(raw: RawMessage, opts: DecodeOptions): DecodeResult {
     return fromV2(body, headers);
   }
   if (isPlainObject(body) && hasOwn(body, 'task')) return fromV1Body(body, headers, 1);
-  return fail(
-    `unknown message: no "task" header and the body is not a v1 task object (body is ${bodyShape(body)})`,
-  );
+  return fail(`unknown message: no "task" header and the body is not a v1 task object (body is ${bodyShape(body)})`);
 }
 
 function bodyShape(body: JsonValue): string {
@@ -207,7 +207,8 @@ function fromV1Body(body: JsonObject, messageHeaders: JsonObject, protocol: 1 | 
   if (!Array.isArray(args)) return fail(`${label} args must be an array, got ${describe(args)}`);
   let kwargs: JsonValue;
   if (hasOwn(body, 'kwargs')) kwargs = body.kwargs;
-  else if (hasArgs) kwargs = {}; // hybrid_to_proto2: body.get('kwargs', {})
+  else if (hasArgs)
+    kwargs = {}; // hybrid_to_proto2: body.get('kwargs', {})
   else return fail(`${label} message does not have args/kwargs`); // proto1_to_proto2: body['kwargs']
   if (!isPlainObject(kwargs)) return fail(`${label} task keyword arguments must be a mapping, got ${describe(kwargs)}`);
 
@@ -265,7 +266,8 @@ function finish(
 ): DecodeResult {
   const id = headers.id;
   // A missing id crashes a Python worker (KeyError 'id'); we refuse the message instead.
-  if (typeof id !== 'string' || id === '') return fail(`task id must be a non-empty string, got ${describe(id ?? null)}`);
+  if (typeof id !== 'string' || id === '')
+    return fail(`task id must be a non-empty string, got ${describe(id ?? null)}`);
   const task = headers.task;
   if (typeof task !== 'string' || task === '') {
     return fail(`task name must be a non-empty string, got ${describe(task ?? null)} (task id ${id})`);

@@ -37,7 +37,8 @@ function checkDate(name: string, value: Date | null | undefined, ctx: () => stri
 
 /** Builds the v2 message. Throws an Error naming the task and id when the task is not publishable. */
 export function encodeTaskV2(t: OutgoingTask): RawMessage {
-  if (t === null || typeof t !== 'object') throw new Error(`cannot encode task: expected an object, got ${describe(t)}`);
+  if (t === null || typeof t !== 'object')
+    throw new Error(`cannot encode task: expected an object, got ${describe(t)}`);
   // The error context, built only when an error is thrown (this runs for every published task).
   const taskName: unknown = t.task;
   const taskId: unknown = t.id;
@@ -51,7 +52,8 @@ export function encodeTaskV2(t: OutgoingTask): RawMessage {
   if (typeof t.id !== 'string' || t.id === '') {
     throw new Error(`cannot encode ${ctx()}: id must be a non-empty string, got ${describe(t.id ?? null)}`);
   }
-  if (!Array.isArray(t.args)) throw new Error(`cannot encode ${ctx()}: args must be an array, got ${describe(t.args ?? null)}`);
+  if (!Array.isArray(t.args))
+    throw new Error(`cannot encode ${ctx()}: args must be an array, got ${describe(t.args ?? null)}`);
   if (!isPlainObject(t.kwargs)) {
     throw new Error(`cannot encode ${ctx()}: kwargs must be an object, got ${describe(t.kwargs ?? null)}`);
   }
@@ -62,9 +64,11 @@ export function encodeTaskV2(t: OutgoingTask): RawMessage {
     throw new Error(`cannot encode ${ctx()}: priority must be an integer 0..255, got ${String(priority)}`);
   }
   const rootId = t.rootId ?? t.id;
-  if (typeof rootId !== 'string' || rootId === '') throw new Error(`cannot encode ${ctx()}: rootId must be a non-empty string`);
+  if (typeof rootId !== 'string' || rootId === '')
+    throw new Error(`cannot encode ${ctx()}: rootId must be a non-empty string`);
   const parentId = t.parentId ?? null;
-  if (parentId !== null && typeof parentId !== 'string') throw new Error(`cannot encode ${ctx()}: parentId must be a string or null`);
+  if (parentId !== null && typeof parentId !== 'string')
+    throw new Error(`cannot encode ${ctx()}: parentId must be a string or null`);
   const eta = checkDate('eta', t.eta, ctx);
   const expires = checkDate('expires', t.expires, ctx);
 

@@ -36,7 +36,8 @@ for (let h = 0; h < 16; h++) VARIANT_DIGIT[h.toString(16)] = ((h & 0x3) | 0x8).t
 
 /** SHA-1 (lowercase hex) of the 16 namespace bytes followed by `name` in UTF-8. */
 function sha1Hex(namespaceBytes: Buffer, name: string): string {
-  if (oneShotHash === undefined) return crypto.createHash('sha1').update(namespaceBytes).update(name, 'utf8').digest('hex');
+  if (oneShotHash === undefined)
+    return crypto.createHash('sha1').update(namespaceBytes).update(name, 'utf8').digest('hex');
   const data = Buffer.allocUnsafe(16 + Buffer.byteLength(name, 'utf8'));
   data.set(namespaceBytes, 0);
   data.write(name, 16, 'utf8');

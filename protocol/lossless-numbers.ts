@@ -174,7 +174,9 @@ export function parseLosslessJson(text: string, reviveObject: (o: JsonObject) =>
   const stack: Frame[] = [];
   const fail = (what: string): never => {
     throw new SyntaxError(
-      i >= n ? `Unexpected end of JSON input (${what})` : `Unexpected token ${JSON.stringify(text[i])} in JSON at position ${i} (${what})`,
+      i >= n
+        ? `Unexpected end of JSON input (${what})`
+        : `Unexpected token ${JSON.stringify(text[i])} in JSON at position ${i} (${what})`,
     );
   };
   const skipSpace = (): void => {

@@ -43,14 +43,18 @@ export interface ControlRequest {
 
 export type ControlRequestResult = { ok: true; request: ControlRequest } | { ok: false; reason: string };
 
-
 /** The body `Mailbox._publish` sends: {method, arguments, destination, pattern, matcher[, ticket, reply_to]}. */
 export function parseControlRequest(body: JsonValue): ControlRequestResult {
   if (!isJsonObject(body)) return { ok: false, reason: 'control message body is not an object' };
   const { method, arguments: args, destination, pattern, matcher, ticket, reply_to: replyTo } = body;
   if (typeof method !== 'string' || method === '') return { ok: false, reason: 'control message has no method' };
-  if (args !== undefined && args !== null && !isJsonObject(args)) return { ok: false, reason: `control message ${method}: arguments is not an object` };
-  if (destination !== undefined && destination !== null && !(Array.isArray(destination) && destination.every((d) => typeof d === 'string'))) {
+  if (args !== undefined && args !== null && !isJsonObject(args))
+    return { ok: false, reason: `control message ${method}: arguments is not an object` };
+  if (
+    destination !== undefined &&
+    destination !== null &&
+    !(Array.isArray(destination) && destination.every((d) => typeof d === 'string'))
+  ) {
     return { ok: false, reason: `control message ${method}: destination is not a list of names` };
   }
   let reply: ControlRequest['replyTo'] = null;
@@ -123,7 +127,12 @@ export function unknownCommandReply(method: string): JsonObject {
 }
 
 /** The reply body: `{<hostname>: <result>}`, with the ticket (and clock) headers the collector filters on. */
-export function controlReply(hostname: string, result: JsonValue, ticket: string | null, clock: number): { body: JsonObject; headers: JsonObject } {
+export function controlReply(
+  hostname: string,
+  result: JsonValue,
+  ticket: string | null,
+  clock: number,
+): { body: JsonObject; headers: JsonObject } {
   return { body: { [hostname]: result }, headers: { ticket, clock } };
 }
 
@@ -160,14 +169,26 @@ export function expandNodeName(template: string, host: string, index: number): s
   const dot = host.indexOf('.');
   const name = dot < 0 ? host : host.slice(0, dot);
   const domain = dot < 0 ? '' : host.slice(dot + 1);
-  return template.replace(/%([hndi%])/g, (_m, c: string) => ({ h: host, n: name, d: domain, i: String(index), '%': '%' })[c] as string);
+  return template.replace(
+    /%([hndi%])/g,
+    (_m, c: string) => ({ h: host, n: name, d: domain, i: String(index), '%': '%' })[c] as string,
+  );
 }
 
 /** One entry of `active_queues`: kombu's Queue.as_dict(recurse=True) for a queue Celery declares by name. */
 export function activeQueueInfo(queue: string, queueArguments: JsonObject | null): JsonObject {
   return {
     name: queue,
-    exchange: { name: queue, type: 'direct', arguments: null, durable: true, passive: false, auto_delete: false, delivery_mode: null, no_declare: false },
+    exchange: {
+      name: queue,
+      type: 'direct',
+      arguments: null,
+      durable: true,
+      passive: false,
+      auto_delete: false,
+      delivery_mode: null,
+      no_declare: false,
+    },
     routing_key: queue,
     queue_arguments: queueArguments,
     binding_arguments: null,
@@ -211,7 +232,12 @@ export function activeRequestInfo(r: ActiveRequest, hostname: string, pid: numbe
     hostname,
     time_start: r.timeStart,
     acknowledged: false, // acked only once the output is published (Celery's acks_late)
-    delivery_info: { exchange: r.exchange, routing_key: r.routingKey, priority: r.priority, redelivered: r.redelivered },
+    delivery_info: {
+      exchange: r.exchange,
+      routing_key: r.routingKey,
+      priority: r.priority,
+      redelivered: r.redelivered,
+    },
     worker_pid: pid,
   };
 }

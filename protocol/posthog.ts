@@ -94,7 +94,8 @@ export function ingestionArgsFromTask(task: TaskMessage): IngestionArgsResult {
   const bound = new Map<IngestionParam, JsonValue>();
   args.forEach((v, i) => bound.set(INGESTION_PARAMS[i], v));
   for (const key of Object.keys(kwargs)) {
-    if (!(INGESTION_PARAMS as readonly string[]).includes(key)) return fail(`got an unexpected keyword argument '${key}'`);
+    if (!(INGESTION_PARAMS as readonly string[]).includes(key))
+      return fail(`got an unexpected keyword argument '${key}'`);
     const param = key as IngestionParam;
     if (bound.has(param)) return fail(`got multiple values for argument '${key}'`);
     bound.set(param, kwargs[key]);
@@ -111,7 +112,8 @@ export function ingestionArgsFromTask(task: TaskMessage): IngestionArgsResult {
   const ip = bound.get('ip') ?? null;
   if (ip !== null && typeof ip !== 'string') return fail(`ip must be a string or null, got ${describe(ip)}`);
   const siteUrl = bound.get('site_url') ?? null;
-  if (siteUrl !== null && typeof siteUrl !== 'string') return fail(`site_url must be a string or null, got ${describe(siteUrl)}`);
+  if (siteUrl !== null && typeof siteUrl !== 'string')
+    return fail(`site_url must be a string or null, got ${describe(siteUrl)}`);
   const data = bound.get('data');
   if (!isPlainObject(data)) return fail(`data must be an object, got ${describe(data ?? null)}`);
   const teamIdValue = bound.get('team_id');
@@ -120,9 +122,18 @@ export function ingestionArgsFromTask(task: TaskMessage): IngestionArgsResult {
   const now = bound.get('now');
   if (typeof now !== 'string') return fail(`now must be a string, got ${describe(now ?? null)}`);
   const sentAt = bound.get('sent_at') ?? null;
-  if (sentAt !== null && typeof sentAt !== 'string') return fail(`sent_at must be a string or null, got ${describe(sentAt)}`);
+  if (sentAt !== null && typeof sentAt !== 'string')
+    return fail(`sent_at must be a string or null, got ${describe(sentAt)}`);
 
-  const out: IngestionArgs = { distinct_id: distinctId, ip, site_url: siteUrl ?? '', data, team_id: teamId, now, sent_at: sentAt };
+  const out: IngestionArgs = {
+    distinct_id: distinctId,
+    ip,
+    site_url: siteUrl ?? '',
+    data,
+    team_id: teamId,
+    now,
+    sent_at: sentAt,
+  };
   if (teamIdValue instanceof LosslessNumber) out.teamIdToken = teamIdValue;
   return { ok: true, args: out };
 }
@@ -182,7 +193,11 @@ export function toProcessEventKwargs(event: PluginEvent, original: IngestionArgs
   if (sentAt !== null && typeof sentAt !== 'string') throw bad('sent_at', 'a string or null', sentAt);
 
   // Object.fromEntries defines own properties: a "__proto__" key in the event stays plain data.
-  const data = Object.fromEntries(Object.keys(event).filter((k) => !TOP_LEVEL_SET.has(k)).map((k) => [k, event[k]])) as JsonObject;
+  const data = Object.fromEntries(
+    Object.keys(event)
+      .filter((k) => !TOP_LEVEL_SET.has(k))
+      .map((k) => [k, event[k]]),
+  ) as JsonObject;
   return {
     distinct_id: distinctId,
     ip,
@@ -219,6 +234,14 @@ export function processEventTask(kwargs: JsonObject, opts: TaskOptions): Outgoin
 
 /** process_event_with_plugins as Django sends it (7 positional args, kwargs {}): for tests and posthog.capture. */
 export function processEventWithPluginsTask(args: IngestionArgs, opts: TaskOptions): OutgoingTask {
-  const positional: JsonValue[] = [args.distinct_id, args.ip, args.site_url, args.data, args.team_id, args.now, args.sent_at];
+  const positional: JsonValue[] = [
+    args.distinct_id,
+    args.ip,
+    args.site_url,
+    args.data,
+    args.team_id,
+    args.now,
+    args.sent_at,
+  ];
   return withOptions(PROCESS_EVENT_WITH_PLUGINS, positional, {}, opts);
 }

@@ -55,8 +55,10 @@ export function messagePriority(properties: JsonObject): number {
   const raw = properties.priority;
   let n: number;
   if (typeof raw === 'number') n = raw;
-  else if (typeof raw === 'string' && /^\s*[+-]?\d+\s*$/.test(raw)) n = Number(raw); // int("5") works in Python
-  else if (typeof raw === 'boolean') n = raw ? 1 : 0; // bool is an int in Python
+  else if (typeof raw === 'string' && /^\s*[+-]?\d+\s*$/.test(raw))
+    n = Number(raw); // int("5") works in Python
+  else if (typeof raw === 'boolean')
+    n = raw ? 1 : 0; // bool is an int in Python
   else return MIN_PRIORITY;
   if (!Number.isFinite(n)) return MIN_PRIORITY;
   return Math.max(MIN_PRIORITY, Math.min(MAX_PRIORITY, Math.trunc(n)));
@@ -66,7 +68,8 @@ export function messagePriority(properties: JsonObject): number {
 export function parseEnvelope(text: string): EnvelopeResult {
   const fail = (reason: string): EnvelopeResult => ({ ok: false, reason });
   if (typeof text !== 'string') return fail(`envelope is not a string (got ${describe(text)})`);
-  if (text.length > MAX_ENVELOPE_CHARS) return fail(tooLargeReason('envelope', text.length, MAX_ENVELOPE_CHARS, 'characters'));
+  if (text.length > MAX_ENVELOPE_CHARS)
+    return fail(tooLargeReason('envelope', text.length, MAX_ENVELOPE_CHARS, 'characters'));
   // The headers sit one level down: the envelope may be one level deeper than the headers limit.
   if (jsonTextTooDeep(text, MAX_NESTING_DEPTH + 1)) return fail(tooDeepReason('envelope', MAX_NESTING_DEPTH + 1));
   let env: unknown;
@@ -94,7 +97,8 @@ export function parseEnvelope(text: string): EnvelopeResult {
     return fail(`envelope delivery_info.routing_key must be a string, got ${describe(info.routing_key ?? null)}${ctx}`);
   }
 
-  if (typeof env.body !== 'string') return fail(`envelope body must be a string, got ${describe(env.body ?? null)}${ctx}`);
+  if (typeof env.body !== 'string')
+    return fail(`envelope body must be a string, got ${describe(env.body ?? null)}${ctx}`);
   const encoding = props.body_encoding;
   let body: Buffer;
   if (encoding === 'base64') {
@@ -171,12 +175,14 @@ export function buildEnvelope(message: RawMessage, opts: EnvelopeOptions): strin
   if (typeof deliveryTag !== 'string' || deliveryTag === '') {
     throw new Error(`buildEnvelope: deliveryTag must be a non-empty string, got ${describe(deliveryTag ?? null)}`);
   }
-  if (typeof exchange !== 'string') throw new Error(`buildEnvelope: exchange must be a string, got ${describe(exchange ?? null)}`);
+  if (typeof exchange !== 'string')
+    throw new Error(`buildEnvelope: exchange must be a string, got ${describe(exchange ?? null)}`);
   if (typeof routingKey !== 'string' || routingKey === '') {
     throw new Error(`buildEnvelope: routingKey must be a non-empty string, got ${describe(routingKey ?? null)}`);
   }
   if (message === null || typeof message !== 'object') throw new Error('buildEnvelope: message is required');
-  if (!isPlainObject(message.headers)) throw new Error(`buildEnvelope: message headers must be an object (delivery_tag ${deliveryTag})`);
+  if (!isPlainObject(message.headers))
+    throw new Error(`buildEnvelope: message headers must be an object (delivery_tag ${deliveryTag})`);
   if (!isPlainObject(message.properties)) {
     throw new Error(`buildEnvelope: message properties must be an object (delivery_tag ${deliveryTag})`);
   }
@@ -186,7 +192,8 @@ export function buildEnvelope(message: RawMessage, opts: EnvelopeOptions): strin
   if (typeof message.contentEncoding !== 'string') {
     throw new Error(`buildEnvelope: message contentEncoding must be a string (delivery_tag ${deliveryTag})`);
   }
-  if (!Buffer.isBuffer(message.body)) throw new Error(`buildEnvelope: message body must be a Buffer (delivery_tag ${deliveryTag})`);
+  if (!Buffer.isBuffer(message.body))
+    throw new Error(`buildEnvelope: message body must be a Buffer (delivery_tag ${deliveryTag})`);
 
   const src = message.properties;
   const priority = src.priority ?? 0;
@@ -195,7 +202,13 @@ export function buildEnvelope(message: RawMessage, opts: EnvelopeOptions): strin
   }
   // Caller properties first, then the transport keys in kombu's order; any stale transport keys are replaced.
   // (Rest destructuring: the copy Object.fromEntries of the other keys would make, without the arrays.)
-  const { priority: _priority, body_encoding: _encoding, delivery_info: _info, delivery_tag: _tag, ...properties } = src;
+  const {
+    priority: _priority,
+    body_encoding: _encoding,
+    delivery_info: _info,
+    delivery_tag: _tag,
+    ...properties
+  } = src;
   properties.delivery_info = { exchange, routing_key: routingKey };
   properties.priority = priority;
   properties.body_encoding = 'base64';
@@ -310,12 +323,12 @@ export function parseUnackedRecord(text: string): UnackedRecordResult {
   const [envelope, exchange, routingKey] = value as unknown[];
   if (!isPlainObject(envelope)) return fail(`unacked record envelope is not an object (got ${describe(envelope)})`);
   if (typeof exchange !== 'string') return fail(`unacked record exchange is not a string (got ${describe(exchange)})`);
-  if (typeof routingKey !== 'string') return fail(`unacked record routing key is not a string (got ${describe(routingKey)})`);
+  if (typeof routingKey !== 'string')
+    return fail(`unacked record routing key is not a string (got ${describe(routingKey)})`);
   const open = text.indexOf('[');
   const tail = RECORD_TAIL.exec(text);
   // Both always succeed for a text that parsed as [object, string, string]; fall back defensively anyway.
-  const envelopeText =
-    tail !== null && open >= 0 ? text.slice(open + 1, tail.index).trim() : JSON.stringify(envelope);
+  const envelopeText = tail !== null && open >= 0 ? text.slice(open + 1, tail.index).trim() : JSON.stringify(envelope);
   return { ok: true, envelopeText, envelope, exchange, routingKey };
 }
 
@@ -358,4 +371,3 @@ export function parseBindingMember(member: string, opts?: KeyOptions): Binding |
   if (parts.length !== 3) return null;
   return { routingKey: parts[0], pattern: parts[1], queue: parts[2] };
 }
-

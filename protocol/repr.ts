@@ -55,7 +55,8 @@ export function pythonStrRepr(s: string): string {
     else if (ch === '\n') out += '\\n';
     else if (ch === '\r') out += '\\r';
     else if (ch === '\t') out += '\\t';
-    else if (cp >= 0xd800 && cp <= 0xdfff) out += escapeCodePoint(cp); // lone surrogate (category Cs)
+    else if (cp >= 0xd800 && cp <= 0xdfff)
+      out += escapeCodePoint(cp); // lone surrogate (category Cs)
     else if (NON_PRINTABLE.test(ch)) out += escapeCodePoint(cp);
     else out += ch;
   }

@@ -23,7 +23,8 @@ const MAX_META_ITEMS = 50;
  * C1 controls (NEL \x85 included), the Unicode line and paragraph separators, and lone surrogates (not text, and
  * refused by strict UTF-8 readers). JSON.stringify escapes only the C0 controls and lone surrogates.
  */
-const UNSAFE_CHARS = /[\u0000-\u001f\u007f-\u009f\u2028\u2029]|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g;
+const UNSAFE_CHARS =
+  /[\u0000-\u001f\u007f-\u009f\u2028\u2029]|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g;
 const UNSAFE_AFTER_JSON = /[\u007f-\u009f\u2028\u2029]/g;
 
 const NAMED_ESCAPES: Record<string, string> = { '\n': '\\n', '\r': '\\r', '\t': '\\t' };
@@ -69,7 +70,10 @@ export function safeValue(value: unknown, depth = 0): unknown {
   }
   if (value === null) return null;
   if (value instanceof Error) {
-    const e: Record<string, unknown> = { name: safeValue(value.name, depth + 1), message: safeValue(value.message, depth + 1) };
+    const e: Record<string, unknown> = {
+      name: safeValue(value.name, depth + 1),
+      message: safeValue(value.message, depth + 1),
+    };
     if (value.stack !== undefined) e.stack = safeValue(value.stack, depth + 1);
     return e;
   }
@@ -84,7 +88,8 @@ export function safeValue(value: unknown, depth = 0): unknown {
     }
     const keys = Object.keys(value as object);
     const out: Record<string, unknown> = {};
-    for (const k of keys.slice(0, MAX_META_ITEMS)) out[cutText(k, 256)] = safeValue((value as Record<string, unknown>)[k], depth + 1);
+    for (const k of keys.slice(0, MAX_META_ITEMS))
+      out[cutText(k, 256)] = safeValue((value as Record<string, unknown>)[k], depth + 1);
     if (keys.length > MAX_META_ITEMS) out['…'] = `${keys.length - MAX_META_ITEMS} more keys`;
     return out;
   } catch (err) {
@@ -116,7 +121,12 @@ export function prettyLine(info: winston.Logform.TransformableInfo): string {
 
 /** `json`: one object per line, `level`, `message`, the metadata, `timestamp`. */
 export function jsonRecordLine(info: winston.Logform.TransformableInfo): string {
-  return jsonLine({ level: info.level, message: messageText(info.message), ...safeMeta(info), timestamp: info.timestamp });
+  return jsonLine({
+    level: info.level,
+    message: messageText(info.message),
+    ...safeMeta(info),
+    timestamp: info.timestamp,
+  });
 }
 
 /**
@@ -128,7 +138,11 @@ export function createLogger(level = 'info', format: LogFormat = 'pretty'): Logg
     level,
     format:
       format === 'json'
-        ? winston.format.combine(winston.format.timestamp(), winston.format.errors({ stack: true }), winston.format.printf(jsonRecordLine))
+        ? winston.format.combine(
+            winston.format.timestamp(),
+            winston.format.errors({ stack: true }),
+            winston.format.printf(jsonRecordLine),
+          )
         : winston.format.combine(
             winston.format.timestamp({ format: 'HH:mm:ss.SSS' }),
             winston.format.errors({ stack: true }),

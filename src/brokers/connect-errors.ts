@@ -38,13 +38,19 @@ export const redisBackoff = { retryStrategy: (times: number): number => connectB
  * Report a Redis client's outages as one warning per reconnect attempt, with its count and the last error,
  * and one line when it is back (instead of a line per 'error' event, several a second).
  */
-export function reportRedisOutages(client: { on(event: string, listener: (...args: never[]) => void): unknown }, what: string, logger: { warn(m: string): void; info(m: string): void }): void {
+export function reportRedisOutages(
+  client: { on(event: string, listener: (...args: never[]) => void): unknown },
+  what: string,
+  logger: { warn(m: string): void; info(m: string): void },
+): void {
   let attempts = 0;
   let last = '';
   client.on('error', (err: Error) => (last = err.message));
   client.on('reconnecting', (delayMs: number) => {
     attempts++;
-    logger.warn(`${what}: ${last || 'connection lost'} (attempt ${attempts}); retrying in ${(delayMs / 1000).toFixed(1)} s`);
+    logger.warn(
+      `${what}: ${last || 'connection lost'} (attempt ${attempts}); retrying in ${(delayMs / 1000).toFixed(1)} s`,
+    );
   });
   client.on('ready', () => {
     if (attempts > 0) logger.info(`${what}: connected again after ${attempts} attempt(s)`);

@@ -20,12 +20,19 @@ export async function runConfigShow(id: number, databaseUrl: string, logger: Log
  * `posthog-plugins config set CONFIG_ID KEY=VALUE… | --json OBJECT`: change some keys (an empty value or JSON
  * null removes one), check the result against plugin.json as PostHog's form did, store it whole, tell workers.
  */
-export async function runConfigSet(id: number, changes: JsonObject, databaseUrl: string, announce: AnnounceTarget, logger: Logger): Promise<void> {
+export async function runConfigSet(
+  id: number,
+  changes: JsonObject,
+  databaseUrl: string,
+  announce: AnnounceTarget,
+  logger: Logger,
+): Promise<void> {
   const { db, store } = await openStore(databaseUrl, logger);
   try {
     const [c] = await findConfigs(store, [id]);
     const r = resolveConfig(c.configSchema, changes, c.config);
-    if (r.problems.length > 0) throw new Error(`config #${id} (${c.pluginName}) was not changed: ${r.problems.join('; ')}`);
+    if (r.problems.length > 0)
+      throw new Error(`config #${id} (${c.pluginName}) was not changed: ${r.problems.join('; ')}`);
     await setConfigValues(store, id, r.config);
     logger.info(`config #${id} (${c.pluginName}, team ${c.teamId ?? '-'}) set: ${Object.keys(changes).join(', ')}`);
   } finally {

@@ -2,7 +2,14 @@ import type { Logger } from '../log';
 import { readPluginRowSource } from '../plugins/loading/source';
 import { importNotAvailable, transpilePlugin } from '../plugins/loading/transpile';
 import type { InspectedConfig } from '../store/plugin-store';
-import { accessRuleOf, describeSchema, pluginLogDestination, storageUnavailableReason, type Columns, type PosthogSchema } from '../store/schema';
+import {
+  accessRuleOf,
+  describeSchema,
+  pluginLogDestination,
+  storageUnavailableReason,
+  type Columns,
+  type PosthogSchema,
+} from '../store/schema';
 import type { PluginRow } from '../store/types';
 import { openStore } from '../store/open-store';
 
@@ -40,7 +47,11 @@ export function schemaLines(s: PosthogSchema, baseDir: string): string[] {
 }
 
 /** Why a config that should run cannot: its code cannot be read or compiled here. Null when it can. */
-function codeProblem(c: InspectedConfig, plugins: ReadonlyMap<number, PluginRow>, baseDir: string): { problem: string | null; origin: string | null } {
+function codeProblem(
+  c: InspectedConfig,
+  plugins: ReadonlyMap<number, PluginRow>,
+  baseDir: string,
+): { problem: string | null; origin: string | null } {
   const plugin = plugins.get(c.pluginId);
   if (!plugin) return { problem: 'its posthog_plugin row is missing', origin: null };
   try {
@@ -70,7 +81,8 @@ export async function runDoctor(url: string, baseDir: string, logger: Logger): P
     let runnable = 0;
     const problems: string[] = [];
     const runs: string[] = [];
-    const label = (c: InspectedConfig): string => `config ${c.id} (team ${c.teamId ?? '-'}, order ${c.order}, plugin ${JSON.stringify(c.pluginName)} #${c.pluginId}, ${c.pluginType ?? '?'})`;
+    const label = (c: InspectedConfig): string =>
+      `config ${c.id} (team ${c.teamId ?? '-'}, order ${c.order}, plugin ${JSON.stringify(c.pluginName)} #${c.pluginId}, ${c.pluginType ?? '?'})`;
     for (const c of configs) {
       if (c.skipReason !== null) {
         problems.push(`  ${label(c)}: not run: ${c.skipReason}`);

@@ -1,7 +1,14 @@
 import type { Options } from 'yargs';
 import { env, num } from '../config';
 import { processExists } from '../process-exists';
-import { DEFAULT_MAX_AGE_MS, DEFAULT_STUCK_AFTER_MS, type HealthVerdict, defaultHealthFile, judgeHealth, readHealthStatus } from '../supervisor/health';
+import {
+  DEFAULT_MAX_AGE_MS,
+  DEFAULT_STUCK_AFTER_MS,
+  type HealthVerdict,
+  defaultHealthFile,
+  judgeHealth,
+  readHealthStatus,
+} from '../supervisor/health';
 
 /**
  * `posthog-plugins health`: exit 0 when THIS instance is healthy, 1 when not, with one line saying why (stdout
@@ -13,7 +20,8 @@ import { DEFAULT_MAX_AGE_MS, DEFAULT_STUCK_AFTER_MS, type HealthVerdict, default
 export const healthFileOption = {
   'health-file': {
     type: 'string',
-    describe: 'Status file of this instance for `posthog-plugins health` (env HEALTH_FILE; default: one per broker and queue in the temporary directory)',
+    describe:
+      'Status file of this instance for `posthog-plugins health` (env HEALTH_FILE; default: one per broker and queue in the temporary directory)',
     default: env('HEALTH_FILE') ?? '',
   },
 } satisfies Record<string, Options>;
@@ -21,12 +29,14 @@ export const healthFileOption = {
 export const healthRuleOptions = {
   'max-age-ms': {
     type: 'number',
-    describe: 'Unhealthy when the status is older than this (a stuck supervisor) or a worker has not answered heartbeats for this long, ms (env HEALTH_MAX_AGE_MS)',
+    describe:
+      'Unhealthy when the status is older than this (a stuck supervisor) or a worker has not answered heartbeats for this long, ms (env HEALTH_MAX_AGE_MS)',
     default: num('HEALTH_MAX_AGE_MS', DEFAULT_MAX_AGE_MS),
   },
   'stuck-after-ms': {
     type: 'number',
-    describe: 'Unhealthy when a worker holds messages and has settled none for this long, ms (env HEALTH_STUCK_AFTER_MS)',
+    describe:
+      'Unhealthy when a worker holds messages and has settled none for this long, ms (env HEALTH_STUCK_AFTER_MS)',
     default: num('HEALTH_STUCK_AFTER_MS', DEFAULT_STUCK_AFTER_MS),
   },
 } satisfies Record<string, Options>;
@@ -45,7 +55,12 @@ export function runHealth(args: HealthArgs): HealthVerdict {
   let verdict: HealthVerdict;
   try {
     const status = readHealthStatus(args.file);
-    verdict = judgeHealth(status, { now: Date.now(), maxAgeMs: args.maxAgeMs, stuckAfterMs: args.stuckAfterMs, pidAlive: processExists });
+    verdict = judgeHealth(status, {
+      now: Date.now(),
+      maxAgeMs: args.maxAgeMs,
+      stuckAfterMs: args.stuckAfterMs,
+      pidAlive: processExists,
+    });
     if (status === null) verdict = { ...verdict, reason: `${verdict.reason}; looked for ${args.file}` };
   } catch (err) {
     verdict = { healthy: false, reason: (err as Error).message };

@@ -8,7 +8,13 @@ import { checkPluginLoads } from '../plugins/loading/check';
 import { resolveConfig } from '../plugins/loading/config-schema';
 import { configSchemaOf, readPluginPath, type PluginSourceCode } from '../plugins/loading/source';
 import type { FetchOptions, SandboxLimits } from '../plugins/types';
-import { configsOfPlugin, findConfig, findPluginsByUrl, setConfigValues, updatePluginCode } from '../store/plugin-admin';
+import {
+  configsOfPlugin,
+  findConfig,
+  findPluginsByUrl,
+  setConfigValues,
+  updatePluginCode,
+} from '../store/plugin-admin';
 import type { PluginStore } from '../store/plugin-store';
 import type { InstallPluginInput } from '../store/types';
 import { openStore } from '../store/open-store';
@@ -46,7 +52,8 @@ export interface InstallArgs {
  */
 export async function runInstall(args: InstallArgs, logger: Logger): Promise<void> {
   const changes = parseJsonObject(args.config, '--config') as JsonObject;
-  if (!existsSync(args.source) && looksLikePath(args.source)) throw new Error(`plugin path not found: ${path.resolve(args.source)}`);
+  if (!existsSync(args.source) && looksLikePath(args.source))
+    throw new Error(`plugin path not found: ${path.resolve(args.source)}`);
   const { plugin, code, origin } = existsSync(args.source) ? fromPath(args) : await fromRemote(args, logger);
   try {
     await checkPluginLoads(code, { limits: args.limits, fetch: args.fetch, logger });
@@ -63,7 +70,14 @@ export async function runInstall(args: InstallArgs, logger: Logger): Promise<voi
     const pluginId = existing[0];
     if (pluginId === undefined) {
       const config = fresh();
-      await addConfig(store, await store.installPlugin({ ...plugin, teamId: args.team }), config, args, logger, `installed plugin ${JSON.stringify(plugin.name)}`);
+      await addConfig(
+        store,
+        await store.installPlugin({ ...plugin, teamId: args.team }),
+        config,
+        args,
+        logger,
+        `installed plugin ${JSON.stringify(plugin.name)}`,
+      );
     } else {
       const teamConfigs = await configsOfPlugin(store, pluginId, args.team);
       if (!args.upgrade && teamConfigs.length > 0) {
@@ -74,7 +88,15 @@ export async function runInstall(args: InstallArgs, logger: Logger): Promise<voi
       }
       const config = teamConfigs.length === 0 ? fresh() : null;
       if (args.upgrade) await upgrade(store, pluginId, teamConfigs, plugin, changes, logger);
-      if (config !== null) await addConfig(store, pluginId, config, args, logger, `added plugin ${JSON.stringify(plugin.name)} (already stored)`);
+      if (config !== null)
+        await addConfig(
+          store,
+          pluginId,
+          config,
+          args,
+          logger,
+          `added plugin ${JSON.stringify(plugin.name)} (already stored)`,
+        );
     }
   } finally {
     await db.destroy();
@@ -83,7 +105,14 @@ export async function runInstall(args: InstallArgs, logger: Logger): Promise<voi
 }
 
 /** Replace the plugin's code and apply --config to the team's configs, each checked against the new schema first. */
-async function upgrade(store: PluginStore, pluginId: number, teamConfigs: number[], plugin: InstallPluginInput, changes: JsonObject, logger: Logger): Promise<void> {
+async function upgrade(
+  store: PluginStore,
+  pluginId: number,
+  teamConfigs: number[],
+  plugin: InstallPluginInput,
+  changes: JsonObject,
+  logger: Logger,
+): Promise<void> {
   const updated: Array<{ id: number; config: JsonObject }> = [];
   for (const id of teamConfigs) {
     const current = await findConfig(store, id);
@@ -91,25 +120,48 @@ async function upgrade(store: PluginStore, pluginId: number, teamConfigs: number
   }
   await updatePluginCode(store, pluginId, plugin);
   for (const u of updated) await setConfigValues(store, u.id, u.config);
-  logger.info(`upgraded plugin ${JSON.stringify(plugin.name)} (#${pluginId})${updated.length ? `; config #${updated.map((u) => u.id).join(', #')} checked against its new schema` : ''}`, {
-    url: plugin.url,
-    ...(plugin.tag ? { tag: plugin.tag } : {}),
-  });
+  logger.info(
+    `upgraded plugin ${JSON.stringify(plugin.name)} (#${pluginId})${updated.length ? `; config #${updated.map((u) => u.id).join(', #')} checked against its new schema` : ''}`,
+    {
+      url: plugin.url,
+      ...(plugin.tag ? { tag: plugin.tag } : {}),
+    },
+  );
 }
 
-async function addConfig(store: PluginStore, pluginId: number, config: JsonObject, args: InstallArgs, logger: Logger, what: string): Promise<void> {
+async function addConfig(
+  store: PluginStore,
+  pluginId: number,
+  config: JsonObject,
+  args: InstallArgs,
+  logger: Logger,
+  what: string,
+): Promise<void> {
   const existing = (await store.listConfigs()).filter((c) => c.teamId === args.team);
   const order = args.order ?? existing.reduce((max, c) => Math.max(max, c.order + 1), 0);
   const configId = await store.createConfig({ pluginId, teamId: args.team, order, config, enabled: !args.disabled });
-  logger.info(`${what} (#${pluginId}) for team ${args.team} at order ${order} as config #${configId}${args.disabled ? ' (disabled)' : ''}`);
+  logger.info(
+    `${what} (#${pluginId}) for team ${args.team} at order ${order} as config #${configId}${args.disabled ? ' (disabled)' : ''}`,
+  );
 }
 
 /** --config applied to `base` and checked against the plugin's schema; every problem at once, or the config. */
-function checkedConfig(plugin: InstallPluginInput, changes: JsonObject, base: JsonObject, what: string, logger: Logger): JsonObject {
+function checkedConfig(
+  plugin: InstallPluginInput,
+  changes: JsonObject,
+  base: JsonObject,
+  what: string,
+  logger: Logger,
+): JsonObject {
   const r = resolveConfig(plugin.configSchema, changes, base);
-  if (r.problems.length > 0) throw new Error(`--config does not fit plugin.json of ${JSON.stringify(plugin.name)} for ${what}: ${r.problems.join('; ')}`);
+  if (r.problems.length > 0)
+    throw new Error(
+      `--config does not fit plugin.json of ${JSON.stringify(plugin.name)} for ${what}: ${r.problems.join('; ')}`,
+    );
   if (r.attachmentsNeeded.length > 0) {
-    logger.warn(`plugin ${JSON.stringify(plugin.name)} needs attachment(s) ${r.attachmentsNeeded.join(', ')} (posthog_pluginattachment, as PostHog's upload stored them); until then its setupPlugin may fail`);
+    logger.warn(
+      `plugin ${JSON.stringify(plugin.name)} needs attachment(s) ${r.attachmentsNeeded.join(', ')} (posthog_pluginattachment, as PostHog's upload stored them); until then its setupPlugin may fail`,
+    );
   }
   return r.config;
 }
@@ -127,8 +179,15 @@ function fromPath(args: InstallArgs): Prepared {
   const isArchive = statSync(abs).isFile() && !/\.[cm]?[jt]s$/i.test(abs);
   const configSchema = configSchemaOf(code.pluginJson);
   if (isArchive) {
-    if (args.upgrade) throw new Error(`--upgrade needs a folder, a code file or a link: an uploaded archive (${abs}) has no url to find it by`);
-    return { plugin: { name, pluginType: 'custom', url: null, archive: readFileSync(abs), configSchema }, code, origin: abs };
+    if (args.upgrade)
+      throw new Error(
+        `--upgrade needs a folder, a code file or a link: an uploaded archive (${abs}) has no url to find it by`,
+      );
+    return {
+      plugin: { name, pluginType: 'custom', url: null, archive: readFileSync(abs), configSchema },
+      code,
+      origin: abs,
+    };
   }
   return { plugin: { name, pluginType: 'local', url: localUrl(abs, args.baseDir), configSchema }, code, origin: abs };
 }
@@ -163,7 +222,8 @@ async function fromRemote(args: InstallArgs, logger: Logger): Promise<Prepared> 
 
 /** Not a link or a package name (`@scope/name`, `name@1.2.3`): a path that someone mistyped. */
 function looksLikePath(source: string): boolean {
-  if (/^[a-z][a-z0-9+.-]*:\/\//i.test(source) || source.startsWith('@') || /^[^./][^/]*\.[^/]*\//.test(source)) return false; // a link without its scheme: github.com/…
+  if (/^[a-z][a-z0-9+.-]*:\/\//i.test(source) || source.startsWith('@') || /^[^./][^/]*\.[^/]*\//.test(source))
+    return false; // a link without its scheme: github.com/…
   return /^[.~/]/.test(source) || source.includes(path.sep) || /\.(zip|tgz|tar\.gz|tar|[cm]?[jt]s)$/i.test(source);
 }
 

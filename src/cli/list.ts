@@ -24,7 +24,11 @@ export async function runList(url: string, json: boolean, logger: Logger): Promi
     ]);
     const header = ['config', 'team', 'order', 'state', 'plugin', 'last error'];
     const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] as string).length)));
-    const line = (cells: string[]): string => cells.map((c, i) => c.padEnd(widths[i] as number)).join('  ').trimEnd() + '\n';
+    const line = (cells: string[]): string =>
+      cells
+        .map((c, i) => c.padEnd(widths[i] as number))
+        .join('  ')
+        .trimEnd() + '\n';
     process.stdout.write(line(header));
     for (const r of rows) process.stdout.write(line(r));
   } finally {

@@ -1,7 +1,18 @@
 import './node-version';
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
-import { connectionOptions, env, logOptions, observeOptions, pluginApiOptions, queueOptions, reloadOptions, sandboxOptions, supervisorOptions, workerOptions } from '../config';
+import {
+  connectionOptions,
+  env,
+  logOptions,
+  observeOptions,
+  pluginApiOptions,
+  queueOptions,
+  reloadOptions,
+  sandboxOptions,
+  supervisorOptions,
+  workerOptions,
+} from '../config';
 import { installRemoteOptions, remoteOptionsFrom } from '../install/options';
 import { healthFileOption, healthRuleOptions } from './health';
 import { createLogger, type LogFormat, type Logger } from '../log';
@@ -28,12 +39,18 @@ async function failsWith(command: string, run: () => Promise<void>): Promise<voi
 function configIds(values: unknown[]): number[] {
   return values.map((v) => {
     const n = Number(v);
-    if (!Number.isInteger(n) || n <= 0) throw new Error(`not a plugin config id: ${JSON.stringify(v)} (see \`posthog-plugins list\`)`);
+    if (!Number.isInteger(n) || n <= 0)
+      throw new Error(`not a plugin config id: ${JSON.stringify(v)} (see \`posthog-plugins list\`)`);
     return n;
   });
 }
 
-function limitsFrom(argv: { 'memory-limit-mb': number; 'cpu-timeout-ms': number; 'wall-timeout-ms': number; 'max-result-bytes': number }): SandboxLimits {
+function limitsFrom(argv: {
+  'memory-limit-mb': number;
+  'cpu-timeout-ms': number;
+  'wall-timeout-ms': number;
+  'max-result-bytes': number;
+}): SandboxLimits {
   return {
     memoryLimitMb: argv['memory-limit-mb'],
     cpuTimeoutMs: argv['cpu-timeout-ms'],
@@ -42,18 +59,36 @@ function limitsFrom(argv: { 'memory-limit-mb': number; 'cpu-timeout-ms': number;
   };
 }
 
-function fetchFrom(argv: { 'fetch-timeout-ms': number; 'fetch-max-bytes': number; 'fetch-allow': string }): FetchOptions {
+function fetchFrom(argv: {
+  'fetch-timeout-ms': number;
+  'fetch-max-bytes': number;
+  'fetch-allow': string;
+}): FetchOptions {
   return { timeoutMs: argv['fetch-timeout-ms'], maxBytes: argv['fetch-max-bytes'], allow: argv['fetch-allow'] };
 }
 
 async function main(): Promise<void> {
   await yargs(hideBin(process.argv))
     .scriptName('posthog-plugins')
-    .usage('$0 <command> [options]\n\nRuns PostHog plugins on Celery process_event_with_plugins tasks and hands the results to Python Celery.')
+    .usage(
+      '$0 <command> [options]\n\nRuns PostHog plugins on Celery process_event_with_plugins tasks and hands the results to Python Celery.',
+    )
     .command(
       'start',
       'Consume process_event_with_plugins, run the plugins, publish process_event (until SIGTERM), in supervised worker processes',
-      (y) => y.options({ ...connectionOptions, ...queueOptions, ...reloadOptions, ...sandboxOptions, ...pluginApiOptions, ...workerOptions, ...observeOptions, ...supervisorOptions, ...healthFileOption, ...logOptions }),
+      (y) =>
+        y.options({
+          ...connectionOptions,
+          ...queueOptions,
+          ...reloadOptions,
+          ...sandboxOptions,
+          ...pluginApiOptions,
+          ...workerOptions,
+          ...observeOptions,
+          ...supervisorOptions,
+          ...healthFileOption,
+          ...logOptions,
+        }),
       async (argv) => {
         const { runStart } = await import('./start');
         // A start that cannot go on (bad settings, a queue RabbitMQ will not let us declare) says why and exits 1,
@@ -153,25 +188,44 @@ async function main(): Promise<void> {
             'database-url': connectionOptions['database-url'],
             'base-dir': {
               type: 'string',
-              describe: 'Store a local plugin inside this directory as a file: URL relative to it (start and replay resolve it against their --base-dir); default: an absolute file: URL, as PostHog stored them (env BASE_DIR)',
+              describe:
+                'Store a local plugin inside this directory as a file: URL relative to it (start and replay resolve it against their --base-dir); default: an absolute file: URL, as PostHog stored them (env BASE_DIR)',
               default: env('BASE_DIR'),
             },
             team: { type: 'number', default: 1, describe: 'Team id the config belongs to' },
             order: { type: 'number', describe: 'Position in the team chain (default: after the last one)' },
-            config: { type: 'string', default: '{}', describe: "Plugin config as a JSON object of strings, checked against plugin.json's config (defaults filled in)" },
+            config: {
+              type: 'string',
+              default: '{}',
+              describe:
+                "Plugin config as a JSON object of strings, checked against plugin.json's config (defaults filled in)",
+            },
             name: { type: 'string', describe: 'Plugin name (default: plugin.json name, else the file name)' },
             disabled: { type: 'boolean', default: false, describe: 'Install without enabling the config' },
-            upgrade: { type: 'boolean', default: false, describe: "Replace the code of the plugin installed from the same path or link (its configs stay; --config changes the team's)" },
+            upgrade: {
+              type: 'boolean',
+              default: false,
+              describe:
+                "Replace the code of the plugin installed from the same path or link (its configs stay; --config changes the team's)",
+            },
             ...installRemoteOptions,
             ...announceOptions,
             ...sandboxOptions,
             ...logOptions,
           })
           .example('$0 install fixtures/plugins/add-property --team 1', 'a local folder (stored as a file: URL)')
-          .example('$0 install https://github.com/PostHog/currency-normalization-plugin', 'the default branch, pinned to its current commit')
+          .example(
+            '$0 install https://github.com/PostHog/currency-normalization-plugin',
+            'the default branch, pinned to its current commit',
+          )
           .example('$0 install @posthog/plugin-geoip@0.0.7', 'an npm package version')
-          .example('$0 install fixtures/plugins/add-property --upgrade', 'new code for the plugin installed from that folder')
-          .epilog('The plugin is loaded in an isolate first (without setupPlugin): one that does not compile or load is refused, nothing stored. Running workers are told on the reload channel.'),
+          .example(
+            '$0 install fixtures/plugins/add-property --upgrade',
+            'new code for the plugin installed from that folder',
+          )
+          .epilog(
+            'The plugin is loaded in an isolate first (without setupPlugin): one that does not compile or load is refused, nothing stored. Running workers are told on the reload channel.',
+          ),
       async (argv) => {
         const { runInstall } = await import('./install');
         await runInstall(
@@ -222,7 +276,13 @@ async function main(): Promise<void> {
       (argv) =>
         failsWith('enable', async () => {
           const { runSetEnabled } = await import('./enable');
-          await runSetEnabled(configIds(argv.ids), true, argv['database-url'], announceTargetFrom(argv), loggerFor(argv));
+          await runSetEnabled(
+            configIds(argv.ids),
+            true,
+            argv['database-url'],
+            announceTargetFrom(argv),
+            loggerFor(argv),
+          );
         }),
     )
     .command(
@@ -235,7 +295,13 @@ async function main(): Promise<void> {
       (argv) =>
         failsWith('disable', async () => {
           const { runSetEnabled } = await import('./enable');
-          await runSetEnabled(configIds(argv.ids), false, argv['database-url'], announceTargetFrom(argv), loggerFor(argv));
+          await runSetEnabled(
+            configIds(argv.ids),
+            false,
+            argv['database-url'],
+            announceTargetFrom(argv),
+            loggerFor(argv),
+          );
         }),
     )
     .command('config', "Show or change a plugin config's values", (y) =>
@@ -243,7 +309,10 @@ async function main(): Promise<void> {
         .command(
           'show <id>',
           'Print the config of a plugin config as JSON (secret fields masked)',
-          (c) => c.positional('id', { type: 'number', demandOption: true, describe: 'Plugin config id' }).options({ 'database-url': connectionOptions['database-url'], ...logOptions }),
+          (c) =>
+            c
+              .positional('id', { type: 'number', demandOption: true, describe: 'Plugin config id' })
+              .options({ 'database-url': connectionOptions['database-url'], ...logOptions }),
           (argv) =>
             failsWith('config show', async () => {
               const { runConfigShow } = await import('./config-command');
@@ -256,7 +325,12 @@ async function main(): Promise<void> {
           (c) =>
             c
               .positional('id', { type: 'number', demandOption: true, describe: 'Plugin config id' })
-              .positional('pairs', { type: 'string', array: true, default: [], describe: 'KEY=VALUE pairs (values are strings, as PostHog stores them)' })
+              .positional('pairs', {
+                type: 'string',
+                array: true,
+                default: [],
+                describe: 'KEY=VALUE pairs (values are strings, as PostHog stores them)',
+              })
               .options({
                 json: { type: 'string', describe: 'Keys to change as a JSON object (null removes a key)' },
                 'database-url': connectionOptions['database-url'],
@@ -268,7 +342,13 @@ async function main(): Promise<void> {
           (argv) =>
             failsWith('config set', async () => {
               const { configChanges, runConfigSet } = await import('./config-command');
-              await runConfigSet(configIds([argv.id])[0]!, configChanges(argv.pairs as string[], argv.json), argv['database-url'], announceTargetFrom(argv), loggerFor(argv));
+              await runConfigSet(
+                configIds([argv.id])[0]!,
+                configChanges(argv.pairs as string[], argv.json),
+                argv['database-url'],
+                announceTargetFrom(argv),
+                loggerFor(argv),
+              );
             }),
         )
         .demandCommand(1, 'Name a subcommand: show or set'),
@@ -278,7 +358,12 @@ async function main(): Promise<void> {
       "Reorder a team's chain: the given configs run first, in this order, then the team's others as they were; running workers are told",
       (y) =>
         y
-          .positional('ids', { type: 'number', array: true, demandOption: true, describe: 'Plugin config ids of one team' })
+          .positional('ids', {
+            type: 'number',
+            array: true,
+            demandOption: true,
+            describe: 'Plugin config ids of one team',
+          })
           .options({ 'database-url': connectionOptions['database-url'], ...announceOptions, ...logOptions })
           .example('$0 order 5 3', 'config #5 runs first, then #3, then the rest of that team'),
       (argv) =>
@@ -292,7 +377,12 @@ async function main(): Promise<void> {
       'Exit 0 if the `start` instance on this machine with the same --broker/--queue (or --health-file) is healthy, 1 if not, with one line saying why',
       (y) =>
         y
-          .options({ broker: connectionOptions.broker, queue: queueOptions.queue, ...healthFileOption, ...healthRuleOptions })
+          .options({
+            broker: connectionOptions.broker,
+            queue: queueOptions.queue,
+            ...healthFileOption,
+            ...healthRuleOptions,
+          })
           .epilog(
             'Unhealthy when: no status file; the supervisor process is gone; its status is older than --max-age-ms (it is stuck); it is stopping; ' +
               'no worker process is consuming (starting or all restarting); a worker has not answered heartbeats for --max-age-ms; ' +
@@ -305,14 +395,21 @@ async function main(): Promise<void> {
           maxAgeMs: argv['max-age-ms'],
           stuckAfterMs: argv['stuck-after-ms'],
         });
-        (verdict.healthy ? process.stdout : process.stderr).write(`${verdict.healthy ? 'healthy' : 'unhealthy'}: ${verdict.reason}\n`);
+        (verdict.healthy ? process.stdout : process.stderr).write(
+          `${verdict.healthy ? 'healthy' : 'unhealthy'}: ${verdict.reason}\n`,
+        );
         process.exitCode = verdict.healthy ? 0 : 1;
       },
     )
     .command(
       'list',
       'List plugin configs: team, order, plugin, enabled, last error',
-      (y) => y.options({ 'database-url': connectionOptions['database-url'], json: { type: 'boolean', default: false, describe: 'Print JSON' }, ...logOptions }),
+      (y) =>
+        y.options({
+          'database-url': connectionOptions['database-url'],
+          json: { type: 'boolean', default: false, describe: 'Print JSON' },
+          ...logOptions,
+        }),
       async (argv) => {
         const { runList } = await import('./list');
         await runList(argv['database-url'], argv.json, loggerFor(argv));
@@ -321,7 +418,12 @@ async function main(): Promise<void> {
     .command(
       'doctor',
       'Check the plugin tables: which PostHog schema, where code and logs come from, every config that cannot run and why (exit 1 when none can)',
-      (y) => y.options({ 'database-url': connectionOptions['database-url'], 'base-dir': connectionOptions['base-dir'], ...logOptions }),
+      (y) =>
+        y.options({
+          'database-url': connectionOptions['database-url'],
+          'base-dir': connectionOptions['base-dir'],
+          ...logOptions,
+        }),
       async (argv) => {
         const { runDoctor } = await import('./doctor');
         const report = await runDoctor(argv['database-url'], argv['base-dir'], loggerFor(argv)).catch((err: Error) => {
@@ -337,12 +439,21 @@ async function main(): Promise<void> {
       'Run captured Celery messages (JSON lines of Redis envelopes) through the plugins, without a broker; never writes to the database',
       (y) =>
         y
-          .positional('files', { type: 'string', array: true, demandOption: true, describe: 'JSON-lines files of raw envelopes' })
+          .positional('files', {
+            type: 'string',
+            array: true,
+            demandOption: true,
+            describe: 'JSON-lines files of raw envelopes',
+          })
           .options({
             out: { type: 'string', describe: 'Write the process_event envelopes here (default: stdout)' },
             now: { type: 'string', describe: 'Judge `expires` against this ISO instant (default: now)' },
             strict: { type: 'boolean', default: false, describe: 'Exit with status 1 if any message was rejected' },
-            'allow-load-errors': { type: 'boolean', default: false, describe: 'Exit 0 although a plugin config failed to load (it is left out of the chain); default: exit 1' },
+            'allow-load-errors': {
+              type: 'boolean',
+              default: false,
+              describe: 'Exit 0 although a plugin config failed to load (it is left out of the chain); default: exit 1',
+            },
             'database-url': connectionOptions['database-url'],
             'base-dir': connectionOptions['base-dir'],
             'output-queue': queueOptions['output-queue'],
@@ -368,10 +479,14 @@ async function main(): Promise<void> {
           },
           loggerFor(argv),
         );
-        if ((argv.strict && summary.rejected > 0) || (summary.failedConfigs > 0 && !argv['allow-load-errors'])) process.exitCode = 1;
+        if ((argv.strict && summary.rejected > 0) || (summary.failedConfigs > 0 && !argv['allow-load-errors']))
+          process.exitCode = 1;
       },
     )
-    .demandCommand(1, 'Name a command: start, migrate, install, uninstall, enable, disable, config, order, list, doctor, replay or health')
+    .demandCommand(
+      1,
+      'Name a command: start, migrate, install, uninstall, enable, disable, config, order, list, doctor, replay or health',
+    )
     .strict()
     // An error from a command (a database that cannot be opened, a file that cannot be read) is one line, exit 1;
     // only a command line yargs cannot parse gets the usage text.

@@ -15,7 +15,11 @@ export interface AnnounceTarget {
   reloadChannel: string;
 }
 
-export function announceTargetFrom(argv: { broker: string; 'redis-url': string; 'reload-channel': string }): AnnounceTarget {
+export function announceTargetFrom(argv: {
+  broker: string;
+  'redis-url': string;
+  'reload-channel': string;
+}): AnnounceTarget {
   return { broker: argv.broker, redisUrl: argv['redis-url'], reloadChannel: argv['reload-channel'] };
 }
 
@@ -27,11 +31,18 @@ export function announceTargetFrom(argv: { broker: string; 'redis-url': string; 
 export async function announceReload(target: AnnounceTarget, logger: Logger): Promise<void> {
   const url = target.redisUrl || (/^rediss?:/i.test(target.broker) ? target.broker : '');
   if (target.reloadChannel === '' || url === '') {
-    logger.warn('running workers were not told (no --reload-channel, or no Redis: set --redis-url); they see this change at their next restart');
+    logger.warn(
+      'running workers were not told (no --reload-channel, or no Redis: set --redis-url); they see this change at their next restart',
+    );
     return;
   }
   const { default: Redis } = await import('ioredis'); // loaded only by the commands that announce
-  const redis = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 0, connectTimeout: 5000, retryStrategy: () => null });
+  const redis = new Redis(url, {
+    lazyConnect: true,
+    maxRetriesPerRequest: 0,
+    connectTimeout: 5000,
+    retryStrategy: () => null,
+  });
   let cause = '';
   redis.on('error', (err: Error) => (cause = err.message)); // the failed publish below says it once
   try {
@@ -39,7 +50,9 @@ export async function announceReload(target: AnnounceTarget, logger: Logger): Pr
     const listeners = await redis.publish(target.reloadChannel, 'reload!');
     logger.info(`announced on Redis channel ${target.reloadChannel}: ${listeners} running worker(s) reload now`);
   } catch (err) {
-    logger.warn(`could not announce on Redis channel ${target.reloadChannel} (${maskUrl(url)}): ${cause || (err as Error).message}; running workers see this change at their next restart`);
+    logger.warn(
+      `could not announce on Redis channel ${target.reloadChannel} (${maskUrl(url)}): ${cause || (err as Error).message}; running workers see this change at their next restart`,
+    );
   } finally {
     redis.disconnect();
   }

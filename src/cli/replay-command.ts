@@ -37,10 +37,24 @@ export async function runReplayCommand(args: ReplayCommandArgs, logger: Logger):
   const { db } = await openStore(args.databaseUrl, logger, { readOnly: true });
   const store = new ReadOnlyPluginStore(db);
   try {
-    const plugins = await PluginManager.create({ store, baseDir: args.baseDir, limits: args.limits, fetch: args.fetch, logger });
+    const plugins = await PluginManager.create({
+      store,
+      baseDir: args.baseDir,
+      limits: args.limits,
+      fetch: args.fetch,
+      logger,
+    });
     try {
-      const failed = plugins.teams().flatMap((team) => plugins.configsFor(team).filter((c) => c.state === 'failed').map((c) => ({ team, ...c })));
-      for (const c of failed) logger.error(`plugin config #${c.id} (${c.name}, team ${c.team}) failed to load (the reason is logged above): replay runs without it`);
+      const failed = plugins.teams().flatMap((team) =>
+        plugins
+          .configsFor(team)
+          .filter((c) => c.state === 'failed')
+          .map((c) => ({ team, ...c })),
+      );
+      for (const c of failed)
+        logger.error(
+          `plugin config #${c.id} (${c.name}, team ${c.team}) failed to load (the reason is logged above): replay runs without it`,
+        );
       const summary = await runReplay(args, plugins, logger);
       return { ...summary, failedConfigs: failed.length };
     } finally {

@@ -81,12 +81,19 @@ export async function runReplay(args: ReplayArgs, plugins: ChainRunner, logger: 
         logger.warn(`line ${where}: rejected: ${parsed.reason}`);
         continue;
       }
-      batch.push({ tag: where, queue: parsed.routingKey, message: parsed.message, redelivered: parsed.redelivered, rawText: line });
+      batch.push({
+        tag: where,
+        queue: parsed.routingKey,
+        message: parsed.message,
+        redelivered: parsed.redelivered,
+        rawText: line,
+      });
       if (batch.length >= args.batchSize) await flush();
     }
   }
   if (batch.length) await flush();
-  if (out !== process.stdout) await new Promise<void>((resolve, reject) => out.end((err?: Error | null) => (err ? reject(err) : resolve())));
+  if (out !== process.stdout)
+    await new Promise<void>((resolve, reject) => out.end((err?: Error | null) => (err ? reject(err) : resolve())));
   logger.info(`replayed ${summary.read} message(s)`, summary);
   return summary;
 }

@@ -36,7 +36,12 @@ export interface SupervisorArgs {
  * and exit, SIGKILL those still running after the grace period, and exit 0. A second signal kills at once.
  * Plugins never run in this process: some allocations abort the whole process they run in.
  */
-export async function runStart(args: StartArgs, sup: SupervisorArgs, log: { level: string; format: string }, logger: Logger): Promise<void> {
+export async function runStart(
+  args: StartArgs,
+  sup: SupervisorArgs,
+  log: { level: string; format: string },
+  logger: Logger,
+): Promise<void> {
   // Refuse bad settings here, once, rather than in a restart loop of workers.
   parseJsonObject(args.amqpQueueArguments, '--amqp-queue-arguments');
   parseJsonObject(args.amqpOutputQueueArguments, '--amqp-output-queue-arguments');
@@ -55,7 +60,8 @@ export async function runStart(args: StartArgs, sup: SupervisorArgs, log: { leve
   });
   const workers = Math.floor(sup.workers);
   if (!(workers >= 1)) throw new Error(`--workers must be at least 1, got ${sup.workers}`);
-  if (!(sup.heartbeatTimeoutMs > sup.heartbeatIntervalMs)) throw new Error('--heartbeat-timeout-ms must be larger than --heartbeat-interval-ms');
+  if (!(sup.heartbeatTimeoutMs > sup.heartbeatIntervalMs))
+    throw new Error('--heartbeat-timeout-ms must be larger than --heartbeat-interval-ms');
 
   // The store: SQLite gets its tables here, before the workers open it; the supervisor disables crashing configs.
   const { db, store, description } = await openStore(args.databaseUrl, logger);
@@ -65,7 +71,12 @@ export async function runStart(args: StartArgs, sup: SupervisorArgs, log: { leve
   let remoteShutdown: ((why: string) => void) | null = null;
   const supervisor = new Supervisor({
     workers,
-    worker: { args: { ...args, hostname: nodeNameTemplate(args.hostname, workers) }, logLevel: log.level, logFormat: log.format, metrics: sup.metricsPort > 0 },
+    worker: {
+      args: { ...args, hostname: nodeNameTemplate(args.hostname, workers) },
+      logLevel: log.level,
+      logFormat: log.format,
+      metrics: sup.metricsPort > 0,
+    },
     heartbeatIntervalMs: sup.heartbeatIntervalMs,
     heartbeatTimeoutMs: sup.heartbeatTimeoutMs,
     stuckTimeoutMs: sup.stuckTimeoutMs,
@@ -100,10 +111,13 @@ export async function runStart(args: StartArgs, sup: SupervisorArgs, log: { leve
   await metrics?.start().catch((err: Error) => {
     throw new Error(`cannot serve metrics on ${sup.metricsHost}:${sup.metricsPort}: ${err.message}`);
   });
-  logger.info(`supervising ${workers} worker process(es) for queue ${args.queue} on ${probe.displayUrl}; plugins from ${description}`, {
-    pid: process.pid,
-    workers,
-  });
+  logger.info(
+    `supervising ${workers} worker process(es) for queue ${args.queue} on ${probe.displayUrl}; plugins from ${description}`,
+    {
+      pid: process.pid,
+      workers,
+    },
+  );
   const schema = await store.schema();
   logger.info(`plugin tables: ${describeSchema(schema)}; plugin logs go to ${pluginLogDestination(schema)}`);
   supervisor.start();
@@ -142,7 +156,10 @@ export async function runStart(args: StartArgs, sup: SupervisorArgs, log: { leve
   });
   health.markStopping();
   if ('remote' in reason) logger.info(`${reason.remote}: stopping the workers, they finish the batches in hand`);
-  if ('signal' in reason) logger.info(`${reason.signal} received: stopping the workers, they finish the batches in hand (send it again to kill them at once)`);
+  if ('signal' in reason)
+    logger.info(
+      `${reason.signal} received: stopping the workers, they finish the batches in hand (send it again to kill them at once)`,
+    );
   const again = (s: NodeJS.Signals): void => {
     logger.warn(`${s} received again: killing the workers`);
     void supervisor.kill().finally(() => process.exit(1));
@@ -156,7 +173,8 @@ export async function runStart(args: StartArgs, sup: SupervisorArgs, log: { leve
   await restorer?.close();
   await db.destroy();
   if ('failure' in reason) throw new Error(reason.failure);
-  if (killed > 0) logger.warn(`stopped; ${killed} worker(s) had to be killed (their messages were returned to the queue)`);
+  if (killed > 0)
+    logger.warn(`stopped; ${killed} worker(s) had to be killed (their messages were returned to the queue)`);
   else logger.info('all workers stopped cleanly');
 }
 

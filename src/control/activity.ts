@@ -1,4 +1,9 @@
-import { taskReceivedFields, taskStartedFields, taskSucceededFields, taskFailedFields } from '../../protocol/celery-events';
+import {
+  taskReceivedFields,
+  taskStartedFields,
+  taskSucceededFields,
+  taskFailedFields,
+} from '../../protocol/celery-events';
 import type { ActiveRequest } from '../../protocol/pidbox';
 import { isJsonObject } from '../../protocol/json';
 import { pythonStrRepr } from '../../protocol/repr';
@@ -94,7 +99,14 @@ export class Activity implements LoopObserver {
       const runtime = entry ? Number(end - entry.startedNs) / 1e9 : 0;
       if (o.kind === 'reject') {
         events.task('task-started', taskStartedFields(id));
-        events.task('task-failed', taskFailedFields(id, `SetAside(${pythonStrRepr(o.reason)})`, `set aside to ${o.delivery.queue}.rejected: ${o.reason}`));
+        events.task(
+          'task-failed',
+          taskFailedFields(
+            id,
+            `SetAside(${pythonStrRepr(o.reason)})`,
+            `set aside to ${o.delivery.queue}.rejected: ${o.reason}`,
+          ),
+        );
       } else if (o.result === 'expired') {
         events.task('task-revoked', { uuid: id, terminated: false, signum: null, expired: true });
       } else {

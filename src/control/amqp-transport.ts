@@ -27,7 +27,10 @@ export class AmqpControlTransport implements ControlTransport {
   private onMessage: (m: MailboxMessage) => void = () => undefined;
   private readonly declared = new Set<string>();
 
-  constructor(url: string, private readonly logger: Logger) {
+  constructor(
+    url: string,
+    private readonly logger: Logger,
+  ) {
     this.url = parseAmqpUrl(url);
   }
 
@@ -57,21 +60,46 @@ export class AmqpControlTransport implements ControlTransport {
     }
   }
 
-  private async publish(exchange: string, type: string, opts: { durable: boolean }, routingKey: string, body: unknown, headers: JsonObject): Promise<void> {
+  private async publish(
+    exchange: string,
+    type: string,
+    opts: { durable: boolean },
+    routingKey: string,
+    body: unknown,
+    headers: JsonObject,
+  ): Promise<void> {
     const ch = this.ch;
     if (!ch) return; // reconnecting: an event or reply now would be stale by the time it could go out
     if (!this.declared.has(exchange)) {
       await ch.assertExchange(exchange, type, { ...opts, autoDelete: false });
       this.declared.add(exchange);
     }
-    ch.publish(exchange, routingKey, Buffer.from(JSON.stringify(body)), { ...JSON_CONTENT, headers, deliveryMode: 1, priority: 0 });
+    ch.publish(exchange, routingKey, Buffer.from(JSON.stringify(body)), {
+      ...JSON_CONTENT,
+      headers,
+      deliveryMode: 1,
+      priority: 0,
+    });
   }
 
   private async open(): Promise<void> {
     const u = this.url;
     const conn = await amqp.connect(
-      { protocol: u.tls ? 'amqps' : 'amqp', hostname: u.hostname, port: u.port, username: u.username, password: u.password, vhost: encodeURIComponent(u.vhost), heartbeat: u.heartbeat ?? 60, locale: 'en_US' },
-      { noDelay: true, clientProperties: { connection_name: `posthog-plugins control ${this.nodeName}` }, ...(u.tls ? { servername: u.hostname } : {}) },
+      {
+        protocol: u.tls ? 'amqps' : 'amqp',
+        hostname: u.hostname,
+        port: u.port,
+        username: u.username,
+        password: u.password,
+        vhost: encodeURIComponent(u.vhost),
+        heartbeat: u.heartbeat ?? 60,
+        locale: 'en_US',
+      },
+      {
+        noDelay: true,
+        clientProperties: { connection_name: `posthog-plugins control ${this.nodeName}` },
+        ...(u.tls ? { servername: u.hostname } : {}),
+      },
     );
     conn.on('error', (err: Error) => this.logger.debug(`remote control connection: ${err.message}`));
     try {
@@ -107,7 +135,9 @@ export class AmqpControlTransport implements ControlTransport {
         try {
           body = JSON.parse(msg.content.toString('utf8'));
         } catch {
-          return void this.logger.warn(`remote control: message on ${queue} is not JSON (${msg.properties.contentType})`);
+          return void this.logger.warn(
+            `remote control: message on ${queue} is not JSON (${msg.properties.contentType})`,
+          );
         }
         if (typeof body !== 'object' || body === null || Array.isArray(body)) return;
         const headers = jsonFromFieldValue(msg.properties.headers ?? {});
@@ -123,7 +153,9 @@ export class AmqpControlTransport implements ControlTransport {
     setTimeout(() => {
       if (this.closing) return;
       this.open().catch((err: Error) => {
-        this.logger.warn(`remote control: cannot reconnect to ${this.url.displayUrl}: ${err.message}; retrying in ${delayMs} ms`);
+        this.logger.warn(
+          `remote control: cannot reconnect to ${this.url.displayUrl}: ${err.message}; retrying in ${delayMs} ms`,
+        );
         this.reconnect(Math.min(delayMs * 2, 10_000));
       });
     }, delayMs).unref();

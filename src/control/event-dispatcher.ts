@@ -82,12 +82,25 @@ export class EventDispatcher {
 
   private event(type: string, fields: JsonObject): JsonObject {
     const now = new Date();
-    return celeryEvent(type, { hostname: this.opts.hostname, pid: process.pid }, this.opts.clock.forward(), now.getTime(), now.getTimezoneOffset(), fields);
+    return celeryEvent(
+      type,
+      { hostname: this.opts.hostname, pid: process.pid },
+      this.opts.clock.forward(),
+      now.getTime(),
+      now.getTimezoneOffset(),
+      fields,
+    );
   }
 
   private async sendWorker(type: string): Promise<void> {
     const { active, processed } = this.opts.load();
-    const fields = workerEventFields({ active, processed, loadavg: loadavg(), system: this.system, version: this.opts.version });
+    const fields = workerEventFields({
+      active,
+      processed,
+      loadavg: loadavg(),
+      system: this.system,
+      version: this.opts.version,
+    });
     await this.send(eventRoutingKey(type), this.event(type, fields));
   }
 
@@ -95,7 +108,9 @@ export class EventDispatcher {
     try {
       await this.opts.transport.publishEvent(routingKey, body, eventHeaders(this.opts.hostname));
     } catch (err) {
-      this.opts.logger.debug(`celery event ${routingKey} not sent: ${(err as Error).message}`, { node: this.opts.hostname });
+      this.opts.logger.debug(`celery event ${routingKey} not sent: ${(err as Error).message}`, {
+        node: this.opts.hostname,
+      });
     }
   }
 }

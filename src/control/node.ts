@@ -54,16 +54,38 @@ function brokerInfo(url: string): JsonObject {
   if (/^rediss?:/i.test(url)) {
     const u = new URL(url);
     return {
-      hostname: u.hostname, userid: u.username || null, virtual_host: u.pathname.replace(/^\//, '') || '0', port: Number(u.port || 6379), insist: false,
-      ssl: u.protocol === 'rediss:', transport: 'redis', connect_timeout: 4, transport_options: {}, login_method: null, uri_prefix: null, heartbeat: null,
-      failover_strategy: 'round-robin', alternates: [],
+      hostname: u.hostname,
+      userid: u.username || null,
+      virtual_host: u.pathname.replace(/^\//, '') || '0',
+      port: Number(u.port || 6379),
+      insist: false,
+      ssl: u.protocol === 'rediss:',
+      transport: 'redis',
+      connect_timeout: 4,
+      transport_options: {},
+      login_method: null,
+      uri_prefix: null,
+      heartbeat: null,
+      failover_strategy: 'round-robin',
+      alternates: [],
     };
   }
   const a = parseAmqpUrl(url);
   return {
-    hostname: a.hostname, userid: a.username, virtual_host: a.vhost, port: a.port, insist: false, ssl: a.tls, transport: 'amqp',
-    connect_timeout: 4, transport_options: {}, login_method: 'AMQPLAIN', uri_prefix: null, heartbeat: a.heartbeat ?? 120,
-    failover_strategy: 'round-robin', alternates: [],
+    hostname: a.hostname,
+    userid: a.username,
+    virtual_host: a.vhost,
+    port: a.port,
+    insist: false,
+    ssl: a.tls,
+    transport: 'amqp',
+    connect_timeout: 4,
+    transport_options: {},
+    login_method: 'AMQPLAIN',
+    uri_prefix: null,
+    heartbeat: a.heartbeat ?? 120,
+    failover_strategy: 'round-robin',
+    alternates: [],
   };
 }
 
@@ -82,7 +104,9 @@ export class CeleryNode {
     const { args, logger } = opts;
     this.name = expandNodeName(args.hostname, osHostname(), opts.index);
     const nodeLogger = logger.child({ node: this.name });
-    this.transport = /^rediss?:/i.test(args.broker) ? new RedisControlTransport(args.broker, nodeLogger) : new AmqpControlTransport(args.broker, nodeLogger);
+    this.transport = /^rediss?:/i.test(args.broker)
+      ? new RedisControlTransport(args.broker, nodeLogger)
+      : new AmqpControlTransport(args.broker, nodeLogger);
     let activity: Activity | null = null;
     const startedAtMs = Date.now();
     const view: WorkerView = {
@@ -129,7 +153,9 @@ export class CeleryNode {
       await this.control.start();
       await this.events.start();
     } catch (err) {
-      logger.warn(`remote control and Celery events are off for this process: ${(err as Error).message}`, { node: this.name });
+      logger.warn(`remote control and Celery events are off for this process: ${(err as Error).message}`, {
+        node: this.name,
+      });
     }
   }
 

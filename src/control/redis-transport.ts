@@ -20,13 +20,17 @@ export class RedisControlTransport implements ControlTransport {
   private readonly cmd: BoundedRedis;
   private readonly db: number;
 
-  constructor(url: string, private readonly logger: Logger) {
+  constructor(
+    url: string,
+    private readonly logger: Logger,
+  ) {
     // Bounded clients (see createRedisClient): while Redis is away an event or reply fails at once; one that
     // late is worthless, and nothing of the event path ever waits on these connections.
     this.sub = createRedisClient(url, { name: `posthog-plugins:control-sub:${process.pid}` });
     this.cmd = createRedisClient(url, { name: `posthog-plugins:control:${process.pid}` });
     this.db = this.cmd.options.db ?? 0;
-    for (const c of [this.sub, this.cmd]) c.on('error', (err: Error) => logger.debug(`remote control redis: ${err.message}`));
+    for (const c of [this.sub, this.cmd])
+      c.on('error', (err: Error) => logger.debug(`remote control redis: ${err.message}`));
   }
 
   async start(_nodeName: string, onMessage: (m: MailboxMessage) => void): Promise<void> {
@@ -52,7 +56,10 @@ export class RedisControlTransport implements ControlTransport {
   async reply(exchange: string, routingKey: string, body: JsonObject, headers: JsonObject): Promise<void> {
     // kombu's direct exchange on Redis: the queues bound with this routing key, from the exchange's binding set.
     const members = await this.cmd.smembers(kombuBindingKey(exchange));
-    const queues = members.map((m) => parseBindingMember(m)).filter((b) => b !== null && b.routingKey === routingKey).map((b) => b!.queue);
+    const queues = members
+      .map((m) => parseBindingMember(m))
+      .filter((b) => b !== null && b.routingKey === routingKey)
+      .map((b) => b!.queue);
     if (queues.length === 0) return; // the client is gone: nobody waits for this reply
     const envelope = this.envelope(body, headers, exchange, routingKey);
     const multi = this.cmd.multi();
@@ -61,7 +68,10 @@ export class RedisControlTransport implements ControlTransport {
   }
 
   async publishEvent(routingKey: string, body: EventBody, headers: JsonObject): Promise<void> {
-    await this.cmd.publish(redisFanoutChannel(this.db, EVENT_EXCHANGE, routingKey), this.envelope(body, headers, EVENT_EXCHANGE, routingKey));
+    await this.cmd.publish(
+      redisFanoutChannel(this.db, EVENT_EXCHANGE, routingKey),
+      this.envelope(body, headers, EVENT_EXCHANGE, routingKey),
+    );
   }
 
   async close(): Promise<void> {
@@ -71,7 +81,12 @@ export class RedisControlTransport implements ControlTransport {
 
   private envelope(body: unknown, headers: JsonObject, exchange: string, routingKey: string): string {
     return buildEnvelope(
-      { headers, properties: { delivery_mode: 1, priority: 0 }, ...JSON_CONTENT, body: Buffer.from(JSON.stringify(body)) },
+      {
+        headers,
+        properties: { delivery_mode: 1, priority: 0 },
+        ...JSON_CONTENT,
+        body: Buffer.from(JSON.stringify(body)),
+      },
       { deliveryTag: randomUUID(), exchange, routingKey },
     );
   }

@@ -1,4 +1,12 @@
-import { CONTROL_NAMESPACE, LamportClock, controlReply, errorReply, isForNode, parseControlRequest, unknownCommandReply } from '../../protocol/pidbox';
+import {
+  CONTROL_NAMESPACE,
+  LamportClock,
+  controlReply,
+  errorReply,
+  isForNode,
+  parseControlRequest,
+  unknownCommandReply,
+} from '../../protocol/pidbox';
 import type { JsonValue } from '../../protocol/types';
 import type { Logger } from '../log';
 import { HANDLERS, ShutdownRequested, type WorkerView } from './commands';
@@ -19,7 +27,9 @@ export class RemoteControl {
 
   async start(): Promise<void> {
     await this.transport.start(this.view.hostname, (m) => this.handle(m));
-    this.logger.info(`remote control: node ${this.view.hostname} listens on the ${CONTROL_NAMESPACE}.pidbox mailbox`, { node: this.view.hostname });
+    this.logger.info(`remote control: node ${this.view.hostname} listens on the ${CONTROL_NAMESPACE}.pidbox mailbox`, {
+      node: this.view.hostname,
+    });
   }
 
   private handle(m: MailboxMessage): void {

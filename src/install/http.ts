@@ -58,7 +58,8 @@ async function follow(start: string, opts: HttpOptions, signal: AbortSignal): Pr
       if (!location) throw new DownloadError(`GET ${url}: redirect ${res.status} without a Location header`);
       if (hop >= maxRedirects) throw new DownloadError(`GET ${start}: more than ${maxRedirects} redirects`);
       const next = new URL(location, url);
-      if (next.protocol !== 'http:' && next.protocol !== 'https:') throw new DownloadError(`GET ${url}: redirect to unsupported URL ${next.href}`);
+      if (next.protocol !== 'http:' && next.protocol !== 'https:')
+        throw new DownloadError(`GET ${url}: redirect to unsupported URL ${next.href}`);
       url = next.href;
       continue;
     }
@@ -68,7 +69,8 @@ async function follow(start: string, opts: HttpOptions, signal: AbortSignal): Pr
 }
 
 async function readLimited(res: Response, url: string, maxBytes: number): Promise<Buffer> {
-  const tooLarge = (): DownloadError => new DownloadError(`GET ${url}: response larger than ${maxBytes} bytes (the download limit)`);
+  const tooLarge = (): DownloadError =>
+    new DownloadError(`GET ${url}: response larger than ${maxBytes} bytes (the download limit)`);
   const declared = Number(res.headers.get('content-length') ?? NaN);
   if (Number.isFinite(declared) && declared > maxBytes) {
     await res.body?.cancel();

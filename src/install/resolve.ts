@@ -65,18 +65,29 @@ export async function resolvePluginSource(spec: PluginSpec, opts: RemoteOptions)
 /** Resolve, download and read the plugin: refuses anything that is not a loadable plugin archive. */
 export async function downloadPlugin(spec: PluginSpec, opts: RemoteOptions): Promise<DownloadedPlugin> {
   const source = await resolvePluginSource(spec, opts);
-  const res = await httpGet(source.archiveUrl, { timeoutMs: opts.timeoutMs, maxBytes: opts.maxBytes, headers: source.headers });
-  if (res.status === 404) throw new RemotePluginError(`${source.label}: archive not found (GET ${source.archiveUrl} returned 404)`);
-  if (res.status < 200 || res.status > 299) throw new RemotePluginError(`${source.label}: archive download failed (GET ${source.archiveUrl} returned ${res.status})`);
+  const res = await httpGet(source.archiveUrl, {
+    timeoutMs: opts.timeoutMs,
+    maxBytes: opts.maxBytes,
+    headers: source.headers,
+  });
+  if (res.status === 404)
+    throw new RemotePluginError(`${source.label}: archive not found (GET ${source.archiveUrl} returned 404)`);
+  if (res.status < 200 || res.status > 299)
+    throw new RemotePluginError(
+      `${source.label}: archive download failed (GET ${source.archiveUrl} returned ${res.status})`,
+    );
   if (sniffArchive(res.body) === null) {
     const start = res.body.subarray(0, 60).toString('utf8').replace(/\s+/g, ' ');
-    throw new RemotePluginError(`${source.label} is not a plugin archive: ${res.url} returned ${res.contentType || 'no content type'}, not a zip or tar.gz (it starts with ${JSON.stringify(start)})`);
+    throw new RemotePluginError(
+      `${source.label} is not a plugin archive: ${res.url} returned ${res.contentType || 'no content type'}, not a zip or tar.gz (it starts with ${JSON.stringify(start)})`,
+    );
   }
   let code: PluginSourceCode;
   try {
     code = readPluginArchive(res.body, source.label);
   } catch (err) {
-    if (err instanceof PluginSourceError) throw new RemotePluginError(`${source.label} is not a PostHog plugin: ${err.message}`);
+    if (err instanceof PluginSourceError)
+      throw new RemotePluginError(`${source.label} is not a PostHog plugin: ${err.message}`);
     throw err;
   }
   return { ...source, archive: res.body, code };
@@ -84,7 +95,10 @@ export async function downloadPlugin(spec: PluginSpec, opts: RemoteOptions): Pro
 
 // ------------------------------------------------------------------------------------------------ GitHub
 
-async function resolveGithub(spec: Extract<PluginSpec, { kind: 'github' }>, opts: RemoteOptions): Promise<ResolvedSource> {
+async function resolveGithub(
+  spec: Extract<PluginSpec, { kind: 'github' }>,
+  opts: RemoteOptions,
+): Promise<ResolvedSource> {
   const api = trimSlash(opts.githubApiUrl);
   const repo = `${spec.owner}/${spec.repo}`;
   const headers: Record<string, string> = { accept: 'application/vnd.github+json', ...bearer(opts.githubToken) };
@@ -97,14 +111,20 @@ async function resolveGithub(spec: Extract<PluginSpec, { kind: 'github' }>, opts
     let ref = spec.ref;
     if (ref === null) {
       const meta = await getJson(base, http);
-      if (meta.status !== 200) throw new RemotePluginError(githubFailure(`GitHub repository ${repo}`, meta.status, opts.githubToken));
+      if (meta.status !== 200)
+        throw new RemotePluginError(githubFailure(`GitHub repository ${repo}`, meta.status, opts.githubToken));
       ref = stringField(meta.json, 'default_branch', `GitHub repository ${repo}`);
     }
     const commit = await getJson(`${base}/commits/${encodePath(ref)}`, http);
     if (commit.status === 404 || commit.status === 422) {
-      throw new RemotePluginError(`GitHub repository ${repo} has no branch, tag or commit ${JSON.stringify(ref)} (or the repository does not exist${opts.githubToken ? '' : '; a private one needs GITHUB_TOKEN'})`);
+      throw new RemotePluginError(
+        `GitHub repository ${repo} has no branch, tag or commit ${JSON.stringify(ref)} (or the repository does not exist${opts.githubToken ? '' : '; a private one needs GITHUB_TOKEN'})`,
+      );
     }
-    if (commit.status !== 200) throw new RemotePluginError(githubFailure(`GitHub repository ${repo} at ${ref}`, commit.status, opts.githubToken));
+    if (commit.status !== 200)
+      throw new RemotePluginError(
+        githubFailure(`GitHub repository ${repo} at ${ref}`, commit.status, opts.githubToken),
+      );
     sha = stringField(commit.json, 'sha', `GitHub commit ${ref} of ${repo}`);
   }
   return {
@@ -119,25 +139,35 @@ async function resolveGithub(spec: Extract<PluginSpec, { kind: 'github' }>, opts
 function githubFailure(what: string, status: number, token: string | undefined): string {
   if (status === 404) return `${what} not found${token ? '' : ' (a private repository needs GITHUB_TOKEN)'}`;
   if (status === 401) return `${what}: GitHub refused the token in GITHUB_TOKEN (401)`;
-  if (status === 403 || status === 429) return `${what}: GitHub refused the request (${status}; rate limited?${token ? '' : ' set GITHUB_TOKEN'})`;
+  if (status === 403 || status === 429)
+    return `${what}: GitHub refused the request (${status}; rate limited?${token ? '' : ' set GITHUB_TOKEN'})`;
   return `${what}: the GitHub API answered ${status}`;
 }
 
 // ------------------------------------------------------------------------------------------------ GitLab
 
-async function resolveGitlab(spec: Extract<PluginSpec, { kind: 'gitlab' }>, opts: RemoteOptions): Promise<ResolvedSource> {
+async function resolveGitlab(
+  spec: Extract<PluginSpec, { kind: 'gitlab' }>,
+  opts: RemoteOptions,
+): Promise<ResolvedSource> {
   const base = `${trimSlash(opts.gitlabUrl)}/api/v4/projects/${encodeURIComponent(spec.project)}`;
   const http: HttpOptions = { timeoutMs: opts.timeoutMs, maxBytes: opts.maxBytes, headers: bearer(opts.gitlabToken) };
   const what = `GitLab project ${spec.project}`;
   let ref = spec.ref;
   if (ref === null) {
     const meta = await getJson(base, http);
-    if (meta.status === 404) throw new RemotePluginError(`${what} not found${opts.gitlabToken ? '' : ' (a private project needs GITLAB_TOKEN)'}`);
+    if (meta.status === 404)
+      throw new RemotePluginError(
+        `${what} not found${opts.gitlabToken ? '' : ' (a private project needs GITLAB_TOKEN)'}`,
+      );
     if (meta.status !== 200) throw new RemotePluginError(`${what}: the GitLab API answered ${meta.status}`);
     ref = stringField(meta.json, 'default_branch', what);
   }
   const commit = await getJson(`${base}/repository/commits/${encodeURIComponent(ref)}`, http);
-  if (commit.status === 404) throw new RemotePluginError(`${what} has no branch, tag or commit ${JSON.stringify(ref)} (or the project does not exist)`);
+  if (commit.status === 404)
+    throw new RemotePluginError(
+      `${what} has no branch, tag or commit ${JSON.stringify(ref)} (or the project does not exist)`,
+    );
   if (commit.status !== 200) throw new RemotePluginError(`${what} at ${ref}: the GitLab API answered ${commit.status}`);
   const sha = stringField(commit.json, 'id', `GitLab commit ${ref} of ${spec.project}`);
   return {
@@ -154,20 +184,28 @@ async function resolveGitlab(spec: Extract<PluginSpec, { kind: 'gitlab' }>, opts
 async function resolveNpm(spec: Extract<PluginSpec, { kind: 'npm' }>, opts: RemoteOptions): Promise<ResolvedSource> {
   const registry = trimSlash(opts.npmRegistry);
   const metaUrl = `${registry}/${spec.name.replace('/', '%2f')}`;
-  const meta = await getJson(metaUrl, { timeoutMs: opts.timeoutMs, maxBytes: opts.maxBytes, headers: bearer(opts.npmToken) });
+  const meta = await getJson(metaUrl, {
+    timeoutMs: opts.timeoutMs,
+    maxBytes: opts.maxBytes,
+    headers: bearer(opts.npmToken),
+  });
   if (meta.status === 404) throw new RemotePluginError(`npm package ${spec.name} not found in ${registry}`);
   if (meta.status !== 200) throw new RemotePluginError(`npm package ${spec.name}: ${registry} answered ${meta.status}`);
   const doc = asObject(meta.json);
   const versions = asObject(doc['versions']);
   const distTags = asObject(doc['dist-tags']);
   const wanted = spec.version ?? 'latest';
-  const version = wanted in versions ? wanted : typeof distTags[wanted] === 'string' ? (distTags[wanted] as string) : null;
+  const version =
+    wanted in versions ? wanted : typeof distTags[wanted] === 'string' ? (distTags[wanted] as string) : null;
   if (version === null || !(version in versions)) {
     const known = Object.keys(versions).slice(-5).join(', ');
-    throw new RemotePluginError(`npm package ${spec.name} has no version or dist-tag ${JSON.stringify(wanted)}${known ? ` (latest versions: ${known})` : ''}`);
+    throw new RemotePluginError(
+      `npm package ${spec.name} has no version or dist-tag ${JSON.stringify(wanted)}${known ? ` (latest versions: ${known})` : ''}`,
+    );
   }
   const tarball = asObject(asObject(versions[version])['dist'])['tarball'];
-  if (typeof tarball !== 'string' || !/^https?:\/\//.test(tarball)) throw new RemotePluginError(`npm package ${spec.name}@${version} has no tarball URL in ${registry}`);
+  if (typeof tarball !== 'string' || !/^https?:\/\//.test(tarball))
+    throw new RemotePluginError(`npm package ${spec.name}@${version} has no tarball URL in ${registry}`);
   return {
     archiveUrl: tarball,
     // The token belongs to the registry: a tarball hosted elsewhere does not get it.

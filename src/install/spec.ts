@@ -57,7 +57,10 @@ function parseUrl(raw: string, opts: SpecOptions): PluginSpec {
     throw new PluginSpecError(`not a valid URL: ${raw}`);
   }
   const host = u.hostname.toLowerCase();
-  const segments = u.pathname.split('/').filter((p) => p !== '').map(decodeURIComponent);
+  const segments = u.pathname
+    .split('/')
+    .filter((p) => p !== '')
+    .map(decodeURIComponent);
   if (GITHUB_HOSTS.has(host)) return parseGithub(raw, segments);
   const gitlab = host === 'gitlab.com' || (opts.gitlabHosts ?? []).map((h) => h.toLowerCase()).includes(host);
   // An archive file or an API call on a GitLab host is downloaded as it is, not read as a project path.
@@ -86,7 +89,9 @@ function parseGithub(raw: string, seg: string[]): PluginSpec {
     if (!m) throw new PluginSpecError(`not a GitHub archive link: ${raw} (expected …/archive/REF.zip or .tar.gz)`);
     ref = m[1] as string;
   } else {
-    throw new PluginSpecError(`unsupported GitHub link: ${raw} (expected the repository, …/tree/REF, …/commit/SHA or …/releases/tag/TAG)`);
+    throw new PluginSpecError(
+      `unsupported GitHub link: ${raw} (expected the repository, …/tree/REF, …/commit/SHA or …/releases/tag/TAG)`,
+    );
   }
   return { kind: 'github', owner, repo, ref };
 }
@@ -104,19 +109,28 @@ function parseGitlab(raw: string, u: URL, seg: string[]): PluginSpec {
   if ((keyword === 'tree' || keyword === 'commit' || keyword === 'tags') && rest.length > 0) {
     return { kind: 'gitlab', origin: u.origin, project, ref: rest.join('/') };
   }
-  throw new PluginSpecError(`unsupported GitLab link: ${raw} (expected the project, …/-/tree/REF, …/-/commit/SHA or …/-/tags/TAG)`);
+  throw new PluginSpecError(
+    `unsupported GitLab link: ${raw} (expected the project, …/-/tree/REF, …/-/commit/SHA or …/-/tags/TAG)`,
+  );
 }
 
 /** npmjs.com/package/NAME, …/package/@scope/NAME, …/v/VERSION. */
 function parseNpmUrl(raw: string, seg: string[]): PluginSpec {
-  if (seg[0] !== 'package' || seg.length < 2) throw new PluginSpecError(`not an npm package link: ${raw} (expected https://www.npmjs.com/package/NAME)`);
+  if (seg[0] !== 'package' || seg.length < 2)
+    throw new PluginSpecError(`not an npm package link: ${raw} (expected https://www.npmjs.com/package/NAME)`);
   const scoped = (seg[1] as string).startsWith('@');
   const nameParts = scoped ? seg.slice(1, 3) : seg.slice(1, 2);
   const rest = seg.slice(1 + nameParts.length);
   const name = nameParts.join('/');
   const version = rest[0] === 'v' && rest.length === 2 ? (rest[1] as string) : null;
-  if (!NPM_NAME.test(name) || (rest.length > 0 && version === null) || (version !== null && !NPM_VERSION.test(version))) {
-    throw new PluginSpecError(`not an npm package link: ${raw} (expected https://www.npmjs.com/package/NAME[/v/VERSION])`);
+  if (
+    !NPM_NAME.test(name) ||
+    (rest.length > 0 && version === null) ||
+    (version !== null && !NPM_VERSION.test(version))
+  ) {
+    throw new PluginSpecError(
+      `not an npm package link: ${raw} (expected https://www.npmjs.com/package/NAME[/v/VERSION])`,
+    );
   }
   return { kind: 'npm', name, version };
 }

@@ -1,6 +1,15 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { AggregatorRegistry, Counter, Gauge, Registry, collectDefaultMetrics, type MetricObjectWithValues, type MetricValue, type PrometheusContentType } from 'prom-client';
+import {
+  AggregatorRegistry,
+  Counter,
+  Gauge,
+  Registry,
+  collectDefaultMetrics,
+  type MetricObjectWithValues,
+  type MetricValue,
+  type PrometheusContentType,
+} from 'prom-client';
 import type { Logger } from '../log';
 import { queueDepthSampler, type QueueDepthSampler } from './queue-depth';
 
@@ -36,7 +45,11 @@ export class MetricsServer {
   constructor(private readonly opts: MetricsServerOptions) {
     const registers = [this.registry];
     collectDefaultMetrics({ register: this.registry, prefix: `${PREFIX}supervisor_` });
-    this.restarts = new Counter({ name: `${PREFIX}worker_restarts_total`, help: 'Worker processes that died and were started again', registers });
+    this.restarts = new Counter({
+      name: `${PREFIX}worker_restarts_total`,
+      help: 'Worker processes that died and were started again',
+      registers,
+    });
     this.crashAttributions = new Counter({
       name: `${PREFIX}crash_attributions_total`,
       help: 'Worker process deaths charged to a plugin config (see --crash-limit)',
@@ -44,7 +57,12 @@ export class MetricsServer {
       registers,
     });
     this.depth = queueDepthSampler(opts.brokerUrl);
-    this.depthGauge = new Gauge({ name: `${PREFIX}queue_depth`, help: 'Messages waiting in the queue, sampled at scrape time', labelNames: ['queue'], registers });
+    this.depthGauge = new Gauge({
+      name: `${PREFIX}queue_depth`,
+      help: 'Messages waiting in the queue, sampled at scrape time',
+      labelNames: ['queue'],
+      registers,
+    });
   }
 
   /** Listen; resolves with the port (useful with port 0). */
@@ -70,7 +88,9 @@ export class MetricsServer {
   /** The text exposition of the whole instance. */
   async render(): Promise<{ text: string; contentType: string }> {
     const [workers] = await Promise.all([this.opts.collectWorkers(), this.sampleDepth()]);
-    const aggregated = AggregatorRegistry.aggregate<PrometheusContentType>(workers as Array<Array<MetricObjectWithValues<MetricValue<string>>>>);
+    const aggregated = AggregatorRegistry.aggregate<PrometheusContentType>(
+      workers as Array<Array<MetricObjectWithValues<MetricValue<string>>>>,
+    );
     const merged = Registry.merge([aggregated, this.registry]);
     return { text: await merged.metrics(), contentType: merged.contentType };
   }

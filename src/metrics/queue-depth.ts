@@ -51,7 +51,15 @@ class AmqpDepth implements QueueDepthSampler {
   private connection(): Promise<ChannelModel> {
     if (!this.conn) {
       const u = parseAmqpUrl(this.url);
-      this.conn = amqp.connect({ protocol: u.tls ? 'amqps' : 'amqp', hostname: u.hostname, port: u.port, username: u.username, password: u.password, vhost: encodeURIComponent(u.vhost), heartbeat: 60 });
+      this.conn = amqp.connect({
+        protocol: u.tls ? 'amqps' : 'amqp',
+        hostname: u.hostname,
+        port: u.port,
+        username: u.username,
+        password: u.password,
+        vhost: encodeURIComponent(u.vhost),
+        heartbeat: 60,
+      });
       this.conn.then(
         (c) => {
           c.on('error', () => undefined);

@@ -35,10 +35,18 @@ export class WorkerMetrics implements LoopObserver {
   readonly brokerReconnects: Counter;
   private readonly started = new WeakMap<Delivery, bigint>();
 
-  constructor(private readonly queue: string, sources: WorkerGaugeSources) {
+  constructor(
+    private readonly queue: string,
+    sources: WorkerGaugeSources,
+  ) {
     const registers = [this.registry];
     collectDefaultMetrics({ register: this.registry });
-    this.received = new Counter({ name: `${PREFIX}events_received_total`, help: 'Input messages taken into processing (an eta message once, when due)', labelNames: ['queue'], registers });
+    this.received = new Counter({
+      name: `${PREFIX}events_received_total`,
+      help: 'Input messages taken into processing (an eta message once, when due)',
+      labelNames: ['queue'],
+      registers,
+    });
     this.received.inc({ queue }, 0);
     this.processed = new Counter({
       name: `${PREFIX}events_processed_total`,
@@ -47,7 +55,12 @@ export class WorkerMetrics implements LoopObserver {
       registers,
     });
     for (const outcome of ['published', 'dropped', 'set_aside', 'expired']) this.processed.inc({ queue, outcome }, 0);
-    this.batchSize = new Histogram({ name: `${PREFIX}batch_size`, help: 'Messages per batch handed to the plugins', buckets: BATCH_SIZE_BUCKETS, registers });
+    this.batchSize = new Histogram({
+      name: `${PREFIX}batch_size`,
+      help: 'Messages per batch handed to the plugins',
+      buckets: BATCH_SIZE_BUCKETS,
+      registers,
+    });
     this.batchDuration = new Histogram({
       name: `${PREFIX}batch_duration_seconds`,
       help: 'Time from a batch going to the plugins until its outcomes are decided (decode, plugins, encode)',
@@ -61,13 +74,53 @@ export class WorkerMetrics implements LoopObserver {
       buckets: DURATION_BUCKETS,
       registers,
     });
-    this.pluginErrors = new Counter({ name: `${PREFIX}plugin_errors_total`, help: 'Events a plugin config threw on, timed out on or ran out of memory on', labelNames: ['plugin_config_id', 'plugin'], registers });
-    this.recycles = new Counter({ name: `${PREFIX}isolate_recycles_total`, help: 'Isolates disposed and created again after a limit was hit (memory, CPU)', labelNames: ['plugin_config_id', 'plugin'], registers });
-    this.evictions = new Counter({ name: `${PREFIX}isolate_evictions_total`, help: 'Isolates evicted after --isolate-idle-ms without calls or past --isolate-memory-budget-mb', labelNames: ['plugin_config_id'], registers });
-    this.brokerReconnects = new Counter({ name: `${PREFIX}broker_reconnects_total`, help: 'Connections to the broker lost and made again', registers });
-    new Gauge({ name: `${PREFIX}messages_in_flight`, help: 'Messages taken from the broker and not settled yet', registers, collect() { this.set(sources.inFlight()); } });
-    new Gauge({ name: `${PREFIX}messages_eta_held`, help: 'Messages held unacked until their eta', registers, collect() { this.set(sources.etaHeld()); } });
-    new Gauge({ name: `${PREFIX}isolates`, help: 'Plugin isolates alive', registers, collect() { this.set(sources.isolates()); } });
+    this.pluginErrors = new Counter({
+      name: `${PREFIX}plugin_errors_total`,
+      help: 'Events a plugin config threw on, timed out on or ran out of memory on',
+      labelNames: ['plugin_config_id', 'plugin'],
+      registers,
+    });
+    this.recycles = new Counter({
+      name: `${PREFIX}isolate_recycles_total`,
+      help: 'Isolates disposed and created again after a limit was hit (memory, CPU)',
+      labelNames: ['plugin_config_id', 'plugin'],
+      registers,
+    });
+    this.evictions = new Counter({
+      name: `${PREFIX}isolate_evictions_total`,
+      help: 'Isolates evicted after --isolate-idle-ms without calls or past --isolate-memory-budget-mb',
+      labelNames: ['plugin_config_id'],
+      registers,
+    });
+    this.brokerReconnects = new Counter({
+      name: `${PREFIX}broker_reconnects_total`,
+      help: 'Connections to the broker lost and made again',
+      registers,
+    });
+    new Gauge({
+      name: `${PREFIX}messages_in_flight`,
+      help: 'Messages taken from the broker and not settled yet',
+      registers,
+      collect() {
+        this.set(sources.inFlight());
+      },
+    });
+    new Gauge({
+      name: `${PREFIX}messages_eta_held`,
+      help: 'Messages held unacked until their eta',
+      registers,
+      collect() {
+        this.set(sources.etaHeld());
+      },
+    });
+    new Gauge({
+      name: `${PREFIX}isolates`,
+      help: 'Plugin isolates alive',
+      registers,
+      collect() {
+        this.set(sources.isolates());
+      },
+    });
     new Gauge({
       name: `${PREFIX}isolate_heap_bytes`,
       help: 'Heap used by all plugin isolates',
@@ -76,7 +129,14 @@ export class WorkerMetrics implements LoopObserver {
         this.set(await sources.isolateHeapBytes());
       },
     });
-    new Gauge({ name: `${PREFIX}export_events_waiting`, help: 'Events waiting for onEvent or in exportEvents buffers', registers, collect() { this.set(sources.exportWaiting()); } });
+    new Gauge({
+      name: `${PREFIX}export_events_waiting`,
+      help: 'Events waiting for onEvent or in exportEvents buffers',
+      registers,
+      collect() {
+        this.set(sources.exportWaiting());
+      },
+    });
   }
 
   batchStarted(deliveries: readonly Delivery[]): void {
@@ -101,7 +161,11 @@ export class WorkerMetrics implements LoopObserver {
     for (const [outcome, n] of Object.entries(counts)) if (n > 0) this.processed.inc({ queue: this.queue, outcome }, n);
   }
 
-  pluginCall(config: { id: number; name: string }, seconds: number, outcome: { errors: number; recreated: number }): void {
+  pluginCall(
+    config: { id: number; name: string },
+    seconds: number,
+    outcome: { errors: number; recreated: number },
+  ): void {
     const labels = { plugin_config_id: String(config.id), plugin: config.name };
     this.pluginDuration.observe(labels, seconds);
     if (outcome.errors > 0) this.pluginErrors.inc(labels, outcome.errors);

@@ -150,7 +150,10 @@ export class BatchProcessor {
       await this.gate.shared(() => Promise.all(Array.from({ length: lanes }, lane)));
     }
     for (const r of careful) {
-      this.opts.logger.info('running an event alone: it was in a plugin call when a worker process died', { taskId: r.task.id, teamId: r.args.team_id });
+      this.opts.logger.info('running an event alone: it was in a plugin call when a worker process died', {
+        taskId: r.task.id,
+        teamId: r.args.team_id,
+      });
       await this.gate.exclusive(() => this.runTeam(r.args.team_id, [r], outcomes));
     }
     return outcomes;
@@ -162,7 +165,11 @@ export class BatchProcessor {
     if (!decoded.ok) return { kind: 'reject', delivery, reason: decoded.reason };
     const task = decoded.task;
     if (task.task !== PROCESS_EVENT_WITH_PLUGINS) {
-      return { kind: 'reject', delivery, reason: `unknown task ${JSON.stringify(task.task)} (this worker only handles ${PROCESS_EVENT_WITH_PLUGINS})` };
+      return {
+        kind: 'reject',
+        delivery,
+        reason: `unknown task ${JSON.stringify(task.task)} (this worker only handles ${PROCESS_EVENT_WITH_PLUGINS})`,
+      };
     }
     const timing = taskTiming(task, now);
     if (timing.state === 'expired') return { kind: 'ack', delivery, outputs: [], result: 'expired' };
@@ -191,10 +198,17 @@ export class BatchProcessor {
       if (err instanceof ChainUnavailableError) throw err; // not the events' doing: the batch goes back
       if (runnables.length === 1) {
         const r = runnables[0] as Runnable;
-        outcomes[r.index] = { kind: 'reject', delivery: r.delivery, reason: `the plugin chain of team ${teamId} failed on this event: ${errorText(err)}` };
+        outcomes[r.index] = {
+          kind: 'reject',
+          delivery: r.delivery,
+          reason: `the plugin chain of team ${teamId} failed on this event: ${errorText(err)}`,
+        };
         return;
       }
-      this.opts.logger.warn(`the plugin chain of team ${teamId} failed on ${runnables.length} events (${errorText(err)}): running them in halves to find the event`, { teamId });
+      this.opts.logger.warn(
+        `the plugin chain of team ${teamId} failed on ${runnables.length} events (${errorText(err)}): running them in halves to find the event`,
+        { teamId },
+      );
       const half = Math.ceil(runnables.length / 2);
       await this.runTeam(teamId, runnables.slice(0, half), outcomes);
       await this.runTeam(teamId, runnables.slice(half), outcomes);
@@ -211,11 +225,20 @@ export class BatchProcessor {
         if (event !== events[i] && valueTooDeep(event, MAX_NESTING_DEPTH - EVENT_DEPTH_IN_BODY)) {
           throw new Error(tooDeepReason('event', MAX_NESTING_DEPTH - EVENT_DEPTH_IN_BODY));
         }
-        outcomes[r.index] = { kind: 'ack', delivery: r.delivery, outputs: [this.output(r, event)], result: 'published' };
+        outcomes[r.index] = {
+          kind: 'ack',
+          delivery: r.delivery,
+          outputs: [this.output(r, event)],
+          result: 'published',
+        };
       } catch (err) {
         // A plugin returned something Python's process_event could not take (e.g. a numeric `now`):
         // keep the input, with the reason, rather than publish a message that crashes a Python worker.
-        outcomes[r.index] = { kind: 'reject', delivery: r.delivery, reason: `plugins produced an event that cannot be published: ${errorText(err)}` };
+        outcomes[r.index] = {
+          kind: 'reject',
+          delivery: r.delivery,
+          reason: `plugins produced an event that cannot be published: ${errorText(err)}`,
+        };
       }
     });
   }

@@ -119,7 +119,9 @@ export class ConsumerLoop {
         if (inHand.length) await this.giveBack(inHand);
         this.inHand -= counted;
         if (!this.running) break;
-        logger.error(`consumer loop error, retrying in ${backoffMs} ms: ${(err as Error).message}`, { broker: broker.displayUrl });
+        logger.error(`consumer loop error, retrying in ${backoffMs} ms: ${(err as Error).message}`, {
+          broker: broker.displayUrl,
+        });
         await sleep(backoffMs);
         backoffMs = Math.min(backoffMs * 2, MAX_BACKOFF_MS);
       }
@@ -129,7 +131,8 @@ export class ConsumerLoop {
       const got = await ahead;
       if (got.deliveries.length) {
         this.stats.received += got.deliveries.length;
-        if (await this.giveBack(got.deliveries)) logger.info(`gave ${got.deliveries.length} prefetched message(s) back to the queue`);
+        if (await this.giveBack(got.deliveries))
+          logger.info(`gave ${got.deliveries.length} prefetched message(s) back to the queue`);
       }
     }
     await this.settling;
@@ -148,7 +151,9 @@ export class ConsumerLoop {
       await this.opts.broker.settle(deliveries.map((delivery): Settlement => ({ kind: 'requeue', delivery })));
       return true;
     } catch (err) {
-      this.opts.logger.error(`could not give ${deliveries.length} message(s) back (they are restored when this worker stops): ${(err as Error).message}`);
+      this.opts.logger.error(
+        `could not give ${deliveries.length} message(s) back (they are restored when this worker stops): ${(err as Error).message}`,
+      );
       return false;
     }
   }
@@ -170,8 +175,8 @@ export class ConsumerLoop {
       if (outcome.kind === 'wait') {
         this.eta.hold(outcome.delivery, outcome.dueMs);
         this.opts.broker.adjustHeld?.(1);
-      }
-      else if (outcome.kind === 'ack') settlements.push({ kind: 'ack', delivery: outcome.delivery, outputs: outcome.outputs });
+      } else if (outcome.kind === 'ack')
+        settlements.push({ kind: 'ack', delivery: outcome.delivery, outputs: outcome.outputs });
       else settlements.push(outcome);
     }
     this.stats.waiting = this.eta.size;
@@ -184,7 +189,9 @@ export class ConsumerLoop {
       await this.settleWithRetry(settlements);
     } catch (err) {
       // Only when stopping: the messages stay unacked and go back to the queue when the broker closes.
-      this.opts.logger.error(`could not settle ${settlements.length} message(s) before stopping (they go back to the queue): ${(err as Error).message}`);
+      this.opts.logger.error(
+        `could not settle ${settlements.length} message(s) before stopping (they go back to the queue): ${(err as Error).message}`,
+      );
     } finally {
       this.inHand -= size;
     }
@@ -204,7 +211,9 @@ export class ConsumerLoop {
         return;
       } catch (err) {
         if (!this.running) throw err;
-        this.opts.logger.error(`could not settle ${settlements.length} message(s), retrying in ${backoffMs} ms: ${(err as Error).message}`);
+        this.opts.logger.error(
+          `could not settle ${settlements.length} message(s), retrying in ${backoffMs} ms: ${(err as Error).message}`,
+        );
         await sleep(backoffMs);
         backoffMs = Math.min(backoffMs * 2, MAX_BACKOFF_MS);
       }
@@ -216,10 +225,15 @@ export class ConsumerLoop {
     const taskId = outcome.delivery.message.headers['id'] ?? null;
     if (outcome.kind === 'reject') {
       this.stats.rejected++;
-      logger.warn(`set aside message: ${outcome.reason}`, { queue: outcome.delivery.queue, taskId, tag: outcome.delivery.tag });
+      logger.warn(`set aside message: ${outcome.reason}`, {
+        queue: outcome.delivery.queue,
+        taskId,
+        tag: outcome.delivery.tag,
+      });
     } else if (outcome.kind === 'ack') {
       this.stats[outcome.result]++;
-      if (outcome.result === 'expired') logger.info('task expired before it could run: acked without running it', { taskId });
+      if (outcome.result === 'expired')
+        logger.info('task expired before it could run: acked without running it', { taskId });
     }
   }
 }

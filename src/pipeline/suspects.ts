@@ -82,7 +82,8 @@ export class SuspectList {
   toJSON(): SuspectSnapshot {
     this.prune();
     const poison: Array<[string, number, number]> = [];
-    for (const [taskId, configs] of this.poison) for (const [configId, expires] of configs) poison.push([taskId, configId, expires]);
+    for (const [taskId, configs] of this.poison)
+      for (const [configId, expires] of configs) poison.push([taskId, configId, expires]);
     return { suspects: [...this.suspects], poison };
   }
 

@@ -84,7 +84,11 @@ export class BoundedRedis extends Redis {
     const commands = [...this.unanswered];
     this.unanswered.clear();
     for (const command of commands) {
-      command.reject(new Error(`connection to Redis closed before the reply to ${command.name.toUpperCase()} (${this.options.connectionName}): it may or may not have run`));
+      command.reject(
+        new Error(
+          `connection to Redis closed before the reply to ${command.name.toUpperCase()} (${this.options.connectionName}): it may or may not have run`,
+        ),
+      );
     }
   }
 }

@@ -30,11 +30,12 @@ export function whyConfigDoesNotRun(c: ConfigFacts, rule: AccessRule): string | 
   if (c.teamExists === false) return `team ${c.teamId} does not exist in posthog_team`;
   if (rule.level) {
     const level = c.accessLevel ?? null;
-    if (level === null) return `team ${c.teamId} has no organization (posthog_organization.plugins_access_level unknown)`;
+    if (level === null)
+      return `team ${c.teamId} has no organization (posthog_organization.plugins_access_level unknown)`;
     if (!(level > 0)) return `plugins are off for the team's organization (plugins_access_level ${level})`;
   }
   if (rule.sameOrganization && c.pluginIsGlobal !== true && c.pluginOrganizationId !== c.teamOrganizationId) {
-    return "the plugin belongs to another organization and is not global (is_global false)";
+    return 'the plugin belongs to another organization and is not global (is_global false)';
   }
   return null;
 }

@@ -14,7 +14,7 @@ function sqlitePath(url: string): string | null {
   if (!url.startsWith('sqlite:')) return null;
   let rest = url.slice('sqlite:'.length);
   if (rest.startsWith('//')) rest = rest.slice(2); // sqlite://rel/path, sqlite:///abs/path
-  if (rest === '' ) throw new Error(`Invalid database URL "${url}": missing path (use sqlite:PATH or sqlite::memory:)`);
+  if (rest === '') throw new Error(`Invalid database URL "${url}": missing path (use sqlite:PATH or sqlite::memory:)`);
   if (rest === ':memory:') return ':memory:';
   return path.resolve(process.cwd(), rest);
 }

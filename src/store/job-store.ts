@@ -52,12 +52,15 @@ function checkInt(what: string, n: number): void {
 
 function checkWorker(workerId: string): void {
   if (typeof workerId !== 'string' || workerId === '' || workerId.length > 200) {
-    throw new Error(`job store: worker id must be a non-empty string of at most 200 characters, got ${JSON.stringify(workerId)}`);
+    throw new Error(
+      `job store: worker id must be a non-empty string of at most 200 characters, got ${JSON.stringify(workerId)}`,
+    );
   }
 }
 
 function checkLease(leaseMs: number): void {
-  if (!Number.isSafeInteger(leaseMs) || leaseMs <= 0) throw new Error(`job store: lease must be a positive number of ms, got ${String(leaseMs)}`);
+  if (!Number.isSafeInteger(leaseMs) || leaseMs <= 0)
+    throw new Error(`job store: lease must be a positive number of ms, got ${String(leaseMs)}`);
 }
 
 function toJob(r: JobRow): ClaimedJob {
@@ -98,9 +101,12 @@ export class JobStore {
     checkInt('plugin config id', job.pluginConfigId);
     checkInt('team id', job.teamId);
     if (typeof job.name !== 'string' || job.name === '' || Array.from(job.name).length > NAME_MAX_CHARS) {
-      throw new Error(`job store: job name must be 1–${NAME_MAX_CHARS} characters, got ${JSON.stringify(String(job.name).slice(0, 60))}`);
+      throw new Error(
+        `job store: job name must be 1–${NAME_MAX_CHARS} characters, got ${JSON.stringify(String(job.name).slice(0, 60))}`,
+      );
     }
-    if (typeof job.payloadJson !== 'string') throw new Error(`job store: payload of job "${job.name}" must be JSON text`);
+    if (typeof job.payloadJson !== 'string')
+      throw new Error(`job store: payload of job "${job.name}" must be JSON text`);
     const result = (await this.db(T_JOB)
       .insert({
         plugin_config_id: job.pluginConfigId,
@@ -128,7 +134,8 @@ export class JobStore {
   async claimDue(workerId: string, limit: number, leaseMs: number, now: Date = new Date()): Promise<ClaimedJob[]> {
     checkWorker(workerId);
     checkLease(leaseMs);
-    if (!Number.isSafeInteger(limit) || limit < 1) throw new Error(`job store: claim limit must be a positive integer, got ${String(limit)}`);
+    if (!Number.isSafeInteger(limit) || limit < 1)
+      throw new Error(`job store: claim limit must be a positive integer, got ${String(limit)}`);
     const t = ms('now', now);
     const due = `run_at <= ? AND (locked_until IS NULL OR locked_until <= ?)`;
     const sql = this.pg
@@ -137,7 +144,9 @@ export class JobStore {
          )
          UPDATE ${T_JOB} j SET locked_by = ?, locked_until = ?, attempts = j.attempts + 1
          FROM due WHERE j.id = due.id
-         RETURNING ${RETURNED.split(', ').map((c) => `j.${c}`).join(', ')}`
+         RETURNING ${RETURNED.split(', ')
+           .map((c) => `j.${c}`)
+           .join(', ')}`
       : `UPDATE ${T_JOB} SET locked_by = ?, locked_until = ?, attempts = attempts + 1
          WHERE id IN (SELECT id FROM ${T_JOB} WHERE ${due} ORDER BY run_at, id LIMIT ?)
          RETURNING ${RETURNED}`;

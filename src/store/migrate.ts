@@ -30,8 +30,7 @@ export async function migrate(db: Knex): Promise<string[]> {
     );
   }
   const pg = databaseKind(db) === 'postgres';
-  const json = (t: Knex.CreateTableBuilder, name: string): Knex.ColumnBuilder =>
-    pg ? t.jsonb(name) : t.text(name);
+  const json = (t: Knex.CreateTableBuilder, name: string): Knex.ColumnBuilder => (pg ? t.jsonb(name) : t.text(name));
   const ts = (t: Knex.CreateTableBuilder, name: string): Knex.ColumnBuilder =>
     pg ? t.timestamp(name, { useTz: true }) : t.text(name);
   const created: string[] = [];
@@ -48,13 +47,17 @@ export async function migrate(db: Knex): Promise<string[]> {
     t.string('name', 200).nullable();
     t.text('description').nullable();
     t.string('url', 800).nullable();
-    json(t, 'config_schema').notNullable().defaultTo(pg ? db.raw(`'{}'::jsonb`) : '{}');
+    json(t, 'config_schema')
+      .notNullable()
+      .defaultTo(pg ? db.raw(`'{}'::jsonb`) : '{}');
     t.string('tag', 200).nullable();
     t.binary('archive').nullable();
     t.text('source').nullable();
     t.string('latest_tag', 800).nullable();
     ts(t, 'latest_tag_checked_at').nullable();
-    json(t, 'capabilities').notNullable().defaultTo(pg ? db.raw(`'{}'::jsonb`) : '{}');
+    json(t, 'capabilities')
+      .notNullable()
+      .defaultTo(pg ? db.raw(`'{}'::jsonb`) : '{}');
     json(t, 'metrics').nullable();
     json(t, 'public_jobs').nullable();
     json(t, 'error').nullable();
@@ -70,7 +73,9 @@ export async function migrate(db: Knex): Promise<string[]> {
     t.integer('plugin_id').notNullable();
     t.boolean('enabled').notNullable().defaultTo(false);
     t.integer('order').nullable();
-    json(t, 'config').notNullable().defaultTo(pg ? db.raw(`'{}'::jsonb`) : '{}');
+    json(t, 'config')
+      .notNullable()
+      .defaultTo(pg ? db.raw(`'{}'::jsonb`) : '{}');
     json(t, 'error').nullable();
     ts(t, 'created_at').notNullable();
     ts(t, 'updated_at').notNullable();

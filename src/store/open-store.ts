@@ -13,7 +13,11 @@ import { describeSchema } from './schema';
  * added there when missing. `readOnly` (replay): nothing is created and the database refuses every write.
  * A database that cannot be opened or read is one line naming it.
  */
-export async function openStore(url: string, logger: Logger, opts: { readOnly?: boolean } = {}): Promise<{ db: Knex; store: PluginStore; description: string }> {
+export async function openStore(
+  url: string,
+  logger: Logger,
+  opts: { readOnly?: boolean } = {},
+): Promise<{ db: Knex; store: PluginStore; description: string }> {
   const readOnly = opts.readOnly === true;
   const db = openDatabase(url, { readOnly });
   const description = describeDatabaseUrl(url);
@@ -36,9 +40,13 @@ export async function openStore(url: string, logger: Logger, opts: { readOnly?: 
   } catch (err) {
     await db.destroy();
     const where = sqlite ? `SQLite database ${sqliteFile(url)}` : description;
-    throw new Error(`cannot read plugin tables in ${where}: ${firstLine(err)}${sqlite && readOnly ? '' : ' (run `posthog-plugins migrate` on an empty database)'}`);
+    throw new Error(
+      `cannot read plugin tables in ${where}: ${firstLine(err)}${sqlite && readOnly ? '' : ' (run `posthog-plugins migrate` on an empty database)'}`,
+    );
   }
-  logger.debug(`plugin store: ${description}${readOnly ? ' (read-only)' : ''}: ${describeSchema(await store.schema())}`);
+  logger.debug(
+    `plugin store: ${description}${readOnly ? ' (read-only)' : ''}: ${describeSchema(await store.schema())}`,
+  );
   return { db, store, description };
 }
 

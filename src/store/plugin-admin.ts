@@ -31,7 +31,17 @@ export async function findConfig(store: PluginStore, id: number): Promise<Config
   const q = store
     .db(`${T_CONFIG} as c`)
     .leftJoin(`${T_PLUGIN} as p`, 'p.id', 'c.plugin_id')
-    .select(['c.id', 'c.team_id', 'c.plugin_id', 'c.enabled', 'c.order', 'c.config', 'p.name as plugin_name', 'p.url as url', 'p.config_schema as config_schema'])
+    .select([
+      'c.id',
+      'c.team_id',
+      'c.plugin_id',
+      'c.enabled',
+      'c.order',
+      'c.config',
+      'p.name as plugin_name',
+      'p.url as url',
+      'p.config_schema as config_schema',
+    ])
     .where('c.id', id);
   if (cols.has('deleted')) q.andWhere((w) => w.where('c.deleted', false).orWhereNull('c.deleted'));
   const r = (await q.first()) as Record<string, unknown> | undefined;
@@ -87,7 +97,9 @@ export async function setConfigOrders(store: PluginStore, orders: ReadonlyMap<nu
   const cols = (await store.schema()).config;
   await store.db.transaction(async (trx) => {
     for (const [id, order] of orders) {
-      await trx(T_CONFIG).where('id', id).update(onlyColumns({ order, updated_at: new Date().toISOString() }, cols));
+      await trx(T_CONFIG)
+        .where('id', id)
+        .update(onlyColumns({ order, updated_at: new Date().toISOString() }, cols));
     }
   });
 }
@@ -102,16 +114,26 @@ export async function removeConfig(store: PluginStore, id: number, pluginId: num
   const cols = (await store.schema()).config;
   return store.db.transaction(async (trx) => {
     const soft = cols.has('deleted');
-    if (soft) await trx(T_CONFIG).where('id', id).update(onlyColumns({ deleted: true, enabled: false, updated_at: new Date().toISOString() }, cols));
+    if (soft)
+      await trx(T_CONFIG)
+        .where('id', id)
+        .update(onlyColumns({ deleted: true, enabled: false, updated_at: new Date().toISOString() }, cols));
     else {
-      for (const table of ['posthog_pluginattachment', 'posthog_pluginstorage', 'posthog_pluginlogentry', 'posthog_plugins_job']) {
+      for (const table of [
+        'posthog_pluginattachment',
+        'posthog_pluginstorage',
+        'posthog_pluginlogentry',
+        'posthog_plugins_job',
+      ]) {
         if (await trx.schema.hasTable(table)) await trx(table).where('plugin_config_id', id).delete();
       }
       await trx(T_CONFIG).where('id', id).delete();
     }
-    const left = (await trx(T_CONFIG).count({ n: '*' }).where('plugin_id', pluginId).first()) as { n: unknown } | undefined;
+    const left = (await trx(T_CONFIG).count({ n: '*' }).where('plugin_id', pluginId).first()) as
+      { n: unknown } | undefined;
     if (Number(left?.n ?? 0) > 0) return false;
-    if (await trx.schema.hasTable('posthog_pluginsourcefile')) await trx('posthog_pluginsourcefile').where('plugin_id', pluginId).delete();
+    if (await trx.schema.hasTable('posthog_pluginsourcefile'))
+      await trx('posthog_pluginsourcefile').where('plugin_id', pluginId).delete();
     await trx(T_PLUGIN).where('id', pluginId).delete();
     return true;
   });
@@ -136,7 +158,10 @@ export async function updatePluginCode(store: PluginStore, id: number, input: In
 
 async function updateConfig(store: PluginStore, id: number, changes: Record<string, unknown>): Promise<void> {
   const cols = (await store.schema()).config;
-  const n = await store.db(T_CONFIG).where('id', id).update(onlyColumns({ ...changes, updated_at: new Date().toISOString() }, cols));
+  const n = await store
+    .db(T_CONFIG)
+    .where('id', id)
+    .update(onlyColumns({ ...changes, updated_at: new Date().toISOString() }, cols));
   if (n === 0) throw new Error(`plugin config #${id} not found`);
 }
 

@@ -124,10 +124,12 @@ export class PluginLogWriter {
     readonly db: Knex,
     opts: PluginLogWriterOptions,
   ) {
-    if (!UUID_RE.test(opts.instanceId)) throw new Error(`PluginLogWriter: instanceId must be a uuid, got "${opts.instanceId}"`);
+    if (!UUID_RE.test(opts.instanceId))
+      throw new Error(`PluginLogWriter: instanceId must be a uuid, got "${opts.instanceId}"`);
     const positive = (name: string, v: number | undefined, dflt: number): number => {
       const n = v ?? dflt;
-      if (!Number.isSafeInteger(n) || n < 1) throw new Error(`PluginLogWriter: ${name} must be a positive integer, got ${String(v)}`);
+      if (!Number.isSafeInteger(n) || n < 1)
+        throw new Error(`PluginLogWriter: ${name} must be a positive integer, got ${String(v)}`);
       return n;
     };
     this.pg = databaseKind(db) === 'postgres';
@@ -150,9 +152,13 @@ export class PluginLogWriter {
   add(entry: PluginLogEntryInput): void {
     if (this.closed) return;
     try {
-      const ts = entry.timestamp instanceof Date && !Number.isNaN(entry.timestamp.getTime()) ? entry.timestamp : new Date();
+      const ts =
+        entry.timestamp instanceof Date && !Number.isNaN(entry.timestamp.getTime()) ? entry.timestamp : new Date();
       // Postgres text cannot hold NUL characters; keep them visible instead of failing the whole batch.
-      const message = truncateBytes(truncate(String(entry.message), this.maxMessageChars).replace(/\u0000/g, '\\u0000'), this.maxMessageBytes);
+      const message = truncateBytes(
+        truncate(String(entry.message), this.maxMessageChars).replace(/\u0000/g, '\\u0000'),
+        this.maxMessageBytes,
+      );
       this.queue.push({
         id: randomUUID(),
         team_id: entry.teamId,
@@ -244,7 +250,8 @@ export class PluginLogWriter {
       },
       (err: unknown) => {
         // One warning per outage, not one per tick.
-        if (!this.failing) this.logger.warn(`plugin logs: cannot write to ${T_LOG}, will retry: ${(err as Error).message}`);
+        if (!this.failing)
+          this.logger.warn(`plugin logs: cannot write to ${T_LOG}, will retry: ${(err as Error).message}`);
         this.failing = true;
         throw err;
       },
@@ -295,7 +302,9 @@ export class PluginLogWriter {
       }
     }
     if (rejected > 0) {
-      this.logger.warn(`plugin logs: ${rejected} entries rejected by the database and dropped: ${(batchError as Error).message}`);
+      this.logger.warn(
+        `plugin logs: ${rejected} entries rejected by the database and dropped: ${(batchError as Error).message}`,
+      );
     }
   }
 

@@ -21,7 +21,8 @@ function checkKey(key: string): void {
 }
 
 function checkFinite(what: string, n: number): void {
-  if (typeof n !== 'number' || !Number.isFinite(n)) throw new Error(`plugin storage: ${what} must be a finite number, got ${String(n)}`);
+  if (typeof n !== 'number' || !Number.isFinite(n))
+    throw new Error(`plugin storage: ${what} must be a finite number, got ${String(n)}`);
 }
 
 /**
@@ -40,8 +41,7 @@ export class PluginStorage {
     checkConfigId(configId);
     checkKey(key);
     const row = (await this.db(T_STORAGE).select('value').where({ plugin_config_id: configId, key }).first()) as
-      | { value: unknown }
-      | undefined;
+      { value: unknown } | undefined;
     if (!row || row.value === null || row.value === undefined) return null;
     return Buffer.isBuffer(row.value) ? row.value.toString('utf8') : String(row.value);
   }
@@ -50,7 +50,8 @@ export class PluginStorage {
   async set(configId: number, key: string, valueJson: string): Promise<void> {
     checkConfigId(configId);
     checkKey(key);
-    if (typeof valueJson !== 'string') throw new Error(`plugin storage: value of key "${key}" must be JSON text, got ${typeof valueJson}`);
+    if (typeof valueJson !== 'string')
+      throw new Error(`plugin storage: value of key "${key}" must be JSON text, got ${typeof valueJson}`);
     await this.db(T_STORAGE)
       .insert({ plugin_config_id: configId, key, value: valueJson })
       .onConflict(['plugin_config_id', 'key'])
@@ -98,15 +99,20 @@ export class PluginStorage {
          RETURNING value`;
     let rows: Array<{ value: unknown }>;
     try {
-      const result = (await this.db.raw(sql, [configId, key, initial, this.pg ? by : initial])) as { rows?: Array<{ value: unknown }> } | Array<{ value: unknown }>;
+      const result = (await this.db.raw(sql, [configId, key, initial, this.pg ? by : initial])) as
+        { rows?: Array<{ value: unknown }> } | Array<{ value: unknown }>;
       rows = Array.isArray(result) ? result : (result.rows ?? []);
     } catch (err) {
-      throw new Error(`plugin storage: cannot increment cursor "${key}" of config ${configId}: ${(err as Error).message}`);
+      throw new Error(
+        `plugin storage: cannot increment cursor "${key}" of config ${configId}: ${(err as Error).message}`,
+      );
     }
     const value = rows.length > 0 ? Number(rows[0].value) : NaN;
     if (!Number.isFinite(value)) {
       const stored = await this.get(configId, key);
-      throw new Error(`plugin storage: cannot increment cursor "${key}" of config ${configId}: stored value ${String(stored)} is not a number`);
+      throw new Error(
+        `plugin storage: cannot increment cursor "${key}" of config ${configId}: stored value ${String(stored)} is not a number`,
+      );
     }
     return value;
   }

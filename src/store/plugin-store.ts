@@ -150,7 +150,15 @@ export class PluginStore {
   async inspectConfigs(opts: { enabledOnly?: boolean } = {}): Promise<InspectedConfig[]> {
     const s = await this.schema();
     const rule = accessRuleOf(s);
-    const cols: string[] = ['c.id as id', 'c.team_id as team_id', 'c.plugin_id as plugin_id', 'c.enabled as enabled', 'c.order as order', 'c.config as config', 'c.error as error'];
+    const cols: string[] = [
+      'c.id as id',
+      'c.team_id as team_id',
+      'c.plugin_id as plugin_id',
+      'c.enabled as enabled',
+      'c.order as order',
+      'c.config as config',
+      'c.error as error',
+    ];
     if (s.config.has('deleted')) cols.push('c.deleted as deleted');
     if (s.config.has('updated_at')) cols.push('c.updated_at as updated_at');
     cols.push('p.id as p_id', 'p.name as plugin_name', 'p.url as url');
@@ -193,7 +201,8 @@ export class PluginStore {
         id: Number(r.id),
         teamId,
         pluginId: Number(r.plugin_id),
-        pluginName: typeof r.plugin_name === 'string' && r.plugin_name ? r.plugin_name : `plugin-${String(r.plugin_id)}`,
+        pluginName:
+          typeof r.plugin_name === 'string' && r.plugin_name ? r.plugin_name : `plugin-${String(r.plugin_id)}`,
         pluginType: pluginExists ? pluginTypeOf(r.plugin_type, url) : null,
         url,
         enabled: facts.enabled,
@@ -241,14 +250,19 @@ export class PluginStore {
   /** Plugin rows by id with their code columns and, where the table exists, their posthog_pluginsourcefile rows. */
   async loadPlugins(ids: number[]): Promise<Map<number, PluginRow>> {
     const s = await this.schema();
-    const wanted = ['id', 'name', 'plugin_type', 'url', 'archive', 'source', 'config_schema', 'updated_at'].filter((c) => s.plugin.has(c));
+    const wanted = ['id', 'name', 'plugin_type', 'url', 'archive', 'source', 'config_schema', 'updated_at'].filter(
+      (c) => s.plugin.has(c),
+    );
     const rows: Row[] = [];
-    for (const part of chunks(ids, 500)) rows.push(...((await this.db(T_PLUGIN).select(wanted).whereIn('id', part)) as Row[]));
+    for (const part of chunks(ids, 500))
+      rows.push(...((await this.db(T_PLUGIN).select(wanted).whereIn('id', part)) as Row[]));
 
     const sourceFiles = new Map<number, Record<string, string>>();
     if (s.sourceFile?.has('source')) {
       for (const part of chunks(ids, 500)) {
-        const files = (await this.db(T_SOURCEFILE).select(['plugin_id', 'filename', 'source']).whereIn('plugin_id', part)) as Row[];
+        const files = (await this.db(T_SOURCEFILE)
+          .select(['plugin_id', 'filename', 'source'])
+          .whereIn('plugin_id', part)) as Row[];
         for (const f of files) {
           if (typeof f.source !== 'string') continue;
           const pid = Number(f.plugin_id);
@@ -332,12 +346,15 @@ export class PluginStore {
 
   /** Every config that is not deleted (enabled or not, with or without team) with its plugin's name, for `list`. */
   async listConfigs(): Promise<PluginConfigSummary[]> {
-    return (await this.inspectConfigs()).filter((c) => !c.deleted).map(({ deleted: _d, updatedAt: _u, skipReason: _s, ...summary }) => summary);
+    return (await this.inspectConfigs())
+      .filter((c) => !c.deleted)
+      .map(({ deleted: _d, updatedAt: _u, skipReason: _s, ...summary }) => summary);
   }
 
   /** The stored error of one config (tests, CLI). */
   async getError(configId: number): Promise<PluginError | null> {
-    const row = (await this.db(T_CONFIG).select('error').where('id', configId).first()) as { error?: unknown } | undefined;
+    const row = (await this.db(T_CONFIG).select('error').where('id', configId).first()) as
+      { error?: unknown } | undefined;
     return row ? parseError(row.error) : null;
   }
 }

@@ -18,10 +18,14 @@ export function fitRow(table: string, columns: Columns, row: Row): Row {
   for (const [k, v] of Object.entries(row)) if (columns.has(k)) out[k] = v;
   // `id` is a serial (Postgres) or the rowid (SQLite), assigned by the database even without a declared default.
   const unfilled = [...columns.entries()]
-    .filter(([name, c]) => name !== 'id' && !c.nullable && !c.hasDefault && (out[name] === undefined || out[name] === null))
+    .filter(
+      ([name, c]) => name !== 'id' && !c.nullable && !c.hasDefault && (out[name] === undefined || out[name] === null),
+    )
     .map(([name]) => name);
   if (unfilled.length > 0) {
-    throw new PluginWriteError(`cannot write ${table}: NOT NULL column(s) ${unfilled.join(', ')} have no value (a PostHog migration newer than posthog-plugins knows?)`);
+    throw new PluginWriteError(
+      `cannot write ${table}: NOT NULL column(s) ${unfilled.join(', ')} have no value (a PostHog migration newer than posthog-plugins knows?)`,
+    );
   }
   return out;
 }
@@ -93,12 +97,16 @@ export class PluginWriter {
   async installPlugin(input: InstallPluginInput): Promise<number> {
     const s = await this.schemaOf();
     const now = new Date().toISOString();
-    const organizationId = s.plugin.has('organization_id') ? (input.organizationId ?? (await this.organizationFor(s, input.teamId ?? null))) : null;
+    const organizationId = s.plugin.has('organization_id')
+      ? (input.organizationId ?? (await this.organizationFor(s, input.teamId ?? null)))
+      : null;
     const row = pluginRow(input, organizationId, now);
     const code = input.source ?? null;
     if (code !== null) {
       if (!s.sourceFile && !s.plugin.has('source')) {
-        throw new PluginWriteError('this PostHog database keeps no plugin source code (posthog_plugin.source came with migration 0107, Dec 2020): install the plugin as a folder or archive');
+        throw new PluginWriteError(
+          'this PostHog database keeps no plugin source code (posthog_plugin.source came with migration 0107, Dec 2020): install the plugin as a folder or archive',
+        );
       }
       if (!s.sourceFile) row.source = code;
     }
@@ -106,7 +114,11 @@ export class PluginWriter {
     let id: number;
     if (s.uniquePluginUrl && typeof fitted.url === 'string') {
       const merge = Object.keys(fitted).filter((k) => k !== 'created_at');
-      const result = (await this.db('posthog_plugin').insert(fitted).onConflict('url').merge(merge).returning('id')) as unknown[];
+      const result = (await this.db('posthog_plugin')
+        .insert(fitted)
+        .onConflict('url')
+        .merge(merge)
+        .returning('id')) as unknown[];
       id = idOf('posthog_plugin', result);
     } else {
       id = await this.insert('posthog_plugin', fitted);
@@ -121,12 +133,18 @@ export class PluginWriter {
       const team = await this.db('posthog_team').select('id').where('id', input.teamId).first();
       if (!team) throw new PluginWriteError(`team ${input.teamId} does not exist in posthog_team`);
     }
-    return this.insert('posthog_pluginconfig', fitRow('posthog_pluginconfig', s.config, configRow(input, new Date().toISOString())));
+    return this.insert(
+      'posthog_pluginconfig',
+      fitRow('posthog_pluginconfig', s.config, configRow(input, new Date().toISOString())),
+    );
   }
 
   async addAttachment(input: AttachmentInput): Promise<number> {
     const s = await this.schemaOf();
-    if (!s.attachment) throw new PluginWriteError('this database has no posthog_pluginattachment table (PostHog added it in migration 0099, Nov 2020)');
+    if (!s.attachment)
+      throw new PluginWriteError(
+        'this database has no posthog_pluginattachment table (PostHog added it in migration 0099, Nov 2020)',
+      );
     const row: Row = {
       plugin_config_id: input.pluginConfigId,
       team_id: input.teamId,
@@ -142,28 +160,50 @@ export class PluginWriter {
   /** The team's organization (what PostHog's UI used), else the first one (what migration 0108 backfilled). */
   private async organizationFor(s: PosthogSchema, teamId: number | null): Promise<string | null> {
     if (teamId !== null && s.team?.has('organization_id')) {
-      const team = (await this.db('posthog_team').select('organization_id').where('id', teamId).first()) as { organization_id?: unknown } | undefined;
+      const team = (await this.db('posthog_team').select('organization_id').where('id', teamId).first()) as
+        { organization_id?: unknown } | undefined;
       if (team?.organization_id) return String(team.organization_id);
     }
     if (!s.organization) return null;
-    const org = (await this.db('posthog_organization').select('id').orderBy('id').first()) as { id?: unknown } | undefined;
+    const org = (await this.db('posthog_organization').select('id').orderBy('id').first()) as
+      { id?: unknown } | undefined;
     const id = org?.id === undefined || org.id === null ? null : String(org.id);
     if (id === null && s.plugin.get('organization_id')?.nullable === false) {
-      throw new PluginWriteError('posthog_plugin.organization_id is required here, but posthog_organization has no rows');
+      throw new PluginWriteError(
+        'posthog_plugin.organization_id is required here, but posthog_organization has no rows',
+      );
     }
     return id;
   }
 
   /** From 0233 on Django kept a source plugin's code as posthog_pluginsourcefile rows plugin.json and index.ts. */
-  private async writeSourceFiles(s: PosthogSchema, pluginId: number, input: InstallPluginInput, code: string, now: string): Promise<void> {
+  private async writeSourceFiles(
+    s: PosthogSchema,
+    pluginId: number,
+    input: InstallPluginInput,
+    code: string,
+    now: string,
+  ): Promise<void> {
     const columns = s.sourceFile as Columns;
     const pluginJson = JSON.stringify({ name: input.name, config: input.configSchema ?? [] }, null, 2);
     for (const [filename, source] of [
       ['plugin.json', pluginJson],
       ['index.ts', code],
     ]) {
-      const row = fitRow('posthog_pluginsourcefile', columns, { id: randomUUID(), plugin_id: pluginId, filename, source, error: null, status: null, transpiled: null, updated_at: now });
-      await this.db('posthog_pluginsourcefile').insert(row).onConflict(['plugin_id', 'filename']).merge(['source', ...(columns.has('updated_at') ? ['updated_at'] : [])]);
+      const row = fitRow('posthog_pluginsourcefile', columns, {
+        id: randomUUID(),
+        plugin_id: pluginId,
+        filename,
+        source,
+        error: null,
+        status: null,
+        transpiled: null,
+        updated_at: now,
+      });
+      await this.db('posthog_pluginsourcefile')
+        .insert(row)
+        .onConflict(['plugin_id', 'filename'])
+        .merge(['source', ...(columns.has('updated_at') ? ['updated_at'] : [])]);
     }
   }
 

@@ -60,14 +60,24 @@ const TABLES = {
 } as const;
 
 async function columnsOf(db: Knex, table: string): Promise<Columns | null> {
-  const info = (await db(table).columnInfo()) as unknown as Record<string, { nullable: boolean; defaultValue: unknown }>;
+  const info = (await db(table).columnInfo()) as unknown as Record<
+    string,
+    { nullable: boolean; defaultValue: unknown }
+  >;
   const names = Object.keys(info);
   if (names.length === 0) return null; // knex answers {} for a table that does not exist
-  return new Map(names.map((n) => [n.toLowerCase(), { nullable: info[n].nullable, hasDefault: info[n].defaultValue !== null && info[n].defaultValue !== undefined }]));
+  return new Map(
+    names.map((n) => [
+      n.toLowerCase(),
+      { nullable: info[n].nullable, hasDefault: info[n].defaultValue !== null && info[n].defaultValue !== undefined },
+    ]),
+  );
 }
 
 async function postgresFlags(db: Knex): Promise<{ privateAccess: boolean; uniquePluginUrl: boolean }> {
-  const access = (await db.raw(`SELECT to_regclass('posthog_plugin_has_private_access') IS NOT NULL AS present`)) as { rows: Array<{ present: boolean }> };
+  const access = (await db.raw(`SELECT to_regclass('posthog_plugin_has_private_access') IS NOT NULL AS present`)) as {
+    rows: Array<{ present: boolean }>;
+  };
   // A unique index on exactly (url): 0449's posthog_plugin_url_bccac89d_uniq.
   const unique = (await db.raw(
     `SELECT EXISTS (
@@ -87,10 +97,25 @@ export async function readSchema(db: Knex): Promise<PosthogSchema> {
   );
   const missing = [plugin ? null : TABLES.plugin, config ? null : TABLES.config].filter((t) => t !== null);
   if (!plugin || !config) {
-    throw new SchemaError(`no ${missing.join(' or ')} table (point DATABASE_URL at PostHog's database, or run \`posthog-plugins migrate\` on an empty one)`);
+    throw new SchemaError(
+      `no ${missing.join(' or ')} table (point DATABASE_URL at PostHog's database, or run \`posthog-plugins migrate\` on an empty one)`,
+    );
   }
   const flags = kind === 'postgres' ? await postgresFlags(db) : { privateAccess: false, uniquePluginUrl: false };
-  const schema: PosthogSchema = { kind, plugin, config, attachment, storage, logEntry, sourceFile, team, organization, ...flags, django: team !== null, migration: null };
+  const schema: PosthogSchema = {
+    kind,
+    plugin,
+    config,
+    attachment,
+    storage,
+    logEntry,
+    sourceFile,
+    team,
+    organization,
+    ...flags,
+    django: team !== null,
+    migration: null,
+  };
   schema.migration = schema.django ? newestMigration(schema) : null;
   return schema;
 }
@@ -109,7 +134,11 @@ const MARKS: Array<{ name: string; date: string; ran: (s: PosthogSchema) => bool
   { name: '0119_mandatory_plugin_order', date: '2021-01-28', ran: (s) => s.config.get('order')?.nullable === false },
   { name: '0131_add_plugins_updated_created_at', date: '2021-03-09', ran: (s) => s.config.has('created_at') },
   { name: '0133_plugins_access_control', date: '2021-03', ran: (s) => s.plugin.has('is_global') },
-  { name: '0136_global_plugin_attachments', date: '2021-03-23', ran: (s) => s.attachment?.get('plugin_config_id')?.nullable === true },
+  {
+    name: '0136_global_plugin_attachments',
+    date: '2021-03-23',
+    ran: (s) => s.attachment?.get('plugin_config_id')?.nullable === true,
+  },
   { name: '0147_plugin_logs', date: '2021-04-26', ran: (s) => s.logEntry !== null || s.sourceFile !== null },
   { name: '0151_plugin_preinstalled', date: '2021-05', ran: (s) => s.plugin.has('is_preinstalled') },
   { name: '0153_plugin_capabilities', date: '2021-05-18', ran: (s) => s.plugin.has('capabilities') },
@@ -118,15 +147,31 @@ const MARKS: Array<{ name: string; date: string; ran: (s: PosthogSchema) => bool
   { name: '0197_plugin_is_stateless', date: '2022-01-17', ran: (s) => s.plugin.has('is_stateless') },
   { name: '0209_plugin_logs_disabled', date: '2022-02', ran: (s) => s.plugin.has('log_level') },
   { name: '0233_plugin_source_file', date: '2022-05-16', ran: (s) => s.sourceFile !== null },
-  { name: '0235_plugin_source_transpilation', date: '2022-05-17', ran: (s) => s.sourceFile?.has('transpiled') === true },
-  { name: '0239_delete_postgres_pluginlogentry', date: '2022-05-24', ran: (s) => s.sourceFile !== null && s.logEntry === null },
+  {
+    name: '0235_plugin_source_transpilation',
+    date: '2022-05-17',
+    ran: (s) => s.sourceFile?.has('transpiled') === true,
+  },
+  {
+    name: '0239_delete_postgres_pluginlogentry',
+    date: '2022-05-24',
+    ran: (s) => s.sourceFile !== null && s.logEntry === null,
+  },
   { name: '0263_plugin_config_web_token', date: '2022-09-29', ran: (s) => s.config.has('web_token') },
-  { name: '0268_plugin_source_file_updated_at', date: '2022-10-11', ran: (s) => s.sourceFile?.has('updated_at') === true },
+  {
+    name: '0268_plugin_source_file_updated_at',
+    date: '2022-10-11',
+    ran: (s) => s.sourceFile?.has('updated_at') === true,
+  },
   { name: '0274_add_plugin_icon_and_rewrite_urls', date: '2022-10', ran: (s) => s.plugin.has('icon') },
   { name: '0361_add_plugin_config_ui_fields', date: '2023-11-07', ran: (s) => s.config.has('deleted') },
   { name: '0403_plugin_has_private_access', date: '2024-04-19', ran: (s) => s.privateAccess },
   { name: '0418_pluginconfig_filters', date: '2024-05-23', ran: (s) => s.config.has('filters') },
-  { name: '0449_alter_plugin_organization', date: '2024-07-22', ran: (s) => s.uniquePluginUrl || s.plugin.get('organization_id')?.nullable === true },
+  {
+    name: '0449_alter_plugin_organization',
+    date: '2024-07-22',
+    ran: (s) => s.uniquePluginUrl || s.plugin.get('organization_id')?.nullable === true,
+  },
 ];
 
 function newestMigration(s: PosthogSchema): MigrationMark {

@@ -21,7 +21,11 @@ export class DeadWorkerRestorer {
   ) {
     // Bounded (see createRedisClient): with Redis down a restore fails at once (siblings' scans or lease expiry
     // take over), so a supervisor never waits on Redis, not even while stopping.
-    this.redis = createRedisClient(url, { name: 'posthog-plugins:supervisor', lazyConnect: false, ...redisBackoff }) as ScriptedRedis;
+    this.redis = createRedisClient(url, {
+      name: 'posthog-plugins:supervisor',
+      lazyConnect: false,
+      ...redisBackoff,
+    }) as ScriptedRedis;
     reportRedisOutages(this.redis, 'supervisor Redis', logger);
     this.redis.defineCommand('phRestore', { lua: RESTORE_SCRIPT });
     this.restorer = new UnackedRestorer(this.redis, logger);

@@ -3,7 +3,16 @@ import fs from 'node:fs';
 import type { Logger } from '../log';
 import { type BoundedRedis, createRedisClient } from '../redis/client';
 import { processExists } from '../process-exists';
-import { DEFAULT_MAX_AGE_MS, DEFAULT_STUCK_AFTER_MS, HEALTH_STATUS_VERSION, type HealthStatus, type WorkerHealth, judgeHealth, readHealthStatus, writeHealthStatus } from './health';
+import {
+  DEFAULT_MAX_AGE_MS,
+  DEFAULT_STUCK_AFTER_MS,
+  HEALTH_STATUS_VERSION,
+  type HealthStatus,
+  type WorkerHealth,
+  judgeHealth,
+  readHealthStatus,
+  writeHealthStatus,
+} from './health';
 
 /** PostHog's liveness key: Django shows "plugin server alive" while it exists. */
 export const PING_KEY = '@posthog-plugin-server/ping';
@@ -48,7 +57,9 @@ export class HealthReporter {
     const { file, logger } = this.opts;
     const other = this.otherWriter();
     if (other !== null) {
-      logger.warn(`another posthog-plugins start (pid ${other}) writes the same health status ${file}: give each instance its own --health-file, or \`health\` judges the wrong one`);
+      logger.warn(
+        `another posthog-plugins start (pid ${other}) writes the same health status ${file}: give each instance its own --health-file, or \`health\` judges the wrong one`,
+      );
     }
     this.write();
     this.statusTimer = setInterval(() => this.write(), this.opts.intervalMs);
@@ -57,7 +68,9 @@ export class HealthReporter {
       this.pingTimer = setInterval(() => void this.ping(), PING_INTERVAL_MS);
       logger.info(`health: status in ${file}; liveness key ${PING_KEY} on Redis every ${PING_INTERVAL_MS / 1000} s`);
     } else {
-      logger.info(`health: status in ${file}; no Redis (set REDIS_URL) so PostHog's liveness key ${PING_KEY} is not set`);
+      logger.info(
+        `health: status in ${file}; no Redis (set REDIS_URL) so PostHog's liveness key ${PING_KEY} is not set`,
+      );
     }
   }
 
@@ -103,7 +116,8 @@ export class HealthReporter {
       if (this.writeFailing) this.opts.logger.info(`health status ${this.opts.file} written again`);
       this.writeFailing = false;
     } catch (err) {
-      if (!this.writeFailing) this.opts.logger.error(`cannot write health status ${this.opts.file}: ${(err as Error).message}`);
+      if (!this.writeFailing)
+        this.opts.logger.error(`cannot write health status ${this.opts.file}: ${(err as Error).message}`);
       this.writeFailing = true;
     }
   }
@@ -112,14 +126,22 @@ export class HealthReporter {
     const redis = this.redis;
     if (!redis || this.stopping) return;
     const now = Date.now();
-    const verdict = judgeHealth(this.status(now), { now, maxAgeMs: DEFAULT_MAX_AGE_MS, stuckAfterMs: DEFAULT_STUCK_AFTER_MS, pidAlive: () => true });
+    const verdict = judgeHealth(this.status(now), {
+      now,
+      maxAgeMs: DEFAULT_MAX_AGE_MS,
+      stuckAfterMs: DEFAULT_STUCK_AFTER_MS,
+      pidAlive: () => true,
+    });
     if (!verdict.healthy) return;
     try {
       await redis.set(PING_KEY, new Date(now).toISOString(), 'EX', PING_TTL_S);
       if (this.pingFailing) this.opts.logger.info(`liveness key ${PING_KEY} set again`);
       this.pingFailing = false;
     } catch (err) {
-      if (!this.pingFailing) this.opts.logger.warn(`cannot set liveness key ${PING_KEY}: ${(err as Error).message}; retrying every ${PING_INTERVAL_MS / 1000} s`);
+      if (!this.pingFailing)
+        this.opts.logger.warn(
+          `cannot set liveness key ${PING_KEY}: ${(err as Error).message}; retrying every ${PING_INTERVAL_MS / 1000} s`,
+        );
       this.pingFailing = true;
     }
   }
@@ -128,7 +150,14 @@ export class HealthReporter {
   private otherWriter(): number | null {
     try {
       const s = readHealthStatus(this.opts.file);
-      if (s && s.pid !== process.pid && s.state === 'running' && Date.now() - s.writtenAt < DEFAULT_MAX_AGE_MS && processExists(s.pid)) return s.pid;
+      if (
+        s &&
+        s.pid !== process.pid &&
+        s.state === 'running' &&
+        Date.now() - s.writtenAt < DEFAULT_MAX_AGE_MS &&
+        processExists(s.pid)
+      )
+        return s.pid;
     } catch {
       // a broken file is overwritten
     }

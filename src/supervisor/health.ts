@@ -69,34 +69,59 @@ export interface HealthVerdict {
 }
 
 export function judgeHealth(status: HealthStatus | null, rule: HealthRule): HealthVerdict {
-  if (status === null) return { healthy: false, reason: 'no status file: `posthog-plugins start` is not running with this broker and queue (or uses another --health-file)' };
+  if (status === null)
+    return {
+      healthy: false,
+      reason:
+        'no status file: `posthog-plugins start` is not running with this broker and queue (or uses another --health-file)',
+    };
   const age = rule.now - status.writtenAt;
   const sup = `supervisor pid ${status.pid}`;
-  if (!rule.pidAlive(status.pid)) return { healthy: false, reason: `${sup} is gone (its last status is ${secs(age)} old)` };
-  if (age > rule.maxAgeMs) return { healthy: false, reason: `${sup} is stuck: its status is ${secs(age)} old (limit ${secs(rule.maxAgeMs)})` };
+  if (!rule.pidAlive(status.pid))
+    return { healthy: false, reason: `${sup} is gone (its last status is ${secs(age)} old)` };
+  if (age > rule.maxAgeMs)
+    return { healthy: false, reason: `${sup} is stuck: its status is ${secs(age)} old (limit ${secs(rule.maxAgeMs)})` };
   if (status.state === 'stopping') return { healthy: false, reason: `${sup} is stopping` };
   const ready = status.workers.filter((w) => w.ready);
-  if (ready.length === 0) return { healthy: false, reason: `no worker process is consuming yet (${status.workers.length} of ${status.slots} starting)` };
+  if (ready.length === 0)
+    return {
+      healthy: false,
+      reason: `no worker process is consuming yet (${status.workers.length} of ${status.slots} starting)`,
+    };
   for (const w of status.workers) {
     const silent = status.writtenAt - w.lastPongAt;
     const name = `worker ${w.index} (pid ${w.pid})`;
-    if (silent > rule.maxAgeMs) return { healthy: false, reason: `${name} has not answered heartbeats for ${secs(silent)} (limit ${secs(rule.maxAgeMs)})` };
+    if (silent > rule.maxAgeMs)
+      return {
+        healthy: false,
+        reason: `${name} has not answered heartbeats for ${secs(silent)} (limit ${secs(rule.maxAgeMs)})`,
+      };
     if (w.progress && w.progress.inHand > 0) {
       const still = status.writtenAt - w.lastProgressAt;
       if (still > rule.stuckAfterMs) {
-        return { healthy: false, reason: `${name} holds ${w.progress.inHand} message(s) and has settled none for ${secs(still)} (limit ${secs(rule.stuckAfterMs)})` };
+        return {
+          healthy: false,
+          reason: `${name} holds ${w.progress.inHand} message(s) and has settled none for ${secs(still)} (limit ${secs(rule.stuckAfterMs)})`,
+        };
       }
     }
   }
   const busy = ready.reduce((n, w) => n + (w.progress?.inHand ?? 0), 0);
-  return { healthy: true, reason: `${sup}: ${ready.length} of ${status.slots} worker(s) consuming ${status.queue}${busy > 0 ? `, ${busy} message(s) in hand` : ''}, status ${secs(age)} old` };
+  return {
+    healthy: true,
+    reason: `${sup}: ${ready.length} of ${status.slots} worker(s) consuming ${status.queue}${busy > 0 ? `, ${busy} message(s) in hand` : ''}, status ${secs(age)} old`,
+  };
 }
 
 /**
  * The supervisor's bookkeeping for rule 7: progress is a growing `settled` count, and having nothing in hand
  * counts as progress (an idle worker is never stuck).
  */
-export function trackProgress(prev: { progress: WorkerProgress | null; lastProgressAt: number }, report: WorkerProgress, now: number): { progress: WorkerProgress; lastProgressAt: number } {
+export function trackProgress(
+  prev: { progress: WorkerProgress | null; lastProgressAt: number },
+  report: WorkerProgress,
+  now: number,
+): { progress: WorkerProgress; lastProgressAt: number } {
   const moved = prev.progress === null || report.settled > prev.progress.settled || report.inHand === 0;
   return { progress: report, lastProgressAt: moved ? now : prev.lastProgressAt };
 }
@@ -133,7 +158,12 @@ export function readHealthStatus(file: string): HealthStatus | null {
     throw new Error(`health status ${file} is not JSON: ${(err as Error).message}`);
   }
   const s = v as Partial<HealthStatus>;
-  if (s?.version !== HEALTH_STATUS_VERSION || typeof s.pid !== 'number' || typeof s.writtenAt !== 'number' || !Array.isArray(s.workers)) {
+  if (
+    s?.version !== HEALTH_STATUS_VERSION ||
+    typeof s.pid !== 'number' ||
+    typeof s.writtenAt !== 'number' ||
+    !Array.isArray(s.workers)
+  ) {
     throw new Error(`health status ${file} is not a posthog-plugins status (version ${String(s?.version)})`);
   }
   return s as HealthStatus;

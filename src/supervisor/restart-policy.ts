@@ -33,7 +33,8 @@ export class RestartPolicy {
     else if (!pluginCrash) this.early++;
     let delayMs = 0;
     if (this.early >= 2) delayMs = this.backoff(this.early - 1);
-    if (this.deaths.length > this.opts.burst) delayMs = Math.max(delayMs, this.backoff(this.deaths.length - this.opts.burst));
+    if (this.deaths.length > this.opts.burst)
+      delayMs = Math.max(delayMs, this.backoff(this.deaths.length - this.opts.burst));
     return { delayMs, early: this.early };
   }
 

@@ -8,7 +8,13 @@ import { type DeathCause, classifyDeath, judge } from './attribution';
 import { CrashLedger } from './crash-ledger';
 import { readFlights } from '../worker/flight-recorder';
 import { type WorkerHealth, trackProgress } from './health';
-import { WORKER_INIT_ENV, isWorkerMessage, type SupervisorMessage, type WorkerInit, type WorkerProgress } from '../ipc/messages';
+import {
+  WORKER_INIT_ENV,
+  isWorkerMessage,
+  type SupervisorMessage,
+  type WorkerInit,
+  type WorkerProgress,
+} from '../ipc/messages';
 import type { DeadWorkerRestorer } from './dead-worker-restorer';
 import { RestartPolicy } from './restart-policy';
 
@@ -135,7 +141,15 @@ export class Supervisor {
   health(): WorkerHealth[] {
     return this.slots
       .filter((s) => s.child !== null)
-      .map((s) => ({ index: s.index, pid: s.pid, ready: s.ready, startedAt: s.startedAt, lastPongAt: s.lastPong, progress: s.progress, lastProgressAt: s.lastProgressAt }));
+      .map((s) => ({
+        index: s.index,
+        pid: s.pid,
+        ready: s.ready,
+        startedAt: s.startedAt,
+        lastPongAt: s.lastPong,
+        progress: s.progress,
+        lastProgressAt: s.lastProgressAt,
+      }));
   }
 
   /** Whether it is stopping (SIGTERM received). */
@@ -169,7 +183,10 @@ export class Supervisor {
       for (const s of this.slots) {
         if (!s.child) continue;
         killed++;
-        this.opts.logger.warn(`worker ${s.index} (pid ${s.pid}) still running ${this.opts.shutdownTimeoutMs} ms after SIGTERM: killing it`, { worker: s.index, pid: s.pid });
+        this.opts.logger.warn(
+          `worker ${s.index} (pid ${s.pid}) still running ${this.opts.shutdownTimeoutMs} ms after SIGTERM: killing it`,
+          { worker: s.index, pid: s.pid },
+        );
         s.child.kill('SIGKILL');
       }
       await all;
@@ -197,7 +214,13 @@ export class Supervisor {
     const { logger } = this.opts;
     slot.generation++;
     slot.flightFile = path.join(this.opts.flightDir, `worker-${slot.index}-${slot.generation}.flight`);
-    const init: WorkerInit = { ...this.opts.worker, index: slot.index, flightFile: slot.flightFile, suspects: this.suspects.toJSON(), serialLoad };
+    const init: WorkerInit = {
+      ...this.opts.worker,
+      index: slot.index,
+      flightFile: slot.flightFile,
+      suspects: this.suspects.toJSON(),
+      serialLoad,
+    };
     const initFile = path.join(this.opts.flightDir, `worker-${slot.index}-${slot.generation}.init.json`);
     let child: ChildProcess;
     try {
@@ -210,7 +233,9 @@ export class Supervisor {
         serialization: 'json',
       });
     } catch (err) {
-      logger.error(`cannot start worker ${slot.index}: ${(err as Error).message}; retrying in 5 s`, { worker: slot.index });
+      logger.error(`cannot start worker ${slot.index}: ${(err as Error).message}; retrying in 5 s`, {
+        worker: slot.index,
+      });
       slot.restartTimer = setTimeout(() => this.spawn(slot, serialLoad), 5_000);
       return;
     }
@@ -238,7 +263,12 @@ export class Supervisor {
           break;
         case 'broker':
           slot.workerId = m.workerId;
-          if (m.workerId) logger.info(`worker ${slot.index} (pid ${slot.pid}) holds Redis worker id ${m.workerId}`, { worker: slot.index, pid: slot.pid, workerId: m.workerId });
+          if (m.workerId)
+            logger.info(`worker ${slot.index} (pid ${slot.pid}) holds Redis worker id ${m.workerId}`, {
+              worker: slot.index,
+              pid: slot.pid,
+              workerId: m.workerId,
+            });
           break;
         case 'ready':
           slot.ready = true;
@@ -248,7 +278,10 @@ export class Supervisor {
           this.metricReplies.get(m.seq)?.(m.metrics);
           break;
         case 'shutdown':
-          logger.warn(`worker ${slot.index} (pid ${slot.pid}) asks to stop the instance: ${m.reason}`, { worker: slot.index, pid: slot.pid });
+          logger.warn(`worker ${slot.index} (pid ${slot.pid}) asks to stop the instance: ${m.reason}`, {
+            worker: slot.index,
+            pid: slot.pid,
+          });
           this.opts.onShutdownRequest?.(m.reason);
           break;
         case 'fatal':
@@ -257,13 +290,17 @@ export class Supervisor {
           break;
       }
     });
-    child.on('error', (err) => logger.error(`worker ${slot.index} (pid ${slot.pid}): ${err.message}`, { worker: slot.index, pid: slot.pid }));
+    child.on('error', (err) =>
+      logger.error(`worker ${slot.index} (pid ${slot.pid}): ${err.message}`, { worker: slot.index, pid: slot.pid }),
+    );
     slot.exited = new Promise<void>((resolve) => {
       child.once('exit', (code, signal) => {
         try {
           this.onExit(slot, child, code, signal);
         } catch (err) {
-          logger.error(`supervisor failed to handle the end of worker ${slot.index}: ${(err as Error).stack ?? String(err)}`);
+          logger.error(
+            `supervisor failed to handle the end of worker ${slot.index}: ${(err as Error).stack ?? String(err)}`,
+          );
         }
         resolve();
       });
@@ -316,27 +353,42 @@ export class Supervisor {
       .filter(Boolean)
       .join('; ');
     if (delayMs > 0) {
-      logger.error(`worker ${slot.index} (pid ${slot.pid}) died: ${why}; it failed ${early} time(s) in a row, next attempt in ${formatMs(delayMs)}`, { ...meta, delayMs, inFlight: flights });
+      logger.error(
+        `worker ${slot.index} (pid ${slot.pid}) died: ${why}; it failed ${early} time(s) in a row, next attempt in ${formatMs(delayMs)}`,
+        { ...meta, delayMs, inFlight: flights },
+      );
       slot.restartTimer = setTimeout(() => this.spawn(slot, verdict.serialLoad), delayMs);
     } else {
-      logger.error(`worker ${slot.index} (pid ${slot.pid}) died: ${why}; restarting it now`, { ...meta, inFlight: flights });
+      logger.error(`worker ${slot.index} (pid ${slot.pid}) died: ${why}; restarting it now`, {
+        ...meta,
+        inFlight: flights,
+      });
       this.spawn(slot, verdict.serialLoad);
     }
     this.opts.onRestart?.(slot.index);
     // 4. The crash ledger.
     if (verdict.charge !== null) this.opts.onCrashAttributed?.(verdict.charge);
-    if (verdict.charge !== null) this.charge(verdict.charge, slot, how, verdict.poison.length > 0 ? (verdict.poison[0] as [string, number])[0] : null);
+    if (verdict.charge !== null)
+      this.charge(
+        verdict.charge,
+        slot,
+        how,
+        verdict.poison.length > 0 ? (verdict.poison[0] as [string, number])[0] : null,
+      );
   }
 
   private charge(configId: number, slot: Slot, how: string, taskId: string | null): void {
     const { logger, crashLimit, crashWindowMs } = this.opts;
     const c = this.ledger.charge(configId);
     const window = formatMs(crashWindowMs);
-    logger.error(`plugin config ${configId} crashed worker ${slot.index} (${how}): crash ${c.count} of ${crashLimit} within ${window} before it is disabled`, {
-      pluginConfigId: configId,
-      crashes: c.count,
-      taskId,
-    });
+    logger.error(
+      `plugin config ${configId} crashed worker ${slot.index} (${how}): crash ${c.count} of ${crashLimit} within ${window} before it is disabled`,
+      {
+        pluginConfigId: configId,
+        crashes: c.count,
+        taskId,
+      },
+    );
     if (!c.disable) return;
     const error = {
       message: `disabled: crashed its worker process ${c.count} times within ${window} (last: ${how}${how.includes('SIGABRT') ? ', e.g. a V8 fatal out-of-memory in the isolate' : ''})`,
@@ -346,10 +398,14 @@ export class Supervisor {
     this.track(
       this.opts.store.disable(configId, error).then(
         () => {
-          logger.error(`plugin config ${configId} disabled after ${c.count} crashes within ${window}; reason written to posthog_pluginconfig.error`, { pluginConfigId: configId });
+          logger.error(
+            `plugin config ${configId} disabled after ${c.count} crashes within ${window}; reason written to posthog_pluginconfig.error`,
+            { pluginConfigId: configId },
+          );
           this.broadcast({ type: 'reload' });
         },
-        (err: Error) => logger.error(`could not disable plugin config ${configId}: ${err.message}`, { pluginConfigId: configId }),
+        (err: Error) =>
+          logger.error(`could not disable plugin config ${configId}: ${err.message}`, { pluginConfigId: configId }),
       ),
     );
   }
@@ -362,24 +418,34 @@ export class Supervisor {
       try {
         return await restorer.restore(workerId);
       } catch (err) {
-        logger.error(`could not return the messages of dead worker ${index} (pid ${pid}) to the queue: ${(err as Error).message}; the other workers' dead-worker scan will`, { worker: index, workerId });
+        logger.error(
+          `could not return the messages of dead worker ${index} (pid ${pid}) to the queue: ${(err as Error).message}; the other workers' dead-worker scan will`,
+          { worker: index, workerId },
+        );
         return 0;
       }
     };
     this.track(
       (async () => {
         const n = await once();
-        logger.info(`returned ${n} in-flight message(s) of dead worker ${index} (pid ${pid}) to the queue, ${Date.now() - diedAt} ms after its death`, {
-          worker: index,
-          pid,
-          workerId,
-          restored: n,
-          restoreMs: Date.now() - diedAt,
-        });
+        logger.info(
+          `returned ${n} in-flight message(s) of dead worker ${index} (pid ${pid}) to the queue, ${Date.now() - diedAt} ms after its death`,
+          {
+            worker: index,
+            pid,
+            workerId,
+            restored: n,
+            restoreMs: Date.now() - diedAt,
+          },
+        );
         if (!again) return;
         await new Promise((r) => setTimeout(r, SECOND_RESTORE_MS).unref());
         const late = await once();
-        if (late > 0) logger.warn(`returned ${late} more message(s) of dead worker ${index} (pid ${pid}) that arrived after its death`, { worker: index, workerId });
+        if (late > 0)
+          logger.warn(
+            `returned ${late} more message(s) of dead worker ${index} (pid ${pid}) that arrived after its death`,
+            { worker: index, workerId },
+          );
       })(),
     );
   }
@@ -390,17 +456,25 @@ export class Supervisor {
     for (const s of this.slots) {
       const child = s.child;
       if (!child || s.killedForHang) continue;
-      const limit = s.answered ? this.opts.heartbeatTimeoutMs : Math.max(this.opts.heartbeatTimeoutMs, STARTUP_SILENCE_MS);
+      const limit = s.answered
+        ? this.opts.heartbeatTimeoutMs
+        : Math.max(this.opts.heartbeatTimeoutMs, STARTUP_SILENCE_MS);
       if (now - s.lastPong > limit) {
         s.killedForHang = true;
-        this.opts.logger.error(`worker ${s.index} (pid ${s.pid}) has not answered heartbeats for ${formatMs(now - s.lastPong)}: killing it`, { worker: s.index, pid: s.pid });
+        this.opts.logger.error(
+          `worker ${s.index} (pid ${s.pid}) has not answered heartbeats for ${formatMs(now - s.lastPong)}: killing it`,
+          { worker: s.index, pid: s.pid },
+        );
         child.kill('SIGKILL');
         continue;
       }
       // Its main thread answers, but its loop is stuck (an await that never ends): as good as hung.
       if (s.progress && s.progress.inHand > 0 && now - s.lastProgressAt > this.opts.stuckTimeoutMs) {
         s.killedForHang = true;
-        this.opts.logger.error(`worker ${s.index} (pid ${s.pid}) holds ${s.progress.inHand} message(s) and has settled none for ${formatMs(now - s.lastProgressAt)}: killing it`, { worker: s.index, pid: s.pid });
+        this.opts.logger.error(
+          `worker ${s.index} (pid ${s.pid}) holds ${s.progress.inHand} message(s) and has settled none for ${formatMs(now - s.lastProgressAt)}: killing it`,
+          { worker: s.index, pid: s.pid },
+        );
         child.kill('SIGKILL');
         continue;
       }

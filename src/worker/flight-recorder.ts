@@ -103,7 +103,11 @@ function toFlight(f: unknown): Flight | null {
   if (typeof f !== 'object' || f === null) return null;
   const v = f as Flight;
   if (typeof v.configId !== 'number' || !Array.isArray(v.taskIds)) return null;
-  return { configId: v.configId, taskIds: v.taskIds.filter((t): t is string => typeof t === 'string'), careful: v.careful === true };
+  return {
+    configId: v.configId,
+    taskIds: v.taskIds.filter((t): t is string => typeof t === 'string'),
+    careful: v.careful === true,
+  };
 }
 
 /** The flights recorded in `file`: [] when none, null when the file is missing or unreadable. */

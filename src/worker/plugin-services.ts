@@ -53,7 +53,11 @@ export class PluginServices {
     const url = pluginRedisUrl(args);
     this.redis = url
       ? // A plugin waits at most a few seconds for Redis; commands are not queued while it is down.
-        createRedisClient(url, { name: `posthog-plugins:cache:${process.pid}`, lazyConnect: false, commandTimeoutMs: 5000 })
+        createRedisClient(url, {
+          name: `posthog-plugins:cache:${process.pid}`,
+          lazyConnect: false,
+          commandTimeoutMs: 5000,
+        })
       : null;
     this.redis?.on('error', (err: Error) => {
       if (Date.now() - this.lastRedisWarning < 60_000) return;
@@ -73,23 +77,44 @@ export class PluginServices {
     const redis = this.redis;
     if (!redis || redis.status === 'ready') return;
     let timer: NodeJS.Timeout | undefined;
-    await Promise.race([new Promise<void>((r) => redis.once('ready', () => r())), new Promise<void>((r) => (timer = setTimeout(r, ms)))]);
+    await Promise.race([
+      new Promise<void>((r) => redis.once('ready', () => r())),
+      new Promise<void>((r) => (timer = setTimeout(r, ms))),
+    ]);
     clearTimeout(timer);
-    if ((redis.status as string) !== 'ready') this.logger.warn(`plugin Redis not connected after ${ms} ms; meta.cache fails until it is`);
+    if ((redis.status as string) !== 'ready')
+      this.logger.warn(`plugin Redis not connected after ${ms} ms; meta.cache fails until it is`);
   }
 
   /** Options for the PluginManager of this worker. */
-  managerOptions(): Pick<PluginManagerOptions, 'ops' | 'unavailable' | 'eventSinks' | 'taskWallTimeoutMs' | 'isolateIdleMs' | 'lazyIsolates' | 'isolateMemoryBudgetMb' | 'setupRetries' | 'setupRetryBaseMs' | 'pluginLog' | 'jobs'> {
+  managerOptions(): Pick<
+    PluginManagerOptions,
+    | 'ops'
+    | 'unavailable'
+    | 'eventSinks'
+    | 'taskWallTimeoutMs'
+    | 'isolateIdleMs'
+    | 'lazyIsolates'
+    | 'isolateMemoryBudgetMb'
+    | 'setupRetries'
+    | 'setupRetryBaseMs'
+    | 'pluginLog'
+    | 'jobs'
+  > {
     const ops = new Map<string, HostOp>([
       ['storage', createStorageOp(new PluginStorage(this.db), () => storageUnavailableReason(this.schema()))],
       ['jobs', createJobsOp(this.jobStore)],
       [
         'capture',
-        createCaptureOp((outgoing) => (this.publish ? this.publish(outgoing) : Promise.reject(new Error('the broker is not connected yet'))), {
-          queue: this.args.queue,
-          siteUrl: this.args.siteUrl,
-          nameOf: (pluginId) => this.manager?.liveConfigs().find((c) => c.pluginId === pluginId)?.name,
-        }),
+        createCaptureOp(
+          (outgoing) =>
+            this.publish ? this.publish(outgoing) : Promise.reject(new Error('the broker is not connected yet')),
+          {
+            queue: this.args.queue,
+            siteUrl: this.args.siteUrl,
+            nameOf: (pluginId) => this.manager?.liveConfigs().find((c) => c.pluginId === pluginId)?.name,
+          },
+        ),
       ],
     ]);
     if (this.redis) ops.set('cache', createCacheOp(this.redis));
@@ -116,11 +141,25 @@ export class PluginServices {
     const { logger } = this;
     const maxRunMs = this.args.taskTimeoutMs + 30_000;
     if (this.redis || this.workerIndex === 0) {
-      if (!this.redis) logger.warn('no Redis for schedule locks: runEvery* run in worker 0 of this process only; with more than one `start` they would run once per `start`');
-      this.scheduler = new Scheduler({ manager, lock: this.redis ? new ScheduleLock(this.redis, { owner: this.instanceId }) : null, logger, maxRunMs });
+      if (!this.redis)
+        logger.warn(
+          'no Redis for schedule locks: runEvery* run in worker 0 of this process only; with more than one `start` they would run once per `start`',
+        );
+      this.scheduler = new Scheduler({
+        manager,
+        lock: this.redis ? new ScheduleLock(this.redis, { owner: this.instanceId }) : null,
+        logger,
+        maxRunMs,
+      });
       this.scheduler.start();
     }
-    this.jobRunner = new JobRunner({ manager, jobs: this.jobStore, workerId: `${hostname()}:${process.pid}:${this.instanceId}`, logger, leaseMs: maxRunMs + 30_000 });
+    this.jobRunner = new JobRunner({
+      manager,
+      jobs: this.jobStore,
+      workerId: `${hostname()}:${process.pid}:${this.instanceId}`,
+      logger,
+      leaseMs: maxRunMs + 30_000,
+    });
     this.jobRunner.start();
   }
 

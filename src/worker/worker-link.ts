@@ -1,5 +1,12 @@
 import fs from 'node:fs';
-import { WORKER_INIT_ENV, isSupervisorMessage, type SupervisorMessage, type WorkerInit, type WorkerMessage, type WorkerProgress } from '../ipc/messages';
+import {
+  WORKER_INIT_ENV,
+  isSupervisorMessage,
+  type SupervisorMessage,
+  type WorkerInit,
+  type WorkerMessage,
+  type WorkerProgress,
+} from '../ipc/messages';
 
 /**
  * The worker process's end of the supervisor link: answers heartbeats from the main thread (so a main thread

@@ -38,7 +38,14 @@ export interface WorkerProcessContext {
  * loops until a stop is requested, then finish the batches in hand and close everything in order. Writes a flight
  * record before every isolate entry (the supervisor reads it after a crash).
  */
-export async function runWorkerProcess({ init, logger, link, stopRequested, onConsuming, onStop }: WorkerProcessContext): Promise<void> {
+export async function runWorkerProcess({
+  init,
+  logger,
+  link,
+  stopRequested,
+  onConsuming,
+  onStop,
+}: WorkerProcessContext): Promise<void> {
   const args = init.args;
   const prefetch = Math.max(1, Math.ceil(args.batchSize * args.concurrency * args.prefetchMultiplier));
   const queueArguments = parseJsonObject(args.amqpQueueArguments, '--amqp-queue-arguments');
@@ -46,7 +53,14 @@ export async function runWorkerProcess({ init, logger, link, stopRequested, onCo
   const shutdown = (why: string): void => {
     void link.send({ type: 'shutdown', reason: why }).then((sent) => sent || onStop(why));
   };
-  const node = new CeleryNode({ args, index: init.index, logger, prefetchCount: prefetch, inputQueueArguments: queueArguments as JsonObject, shutdown });
+  const node = new CeleryNode({
+    args,
+    index: init.index,
+    logger,
+    prefetchCount: prefetch,
+    inputQueueArguments: queueArguments as JsonObject,
+    shutdown,
+  });
   // Logs, metrics and Celery's tools name this process the same way.
   logger.defaultMeta = { ...logger.defaultMeta, node: node.name };
   const suspects = SuspectList.from(init.suspects);
@@ -68,7 +82,9 @@ export async function runWorkerProcess({ init, logger, link, stopRequested, onCo
         etaHeld: () => loopsRef.reduce((n, l) => n + l.stats.waiting, 0),
         isolates: () => pluginsRef?.liveConfigs().filter((c) => !c.vm.hibernated).length ?? 0,
         isolateHeapBytes: async () => {
-          const heaps = await Promise.all((pluginsRef?.liveConfigs() ?? []).map((c) => c.vm.heapUsedBytes().catch(() => null)));
+          const heaps = await Promise.all(
+            (pluginsRef?.liveConfigs() ?? []).map((c) => c.vm.heapUsedBytes().catch(() => null)),
+          );
           return heaps.reduce<number>((sum, h) => sum + (h ?? 0), 0);
         },
         exportWaiting: () => pluginsRef?.exportWaiting() ?? 0,
@@ -96,10 +112,14 @@ export async function runWorkerProcess({ init, logger, link, stopRequested, onCo
       const only = ids.length === 1 ? (ids[0] as string) : null;
       if (only !== null && suspects.isPoisoned(only, configId)) {
         // This event killed the process in this config before: it goes on without this plugin's change.
-        logger.warn(`skipping plugin config ${configId} for task ${only}: this event crashed a worker process in it before`, { pluginConfigId: configId, taskId: only });
+        logger.warn(
+          `skipping plugin config ${configId} for task ${only}: this event crashed a worker process in it before`,
+          { pluginConfigId: configId, taskId: only },
+        );
         store
           .setError(configId, {
-            message: 'processEvent crashed the worker process on this event (fatal error inside the isolate, e.g. V8 out of memory); the event went on without this plugin',
+            message:
+              'processEvent crashed the worker process on this event (fatal error inside the isolate, e.g. V8 out of memory); the event went on without this plugin',
             time: new Date().toISOString(),
             name: 'PluginCrashError',
             event: events[0],
@@ -124,7 +144,8 @@ export async function runWorkerProcess({ init, logger, link, stopRequested, onCo
     inputQueue: args.queue,
     outputQueue: args.outputQueue,
     logger,
-    onSetAside: (reason, rawText) => logger.warn(`set aside unreadable message: ${reason}`, { queue: args.queue, message: rawText.slice(0, 500) }),
+    onSetAside: (reason, rawText) =>
+      logger.warn(`set aside unreadable message: ${reason}`, { queue: args.queue, message: rawText.slice(0, 500) }),
     visibilityTimeoutS: args.visibilityTimeout,
     leaseTtlMs: args.leaseTtlMs,
     prefetch,
@@ -145,7 +166,10 @@ export async function runWorkerProcess({ init, logger, link, stopRequested, onCo
     suspects,
   });
   const observer = metrics ? bothObservers(node.activity, metrics) : node.activity;
-  const loops = Array.from({ length: Math.max(1, args.concurrency) }, () => new ConsumerLoop({ broker, processor, logger, batchSize: args.batchSize, observer }));
+  const loops = Array.from(
+    { length: Math.max(1, args.concurrency) },
+    () => new ConsumerLoop({ broker, processor, logger, batchSize: args.batchSize, observer }),
+  );
   loopsRef = loops;
   loops.forEach((l) => l.start());
   // For `posthog-plugins health`: a worker that holds messages and settles none is stuck.
@@ -155,11 +179,14 @@ export async function runWorkerProcess({ init, logger, link, stopRequested, onCo
   }));
   onConsuming();
   void node.start(logger); // beside the event path: consuming never waits for it
-  logger.info(`consuming ${args.queue} on ${broker.displayUrl}, publishing to ${args.outputQueue}; plugins from ${description}`, {
-    pid: process.pid,
-    concurrency: loops.length,
-    batchSize: args.batchSize,
-  });
+  logger.info(
+    `consuming ${args.queue} on ${broker.displayUrl}, publishing to ${args.outputQueue}; plugins from ${description}`,
+    {
+      pid: process.pid,
+      concurrency: loops.length,
+      batchSize: args.batchSize,
+    },
+  );
   await link.send({ type: 'ready' });
   services.startBackground(plugins, (outgoing) => broker.publish(outgoing));
   const reporter = startReporter(loops, logger);
@@ -215,9 +242,14 @@ async function connectWithRetry(connect: () => Promise<void>, what: string, logg
       return;
     } catch (err) {
       const message = (err as Error).message;
-      if (isPermanentConnectError(err)) throw Object.assign(new Error(message.includes(what) ? message : `broker ${what}: ${message}`), { permanent: true });
+      if (isPermanentConnectError(err))
+        throw Object.assign(new Error(message.includes(what) ? message : `broker ${what}: ${message}`), {
+          permanent: true,
+        });
       const delayMs = connectBackoffMs(attempt);
-      logger.warn(`cannot connect to broker (attempt ${attempt}): ${message.includes(what) ? message : `${what}: ${message}`}; retrying in ${(delayMs / 1000).toFixed(1)} s`);
+      logger.warn(
+        `cannot connect to broker (attempt ${attempt}): ${message.includes(what) ? message : `${what}: ${message}`}; retrying in ${(delayMs / 1000).toFixed(1)} s`,
+      );
       await new Promise((r) => setTimeout(r, delayMs));
     }
   }

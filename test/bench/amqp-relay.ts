@@ -14,14 +14,23 @@ import { benchProducer, OUTPUT_QUEUE } from './envelopes';
 import { findProcess, processCpu } from './procs';
 
 const SHAPES: Array<{ name: string; o: RelayOptions }> = [
-  { name: 'rounds of 1,000, 2 in flight (default)', o: { batch: 1000, depth: 2, twoConnections: false, ackEach: false } },
+  {
+    name: 'rounds of 1,000, 2 in flight (default)',
+    o: { batch: 1000, depth: 2, twoConnections: false, ackEach: false },
+  },
   { name: 'rounds of 250, 4 in flight', o: { batch: 250, depth: 4, twoConnections: false, ackEach: false } },
   { name: 'rounds of 500, 2 in flight', o: { batch: 500, depth: 2, twoConnections: false, ackEach: false } },
   { name: 'rounds of 2,000, 2 in flight', o: { batch: 2000, depth: 2, twoConnections: false, ackEach: false } },
   { name: 'rounds of 1,000, 1 in flight', o: { batch: 1000, depth: 1, twoConnections: false, ackEach: false } },
   { name: 'rounds of 1,000, 4 in flight', o: { batch: 1000, depth: 4, twoConnections: false, ackEach: false } },
-  { name: 'rounds of 1,000, 2 in flight, two connections', o: { batch: 1000, depth: 2, twoConnections: true, ackEach: false } },
-  { name: 'rounds of 1,000, 2 in flight, an ack per message', o: { batch: 1000, depth: 2, twoConnections: false, ackEach: true } },
+  {
+    name: 'rounds of 1,000, 2 in flight, two connections',
+    o: { batch: 1000, depth: 2, twoConnections: true, ackEach: false },
+  },
+  {
+    name: 'rounds of 1,000, 2 in flight, an ack per message',
+    o: { batch: 1000, depth: 2, twoConnections: false, ackEach: true },
+  },
 ];
 
 const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? 0;
@@ -44,7 +53,8 @@ async function main(): Promise<void> {
         const before = pid ? processCpu(pid) : 0;
         const m = await amqpCeiling(bench.url, n, shape.o);
         if (pid) cpu[i]!.push(((processCpu(pid) - before) * 1e6) / n);
-        if (m.moved !== n || (await bench.messageCount(OUTPUT_QUEUE)) !== n) throw new Error(`${shape.name}: moved ${m.moved} of ${n}`);
+        if (m.moved !== n || (await bench.messageCount(OUTPUT_QUEUE)) !== n)
+          throw new Error(`${shape.name}: moved ${m.moved} of ${n}`);
         rates[i]!.push(m.rate);
         process.stderr.write(`round ${r}/${rounds} ${shape.name}: ${Math.round(m.rate)} msg/s\n`);
       }
@@ -57,7 +67,9 @@ async function main(): Promise<void> {
   process.stdout.write('| relay shape | msg/s | RabbitMQ CPU µs/msg | runs |\n|---|--:|--:|---|\n');
   for (const [i, shape] of SHAPES.entries()) {
     const runs = rates[i]!.map((x) => Math.round(x).toLocaleString('en-US')).join(', ');
-    process.stdout.write(`| ${shape.name} | ${Math.round(median(rates[i]!)).toLocaleString('en-US')} | ${cpu[i]!.length ? Math.round(median(cpu[i]!)) : '—'} | ${runs} |\n`);
+    process.stdout.write(
+      `| ${shape.name} | ${Math.round(median(rates[i]!)).toLocaleString('en-US')} | ${cpu[i]!.length ? Math.round(median(cpu[i]!)) : '—'} | ${runs} |\n`,
+    );
   }
 }
 

@@ -159,7 +159,10 @@ export class RedisBench extends CollectorBase {
   }
 
   /** LPUSH (like kombu) the bench messages, pipelined in chunks; returns the envelope bytes queued. */
-  async queue(count: number, opts: { teamOf: (i: number) => number; runTag: number; producer: Producer; queue?: string }): Promise<number> {
+  async queue(
+    count: number,
+    opts: { teamOf: (i: number) => number; runTag: number; producer: Producer; queue?: string },
+  ): Promise<number> {
     const chunk = 500;
     let bytes = 0;
     const sentMs = epochMs();
@@ -181,7 +184,8 @@ export class RedisBench extends CollectorBase {
     this.running = true;
     this.loop = (async () => {
       while (this.running) {
-        const reply = (await this.reader.call('BLMPOP', '0.05', '1', queue, 'RIGHT', 'COUNT', '1000')) as [string, string[]] | null;
+        const reply = (await this.reader.call('BLMPOP', '0.05', '1', queue, 'RIGHT', 'COUNT', '1000')) as
+          [string, string[]] | null;
         if (!reply) continue;
         const at = nowMs();
         const hr = hrMicros();
@@ -238,7 +242,10 @@ function sentMsOfBody(body: Buffer): number | null {
 }
 
 /** Pre-rendered messages for a paced phase (see pacedTemplate). */
-export function pacedTemplates(count: number, opts: { teamOf: (i: number) => number; runTag: number; producer: Producer }): PacedTemplate[] {
+export function pacedTemplates(
+  count: number,
+  opts: { teamOf: (i: number) => number; runTag: number; producer: Producer },
+): PacedTemplate[] {
   return Array.from({ length: count }, (_, i) => pacedTemplate(i, opts.teamOf(i), opts.runTag, opts.producer));
 }
 
@@ -271,7 +278,12 @@ async function pace(rate: number, total: number, send: (from: number, to: number
  * fast as Redis takes it: one Lua call moves up to `batch` (RPOP count + LPUSH), `depth` calls in flight.
  * Returns messages/s measured from the first call to the last reply.
  */
-export async function redisCeiling(url: string, total: number, batch = 1000, depth = 4): Promise<{ rate: number; ms: number; moved: number }> {
+export async function redisCeiling(
+  url: string,
+  total: number,
+  batch = 1000,
+  depth = 4,
+): Promise<{ rate: number; ms: number; moved: number }> {
   const client = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 2 });
   await client.connect();
   const script = `local items = redis.call('RPOP', KEYS[1], ARGV[1])
@@ -318,7 +330,11 @@ export const BEST_RELAY: RelayOptions = { batch: 1000, depth: 4, twoConnections:
  * publishes), and ack a round once RabbitMQ confirmed all its outputs. No decoding. Returns messages/s from the
  * first delivery to the last ack.
  */
-export async function amqpCeiling(url: string, total: number, o: RelayOptions = BEST_RELAY): Promise<{ rate: number; ms: number; moved: number }> {
+export async function amqpCeiling(
+  url: string,
+  total: number,
+  o: RelayOptions = BEST_RELAY,
+): Promise<{ rate: number; ms: number; moved: number }> {
   const subConn = await amqp.connect(url);
   subConn.on('error', () => undefined);
   const pubConn = o.twoConnections ? await amqp.connect(url) : subConn;
@@ -385,7 +401,8 @@ export class AmqpBench extends CollectorBase {
   }
 
   get serverVersion(): string {
-    const props = (this.conn as unknown as { connection?: { serverProperties?: Record<string, unknown> } })?.connection?.serverProperties;
+    const props = (this.conn as unknown as { connection?: { serverProperties?: Record<string, unknown> } })?.connection
+      ?.serverProperties;
     return typeof props?.version === 'string' ? props.version : '?';
   }
 
@@ -404,7 +421,8 @@ export class AmqpBench extends CollectorBase {
   }
 
   async purge(): Promise<void> {
-    for (const q of [INPUT_QUEUE, OUTPUT_QUEUE, `${INPUT_QUEUE}.rejected`]) await this.onTempChannel((ch) => ch.purgeQueue(q));
+    for (const q of [INPUT_QUEUE, OUTPUT_QUEUE, `${INPUT_QUEUE}.rejected`])
+      await this.onTempChannel((ch) => ch.purgeQueue(q));
   }
 
   /** Ready messages in a queue (0 when it does not exist). */
@@ -413,7 +431,10 @@ export class AmqpBench extends CollectorBase {
   }
 
   /** Publishes like py-amqp (default exchange, routing key = queue), confirmed. */
-  async queue(count: number, opts: { teamOf: (i: number) => number; runTag: number; producer: Producer }): Promise<number> {
+  async queue(
+    count: number,
+    opts: { teamOf: (i: number) => number; runTag: number; producer: Producer },
+  ): Promise<number> {
     const sentMs = epochMs();
     let bytes = 0;
     for (let i = 0; i < count; i++) {

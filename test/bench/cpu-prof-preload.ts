@@ -19,7 +19,8 @@ if (dir) {
   process.on('exit', () => {
     // The in-process session answers synchronously, so this completes inside the exit handler.
     session.post('Profiler.stop', (err, result) => {
-      if (!err && result?.profile) writeFileSync(path.join(dir, `prof-${process.pid}.cpuprofile`), JSON.stringify(result.profile));
+      if (!err && result?.profile)
+        writeFileSync(path.join(dir, `prof-${process.pid}.cpuprofile`), JSON.stringify(result.profile));
     });
   });
 }

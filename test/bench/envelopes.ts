@@ -70,7 +70,15 @@ export function kombuDatetime(ms: number, micro = 0): string {
 /** `repr(datetime)` of an aware UTC datetime (trailing zero microsecond, then second, left out). */
 export function pyDatetimeRepr(ms: number, micro = 0): string {
   const d = new Date(ms);
-  const fields = [d.getUTCFullYear(), d.getUTCMonth() + 1, d.getUTCDate(), d.getUTCHours(), d.getUTCMinutes(), d.getUTCSeconds(), d.getUTCMilliseconds() * 1000 + micro];
+  const fields = [
+    d.getUTCFullYear(),
+    d.getUTCMonth() + 1,
+    d.getUTCDate(),
+    d.getUTCHours(),
+    d.getUTCMinutes(),
+    d.getUTCSeconds(),
+    d.getUTCMilliseconds() * 1000 + micro,
+  ];
   if (fields[6] === 0) {
     fields.pop();
     if (fields[5] === 0) fields.pop();
@@ -129,7 +137,10 @@ export function captureMessage(t: CaptureTask, producer: Producer): RawMessage {
   msg.headers.kwargsrepr = celerySaferepr({}, 1024);
   msg.properties.reply_to = producer.replyTo;
   const positional: JsonValue[] = [t.distinctId, t.ip, t.siteUrl, t.data, t.teamId, t.now, sentAtJson];
-  msg.body = Buffer.from(pyDumps([positional, {}, { callbacks: null, errbacks: null, chain: null, chord: null }]), 'utf8');
+  msg.body = Buffer.from(
+    pyDumps([positional, {}, { callbacks: null, errbacks: null, chain: null, chord: null }]),
+    'utf8',
+  );
   return msg;
 }
 
@@ -147,7 +158,14 @@ export function amqpMessage(msg: RawMessage): { body: Buffer; options: AmqpPubli
 
 const BROWSERS = ['Chrome', 'Firefox', 'Safari', 'Microsoft Edge'];
 const OSES = ['Mac OS X', 'Windows', 'Linux', 'iOS', 'Android'];
-const PATHS = ['/', '/pricing', '/docs/getting-started', '/blog/what-is-product-analytics', '/signup', '/features/session-recording'];
+const PATHS = [
+  '/',
+  '/pricing',
+  '/docs/getting-started',
+  '/blog/what-is-product-analytics',
+  '/signup',
+  '/features/session-recording',
+];
 
 function hex(n: number, width: number): string {
   return (n >>> 0).toString(16).padStart(width, '0').slice(-width);
@@ -224,7 +242,9 @@ export function benchTask(i: number, teamId: number, runTag: number, sentMs: num
 // ----------------------------------------------------------------------------------------------- verification
 
 /** The repository (this file runs from dist/test/bench; the current directory when compiled elsewhere). */
-export const REPO_ROOT = [path.resolve(__dirname, '../../..'), process.cwd()].find((d) => existsSync(path.join(d, 'bin/posthog-plugins'))) ?? process.cwd();
+export const REPO_ROOT =
+  [path.resolve(__dirname, '../../..'), process.cwd()].find((d) => existsSync(path.join(d, 'bin/posthog-plugins'))) ??
+  process.cwd();
 
 /**
  * Rebuilds the first message of fixtures/messages/v2.jsonl (captured from Celery 5.2.6) from its arguments and
@@ -232,9 +252,21 @@ export const REPO_ROOT = [path.resolve(__dirname, '../../..'), process.cwd()].fi
  */
 export function verifyAgainstFixture(): void {
   const line = readFileSync(path.join(REPO_ROOT, 'fixtures/messages/v2.jsonl'), 'utf8').split('\n')[0];
-  const env = JSON.parse(line) as { body: string; headers: JsonObject; properties: JsonObject & { delivery_tag: string } };
+  const env = JSON.parse(line) as {
+    body: string;
+    headers: JsonObject;
+    properties: JsonObject & { delivery_tag: string };
+  };
   const [args] = JSON.parse(Buffer.from(env.body, 'base64').toString('utf8')) as [JsonValue[]];
-  const [distinctId, ip, siteUrl, data, teamId, now, sentAt] = args as [string, string, string, JsonObject, number, string, string];
+  const [distinctId, ip, siteUrl, data, teamId, now, sentAt] = args as [
+    string,
+    string,
+    string,
+    JsonObject,
+    number,
+    string,
+    string,
+  ];
   const sentMatch = /^(.*\.\d{3})(\d{3})Z$/.exec(sentAt);
   if (!sentMatch) throw new Error(`unexpected sent_at in fixture: ${sentAt}`);
   const task: CaptureTask = {

@@ -21,14 +21,33 @@ async function main(): Promise<void> {
   const batch = Number(process.argv[3] ?? 1000);
   const dir = tempDir('pp-hotpath-');
   const url = `sqlite:${path.join(dir, 'p.sqlite3')}`;
-  execFileSync(BIN, ['install', 'fixtures/plugins/bench/add-one', '--team', '2', '--config', JSON.stringify({ propertyName: 'bench_plugin', propertyValue: '1' })], { cwd: REPO_ROOT, env: { ...process.env, DATABASE_URL: url }, stdio: 'ignore' });
+  execFileSync(
+    BIN,
+    [
+      'install',
+      'fixtures/plugins/bench/add-one',
+      '--team',
+      '2',
+      '--config',
+      JSON.stringify({ propertyName: 'bench_plugin', propertyValue: '1' }),
+    ],
+    { cwd: REPO_ROOT, env: { ...process.env, DATABASE_URL: url }, stdio: 'ignore' },
+  );
   const logger = createLogger('warn');
   const { db, store } = await openStore(url, logger);
-  const plugins = await PluginManager.create({ store, baseDir: REPO_ROOT, limits: DEFAULT_LIMITS, fetch: DEFAULT_FETCH_OPTIONS, logger });
+  const plugins = await PluginManager.create({
+    store,
+    baseDir: REPO_ROOT,
+    limits: DEFAULT_LIMITS,
+    fetch: DEFAULT_FETCH_OPTIONS,
+    logger,
+  });
   const processor = new BatchProcessor({ plugins, logger, origin: 'bench@host', outputQueue: 'celery' });
   const producer = benchProducer();
   const sentMs = Date.now();
-  const texts = Array.from({ length: batch }, (_, i) => redisEnvelope(captureMessage(benchTask(i, 2, 1, sentMs), producer)));
+  const texts = Array.from({ length: batch }, (_, i) =>
+    redisEnvelope(captureMessage(benchTask(i, 2, 1, sentMs), producer)),
+  );
   console.log(`input envelope ${texts[0]!.length} chars`);
   let outChars = 0;
   const run = async (n: number): Promise<void> => {
@@ -42,7 +61,10 @@ async function main(): Promise<void> {
       for (const o of outcomes) {
         if (o.kind !== 'ack' || o.outputs.length !== 1) throw new Error(`unexpected outcome ${o.kind}`);
         const out = o.outputs[0]!;
-        const env = buildEnvelope({ ...out.message, properties: { ...out.message.properties, priority: 0 } }, { deliveryTag: 'x', exchange: '', routingKey: 'celery' });
+        const env = buildEnvelope(
+          { ...out.message, properties: { ...out.message.properties, priority: 0 } },
+          { deliveryTag: 'x', exchange: '', routingKey: 'celery' },
+        );
         outChars = env.length;
       }
     }
@@ -53,7 +75,9 @@ async function main(): Promise<void> {
   await run(total);
   const cpu = process.cpuUsage(t0);
   const wall = performance.now() - w0;
-  console.log(`output envelope ${outChars} chars; ${total} events: ${((cpu.user + cpu.system) / total).toFixed(1)} µs CPU/event (all threads), ${((wall * 1000) / total).toFixed(1)} µs wall/event`);
+  console.log(
+    `output envelope ${outChars} chars; ${total} events: ${((cpu.user + cpu.system) / total).toFixed(1)} µs CPU/event (all threads), ${((wall * 1000) / total).toFixed(1)} µs wall/event`,
+  );
   await plugins.close();
   await db.destroy();
 }

@@ -16,7 +16,9 @@ const SIZES = [16, 64, 128, 256, 500, 1000];
 function main(): void {
   const rounds = Number(process.argv[2] ?? 20);
   const sentMs = Date.now();
-  const events = Array.from({ length: Math.max(...SIZES) }, (_, i) => JSON.stringify(toPluginEvent(captureArgs(benchTask(i, 2, 1, sentMs)))));
+  const events = Array.from({ length: Math.max(...SIZES) }, (_, i) =>
+    JSON.stringify(toPluginEvent(captureArgs(benchTask(i, 2, 1, sentMs)))),
+  );
   const lanes = SIZES.map((size) => {
     const isolate = new ivm.Isolate({ memoryLimit: DEFAULT_LIMITS.memoryLimitMb });
     const context = isolate.createContextSync();
@@ -39,14 +41,17 @@ function main(): void {
     for (const lane of lanes) {
       const calls = Math.ceil(perRound / lane.size);
       const t0 = process.cpuUsage();
-      for (let c = 0; c < calls; c++) lane.fn.applySync(undefined, [lane.inputs], { arguments: { copy: true }, result: { copy: true } });
+      for (let c = 0; c < calls; c++)
+        lane.fn.applySync(undefined, [lane.inputs], { arguments: { copy: true }, result: { copy: true } });
       const t = process.cpuUsage(t0);
       if (round < 2) continue; // warm-up
       lane.cpuUs += t.user + t.system;
       lane.events += calls * lane.size;
     }
   }
-  console.log(`isolate entries (memoryLimit ${DEFAULT_LIMITS.memoryLimitMb} MB), ~${events[0]!.length} B event JSON, ${rounds} rounds:`);
+  console.log(
+    `isolate entries (memoryLimit ${DEFAULT_LIMITS.memoryLimitMb} MB), ~${events[0]!.length} B event JSON, ${rounds} rounds:`,
+  );
   console.log('| events per entry | CPU µs/event (all threads) |');
   console.log('|-----------------:|---------------------------:|');
   for (const lane of lanes) {

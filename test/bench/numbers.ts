@@ -11,7 +11,8 @@ import { mayContainTaggedValue, parseKombuJson, stringifyForPython } from '../..
 import { holdsUnsafeInteger, needsLosslessParse } from '../../protocol/lossless-numbers';
 import { benchProducer, benchTask, captureMessage } from './envelopes';
 
-const BIG = '"big_int": 1000000000000000000000000000000, "u64": 18446744073709551617, "i64": -9223372036854775808, "one": 1.0, "negz": -0.0, "e16": 1e+16, ';
+const BIG =
+  '"big_int": 1000000000000000000000000000000, "u64": 18446744073709551617, "i64": -9223372036854775808, "one": 1.0, "negz": -0.0, "e16": 1e+16, ';
 
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
@@ -22,9 +23,12 @@ function main(): void {
   const n = Number(process.argv[2] ?? 2000);
   const rounds = Number(process.argv[3] ?? 15);
   const producer = benchProducer();
-  const plain = Array.from({ length: n }, (_, i) => captureMessage(benchTask(i, 2, 1, Date.now()), producer).body.toString('utf8'));
+  const plain = Array.from({ length: n }, (_, i) =>
+    captureMessage(benchTask(i, 2, 1, Date.now()), producer).body.toString('utf8'),
+  );
   const big = plain.map((t) => t.replace('"properties": {', `"properties": {${BIG}`));
-  if (big.some((t) => !needsLosslessParse(t)) || plain.some((t) => needsLosslessParse(t))) throw new Error('scan is wrong');
+  if (big.some((t) => !needsLosslessParse(t)) || plain.some((t) => needsLosslessParse(t)))
+    throw new Error('scan is wrong');
   const kwargsOf = (v: unknown): unknown => (v as unknown[])[0];
   const plainValues = plain.map((t) => JSON.parse(t) as unknown);
   const plainParsed = plain.map((t) => kwargsOf(parseKombuJson(t)));
@@ -34,7 +38,8 @@ function main(): void {
   const cases: Record<string, () => void> = {
     'text scan (needsLosslessParse)': () => plain.forEach((t) => (sink += needsLosslessParse(t) ? 1 : 0)),
     'value walk (holdsUnsafeInteger)': () => plainValues.forEach((v) => (sink += holdsUnsafeInteger(v) ? 1 : 0)),
-    'parseKombuJson before (tag test + parse)': () => plain.forEach((t) => (sink += (mayContainTaggedValue(t) ? 0 : (JSON.parse(t) as unknown[]).length))),
+    'parseKombuJson before (tag test + parse)': () =>
+      plain.forEach((t) => (sink += mayContainTaggedValue(t) ? 0 : (JSON.parse(t) as unknown[]).length)),
     'parseKombuJson now': () => plain.forEach((t) => (sink += (parseKombuJson(t) as unknown[]).length)),
     'parseKombuJson now (6 kept numbers)': () => big.forEach((t) => (sink += (parseKombuJson(t) as unknown[]).length)),
     'stringifyForPython (plain args)': () => plainParsed.forEach((v) => (sink += stringifyForPython(v).length)),

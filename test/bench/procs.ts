@@ -290,7 +290,10 @@ async function spawnUntilReady(spec: SpawnSpec): Promise<Running> {
   let workers = 0;
   try {
     await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`${spec.name} not consuming after ${spec.timeoutMs} ms\n${text.slice(-4000)}`)), spec.timeoutMs);
+      const timer = setTimeout(
+        () => reject(new Error(`${spec.name} not consuming after ${spec.timeoutMs} ms\n${text.slice(-4000)}`)),
+        spec.timeoutMs,
+      );
       const check = (): void => {
         const n = spec.ready(text);
         if (n !== null) {
@@ -371,7 +374,18 @@ export function startOurWorker(o: OurWorkerOptions): Promise<Running> {
   return spawnUntilReady({
     name: 'posthog-plugins start',
     command: BIN,
-    args: ['start', '--broker', o.brokerUrl, '--database-url', o.databaseUrl, '--log-format', 'json', '--log-level', 'info', ...(o.extraArgs ?? [])],
+    args: [
+      'start',
+      '--broker',
+      o.brokerUrl,
+      '--database-url',
+      o.databaseUrl,
+      '--log-format',
+      'json',
+      '--log-level',
+      'info',
+      ...(o.extraArgs ?? []),
+    ],
     cwd: REPO_ROOT,
     env,
     ready: ourWorkersReady,
@@ -386,15 +400,33 @@ export function startPythonBaseline(brokerUrl: string, concurrency: number): Pro
     name: 'python celery baseline',
     command: PYTHON,
     args: [
-      '-m', 'celery', '-A', 'python_baseline', 'worker',
-      '-P', 'prefork', '-c', String(concurrency),
-      '-Q', 'posthog-plugins',
-      '-n', `bench-${process.pid}-${Math.random().toString(36).slice(2, 8)}@%h`,
-      '--without-heartbeat', '--without-mingle', '--without-gossip',
-      '--loglevel', 'WARNING',
+      '-m',
+      'celery',
+      '-A',
+      'python_baseline',
+      'worker',
+      '-P',
+      'prefork',
+      '-c',
+      String(concurrency),
+      '-Q',
+      'posthog-plugins',
+      '-n',
+      `bench-${process.pid}-${Math.random().toString(36).slice(2, 8)}@%h`,
+      '--without-heartbeat',
+      '--without-mingle',
+      '--without-gossip',
+      '--loglevel',
+      'WARNING',
     ],
     cwd: BENCH_SRC_DIR,
-    env: { ...process.env, BENCH_BROKER_URL: brokerUrl, BENCH_PARENT_PID: String(process.pid), PYTHONDONTWRITEBYTECODE: '1', PYTHONUNBUFFERED: '1' },
+    env: {
+      ...process.env,
+      BENCH_BROKER_URL: brokerUrl,
+      BENCH_PARENT_PID: String(process.pid),
+      PYTHONDONTWRITEBYTECODE: '1',
+      PYTHONUNBUFFERED: '1',
+    },
     ready: (text) => (/BENCH READY \d+/.test(text) ? 1 : null),
     trigger: /BENCH READY/,
     timeoutMs: 60_000,

@@ -40,8 +40,30 @@ export const AREAS = {
 } as const;
 export type Area = keyof typeof AREAS;
 
-const DECODE_FUNCS = new Set(['parseEnvelope', 'messagePriority', 'reviver', 'parseKombuJson', 'reviveKombuTags', 'convertTagged', 'ingestionArgsFromTask', 'rawFromAmqp', 'jsonFromFieldValue', 'utf8OrBase64']);
-const ENCODE_FUNCS = new Set(['buildEnvelope', 'replacer', 'stringifyForPython', 'toProcessEventKwargs', 'processEventTask', 'withOptions', 'amqpPublishOptions', 'pyAmqpFieldTable', 'pyAmqpFieldValue', 'envelopeFor']);
+const DECODE_FUNCS = new Set([
+  'parseEnvelope',
+  'messagePriority',
+  'reviver',
+  'parseKombuJson',
+  'reviveKombuTags',
+  'convertTagged',
+  'ingestionArgsFromTask',
+  'rawFromAmqp',
+  'jsonFromFieldValue',
+  'utf8OrBase64',
+]);
+const ENCODE_FUNCS = new Set([
+  'buildEnvelope',
+  'replacer',
+  'stringifyForPython',
+  'toProcessEventKwargs',
+  'processEventTask',
+  'withOptions',
+  'amqpPublishOptions',
+  'pyAmqpFieldTable',
+  'pyAmqpFieldValue',
+  'envelopeFor',
+]);
 
 /** The area of one frame, or null when the caller should decide (builtins, Node internals, shared helpers). */
 function frameArea(cf: CallFrame): Area | null {
@@ -57,17 +79,30 @@ function frameArea(cf: CallFrame): Area | null {
       break;
   }
   if (!url) return null;
-  if (/node_modules\/(winston|logform|triple-beam|winston-transport|@colors|colors|fecha|safe-stable-stringify|one-time|kuler|text-hex|fn\.name|enabled|stack-trace|@dabh)/.test(url) || /\/src\/log\.(js|ts)$/.test(url)) return 'logging';
-  if (/node_modules\/(ioredis|redis-parser|denque|standard-as-callback|cluster-key-slot|redis-errors)\//.test(url)) return 'redis';
-  if (/node_modules\/(amqplib|buffer-more-ints|url-parse|querystringify|requires-port)\//.test(url) || /\/src\/brokers\/amqp\//.test(url)) return 'amqp';
-  if (/node_modules\/(knex|better-sqlite3|pg|pg-protocol|tarn)\//.test(url) || /\/src\/store\//.test(url)) return 'store';
+  if (
+    /node_modules\/(winston|logform|triple-beam|winston-transport|@colors|colors|fecha|safe-stable-stringify|one-time|kuler|text-hex|fn\.name|enabled|stack-trace|@dabh)/.test(
+      url,
+    ) ||
+    /\/src\/log\.(js|ts)$/.test(url)
+  )
+    return 'logging';
+  if (/node_modules\/(ioredis|redis-parser|denque|standard-as-callback|cluster-key-slot|redis-errors)\//.test(url))
+    return 'redis';
+  if (
+    /node_modules\/(amqplib|buffer-more-ints|url-parse|querystringify|requires-port)\//.test(url) ||
+    /\/src\/brokers\/amqp\//.test(url)
+  )
+    return 'amqp';
+  if (/node_modules\/(knex|better-sqlite3|pg|pg-protocol|tarn)\//.test(url) || /\/src\/store\//.test(url))
+    return 'store';
   if (/node_modules\/isolated-vm\//.test(url) || /\/src\/plugins\/sandbox\.js$/.test(url)) return 'sandboxCall';
   if (/\/src\/plugins\//.test(url)) return 'sandboxJson';
   if (DECODE_FUNCS.has(fn)) return 'decode';
   if (ENCODE_FUNCS.has(fn)) return 'encode';
   if (/\/protocol\/(decode|compression)\.js$/.test(url)) return 'decode';
   if (/\/protocol\/(encode|repr|ids|time)\.js$/.test(url)) return 'encode';
-  if (/\/protocol\/(json|posthog|redis-envelope|amqp-properties)\.js$/.test(url)) return fn === 'toPluginEvent' ? 'pipeline' : null;
+  if (/\/protocol\/(json|posthog|redis-envelope|amqp-properties)\.js$/.test(url))
+    return fn === 'toPluginEvent' ? 'pipeline' : null;
   if (/\/src\/brokers\/redis\//.test(url)) return 'redis';
   if (/\/src\/(pipeline|cli)\//.test(url)) return 'pipeline';
   return null;
@@ -160,6 +195,15 @@ export function summariseProfile(file: string, fromUs: number, toUs: number): Pr
       byFunction.set(key, f);
     }
   }
-  const allFunctions = [...byFunction].map(([name, v]) => ({ name, area: v.area, ms: v.ms })).sort((a, b) => b.ms - a.ms);
-  return { msByArea, windowMs: (toUs - fromUs) / 1000, sampledMs: sampled, samples: count, topFunctions: allFunctions.slice(0, 15), allFunctions };
+  const allFunctions = [...byFunction]
+    .map(([name, v]) => ({ name, area: v.area, ms: v.ms }))
+    .sort((a, b) => b.ms - a.ms);
+  return {
+    msByArea,
+    windowMs: (toUs - fromUs) / 1000,
+    sampledMs: sampled,
+    samples: count,
+    topFunctions: allFunctions.slice(0, 15),
+    allFunctions,
+  };
 }

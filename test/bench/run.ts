@@ -36,7 +36,15 @@ import path from 'node:path';
 import knex from 'knex';
 import { PYTHON } from '../helpers/python';
 import { amqpUrl, BENCH_REDIS_DB, BENCH_VHOST, redisUrl, resetVhost } from '../helpers/services';
-import { AmqpBench, amqpCeiling, type Collected, outputProperties, pacedTemplates, RedisBench, redisCeiling } from './brokers';
+import {
+  AmqpBench,
+  amqpCeiling,
+  type Collected,
+  outputProperties,
+  pacedTemplates,
+  RedisBench,
+  redisCeiling,
+} from './brokers';
 import {
   benchProducer,
   benchTask,
@@ -50,7 +58,19 @@ import {
   verifyAgainstFixture,
 } from './envelopes';
 import { AREAS, type Area, type ProfileSummary, summariseProfiles } from './profile';
-import { BIN, findProcess, processCpu, type ProcessCpu, RssSampler, type Running, startOurWorker, startPythonBaseline, treeCpu, treeMemory, treeThreadCpu } from './procs';
+import {
+  BIN,
+  findProcess,
+  processCpu,
+  type ProcessCpu,
+  RssSampler,
+  type Running,
+  startOurWorker,
+  startPythonBaseline,
+  treeCpu,
+  treeMemory,
+  treeThreadCpu,
+} from './procs';
 
 // ------------------------------------------------------------------------------------------------------ settings
 
@@ -67,7 +87,10 @@ const RUNS = intEnv('BENCH_RUNS', 3);
 const PY_N = intEnv('BENCH_PY_EVENTS', Math.min(N, 4_000));
 const SCALE_N = intEnv('BENCH_SCALE_EVENTS', Math.min(N, 10_000));
 const LATENCY_S = Number(process.env.BENCH_LATENCY_S ?? 4);
-const SCALE = (process.env.BENCH_SCALE ?? '1,10,100,1000').split(',').map((s) => Number(s.trim())).filter((n) => Number.isInteger(n) && n > 0);
+const SCALE = (process.env.BENCH_SCALE ?? '1,10,100,1000')
+  .split(',')
+  .map((s) => Number(s.trim()))
+  .filter((n) => Number.isInteger(n) && n > 0);
 const PROFILE = (process.env.BENCH_PROFILE ?? '1') !== '0';
 const ONLY = process.env.BENCH_ONLY ? new Set(process.env.BENCH_ONLY.split(',').map((s) => s.trim())) : null;
 const WORKER_ARGS = (process.env.BENCH_WORKER_ARGS ?? '').split(/\s+/).filter(Boolean);
@@ -132,7 +155,13 @@ interface ProfileResult {
   windowS: number;
 }
 
-const results: { machine: Record<string, string>; peers: PeerResult[]; scaling: ScaleResult[]; profile: ProfileResult | null; notes: string[] } = {
+const results: {
+  machine: Record<string, string>;
+  peers: PeerResult[];
+  scaling: ScaleResult[];
+  profile: ProfileResult | null;
+  notes: string[];
+} = {
   machine: {},
   peers: [],
   scaling: [],
@@ -164,9 +193,16 @@ function machineInfo(redisVersion: string, rabbitVersion: string): Record<string
   const cpu = os.cpus()[0]?.model ?? '?';
   let python = '?';
   try {
-    python = execFileSync(PYTHON, ['-c', 'import sys, celery, kombu; print("%d.%d.%d" % sys.version_info[:3], celery.__version__, kombu.__version__)'], {
-      encoding: 'utf8',
-    }).trim();
+    python = execFileSync(
+      PYTHON,
+      [
+        '-c',
+        'import sys, celery, kombu; print("%d.%d.%d" % sys.version_info[:3], celery.__version__, kombu.__version__)',
+      ],
+      {
+        encoding: 'utf8',
+      },
+    ).trim();
   } catch {
     /* reported as ? */
   }
@@ -181,20 +217,45 @@ function machineInfo(redisVersion: string, rabbitVersion: string): Record<string
     kombu: kombu ?? '?',
     redis: redisVersion,
     rabbitmq: rabbitVersion,
-    loadavg_start: os.loadavg().map((l) => l.toFixed(2)).join(' '),
+    loadavg_start: os
+      .loadavg()
+      .map((l) => l.toFixed(2))
+      .join(' '),
   };
 }
 
 async function cli(args: string[], databaseUrl: string): Promise<string> {
-  return execFileSync(BIN, args, { cwd: REPO_ROOT, env: { ...process.env, DATABASE_URL: databaseUrl }, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+  return execFileSync(BIN, args, {
+    cwd: REPO_ROOT,
+    env: { ...process.env, DATABASE_URL: databaseUrl },
+    encoding: 'utf8',
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
 }
 
 /** A SQLite plugin database: `configs` configs of the bench plugin over `teams` teams (ids firstTeam…). */
-async function pluginDb(dir: string, name: string, configs: number, teams: number, firstTeam: number, propertyOf: (k: number) => string): Promise<string> {
+async function pluginDb(
+  dir: string,
+  name: string,
+  configs: number,
+  teams: number,
+  firstTeam: number,
+  propertyOf: (k: number) => string,
+): Promise<string> {
   const file = path.join(dir, `${name}.sqlite3`);
   const url = `sqlite:${file}`;
   // The first config through the real CLI (migrate + install), the rest cloned in one transaction.
-  await cli(['install', 'fixtures/plugins/bench/add-one', '--team', String(firstTeam), '--config', JSON.stringify({ propertyName: propertyOf(0), propertyValue: '1' })], url);
+  await cli(
+    [
+      'install',
+      'fixtures/plugins/bench/add-one',
+      '--team',
+      String(firstTeam),
+      '--config',
+      JSON.stringify({ propertyName: propertyOf(0), propertyValue: '1' }),
+    ],
+    url,
+  );
   if (configs > 1) {
     const db = knex({ client: 'better-sqlite3', connection: { filename: file }, useNullAsDefault: true });
     try {
@@ -223,7 +284,16 @@ async function fivePluginDb(dir: string): Promise<string> {
   const url = `sqlite:${path.join(dir, 'five.sqlite3')}`;
   for (let k = 1; k <= 5; k++) {
     await cli(
-      ['install', 'fixtures/plugins/bench/add-one', '--team', String(TEAM), '--name', `Bench: add one property #${k}`, '--config', JSON.stringify({ propertyName: `${PROPERTY}_${k}`, propertyValue: '1' })],
+      [
+        'install',
+        'fixtures/plugins/bench/add-one',
+        '--team',
+        String(TEAM),
+        '--name',
+        `Bench: add one property #${k}`,
+        '--config',
+        JSON.stringify({ propertyName: `${PROPERTY}_${k}`, propertyValue: '1' }),
+      ],
       url,
     );
   }
@@ -234,11 +304,15 @@ async function fivePluginDb(dir: string): Promise<string> {
 function checkSample(c: Collected, properties: string[], what: string): void {
   const s = c.sample;
   if (!s) throw new Error(`${what}: no output to check`);
-  if (s.headers.task !== 'posthog.tasks.process_event.process_event') throw new Error(`${what}: output task is ${String(s.headers.task)}`);
+  if (s.headers.task !== 'posthog.tasks.process_event.process_event')
+    throw new Error(`${what}: output task is ${String(s.headers.task)}`);
   const body = s.body as [unknown[], Record<string, unknown>, unknown];
-  if (!Array.isArray(body) || !Array.isArray(body[0]) || body[0].length !== 0) throw new Error(`${what}: output args are not []`);
+  if (!Array.isArray(body) || !Array.isArray(body[0]) || body[0].length !== 0)
+    throw new Error(`${what}: output args are not []`);
   const props = outputProperties(body);
-  for (const p of properties) if (props?.[p] !== '1') throw new Error(`${what}: output lacks property ${p}: ${JSON.stringify(props).slice(0, 300)}`);
+  for (const p of properties)
+    if (props?.[p] !== '1')
+      throw new Error(`${what}: output lacks property ${p}: ${JSON.stringify(props).slice(0, 300)}`);
   if (typeof props?.sent_ms !== 'number') throw new Error(`${what}: output lost properties.sent_ms`);
 }
 
@@ -267,7 +341,10 @@ function redisBroker(bench: RedisBench, serverPid: number | null): Broker {
     reset: () => bench.flush(),
     queue: (count, runTag, teamOf) => bench.queue(count, { teamOf, runTag, producer }),
     paced: (rate, templates) => bench.paced(rate, templates),
-    leftover: async () => ({ input: await bench.llen(INPUT_QUEUE), rejected: await bench.llen(`${INPUT_QUEUE}.rejected`) }),
+    leftover: async () => ({
+      input: await bench.llen(INPUT_QUEUE),
+      rejected: await bench.llen(`${INPUT_QUEUE}.rejected`),
+    }),
   };
 }
 
@@ -297,7 +374,24 @@ interface PeerSpec {
 }
 
 function emptyResult(peer: string, broker: 'redis' | 'rabbitmq', events: number, note?: string): PeerResult {
-  return { peer, broker, events, runs: [], rate: null, p50: null, p99: null, latencyRate: null, latencySamples: 0, rssBytes: null, startupMs: [], workers: null, rssDetail: '', cpuUs: [], brokerCpuUs: [], note };
+  return {
+    peer,
+    broker,
+    events,
+    runs: [],
+    rate: null,
+    p50: null,
+    p99: null,
+    latencyRate: null,
+    latencySamples: 0,
+    rssBytes: null,
+    startupMs: [],
+    workers: null,
+    rssDetail: '',
+    cpuUs: [],
+    brokerCpuUs: [],
+    note,
+  };
 }
 
 /**
@@ -349,14 +443,19 @@ async function runPeerOnce(spec: PeerSpec, r: PeerResult, run: number): Promise<
       const total = Math.max(1, Math.round(latencyRate * LATENCY_S));
       const templates = pacedTemplates(total, { teamOf, runTag: nextRunTag(), producer });
       // Samples sent in the first LATENCY_WARMUP_S are not counted.
-      broker.bench.reset(total, { latency: true, latencyFrom: performance.timeOrigin + performance.now() + LATENCY_WARMUP_S * 1000 });
+      broker.bench.reset(total, {
+        latency: true,
+        latencyFrom: performance.timeOrigin + performance.now() + LATENCY_WARMUP_S * 1000,
+      });
       const sent = await broker.paced(latencyRate, templates);
       const lc = await broker.bench.done(30_000, `${spec.peer} latency phase`);
       r.latencyRate = latencyRate;
       r.latencySamples = lc.latencies.length;
       r.p50 = percentile(lc.latencies, 50);
       r.p99 = percentile(lc.latencies, 99);
-      say(`${spec.peer} / ${broker.kind} latency at ${fmtRate(latencyRate)}/s: ${sent} sent, p50 ${fmtMs(r.p50)} ms, p99 ${fmtMs(r.p99)} ms`);
+      say(
+        `${spec.peer} / ${broker.kind} latency at ${fmtRate(latencyRate)}/s: ${sent} sent, p50 ${fmtMs(r.p50)} ms, p99 ${fmtMs(r.p99)} ms`,
+      );
     }
   } finally {
     sampler.stop();
@@ -365,7 +464,14 @@ async function runPeerOnce(spec: PeerSpec, r: PeerResult, run: number): Promise<
       const isOurs = spec.peer.startsWith('posthog-plugins');
       r.rssDetail = sampler.detail
         .map((g) => {
-          const name = g.kind === 'main' ? (isOurs && r.workers && r.workers > 1 ? 'supervisor' : 'main process') : g.kind === 'node' ? 'worker process' : g.kind;
+          const name =
+            g.kind === 'main'
+              ? isOurs && r.workers && r.workers > 1
+                ? 'supervisor'
+                : 'main process'
+              : g.kind === 'node'
+                ? 'worker process'
+                : g.kind;
           return `${g.count > 1 ? `${g.count} × ` : ''}${name} ${mb(g.hwm / g.count)}`;
         })
         .join(' + ');
@@ -374,7 +480,8 @@ async function runPeerOnce(spec: PeerSpec, r: PeerResult, run: number): Promise<
     await broker.bench.stopReading();
   }
   const left = await broker.leftover();
-  if (left.input !== 0 || left.rejected !== 0) throw new Error(`${spec.peer} on ${broker.kind}: ${left.input} input message(s) left, ${left.rejected} set aside`);
+  if (left.input !== 0 || left.rejected !== 0)
+    throw new Error(`${spec.peer} on ${broker.kind}: ${left.input} input message(s) left, ${left.rejected} set aside`);
 }
 
 /** A broker-only ceiling: how to empty the broker, queue N inputs, move them, and count the outputs. */
@@ -396,7 +503,9 @@ async function runCeilingOnce(c: Ceiling, r: PeerResult, run: number): Promise<v
   if (m.moved !== N || (await c.outputs()) !== N) throw new Error(`${c.broker} ceiling moved ${m.moved} of ${N}`);
   r.runs.push(m.rate);
   r.rate = median(r.runs);
-  say(`broker-only ceiling / ${c.broker} run ${run}/${RUNS}: ${N} moved in ${m.ms.toFixed(0)} ms → ${fmtRate(m.rate)}/s`);
+  say(
+    `broker-only ceiling / ${c.broker} run ${run}/${RUNS}: ${N} moved in ${m.ms.toFixed(0)} ms → ${fmtRate(m.rate)}/s`,
+  );
   await c.reset();
 }
 
@@ -420,7 +529,8 @@ async function runProfile(redis: RedisBench, databaseUrl: string, redisPid: numb
     // CPU counters from the first output on (the profile window is the same).
     const snap: { before: { tree: ProcessCpu[]; redis: number } | null } = { before: null };
     const poll = setInterval(() => {
-      if (snap.before === null && redis.received > 0) snap.before = { tree: treeThreadCpu(worker.pid), redis: redisPid ? processCpu(redisPid) : 0 };
+      if (snap.before === null && redis.received > 0)
+        snap.before = { tree: treeThreadCpu(worker.pid), redis: redisPid ? processCpu(redisPid) : 0 };
     }, 2);
     let c: Collected;
     try {
@@ -436,18 +546,23 @@ async function runProfile(redis: RedisBench, databaseUrl: string, redisPid: numb
     const files = readdirSync(dir).filter((f) => f.endsWith('.cpuprofile'));
     const pidOf = (f: string): number => Number(/prof-(\d+)\./.exec(f)?.[1]);
     const workerFiles = worker.workers > 1 || files.length > 1 ? files.filter((f) => pidOf(f) !== worker.pid) : files;
-    if (workerFiles.length === 0) throw new Error(`no worker .cpuprofile written to ${dir}:\n${worker.log().slice(-2000)}`);
+    if (workerFiles.length === 0)
+      throw new Error(`no worker .cpuprofile written to ${dir}:\n${worker.log().slice(-2000)}`);
     const summary = summariseProfiles(
       workerFiles.map((f) => path.join(dir, f)),
       c.firstHr,
       c.lastHr,
     );
     const supervisorFile = files.find((f) => pidOf(f) === worker.pid && !workerFiles.includes(f));
-    const supervisorBusyMs = supervisorFile ? sumBusy(summariseProfiles([path.join(dir, supervisorFile)], c.firstHr, c.lastHr)) : null;
+    const supervisorBusyMs = supervisorFile
+      ? sumBusy(summariseProfiles([path.join(dir, supervisorFile)], c.firstHr, c.lastHr))
+      : null;
     const before = snap.before;
     const cpu = cpuDelta(before?.tree ?? [], after, worker.pid);
     const rate = rateOf(c, N);
-    say(`profile run: ${fmtRate(rate)}/s with --cpu-prof (sampling overhead included), ${workerFiles.length} worker profile(s)`);
+    say(
+      `profile run: ${fmtRate(rate)}/s with --cpu-prof (sampling overhead included), ${workerFiles.length} worker profile(s)`,
+    );
     return {
       summary,
       events: N,
@@ -482,7 +597,12 @@ function cpuDelta(before: ProcessCpu[], after: ProcessCpu[], root: number): Arra
     if (isWorker || who === 'supervisor') {
       add(`${who} main thread${isWorker ? 's' : ''}`, p.main - (b?.main ?? 0));
       for (const [name, s] of p.others) {
-        const label = name === 'node' ? 'other threads (isolated-vm isolates, V8 GC helpers, libuv)' : name === 'v8:ProfEvntProc' ? 'profiler thread' : `threads "${name}"`;
+        const label =
+          name === 'node'
+            ? 'other threads (isolated-vm isolates, V8 GC helpers, libuv)'
+            : name === 'v8:ProfEvntProc'
+              ? 'profiler thread'
+              : `threads "${name}"`;
         add(`${who} ${label}`, s - (b?.others.get(name) ?? 0));
       }
     } else {
@@ -520,7 +640,12 @@ async function runScaling(redis: RedisBench, dir: string): Promise<ScaleResult[]
       databaseUrl,
       extraArgs: WORKER_ARGS,
       timeoutMs: 600_000,
-      ...(profDir ? { nodeOptions: `--require ${path.join(__dirname, 'cpu-prof-preload.js')}`, env: { BENCH_CPU_PROF_DIR: profDir, BENCH_CPU_PROF_INTERVAL_US: '500' } } : {}),
+      ...(profDir
+        ? {
+            nodeOptions: `--require ${path.join(__dirname, 'cpu-prof-preload.js')}`,
+            env: { BENCH_CPU_PROF_DIR: profDir, BENCH_CPU_PROF_INTERVAL_US: '500' },
+          }
+        : {}),
     });
     const idle = treeMemory(worker.pid).rss;
     const sampler = new RssSampler(worker.pid);
@@ -540,8 +665,19 @@ async function runScaling(redis: RedisBench, dir: string): Promise<ScaleResult[]
       await redis.stopReading();
     }
     const rate = rateOf(c, SCALE_N);
-    out.push({ configs, teams, startupMs: worker.startupMs, idleRssBytes: idle, peakRssBytes: sampler.peakHwm, rate, events: SCALE_N, cpuUs });
-    say(`scaling: ${configs} config(s) over ${teams} team(s): consuming after ${(worker.startupMs / 1000).toFixed(2)} s, RSS ${mb(idle)} at start, peak ${mb(sampler.peakHwm)}, ${fmtRate(rate)}/s, ${Math.round(cpuUs)} CPU µs/event`);
+    out.push({
+      configs,
+      teams,
+      startupMs: worker.startupMs,
+      idleRssBytes: idle,
+      peakRssBytes: sampler.peakHwm,
+      rate,
+      events: SCALE_N,
+      cpuUs,
+    });
+    say(
+      `scaling: ${configs} config(s) over ${teams} team(s): consuming after ${(worker.startupMs / 1000).toFixed(2)} s, RSS ${mb(idle)} at start, peak ${mb(sampler.peakHwm)}, ${fmtRate(rate)}/s, ${Math.round(cpuUs)} CPU µs/event`,
+    );
   }
   return out;
 }
@@ -558,20 +694,49 @@ async function liveShapeCheck(redis: RedisBench, dir: string): Promise<void> {
   execFileSync(
     PYTHON,
     [
-      path.join(REPO_ROOT, 'test/python/producer.py'), '--broker', redis.url, '--queue', queue, '--events-file', eventsFile,
-      '--team-id', String(TEAM), '--site-url', t.siteUrl, '--now', t.now, '--sent-at', kombuDatetime(t.sentAt!.ms, t.sentAt!.micro),
-      '--id-prefix', t.id.slice(0, -12), '--start-index', '0',
+      path.join(REPO_ROOT, 'test/python/producer.py'),
+      '--broker',
+      redis.url,
+      '--queue',
+      queue,
+      '--events-file',
+      eventsFile,
+      '--team-id',
+      String(TEAM),
+      '--site-url',
+      t.siteUrl,
+      '--now',
+      t.now,
+      '--sent-at',
+      kombuDatetime(t.sentAt!.ms, t.sentAt!.micro),
+      '--id-prefix',
+      t.id.slice(0, -12),
+      '--start-index',
+      '0',
     ],
-    { cwd: path.join(REPO_ROOT, 'test/python'), env: { ...process.env, PYTHONDONTWRITEBYTECODE: '1' }, stdio: ['ignore', 'ignore', 'pipe'] },
+    {
+      cwd: path.join(REPO_ROOT, 'test/python'),
+      env: { ...process.env, PYTHONDONTWRITEBYTECODE: '1' },
+      stdio: ['ignore', 'ignore', 'pipe'],
+    },
   );
   const [python] = await redis.cmd.lrange(queue, 0, -1);
   await redis.cmd.del(queue);
-  const env = JSON.parse(python) as { headers: { id: string; origin: string }; properties: { reply_to: string; delivery_tag: string } };
-  const ours = redisEnvelope(captureMessage({ ...t, id: env.headers.id }, { origin: env.headers.origin, replyTo: env.properties.reply_to }), env.properties.delivery_tag, queue);
+  const env = JSON.parse(python) as {
+    headers: { id: string; origin: string };
+    properties: { reply_to: string; delivery_tag: string };
+  };
+  const ours = redisEnvelope(
+    captureMessage({ ...t, id: env.headers.id }, { origin: env.headers.origin, replyTo: env.properties.reply_to }),
+    env.properties.delivery_tag,
+    queue,
+  );
   if (ours !== python) {
     let at = 0;
     while (at < ours.length && ours[at] === python[at]) at++;
-    throw new Error(`bench message differs from Python's at character ${at}:\n  python: …${python.slice(Math.max(0, at - 80), at + 80)}\n  ours:   …${ours.slice(Math.max(0, at - 80), at + 80)}`);
+    throw new Error(
+      `bench message differs from Python's at character ${at}:\n  python: …${python.slice(Math.max(0, at - 80), at + 80)}\n  ours:   …${ours.slice(Math.max(0, at - 80), at + 80)}`,
+    );
   }
 }
 
@@ -579,8 +744,13 @@ async function liveShapeCheck(redis: RedisBench, dir: string): Promise<void> {
 
 function pad(cells: string[][]): string {
   const widths = cells[0].map((_, i) => Math.max(...cells.map((r) => r[i].length)));
-  const line = (r: string[]): string => `| ${r.map((c, i) => (i === 0 || i === 1 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join(' | ')} |`;
-  return [line(cells[0]), `|${widths.map((w, i) => (i <= 1 ? `${'-'.repeat(w + 1)}-` : `${'-'.repeat(w + 1)}:`)).join('|')}|`, ...cells.slice(1).map(line)].join('\n');
+  const line = (r: string[]): string =>
+    `| ${r.map((c, i) => (i === 0 || i === 1 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join(' | ')} |`;
+  return [
+    line(cells[0]),
+    `|${widths.map((w, i) => (i <= 1 ? `${'-'.repeat(w + 1)}-` : `${'-'.repeat(w + 1)}:`)).join('|')}|`,
+    ...cells.slice(1).map(line),
+  ].join('\n');
 }
 
 function report(): string {
@@ -589,20 +759,40 @@ function report(): string {
   lines.push('');
   lines.push('## posthog-plugins benchmark');
   lines.push('');
-  lines.push(`Machine: ${m.cpu}, ${m.cores} cores, ${m.ram} RAM · Node ${m.node} · Python ${m.python} (Celery ${m.celery}, kombu ${m.kombu}) · Redis ${m.redis} · RabbitMQ ${m.rabbitmq}`);
-  lines.push(`Load average at start ${m.loadavg_start}, at end ${m.loadavg_end ?? '?'} (other jobs share this machine: numbers are noisy).`);
+  lines.push(
+    `Machine: ${m.cpu}, ${m.cores} cores, ${m.ram} RAM · Node ${m.node} · Python ${m.python} (Celery ${m.celery}, kombu ${m.kombu}) · Redis ${m.redis} · RabbitMQ ${m.rabbitmq}`,
+  );
+  lines.push(
+    `Load average at start ${m.loadavg_start}, at end ${m.loadavg_end ?? '?'} (other jobs share this machine: numbers are noisy).`,
+  );
   lines.push(
     `N = ${N.toLocaleString('en-US')} \`$pageview\` events of ~1.1 KB (\`data\`; ~3.7 KB Redis envelope) per run, median of ${RUNS} runs; ` +
       `Python peers N = ${PY_N.toLocaleString('en-US')}. Events/s = (N−1)/(first→N-th output). Latency: ${LATENCY_S} s at half the median peak, enqueue → output read from \`celery\`.`,
   );
   lines.push('');
-  const pyRate = (broker: string): number | null => results.peers.find((p) => p.broker === broker && p.peer.startsWith('python'))?.rate ?? null;
-  const rows = [['peer', 'broker', 'events/s', '× Python', 'p50 ms', 'p99 ms', 'peak RSS', 'CPU µs/event', 'broker CPU µs/event', 'runs (events/s)']];
+  const pyRate = (broker: string): number | null =>
+    results.peers.find((p) => p.broker === broker && p.peer.startsWith('python'))?.rate ?? null;
+  const rows = [
+    [
+      'peer',
+      'broker',
+      'events/s',
+      '× Python',
+      'p50 ms',
+      'p99 ms',
+      'peak RSS',
+      'CPU µs/event',
+      'broker CPU µs/event',
+      'runs (events/s)',
+    ],
+  ];
   const us = (xs: number[]): string => (xs.length ? Math.round(median(xs)).toLocaleString('en-US') : '—');
   for (const p of results.peers) {
     const py = pyRate(p.broker);
     rows.push([
-      p.peer.startsWith('posthog-plugins') && p.workers ? p.peer.replace('posthog-plugins', `posthog-plugins (${p.workers} proc)`) : p.peer,
+      p.peer.startsWith('posthog-plugins') && p.workers
+        ? p.peer.replace('posthog-plugins', `posthog-plugins (${p.workers} proc)`)
+        : p.peer,
       p.broker,
       fmtRate(p.rate),
       py && p.rate ? `${(p.rate / py).toFixed(1)}×` : '—',
@@ -616,7 +806,17 @@ function report(): string {
   }
   lines.push(pad(rows));
   lines.push('');
-  lines.push('Peak RSS is the sum of VmHWM over the process tree: ' + results.peers.filter((p) => p.rssDetail).map((p) => `${p.peer.split(',')[0].split(' (')[0]}${p.peer.includes(',') ? `,${p.peer.split(',')[1]}` : ''} on ${p.broker}: ${p.rssDetail}`).join('; ') + '.');
+  lines.push(
+    'Peak RSS is the sum of VmHWM over the process tree: ' +
+      results.peers
+        .filter((p) => p.rssDetail)
+        .map(
+          (p) =>
+            `${p.peer.split(',')[0].split(' (')[0]}${p.peer.includes(',') ? `,${p.peer.split(',')[1]}` : ''} on ${p.broker}: ${p.rssDetail}`,
+        )
+        .join('; ') +
+      '.',
+  );
   lines.push('');
 
   // Targets
@@ -629,14 +829,24 @@ function report(): string {
   const pyR = pyRate('redis');
   const pyA = pyRate('rabbitmq');
   const targets: string[][] = [['target', 'measured', 'met']];
-  const add = (name: string, value: number | null | undefined, ok: (v: number) => boolean, fmt: (v: number) => string): void => {
-    targets.push([name, value === null || value === undefined || !Number.isFinite(value) ? 'not measured' : fmt(value), value === null || value === undefined || !Number.isFinite(value) ? '—' : ok(value) ? 'yes' : 'NO']);
+  const add = (
+    name: string,
+    value: number | null | undefined,
+    ok: (v: number) => boolean,
+    fmt: (v: number) => string,
+  ): void => {
+    targets.push([
+      name,
+      value === null || value === undefined || !Number.isFinite(value) ? 'not measured' : fmt(value),
+      value === null || value === undefined || !Number.isFinite(value) ? '—' : ok(value) ? 'yes' : 'NO',
+    ]);
   };
   // Besides events/s (wall clock, at the mercy of whatever else runs here), the same ratio by CPU time per event
   // of peer + broker server: what the throughput ratio would be if both had the cores to themselves.
   const cpuOf = (p: PeerResult | undefined): number | null =>
     p && p.cpuUs.length ? median(p.cpuUs) + (p.brokerCpuUs.length ? median(p.brokerCpuUs) : 0) : null;
-  const pyPeer = (broker: string): PeerResult | undefined => results.peers.find((p) => p.broker === broker && p.peer.startsWith('python'));
+  const pyPeer = (broker: string): PeerResult | undefined =>
+    results.peers.find((p) => p.broker === broker && p.peer.startsWith('python'));
   const byCpu = (ours: PeerResult | undefined, py: PeerResult | undefined): string => {
     const a = cpuOf(ours);
     const b = cpuOf(py);
@@ -649,26 +859,88 @@ function report(): string {
     const b = treeCpu(py);
     return a && b ? a / b : null;
   };
-  add('Redis ≥ 20× Python pass-through', ourRedis?.rate && pyR ? ourRedis.rate / pyR : null, (v) => v >= 20, (v) => `${v.toFixed(1)}× by events/s${byCpu(ourRedis, pyPeer('redis'))}`);
-  add('Redis: worker CPU per event ≤ 1/20 of Python\'s', cpuShare(ourRedis, pyPeer('redis')), (v) => v <= 1 / 20, (v) => `1/${(1 / v).toFixed(1)}`);
-  add('Redis ≥ ¼ of the broker-only ceiling', ourRedis?.rate && ceiling?.rate ? ourRedis.rate / ceiling.rate : null, (v) => v >= 0.25, (v) => `${(v * 100).toFixed(1)} % of it`);
-  add('RabbitMQ ≥ 90 % of the relay ceiling', ourAmqp?.rate && amqpCeilingRow?.rate ? ourAmqp.rate / amqpCeilingRow.rate : null, (v) => v >= 0.9, (v) =>
-    `${(v * 100).toFixed(1)} %; ${pyA && ourAmqp?.rate ? `${(ourAmqp.rate / pyA).toFixed(1)}× Python by events/s, the relay ${amqpCeilingRow?.rate ? (amqpCeilingRow.rate / pyA).toFixed(1) : '?'}×` : ''}`);
-  add('RabbitMQ: worker CPU per event ≤ 1/10 of Python\'s', cpuShare(ourAmqp, pyPeer('rabbitmq')), (v) => v <= 1 / 10, (v) => `1/${(1 / v).toFixed(1)}`);
+  add(
+    'Redis ≥ 20× Python pass-through',
+    ourRedis?.rate && pyR ? ourRedis.rate / pyR : null,
+    (v) => v >= 20,
+    (v) => `${v.toFixed(1)}× by events/s${byCpu(ourRedis, pyPeer('redis'))}`,
+  );
+  add(
+    "Redis: worker CPU per event ≤ 1/20 of Python's",
+    cpuShare(ourRedis, pyPeer('redis')),
+    (v) => v <= 1 / 20,
+    (v) => `1/${(1 / v).toFixed(1)}`,
+  );
+  add(
+    'Redis ≥ ¼ of the broker-only ceiling',
+    ourRedis?.rate && ceiling?.rate ? ourRedis.rate / ceiling.rate : null,
+    (v) => v >= 0.25,
+    (v) => `${(v * 100).toFixed(1)} % of it`,
+  );
+  add(
+    'RabbitMQ ≥ 90 % of the relay ceiling',
+    ourAmqp?.rate && amqpCeilingRow?.rate ? ourAmqp.rate / amqpCeilingRow.rate : null,
+    (v) => v >= 0.9,
+    (v) =>
+      `${(v * 100).toFixed(1)} %; ${pyA && ourAmqp?.rate ? `${(ourAmqp.rate / pyA).toFixed(1)}× Python by events/s, the relay ${amqpCeilingRow?.rate ? (amqpCeilingRow.rate / pyA).toFixed(1) : '?'}×` : ''}`,
+  );
+  add(
+    "RabbitMQ: worker CPU per event ≤ 1/10 of Python's",
+    cpuShare(ourAmqp, pyPeer('rabbitmq')),
+    (v) => v <= 1 / 10,
+    (v) => `1/${(1 / v).toFixed(1)}`,
+  );
   const fiveCpu = cpuOf(five);
   const oneCpu = cpuOf(ourRedis);
-  add('five plugins < 2× the cost of one', five?.rate && ourRedis?.rate ? ourRedis.rate / five.rate : null, (v) => v < 2, (v) =>
-    `${v.toFixed(2)}× the time per event${fiveCpu && oneCpu ? `; ${(fiveCpu / oneCpu).toFixed(2)}× the CPU per event` : ''}`);
-  const worstP99 = [ourRedis, ourAmqp, five].filter((p): p is PeerResult => p?.p99 !== null && p?.p99 !== undefined).map((p) => p.p99 as number);
-  add('p99 ≤ 50 ms at half peak (worst of our rows)', worstP99.length ? Math.max(...worstP99) : null, (v) => v <= 50, (v) => `${fmtMs(v)} ms`);
-  add('1-plugin tree peaks ≤ 200 MB draining (Redis)', ourRedis?.rssBytes ?? null, (v) => v <= 200 * 1024 * 1024, (v) => mb(v));
+  add(
+    'five plugins < 2× the cost of one',
+    five?.rate && ourRedis?.rate ? ourRedis.rate / five.rate : null,
+    (v) => v < 2,
+    (v) =>
+      `${v.toFixed(2)}× the time per event${fiveCpu && oneCpu ? `; ${(fiveCpu / oneCpu).toFixed(2)}× the CPU per event` : ''}`,
+  );
+  const worstP99 = [ourRedis, ourAmqp, five]
+    .filter((p): p is PeerResult => p?.p99 !== null && p?.p99 !== undefined)
+    .map((p) => p.p99 as number);
+  add(
+    'p99 ≤ 50 ms at half peak (worst of our rows)',
+    worstP99.length ? Math.max(...worstP99) : null,
+    (v) => v <= 50,
+    (v) => `${fmtMs(v)} ms`,
+  );
+  add(
+    '1-plugin tree peaks ≤ 200 MB draining (Redis)',
+    ourRedis?.rssBytes ?? null,
+    (v) => v <= 200 * 1024 * 1024,
+    (v) => mb(v),
+  );
   const s1 = results.scaling.find((s) => s.configs === 1);
   const sMax = [...results.scaling].sort((a, b) => b.configs - a.configs)[0];
   const s1000 = results.scaling.find((s) => s.configs === 1000);
-  add('1-plugin tree ≤ 150 MB idle (RSS at start)', s1?.idleRssBytes ?? null, (v) => v <= 150 * 1024 * 1024, (v) => mb(v));
-  add('1,000 configs: consuming ≤ 10 s after start', s1000 ? s1000.startupMs : null, (v) => v <= 10_000, (v) => `${(v / 1000).toFixed(2)} s`);
-  add('1,000 configs: peak ≤ 1 GB', s1000 ? s1000.peakRssBytes : null, (v) => v <= 1024 ** 3, (v) => mb(v));
-  add('CPU per event, 1,000 configs ≤ 2× 1 config', s1 && s1000 ? s1000.cpuUs / s1.cpuUs : null, (v) => v <= 2, (v) => `${v.toFixed(2)}× (chains of ${s1000 ? s1000.configs / s1000.teams : '?'} against 1)`);
+  add(
+    '1-plugin tree ≤ 150 MB idle (RSS at start)',
+    s1?.idleRssBytes ?? null,
+    (v) => v <= 150 * 1024 * 1024,
+    (v) => mb(v),
+  );
+  add(
+    '1,000 configs: consuming ≤ 10 s after start',
+    s1000 ? s1000.startupMs : null,
+    (v) => v <= 10_000,
+    (v) => `${(v / 1000).toFixed(2)} s`,
+  );
+  add(
+    '1,000 configs: peak ≤ 1 GB',
+    s1000 ? s1000.peakRssBytes : null,
+    (v) => v <= 1024 ** 3,
+    (v) => mb(v),
+  );
+  add(
+    'CPU per event, 1,000 configs ≤ 2× 1 config',
+    s1 && s1000 ? s1000.cpuUs / s1.cpuUs : null,
+    (v) => v <= 2,
+    (v) => `${v.toFixed(2)}× (chains of ${s1000 ? s1000.configs / s1000.teams : '?'} against 1)`,
+  );
   add(
     '≤ 4 MB per live plugin config',
     s1 && sMax && sMax.configs > 1 ? (sMax.idleRssBytes - s1.idleRssBytes) / (sMax.configs - 1) / 1024 / 1024 : null,
@@ -679,14 +951,38 @@ function report(): string {
   lines.push('');
 
   if (results.scaling.length) {
-    lines.push(`Scaling (Redis, ${SCALE_N.toLocaleString('en-US')} events spread over the teams, 1 run each; configs over min(configs, 200) teams):`);
+    lines.push(
+      `Scaling (Redis, ${SCALE_N.toLocaleString('en-US')} events spread over the teams, 1 run each; configs over min(configs, 200) teams):`,
+    );
     lines.push('');
     // With more configs than teams each event runs through a longer chain (1,000 configs over 200 teams: 5 plugins
     // per event), so the cost per plugin call of an event is the figure to compare across rows.
-    const srows = [['plugin configs', 'teams', 'plugins per event', 'start-up to consuming', 'RSS at start', 'peak RSS', 'events/s', 'CPU µs/event', 'CPU µs per event and plugin']];
+    const srows = [
+      [
+        'plugin configs',
+        'teams',
+        'plugins per event',
+        'start-up to consuming',
+        'RSS at start',
+        'peak RSS',
+        'events/s',
+        'CPU µs/event',
+        'CPU µs per event and plugin',
+      ],
+    ];
     for (const s of results.scaling) {
       const chain = s.configs / s.teams;
-      srows.push([String(s.configs), String(s.teams), String(chain), `${(s.startupMs / 1000).toFixed(2)} s`, mb(s.idleRssBytes), mb(s.peakRssBytes), fmtRate(s.rate), Math.round(s.cpuUs).toLocaleString('en-US'), Math.round(s.cpuUs / chain).toLocaleString('en-US')]);
+      srows.push([
+        String(s.configs),
+        String(s.teams),
+        String(chain),
+        `${(s.startupMs / 1000).toFixed(2)} s`,
+        mb(s.idleRssBytes),
+        mb(s.peakRssBytes),
+        fmtRate(s.rate),
+        Math.round(s.cpuUs).toLocaleString('en-US'),
+        Math.round(s.cpuUs / chain).toLocaleString('en-US'),
+      ]);
     }
     lines.push(pad(srows));
     lines.push('');
@@ -707,10 +1003,18 @@ function report(): string {
     const mainCpuS = prof.cpu.find((g) => g.what === 'worker main threads')?.s ?? 0;
     const busy = sumBusy(prof.summary);
     const prows = [['area', 'CPU µs/event', 'share of busy', 'sampled µs/event']];
-    const entries = (Object.keys(AREAS) as Area[]).map((a) => [a, prof.summary.msByArea[a]] as const).filter(([, ms]) => ms > 0).sort((x, y) => y[1] - x[1]);
+    const entries = (Object.keys(AREAS) as Area[])
+      .map((a) => [a, prof.summary.msByArea[a]] as const)
+      .filter(([, ms]) => ms > 0)
+      .sort((x, y) => y[1] - x[1]);
     for (const [a, ms] of entries) {
       if (a === 'idle') continue;
-      prows.push([AREAS[a], ((ms / busy) * mainCpuS * 1e6 / prof.events).toFixed(1), `${((ms / busy) * 100).toFixed(1)} %`, perEvent(ms)]);
+      prows.push([
+        AREAS[a],
+        (((ms / busy) * mainCpuS * 1e6) / prof.events).toFixed(1),
+        `${((ms / busy) * 100).toFixed(1)} %`,
+        perEvent(ms),
+      ]);
     }
     prows.push(['main threads, total busy', ((mainCpuS * 1e6) / prof.events).toFixed(1), '100 %', perEvent(busy)]);
     prows.push([AREAS.idle, '', '', perEvent(prof.summary.msByArea.idle)]);
@@ -721,7 +1025,9 @@ function report(): string {
       'CPU in the same window from /proc (10 ms ticks), µs per event: ' +
         prof.cpu.map((g) => `${g.what} ${us(g.s)}`).join(', ') +
         (prof.redisServerS !== null ? `; redis-server ${us(prof.redisServerS)}` : '') +
-        (prof.supervisorBusyMs !== null ? `; supervisor main thread busy ${perEvent(prof.supervisorBusyMs)} (profile)` : '') +
+        (prof.supervisorBusyMs !== null
+          ? `; supervisor main thread busy ${perEvent(prof.supervisorBusyMs)} (profile)`
+          : '') +
         '. A synchronous processEvent runs on the main thread (applySync, counted under isolated-vm calls); the other threads are V8 helpers (GC), libuv, and isolated-vm threads for async calls.',
     );
     lines.push('');
@@ -758,13 +1064,17 @@ async function main(): Promise<void> {
     rabbitVersion = amqpBench.serverVersion;
   }
   results.machine = machineInfo(redisVersion, rabbitVersion);
-  say(`N=${N} runs=${RUNS} python N=${PY_N} scaling N=${SCALE_N} (${SCALE.join(', ')} configs); ${results.machine.cpu}, ${CORES} cores, load ${results.machine.loadavg_start}`);
+  say(
+    `N=${N} runs=${RUNS} python N=${PY_N} scaling N=${SCALE_N} (${SCALE.join(', ')} configs); ${results.machine.cpu}, ${CORES} cores, load ${results.machine.loadavg_start}`,
+  );
 
   try {
     if (wanted('shape')) {
       verifyAgainstFixture();
       await liveShapeCheck(redis, dir);
-      say('input messages: byte-identical to fixtures/messages/v2.jsonl[0] and to a live Python send_task of a bench event');
+      say(
+        'input messages: byte-identical to fixtures/messages/v2.jsonl[0] and to a live Python send_task of a bench event',
+      );
     }
 
     const oneDb = await pluginDb(dir, 'one', 1, 1, TEAM, () => PROPERTY);
@@ -774,7 +1084,10 @@ async function main(): Promise<void> {
       'the Python baseline runs with Celery defaults as PostHog did (ack on receipt, prefetch multiplier 4) at log level WARNING; ' +
         'posthog-plugins acks an input only once its output is in the broker (one Lua call on Redis, publisher confirms on RabbitMQ).',
     );
-    if (PY_N !== N) results.notes.push(`the Python peers ran ${PY_N.toLocaleString('en-US')} events per run instead of ${N.toLocaleString('en-US')} (BENCH_PY_EVENTS) to keep the run to minutes; events/s is size-independent once past start-up.`);
+    if (PY_N !== N)
+      results.notes.push(
+        `the Python peers ran ${PY_N.toLocaleString('en-US')} events per run instead of ${N.toLocaleString('en-US')} (BENCH_PY_EVENTS) to keep the run to minutes; events/s is size-independent once past start-up.`,
+      );
 
     // Peers take turns run by run (all first runs, then all second runs, …), so slow drifts in the load of this
     // shared machine spread over every peer instead of favouring whichever ran in a quiet minute.
@@ -784,7 +1097,14 @@ async function main(): Promise<void> {
       jobs.push({ result, once: (run) => runPeerOnce(spec, result, run) });
     };
     const pyName = `python celery 5.2 (prefork ×${CORES})`;
-    if (wanted('python-redis')) peer({ peer: pyName, broker: rb, events: PY_N, start: () => startPythonBaseline(rb.url, CORES), properties: [PROPERTY] });
+    if (wanted('python-redis'))
+      peer({
+        peer: pyName,
+        broker: rb,
+        events: PY_N,
+        start: () => startPythonBaseline(rb.url, CORES),
+        properties: [PROPERTY],
+      });
     if (wanted('ceiling')) {
       const result = emptyResult('broker-only ceiling (Lua RPOP 1000 → LPUSH, 4 in flight)', 'redis', N);
       const ceiling: Ceiling = {
@@ -798,11 +1118,24 @@ async function main(): Promise<void> {
       jobs.push({ result, once: (run) => runCeilingOnce(ceiling, result, run) });
     }
     if (wanted('redis')) {
-      peer({ peer: 'posthog-plugins, 1 plugin', broker: rb, events: N, start: () => startOurWorker({ brokerUrl: rb.url, databaseUrl: oneDb, extraArgs: WORKER_ARGS }), properties: [PROPERTY] });
+      peer({
+        peer: 'posthog-plugins, 1 plugin',
+        broker: rb,
+        events: N,
+        start: () => startOurWorker({ brokerUrl: rb.url, databaseUrl: oneDb, extraArgs: WORKER_ARGS }),
+        properties: [PROPERTY],
+      });
     }
     if (wanted('task-events')) {
       // Celery's -E: the cost of sending task events (received/started/succeeded, batched), next to the row above.
-      peer({ peer: 'posthog-plugins, 1 plugin, --task-events', broker: rb, events: N, start: () => startOurWorker({ brokerUrl: rb.url, databaseUrl: oneDb, extraArgs: [...WORKER_ARGS, '--task-events'] }), properties: [PROPERTY] });
+      peer({
+        peer: 'posthog-plugins, 1 plugin, --task-events',
+        broker: rb,
+        events: N,
+        start: () =>
+          startOurWorker({ brokerUrl: rb.url, databaseUrl: oneDb, extraArgs: [...WORKER_ARGS, '--task-events'] }),
+        properties: [PROPERTY],
+      });
     }
     if (wanted('five')) {
       const fiveDb = await fivePluginDb(dir);
@@ -827,16 +1160,32 @@ async function main(): Promise<void> {
       };
       jobs.push({ result, once: (run) => runCeilingOnce(ceiling, result, run) });
     }
-    if (wanted('python-amqp') && ab) peer({ peer: pyName, broker: ab, events: PY_N, start: () => startPythonBaseline(ab.url, CORES), properties: [PROPERTY] });
+    if (wanted('python-amqp') && ab)
+      peer({
+        peer: pyName,
+        broker: ab,
+        events: PY_N,
+        start: () => startPythonBaseline(ab.url, CORES),
+        properties: [PROPERTY],
+      });
     if (wanted('amqp') && ab) {
-      peer({ peer: 'posthog-plugins, 1 plugin', broker: ab, events: N, start: () => startOurWorker({ brokerUrl: ab.url, databaseUrl: oneDb, extraArgs: WORKER_ARGS }), properties: [PROPERTY] });
+      peer({
+        peer: 'posthog-plugins, 1 plugin',
+        broker: ab,
+        events: N,
+        start: () => startOurWorker({ brokerUrl: ab.url, databaseUrl: oneDb, extraArgs: WORKER_ARGS }),
+        properties: [PROPERTY],
+      });
     }
     results.peers = jobs.map((j) => j.result);
     for (let run = 1; run <= RUNS; run++) for (const job of jobs) await job.once(run);
     if (wanted('profile') && PROFILE) results.profile = await runProfile(redis, oneDb, redisPid);
     if (wanted('scaling') && SCALE.length) results.scaling = await runScaling(redis, dir);
   } finally {
-    results.machine.loadavg_end = os.loadavg().map((l) => l.toFixed(2)).join(' ');
+    results.machine.loadavg_end = os
+      .loadavg()
+      .map((l) => l.toFixed(2))
+      .join(' ');
     await redis.flush().catch(() => undefined);
     await redis.close();
     await amqpBench?.purge().catch(() => undefined);
@@ -844,7 +1193,11 @@ async function main(): Promise<void> {
     rmSync(dir, { recursive: true, force: true });
   }
   process.stdout.write(`${report()}\n`);
-  if (process.env.BENCH_JSON) writeFileSync(process.env.BENCH_JSON, JSON.stringify({ settings: { N, RUNS, PY_N, SCALE_N, LATENCY_S, SCALE, WORKER_ARGS }, ...results }, null, 2));
+  if (process.env.BENCH_JSON)
+    writeFileSync(
+      process.env.BENCH_JSON,
+      JSON.stringify({ settings: { N, RUNS, PY_N, SCALE_N, LATENCY_S, SCALE, WORKER_ARGS }, ...results }, null, 2),
+    );
 }
 
 main().then(

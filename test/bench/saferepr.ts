@@ -40,7 +40,13 @@ const LIST_SEP = new Literal(', ', true, 0);
 const DIRTY = new Dirty();
 
 function isPyRepr(v: unknown): v is PyRepr {
-  return v !== null && typeof v === 'object' && !Array.isArray(v) && typeof (v as { pyrepr?: unknown }).pyrepr === 'string' && Object.keys(v).length === 1;
+  return (
+    v !== null &&
+    typeof v === 'object' &&
+    !Array.isArray(v) &&
+    typeof (v as { pyrepr?: unknown }).pyrepr === 'string' &&
+    Object.keys(v).length === 1
+  );
 }
 
 function* chainList(items: PyValue[]): Generator<Item> {

@@ -11,7 +11,16 @@ describe('parseAmqpUrl', () => {
     const a = parseAmqpUrl('amqp://guest:guest@127.0.0.1:5672//');
     assert.deepEqual(
       { ...a, displayUrl: undefined },
-      { tls: false, hostname: '127.0.0.1', port: 5672, username: 'guest', password: 'guest', vhost: '/', unknownOptions: [], displayUrl: undefined },
+      {
+        tls: false,
+        hostname: '127.0.0.1',
+        port: 5672,
+        username: 'guest',
+        password: 'guest',
+        vhost: '/',
+        unknownOptions: [],
+        displayUrl: undefined,
+      },
     );
     assert.equal(a.displayUrl, 'amqp://guest:**@127.0.0.1:5672//');
 
@@ -58,14 +67,26 @@ describe('parseAmqpUrl', () => {
     assert.throws(() => parseAmqpUrl('redis://x'), /unsupported AMQP URL scheme/);
     assert.throws(() => parseAmqpUrl('amqp://h:99999'), /invalid port/);
     assert.throws(() => parseAmqpUrl('amqp://h?heartbeat=abc'), /heartbeat/);
-    assert.throws(() => parseAmqpUrl('amqp://u:%zz@h'), (e: Error) => /percent-encoding/.test(e.message) && !e.message.includes('%zz'));
+    assert.throws(
+      () => parseAmqpUrl('amqp://u:%zz@h'),
+      (e: Error) => /percent-encoding/.test(e.message) && !e.message.includes('%zz'),
+    );
   });
 });
 
 describe('describeDeclareError', () => {
-  const ctx = { kind: 'queue' as const, name: 'q', vhost: '/', passive: false, queueArguments: {}, argumentsFlag: '--amqp-queue-arguments' };
+  const ctx = {
+    kind: 'queue' as const,
+    name: 'q',
+    vhost: '/',
+    passive: false,
+    queueArguments: {},
+    argumentsFlag: '--amqp-queue-arguments',
+  };
   const amqplibError = (code: number, text: string): Error =>
-    Object.assign(new Error(`Operation failed: QueueDeclare; ${code} (PRECONDITION-FAILED) with message "${text}"`), { code });
+    Object.assign(new Error(`Operation failed: QueueDeclare; ${code} (PRECONDITION-FAILED) with message "${text}"`), {
+      code,
+    });
 
   it('names the queue and the argument and suggests matching arguments or --amqp-passive', () => {
     const e = describeDeclareError(
@@ -87,7 +108,10 @@ describe('describeDeclareError', () => {
 
   it('suggests removing an argument the existing queue does not have', () => {
     const e = describeDeclareError(
-      amqplibError(406, "PRECONDITION_FAILED - inequivalent arg 'x-max-priority' for queue 'q' in vhost 'v': received the value '10' of type 'byte' but current is none"),
+      amqplibError(
+        406,
+        "PRECONDITION_FAILED - inequivalent arg 'x-max-priority' for queue 'q' in vhost 'v': received the value '10' of type 'byte' but current is none",
+      ),
       { ...ctx, queueArguments: { 'x-max-priority': 10, 'x-queue-mode': 'lazy' } },
     ) as AmqpTopologyError;
     assert.match(e.message, /--amqp-queue-arguments '\{"x-queue-mode":"lazy"\}'/);
@@ -95,19 +119,28 @@ describe('describeDeclareError', () => {
 
   it('explains durable / exchange type mismatches and passive 404s', () => {
     const d = describeDeclareError(
-      amqplibError(406, "PRECONDITION_FAILED - inequivalent arg 'durable' for queue 'research-q' in vhost '/': received 'true' but current is 'false'"),
+      amqplibError(
+        406,
+        "PRECONDITION_FAILED - inequivalent arg 'durable' for queue 'research-q' in vhost '/': received 'true' but current is 'false'",
+      ),
       ctx,
     ) as AmqpTopologyError;
     assert.equal(d.argument, 'durable');
     assert.match(d.message, /durable/);
     assert.match(d.message, /--amqp-passive/);
     const x = describeDeclareError(
-      amqplibError(406, "PRECONDITION_FAILED - inequivalent arg 'type' for exchange 'q' in vhost '/': received 'direct' but current is 'topic'"),
+      amqplibError(
+        406,
+        "PRECONDITION_FAILED - inequivalent arg 'type' for exchange 'q' in vhost '/': received 'direct' but current is 'topic'",
+      ),
       ctx,
     ) as AmqpTopologyError;
     assert.equal(x.kind, 'exchange');
     assert.match(x.message, /exchange 'q'.*'type' differs/);
-    const nf = describeDeclareError(amqplibError(404, "NOT_FOUND - no queue 'q' in vhost 'v'"), { ...ctx, passive: true }) as AmqpTopologyError;
+    const nf = describeDeclareError(amqplibError(404, "NOT_FOUND - no queue 'q' in vhost 'v'"), {
+      ...ctx,
+      passive: true,
+    }) as AmqpTopologyError;
     assert.equal(nf.code, 404);
     assert.match(nf.message, /queue 'q' does not exist in vhost 'v'.*passive/);
     const other = new Error('socket hang up');
@@ -129,7 +162,9 @@ describe('amqplib field-table patch', () => {
 
   /** Field table bytes as py-amqp 5.1 `dumps('F', ...)` writes them. */
   function pyTable(entries: Array<[string, string, Buffer]>): Buffer {
-    return Buffer.concat(entries.map(([k, tag, v]) => Buffer.concat([Buffer.from([k.length]), Buffer.from(k), Buffer.from(tag), v])));
+    return Buffer.concat(
+      entries.map(([k, tag, v]) => Buffer.concat([Buffer.from([k.length]), Buffer.from(k), Buffer.from(tag), v])),
+    );
   }
   const int64 = (n: bigint): Buffer => {
     const b = Buffer.alloc(8);

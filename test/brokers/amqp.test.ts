@@ -35,7 +35,9 @@ function ctlJson<T>(args: string[]): T[] {
   return out ? (JSON.parse(out) as T[]) : [];
 }
 function ctlAsync(args: string[]): Promise<void> {
-  return new Promise((resolve, reject) => execFile('rabbitmqctl', ['-q', ...args], { timeout: 20_000 }, (err) => (err ? reject(err) : resolve())));
+  return new Promise((resolve, reject) =>
+    execFile('rabbitmqctl', ['-q', ...args], { timeout: 20_000 }, (err) => (err ? reject(err) : resolve())),
+  );
 }
 
 async function admin<T>(fn: (ch: Channel) => Promise<T>): Promise<T> {
@@ -77,7 +79,13 @@ function captureLogger(lines: LogLine[] = []): Logger & { lines: LogLine[] } {
       lines.push({ level, message });
       if (process.env.AMQP_TEST_LOG) console.error(`[${level}] ${message}`);
     };
-  return { lines, debug: log('debug'), info: log('info'), warn: log('warn'), error: log('error') } as unknown as Logger & { lines: LogLine[] };
+  return {
+    lines,
+    debug: log('debug'),
+    info: log('info'),
+    warn: log('warn'),
+    error: log('error'),
+  } as unknown as Logger & { lines: LogLine[] };
 }
 
 const opened: AmqpBroker[] = [];
@@ -144,7 +152,9 @@ function python(script: string, env: Record<string, string> = {}, timeoutMs = 20
 
 async function cleanVhost(): Promise<void> {
   const queues = ctlJson<{ name: string }>(['list_queues', '-p', VHOST, 'name']);
-  const exchanges = ctlJson<{ name: string }>(['list_exchanges', '-p', VHOST, 'name']).filter((e) => e.name !== '' && !e.name.startsWith('amq.'));
+  const exchanges = ctlJson<{ name: string }>(['list_exchanges', '-p', VHOST, 'name']).filter(
+    (e) => e.name !== '' && !e.name.startsWith('amq.'),
+  );
   await admin(async (ch) => {
     for (const { name } of queues) await ch.deleteQueue(name);
     for (const { name } of exchanges) await ch.deleteExchange(name);
@@ -177,39 +187,107 @@ describe('AmqpBroker on RabbitMQ', { timeout: 90_000 }, () => {
     await b.connect();
 
     type QRow = { name: string; durable: boolean; auto_delete: boolean; exclusive: boolean; arguments: unknown };
-    const queues = new Map(ctlJson<QRow>(['list_queues', '-p', VHOST, 'name', 'durable', 'auto_delete', 'exclusive', 'arguments']).map((r) => [r.name, r]));
-    const shape = (r: QRow | undefined) => r && { durable: r.durable, auto_delete: r.auto_delete, exclusive: r.exclusive, arguments: r.arguments };
+    const queues = new Map(
+      ctlJson<QRow>(['list_queues', '-p', VHOST, 'name', 'durable', 'auto_delete', 'exclusive', 'arguments']).map(
+        (r) => [r.name, r],
+      ),
+    );
+    const shape = (r: QRow | undefined) =>
+      r && { durable: r.durable, auto_delete: r.auto_delete, exclusive: r.exclusive, arguments: r.arguments };
     assert.deepEqual(shape(queues.get(ref)), { durable: true, auto_delete: false, exclusive: false, arguments: [] });
     assert.deepEqual(shape(queues.get(input)), shape(queues.get(ref)));
     assert.deepEqual(shape(queues.get(output)), shape(queues.get(ref)));
-    assert.deepEqual(shape(queues.get(`${input}.rejected`)), { durable: true, auto_delete: false, exclusive: false, arguments: [] });
+    assert.deepEqual(shape(queues.get(`${input}.rejected`)), {
+      durable: true,
+      auto_delete: false,
+      exclusive: false,
+      arguments: [],
+    });
 
-    type XRow = { name: string; type: string; durable: boolean; auto_delete: boolean; internal: boolean; arguments: unknown };
-    const xs = new Map(ctlJson<XRow>(['list_exchanges', '-p', VHOST, 'name', 'type', 'durable', 'auto_delete', 'internal', 'arguments']).map((r) => [r.name, r]));
-    const xshape = (r: XRow | undefined) => r && { type: r.type, durable: r.durable, auto_delete: r.auto_delete, internal: r.internal, arguments: r.arguments };
-    assert.deepEqual(xshape(xs.get(ref)), { type: 'direct', durable: true, auto_delete: false, internal: false, arguments: [] });
+    type XRow = {
+      name: string;
+      type: string;
+      durable: boolean;
+      auto_delete: boolean;
+      internal: boolean;
+      arguments: unknown;
+    };
+    const xs = new Map(
+      ctlJson<XRow>([
+        'list_exchanges',
+        '-p',
+        VHOST,
+        'name',
+        'type',
+        'durable',
+        'auto_delete',
+        'internal',
+        'arguments',
+      ]).map((r) => [r.name, r]),
+    );
+    const xshape = (r: XRow | undefined) =>
+      r && {
+        type: r.type,
+        durable: r.durable,
+        auto_delete: r.auto_delete,
+        internal: r.internal,
+        arguments: r.arguments,
+      };
+    assert.deepEqual(xshape(xs.get(ref)), {
+      type: 'direct',
+      durable: true,
+      auto_delete: false,
+      internal: false,
+      arguments: [],
+    });
     assert.deepEqual(xshape(xs.get(input)), xshape(xs.get(ref)));
     assert.deepEqual(xshape(xs.get(output)), xshape(xs.get(ref)));
     assert.equal(xs.has(`${input}.rejected`), false, 'the set-aside queue gets no exchange');
 
     type BRow = { source_name: string; destination_name: string; routing_key: string; arguments: unknown };
-    const bindings = ctlJson<BRow>(['list_bindings', '-p', VHOST, 'source_name', 'destination_name', 'routing_key', 'arguments']);
+    const bindings = ctlJson<BRow>([
+      'list_bindings',
+      '-p',
+      VHOST,
+      'source_name',
+      'destination_name',
+      'routing_key',
+      'arguments',
+    ]);
     const of = (queue: string) =>
       bindings
         .filter((r) => r.destination_name === queue)
-        .map((r) => `${r.source_name === queue ? 'Q' : r.source_name}->${r.routing_key === queue ? 'Q' : r.routing_key}`)
+        .map(
+          (r) => `${r.source_name === queue ? 'Q' : r.source_name}->${r.routing_key === queue ? 'Q' : r.routing_key}`,
+        )
         .sort();
     assert.deepEqual(of(ref), ['->Q', 'Q->Q']);
     assert.deepEqual(of(input), of(ref));
     assert.deepEqual(of(output), of(ref));
 
-    type CRow = { vhost: string; confirm: boolean; prefetch_count: number; global_prefetch_count: number; consumer_count: number };
-    const channels = ctlJson<CRow>(['list_channels', 'vhost', 'confirm', 'prefetch_count', 'global_prefetch_count', 'consumer_count']).filter((c) => c.vhost === VHOST);
+    type CRow = {
+      vhost: string;
+      confirm: boolean;
+      prefetch_count: number;
+      global_prefetch_count: number;
+      consumer_count: number;
+    };
+    const channels = ctlJson<CRow>([
+      'list_channels',
+      'vhost',
+      'confirm',
+      'prefetch_count',
+      'global_prefetch_count',
+      'consumer_count',
+    ]).filter((c) => c.vhost === VHOST);
     const consumer = channels.find((c) => c.consumer_count === 1);
     assert.ok(consumer, JSON.stringify(channels));
     assert.equal(consumer.global_prefetch_count, 7);
     assert.equal(consumer.prefetch_count, 0);
-    assert.ok(channels.some((c) => c.confirm), 'a confirm channel for publishing');
+    assert.ok(
+      channels.some((c) => c.confirm),
+      'a confirm channel for publishing',
+    );
     await b.close();
   });
 
@@ -218,10 +296,14 @@ describe('AmqpBroker on RabbitMQ', { timeout: 90_000 }, () => {
     const output = q('rt-out');
     const b = broker({ inputQueue: input, outputQueue: output, prefetch: 500 });
     await b.connect();
-    const first = taskMessage('posthog.tasks.process_event.process_event_with_plugins', ['d1', '127.0.0.1', 'http://x', { event: 'e' }, 2, 'now', null], {
-      retries: 3,
-      timelimit: [300, 240],
-    });
+    const first = taskMessage(
+      'posthog.tasks.process_event.process_event_with_plugins',
+      ['d1', '127.0.0.1', 'http://x', { event: 'e' }, 2, 'now', null],
+      {
+        retries: 3,
+        timelimit: [300, 240],
+      },
+    );
     first.properties.priority = 4;
     first.properties.expiration = '60000';
     await b.publish([out(input, first, 4)]);
@@ -231,9 +313,20 @@ describe('AmqpBroker on RabbitMQ', { timeout: 90_000 }, () => {
     assert.equal(d.redelivered, false);
     assert.match(d.tag, /^\d+:\d+$/);
     assert.deepEqual(d.message.headers, first.headers);
-    assert.deepEqual(d.message.properties, { correlation_id: first.headers.id, reply_to: '', delivery_mode: 2, priority: 4, expiration: '60000' });
+    assert.deepEqual(d.message.properties, {
+      correlation_id: first.headers.id,
+      reply_to: '',
+      delivery_mode: 2,
+      priority: 4,
+      expiration: '60000',
+    });
     assert.equal(d.message.body.toString(), first.body.toString());
-    const raw = JSON.parse(d.rawText) as { fields: JsonObject; properties: JsonObject; body: string; body_encoding: string };
+    const raw = JSON.parse(d.rawText) as {
+      fields: JsonObject;
+      properties: JsonObject;
+      body: string;
+      body_encoding: string;
+    };
     assert.equal(raw.fields.routingKey, input);
     assert.equal(raw.body, first.body.toString());
     assert.equal(raw.body_encoding, 'utf-8');
@@ -253,7 +346,13 @@ describe('AmqpBroker on RabbitMQ', { timeout: 90_000 }, () => {
     while (done < N) {
       const batch = await b.receive(200, 1000);
       assert.ok(batch.length > 0, 'messages keep coming');
-      await b.settle(batch.map((dd) => ({ kind: 'ack' as const, delivery: dd, outputs: [out(output, { ...dd.message, headers: { ...dd.message.headers, task: 't.out' } })] })));
+      await b.settle(
+        batch.map((dd) => ({
+          kind: 'ack' as const,
+          delivery: dd,
+          outputs: [out(output, { ...dd.message, headers: { ...dd.message.headers, task: 't.out' } })],
+        })),
+      );
       done += batch.length;
     }
     const consumeMs = performance.now() - t0;
@@ -270,7 +369,9 @@ describe('AmqpBroker on RabbitMQ', { timeout: 90_000 }, () => {
     const output = q('cf-out');
     const full = q('cf-full');
     // A queue that refuses every publish: RabbitMQ nacks the confirm.
-    await admin((ch) => ch.assertQueue(full, { durable: true, arguments: { 'x-max-length': 0, 'x-overflow': 'reject-publish' } }));
+    await admin((ch) =>
+      ch.assertQueue(full, { durable: true, arguments: { 'x-max-length': 0, 'x-overflow': 'reject-publish' } }),
+    );
     const b = broker({ inputQueue: input, outputQueue: output });
     await b.connect();
     await b.publish([out(input, taskMessage('t', [1])), out(input, taskMessage('t', [2]))]);
@@ -278,12 +379,19 @@ describe('AmqpBroker on RabbitMQ', { timeout: 90_000 }, () => {
     assert.equal(ds.length, 2);
 
     // Spy on the channels: every output confirm must have arrived before the ack goes out.
-    const session = (b as unknown as { sessions: { current: { consumeCh: Channel; pubCh: amqp.ConfirmChannel } } }).sessions.current;
+    const session = (b as unknown as { sessions: { current: { consumeCh: Channel; pubCh: amqp.ConfirmChannel } } })
+      .sessions.current;
     const confirmsPending = new Set<number>();
     let n = 0;
     const events: string[] = [];
     const origPublish = session.pubCh.publish.bind(session.pubCh);
-    session.pubCh.publish = ((ex: string, rk: string, content: Buffer, opts: amqp.Options.Publish, cb: (err: unknown) => void) => {
+    session.pubCh.publish = ((
+      ex: string,
+      rk: string,
+      content: Buffer,
+      opts: amqp.Options.Publish,
+      cb: (err: unknown) => void,
+    ) => {
       const id = ++n;
       confirmsPending.add(id);
       return origPublish(ex, rk, content, opts, (err: unknown) => {
@@ -298,7 +406,13 @@ describe('AmqpBroker on RabbitMQ', { timeout: 90_000 }, () => {
       return origAck(m, allUpTo);
     }) as typeof session.consumeCh.ack;
 
-    await b.settle([{ kind: 'ack', delivery: ds[0]!, outputs: [out(output, taskMessage('o', [1])), out(output, taskMessage('o', [1.5]))] }]);
+    await b.settle([
+      {
+        kind: 'ack',
+        delivery: ds[0]!,
+        outputs: [out(output, taskMessage('o', [1])), out(output, taskMessage('o', [1.5]))],
+      },
+    ]);
     assert.deepEqual(events, [`confirm ${output} ack`, `confirm ${output} ack`, 'ack pending=0']);
     assert.equal(await queueDepth(output), 2);
 
@@ -335,7 +449,12 @@ describe('AmqpBroker on RabbitMQ', { timeout: 90_000 }, () => {
     assert.equal(await queueDepth(input), 0);
     const records = await drain(`${input}.rejected`);
     assert.equal(records.length, 1);
-    const rec = JSON.parse(records[0]!.content.toString()) as { reason: string; time: string; queue: string; message: string };
+    const rec = JSON.parse(records[0]!.content.toString()) as {
+      reason: string;
+      time: string;
+      queue: string;
+      message: string;
+    };
     assert.equal(rec.reason, 'unknown task t');
     assert.equal(rec.queue, input);
     assert.ok(Math.abs(Date.parse(rec.time) - Date.now()) < 60_000);
@@ -349,14 +468,21 @@ describe('AmqpBroker on RabbitMQ', { timeout: 90_000 }, () => {
   it('a message whose AMQP headers cannot be decoded is set aside by the broker itself (onSetAside), not thrown', async () => {
     const input = q('ud-in');
     const reported: Array<[string, string]> = [];
-    const b = broker({ inputQueue: input, outputQueue: q('ud-out'), onSetAside: (reason, rawText) => reported.push([reason, rawText]) });
+    const b = broker({
+      inputQueue: input,
+      outputQueue: q('ud-out'),
+      onSetAside: (reason, rawText) => reported.push([reason, rawText]),
+    });
     await b.connect();
     // Such a table cannot be produced by amqplib or py-amqp; mark the decoded table the way the amqplib patch does.
-    const inner = (b as unknown as { consumer: { onDelivery(s: unknown, msg: amqp.ConsumeMessage | null): void } }).consumer;
+    const inner = (b as unknown as { consumer: { onDelivery(s: unknown, msg: amqp.ConsumeMessage | null): void } })
+      .consumer;
     const original = inner.onDelivery.bind(inner);
     inner.onDelivery = (s, msg) => {
       if (msg?.properties.headers?.poison) {
-        Object.defineProperty(msg.properties.headers, UNDECODABLE_TABLE, { value: { error: 'unknown AMQP field type tag "Z"', base64: '' } });
+        Object.defineProperty(msg.properties.headers, UNDECODABLE_TABLE, {
+          value: { error: 'unknown AMQP field type tag "Z"', base64: '' },
+        });
       }
       original(s, msg);
     };
@@ -447,7 +573,10 @@ describe('AmqpBroker on RabbitMQ', { timeout: 90_000 }, () => {
     assert.match(err.message, new RegExp(`queue '${input}' in vhost '${VHOST}'`));
     assert.match(err.message, /--amqp-passive/);
     assert.match(err.message, /--amqp-queue-arguments '\{"x-max-priority":10\}'/);
-    assert.match(err.message, /received none but current is|we sent none, the existing queue has the value '10' of type 'signedint'/);
+    assert.match(
+      err.message,
+      /received none but current is|we sent none, the existing queue has the value '10' of type 'signedint'/,
+    );
     assert.equal(b.connected, false);
     await b.close();
 
@@ -474,13 +603,22 @@ describe('AmqpBroker on RabbitMQ', { timeout: 90_000 }, () => {
     await p.close();
     // Passive against a missing queue: a clear 404.
     const missing = broker({ inputQueue: q('nope'), outputQueue: out1, passive: true });
-    await assert.rejects(missing.connect(), (e: unknown) => e instanceof AmqpTopologyError && e.code === 404 && /does not exist.*passive/.test(e.message));
+    await assert.rejects(
+      missing.connect(),
+      (e: unknown) => e instanceof AmqpTopologyError && e.code === 404 && /does not exist.*passive/.test(e.message),
+    );
     // Matching arguments: declares fine (we type 10 as signedint, like py-amqp).
     const m = broker({ inputQueue: input, outputQueue: q('prio-out2'), queueArguments: { 'x-max-priority': 10 } });
     await m.connect();
     await m.close();
     // The queue is untouched.
-    const rows = ctlJson<{ name: string; arguments: unknown }>(['list_queues', '-p', VHOST, 'name', 'arguments']).filter((r) => r.name === input);
+    const rows = ctlJson<{ name: string; arguments: unknown }>([
+      'list_queues',
+      '-p',
+      VHOST,
+      'name',
+      'arguments',
+    ]).filter((r) => r.name === input);
     assert.deepEqual(rows[0]?.arguments, [['x-max-priority', 'signedint', 10]]);
   });
 
@@ -488,15 +626,32 @@ describe('AmqpBroker on RabbitMQ', { timeout: 90_000 }, () => {
     const input = q('qq');
     const output = q('qq-out');
     const logs: LogLine[] = [];
-    const a = broker({ inputQueue: input, outputQueue: output, queueArguments: { 'x-queue-type': 'quorum' }, prefetch: 5 });
+    const a = broker({
+      inputQueue: input,
+      outputQueue: output,
+      queueArguments: { 'x-queue-type': 'quorum' },
+      prefetch: 5,
+    });
     await a.connect();
     await a.publish([out(input, taskMessage('t', ['q1']))]);
     const [d1] = await receiveAll(a, 1);
     await a.settle([{ kind: 'ack', delivery: d1!, outputs: [] }]);
-    const rows = ctlJson<{ name: string; arguments: unknown }>(['list_queues', '-p', VHOST, 'name', 'arguments']).filter((r) => r.name === input);
+    const rows = ctlJson<{ name: string; arguments: unknown }>([
+      'list_queues',
+      '-p',
+      VHOST,
+      'name',
+      'arguments',
+    ]).filter((r) => r.name === input);
     assert.deepEqual(rows[0]?.arguments, [['x-queue-type', 'longstr', 'quorum']]);
     await a.close();
-    const p = broker({ inputQueue: input, outputQueue: output, passive: true, prefetch: 5, logger: captureLogger(logs) });
+    const p = broker({
+      inputQueue: input,
+      outputQueue: output,
+      passive: true,
+      prefetch: 5,
+      logger: captureLogger(logs),
+    });
     await p.connect();
     assert.ok(logs.some((l) => /does not support global QoS/.test(l.message)));
     await p.publish([out(input, taskMessage('t', ['q2']))]);
@@ -553,7 +708,9 @@ describe('AmqpBroker on RabbitMQ', { timeout: 90_000 }, () => {
           ds.map((d) => ({
             kind: 'ack' as const,
             delivery: d,
-            outputs: [out(output, { ...d.message, headers: { ...d.message.headers, task: 'out', redelivered: d.redelivered } })],
+            outputs: [
+              out(output, { ...d.message, headers: { ...d.message.headers, task: 'out', redelivered: d.redelivered } }),
+            ],
           })),
         );
         for (const d of ds) seen.add(d.message.headers.id as string);
@@ -572,7 +729,11 @@ describe('AmqpBroker on RabbitMQ', { timeout: 90_000 }, () => {
         kills++;
         {
           // The socket dies without any AMQP goodbye.
-          const s = (b as unknown as { sessions: { current: { conn: { connection: { stream: { destroy(err?: Error): void } } } } | null } }).sessions.current;
+          const s = (
+            b as unknown as {
+              sessions: { current: { conn: { connection: { stream: { destroy(err?: Error): void } } } } | null };
+            }
+          ).sessions.current;
           s?.conn.connection.stream.destroy(new Error('simulated network failure'));
         }
       }
@@ -597,7 +758,10 @@ describe('AmqpBroker on RabbitMQ', { timeout: 90_000 }, () => {
     const unexplained = dupes.filter((id) => !redelivered.has(id));
     assert.deepEqual(unexplained, [], 'duplicates only for redelivered inputs');
     const levels = logs.map((l) => `${l.level} ${l.message}`);
-    assert.ok(levels.some((l) => /^warn AMQP connection lost: .*CONNECTION_FORCED/.test(l)), levels.join('\n'));
+    assert.ok(
+      levels.some((l) => /^warn AMQP connection lost: .*CONNECTION_FORCED/.test(l)),
+      levels.join('\n'),
+    );
     assert.ok(levels.some((l) => /^info AMQP reconnecting in \d+\.\ds/.test(l)));
     assert.equal(levels.filter((l) => /^info AMQP connection resumed after/.test(l)).length, 2);
     const summary = `outputs ${outputs.length} for ${N} inputs, ${dupes.length} duplicate(s), ${redelivered.size} redelivered, receive errors ${receiveErrors}, settle errors ${settleErrors}`;
@@ -609,7 +773,9 @@ describe('AmqpBroker on RabbitMQ', { timeout: 90_000 }, () => {
     const input = q('pw-in');
     const b = broker({ inputQueue: input, outputQueue: q('pw-out'), reconnectMinMs: 300 });
     await b.connect();
-    const s = (b as unknown as { sessions: { current: { conn: { connection: { stream: { destroy(err?: Error): void } } } } } }).sessions.current;
+    const s = (
+      b as unknown as { sessions: { current: { conn: { connection: { stream: { destroy(err?: Error): void } } } } } }
+    ).sessions.current;
     s.conn.connection.stream.destroy(new Error('simulated network failure'));
     await sleep(20);
     assert.equal(b.connected, false);
@@ -662,89 +828,128 @@ describe('AmqpBroker on RabbitMQ', { timeout: 90_000 }, () => {
     await b.close();
   });
 
-  it('what we publish is read unchanged by py-amqp and executed by a Celery 5.2 worker', { timeout: 40_000 }, async () => {
-    const input = q('pe-in');
-    const sink = q('pe-celery');
-    const check = q('pe-check');
-    const b = broker({ inputQueue: input, outputQueue: sink });
-    await b.connect();
+  it(
+    'what we publish is read unchanged by py-amqp and executed by a Celery 5.2 worker',
+    { timeout: 40_000 },
+    async () => {
+      const input = q('pe-in');
+      const sink = q('pe-celery');
+      const check = q('pe-check');
+      const b = broker({ inputQueue: input, outputQueue: sink });
+      await b.connect();
 
-    // 1. py-amqp basic_get of a message with awkward header integers (amqplib untagged would write 's'/'b').
-    const tricky = taskMessage('posthog.tasks.process_event.process_event', [1], {
-      retries: 200,
-      timelimit: [300, 240],
-      neg: -5,
-      big: 2 ** 40,
-      nested: { a: [1, 70000, -70000, 1.5, null, true, 'x'] },
-    });
-    await b.publish([out(check, tricky, 3)]);
-    const got = JSON.parse(
-      await python(
+      // 1. py-amqp basic_get of a message with awkward header integers (amqplib untagged would write 's'/'b').
+      const tricky = taskMessage('posthog.tasks.process_event.process_event', [1], {
+        retries: 200,
+        timelimit: [300, 240],
+        neg: -5,
+        big: 2 ** 40,
+        nested: { a: [1, 70000, -70000, 1.5, null, true, 'x'] },
+      });
+      await b.publish([out(check, tricky, 3)]);
+      const got = JSON.parse(
+        await python(
+          [
+            'import amqp, json',
+            `c = amqp.Connection('127.0.0.1:5672', userid='guest', password='guest', virtual_host='${VHOST}')`,
+            'c.connect()',
+            'ch = c.channel()',
+            `m = ch.basic_get('${check}', no_ack=True)`,
+            "print(json.dumps({'properties': m.properties, 'body': m.body if isinstance(m.body, str) else m.body.decode()}))",
+            'c.close()',
+          ].join('\n'),
+        ),
+      ) as { properties: Record<string, unknown>; body: string };
+      assert.deepEqual(got.properties.application_headers, tricky.headers);
+      assert.equal(got.properties.content_type, 'application/json');
+      assert.equal(got.properties.content_encoding, 'utf-8');
+      assert.equal(got.properties.delivery_mode, 2);
+      assert.equal(got.properties.priority, 3);
+      assert.equal(got.properties.correlation_id, tricky.headers.id);
+      assert.equal(got.properties.reply_to, '');
+      assert.equal(got.body, tricky.body.toString());
+
+      // 2. A process_event task (as PostHog's Python side defines it) executed by a real Celery worker.
+      const dir = mkdtempSync(join(tmpdir(), 'amqp-celery-'));
+      const outFile = join(dir, 'out.jsonl');
+      writeFileSync(
+        join(dir, 'sinkapp.py'),
         [
-          'import amqp, json',
-          `c = amqp.Connection('127.0.0.1:5672', userid='guest', password='guest', virtual_host='${VHOST}')`,
-          'c.connect()',
-          'ch = c.channel()',
-          `m = ch.basic_get('${check}', no_ack=True)`,
-          "print(json.dumps({'properties': m.properties, 'body': m.body if isinstance(m.body, str) else m.body.decode()}))",
-          'c.close()',
+          'import json, os',
+          'from celery import Celery',
+          "app = Celery('sinkapp', broker=os.environ['SINK_URL'])",
+          'app.conf.worker_hijack_root_logger = False',
+          "@app.task(name='posthog.tasks.process_event.process_event', bind=True)",
+          'def process_event(self, distinct_id, ip, site_url, data, team_id, now, sent_at):',
+          "    with open(os.environ['SINK_OUT'], 'a') as f:",
+          "        f.write(json.dumps({'id': self.request.id, 'distinct_id': distinct_id, 'data': data, 'team_id': team_id, 'retries': self.request.retries, 'origin': self.request.origin}) + '\\n')",
         ].join('\n'),
-      ),
-    ) as { properties: Record<string, unknown>; body: string };
-    assert.deepEqual(got.properties.application_headers, tricky.headers);
-    assert.equal(got.properties.content_type, 'application/json');
-    assert.equal(got.properties.content_encoding, 'utf-8');
-    assert.equal(got.properties.delivery_mode, 2);
-    assert.equal(got.properties.priority, 3);
-    assert.equal(got.properties.correlation_id, tricky.headers.id);
-    assert.equal(got.properties.reply_to, '');
-    assert.equal(got.body, tricky.body.toString());
-
-    // 2. A process_event task (as PostHog's Python side defines it) executed by a real Celery worker.
-    const dir = mkdtempSync(join(tmpdir(), 'amqp-celery-'));
-    const outFile = join(dir, 'out.jsonl');
-    writeFileSync(
-      join(dir, 'sinkapp.py'),
-      [
-        'import json, os',
-        'from celery import Celery',
-        "app = Celery('sinkapp', broker=os.environ['SINK_URL'])",
-        'app.conf.worker_hijack_root_logger = False',
-        "@app.task(name='posthog.tasks.process_event.process_event', bind=True)",
-        'def process_event(self, distinct_id, ip, site_url, data, team_id, now, sent_at):',
-        "    with open(os.environ['SINK_OUT'], 'a') as f:",
-        "        f.write(json.dumps({'id': self.request.id, 'distinct_id': distinct_id, 'data': data, 'team_id': team_id, 'retries': self.request.retries, 'origin': self.request.origin}) + '\\n')",
-      ].join('\n'),
-    );
-    const id = randomUUID();
-    const pe = taskMessage(
-      'posthog.tasks.process_event.process_event',
-      ['did', '127.0.0.1', 'http://site', { event: '$pageview', properties: { a: 1 } }, 2, '2020-11-02T22:13:06.123Z', null],
-      {},
-      id,
-    );
-    const input1 = taskMessage('posthog.tasks.process_event.process_event_with_plugins', ['x']);
-    await b.publish([out(input, input1)]);
-    const [d] = await receiveAll(b, 1);
-    await b.settle([{ kind: 'ack', delivery: d!, outputs: [out(sink, pe)] }]);
-    const worker = spawn(
-      PYTHON,
-      ['-m', 'celery', '-A', 'sinkapp', 'worker', '-P', 'solo', '-Q', sink, '--without-heartbeat', '--without-mingle', '--without-gossip', '-l', 'WARNING'],
-      { cwd: dir, env: { ...process.env, SINK_URL: PY_URL, SINK_OUT: outFile, PYTHONPATH: dir }, stdio: ['ignore', 'ignore', 'pipe'] },
-    );
-    let stderr = '';
-    worker.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
-    try {
-      const deadline = Date.now() + 25_000;
-      while (Date.now() < deadline && !(existsSync(outFile) && readFileSync(outFile, 'utf8').includes(id))) await sleep(100);
-      assert.ok(existsSync(outFile), `Celery worker executed nothing:\n${stderr}`);
-      const line = JSON.parse(readFileSync(outFile, 'utf8').trim().split('\n')[0]!) as JsonObject;
-      assert.deepEqual(line, { id, distinct_id: 'did', data: { event: '$pageview', properties: { a: 1 } }, team_id: 2, retries: 0, origin: 'posthog-plugins@test' });
-    } finally {
-      worker.kill('SIGTERM');
-      await new Promise((r) => worker.once('exit', r));
-      rmSync(dir, { recursive: true, force: true });
-    }
-    await b.close();
-  });
+      );
+      const id = randomUUID();
+      const pe = taskMessage(
+        'posthog.tasks.process_event.process_event',
+        [
+          'did',
+          '127.0.0.1',
+          'http://site',
+          { event: '$pageview', properties: { a: 1 } },
+          2,
+          '2020-11-02T22:13:06.123Z',
+          null,
+        ],
+        {},
+        id,
+      );
+      const input1 = taskMessage('posthog.tasks.process_event.process_event_with_plugins', ['x']);
+      await b.publish([out(input, input1)]);
+      const [d] = await receiveAll(b, 1);
+      await b.settle([{ kind: 'ack', delivery: d!, outputs: [out(sink, pe)] }]);
+      const worker = spawn(
+        PYTHON,
+        [
+          '-m',
+          'celery',
+          '-A',
+          'sinkapp',
+          'worker',
+          '-P',
+          'solo',
+          '-Q',
+          sink,
+          '--without-heartbeat',
+          '--without-mingle',
+          '--without-gossip',
+          '-l',
+          'WARNING',
+        ],
+        {
+          cwd: dir,
+          env: { ...process.env, SINK_URL: PY_URL, SINK_OUT: outFile, PYTHONPATH: dir },
+          stdio: ['ignore', 'ignore', 'pipe'],
+        },
+      );
+      let stderr = '';
+      worker.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
+      try {
+        const deadline = Date.now() + 25_000;
+        while (Date.now() < deadline && !(existsSync(outFile) && readFileSync(outFile, 'utf8').includes(id)))
+          await sleep(100);
+        assert.ok(existsSync(outFile), `Celery worker executed nothing:\n${stderr}`);
+        const line = JSON.parse(readFileSync(outFile, 'utf8').trim().split('\n')[0]!) as JsonObject;
+        assert.deepEqual(line, {
+          id,
+          distinct_id: 'did',
+          data: { event: '$pageview', properties: { a: 1 } },
+          team_id: 2,
+          retries: 0,
+          origin: 'posthog-plugins@test',
+        });
+      } finally {
+        worker.kill('SIGTERM');
+        await new Promise((r) => worker.once('exit', r));
+        rmSync(dir, { recursive: true, force: true });
+      }
+      await b.close();
+    },
+  );
 });

@@ -6,12 +6,18 @@ import { maskPassword } from '../../src/brokers/mask-password';
 describe('maskPassword', () => {
   it("replaces the password with kombu's ** and keeps the rest as written", () => {
     assert.equal(maskPassword('amqp://guest:guest@127.0.0.1:5672//'), 'amqp://guest:**@127.0.0.1:5672//');
-    assert.equal(maskPassword('amqp://us%40er:pw@host:1234/v%20h?heartbeat=30'), 'amqp://us%40er:**@host:1234/v%20h?heartbeat=30');
+    assert.equal(
+      maskPassword('amqp://us%40er:pw@host:1234/v%20h?heartbeat=30'),
+      'amqp://us%40er:**@host:1234/v%20h?heartbeat=30',
+    );
   });
 
   it('takes another mask (Redis URLs show ***)', () => {
     assert.equal(maskPassword('redis://:s3cret@redis.example:6379/0', '***'), 'redis://:***@redis.example:6379/0');
-    assert.equal(maskPassword('rediss://user:p%40ss@h:6380/2?ssl_cert_reqs=none', '***'), 'rediss://user:***@h:6380/2?ssl_cert_reqs=none');
+    assert.equal(
+      maskPassword('rediss://user:p%40ss@h:6380/2?ssl_cert_reqs=none', '***'),
+      'rediss://user:***@h:6380/2?ssl_cert_reqs=none',
+    );
   });
 
   it('masks up to the last @ of the authority, a raw @ in the password included', () => {

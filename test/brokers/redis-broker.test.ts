@@ -20,7 +20,14 @@ function envelope(id: string, priority = 0): string {
 }
 
 function broker(extra: Partial<ConstructorParameters<typeof RedisBroker>[0]> = {}): RedisBroker {
-  return new RedisBroker({ url: URL, inputQueue: Q, outputQueues: [OUT], logger: silentLogger(), deadWorkerScanMs: 200, ...extra });
+  return new RedisBroker({
+    url: URL,
+    inputQueue: Q,
+    outputQueues: [OUT],
+    logger: silentLogger(),
+    deadWorkerScanMs: 200,
+    ...extra,
+  });
 }
 
 describe('RedisBroker against the real Redis', () => {
@@ -42,7 +49,10 @@ describe('RedisBroker against the real Redis', () => {
     try {
       await redis.lpush(Q, envelope('a'), envelope('b'));
       const got = await b.receive(10, 100);
-      assert.deepEqual(got.map((d) => d.tag), ['tag-a', 'tag-b']);
+      assert.deepEqual(
+        got.map((d) => d.tag),
+        ['tag-a', 'tag-b'],
+      );
       const record = await redis.hget('unacked', 'tag-a');
       assert.ok(record);
       const parsed = JSON.parse(record) as [unknown, string, string];
@@ -54,7 +64,13 @@ describe('RedisBroker against the real Redis', () => {
       assert.deepEqual((await redis.smembers(inflightKey(b.workerId))).sort(), ['tag-a', 'tag-b']);
 
       // Non-ASCII text in the body and (unescaped) in the kwargsrepr header: the envelope must go out as UTF-8.
-      const out = encodeTaskV2({ task: 'demo.out', id: 'out-a', args: [], kwargs: { x: 1, name: 'Zoë 😀' }, origin: 'test@host' });
+      const out = encodeTaskV2({
+        task: 'demo.out',
+        id: 'out-a',
+        args: [],
+        kwargs: { x: 1, name: 'Zoë 😀' },
+        origin: 'test@host',
+      });
       await b.settle([
         { kind: 'ack', delivery: got[0]!, outputs: [{ queue: OUT, message: out, priority: 0 }] },
         { kind: 'reject', delivery: got[1]!, reason: 'not wanted' },
@@ -88,7 +104,10 @@ describe('RedisBroker against the real Redis', () => {
       await redis.lpush(`${Q}\x06\x163`, envelope('p5', 5));
       await redis.lpush(Q, envelope('p0', 0));
       const got = await b.receive(10, 100);
-      assert.deepEqual(got.map((d) => d.tag), ['tag-p0', 'tag-p5', 'tag-p9']);
+      assert.deepEqual(
+        got.map((d) => d.tag),
+        ['tag-p0', 'tag-p5', 'tag-p9'],
+      );
       await b.settle(got.map((delivery) => ({ kind: 'ack' as const, delivery, outputs: [] })));
     } finally {
       await b.close();
@@ -102,7 +121,10 @@ describe('RedisBroker against the real Redis', () => {
     try {
       await redis.lpush(Q, 'garbage{', JSON.stringify({ body: '', properties: {} }), envelope('ok'));
       const got = await b.receive(10, 100);
-      assert.deepEqual(got.map((d) => d.tag), ['tag-ok']);
+      assert.deepEqual(
+        got.map((d) => d.tag),
+        ['tag-ok'],
+      );
       assert.deepEqual(reasons, ['envelope is not a JSON object', 'envelope has no properties.delivery_tag']);
       assert.equal(await redis.llen(`${Q}.rejected`), 2);
       assert.equal(await redis.hlen('unacked'), 1);
@@ -120,9 +142,14 @@ describe('RedisBroker against the real Redis', () => {
       assert.notEqual(nan, envelope('nan'), 'the test envelope carries a NaN');
       await redis.lpush(Q, envelope('g1'), nan, envelope('g2'));
       const got = await b.receive(10, 100);
-      assert.deepEqual(got.map((d) => d.tag), ['tag-g1', 'tag-g2']);
+      assert.deepEqual(
+        got.map((d) => d.tag),
+        ['tag-g1', 'tag-g2'],
+      );
       assert.equal(reasons.length, 1);
-      const setAside = (await redis.lrange(`${Q}.rejected`, 0, -1)).map((x) => JSON.parse(x) as { queue: string; message: string });
+      const setAside = (await redis.lrange(`${Q}.rejected`, 0, -1)).map(
+        (x) => JSON.parse(x) as { queue: string; message: string },
+      );
       assert.equal(setAside.length, 1);
       assert.equal(setAside[0]!.queue, Q, 'the record names the queue to LPUSH it back to');
       assert.equal(setAside[0]!.message, nan);
@@ -138,7 +165,11 @@ describe('RedisBroker against the real Redis', () => {
     // everything else: both paths must give the same tags and kombu-readable unacked records.
     const ours = envelope('o');
     const python = ours.replace(/":/g, '": ').replace(/,"/g, ', "'); // json.dumps separators, as kombu writes
-    const withProps = (id: string, edit: (p: Record<string, unknown>) => void, order?: (env: Record<string, unknown>) => Record<string, unknown>): string => {
+    const withProps = (
+      id: string,
+      edit: (p: Record<string, unknown>) => void,
+      order?: (env: Record<string, unknown>) => Record<string, unknown>,
+    ): string => {
       const env = JSON.parse(envelope(id)) as Record<string, unknown>;
       edit(env.properties as Record<string, unknown>);
       return JSON.stringify(order ? order(env) : env);
@@ -147,12 +178,36 @@ describe('RedisBroker against the real Redis', () => {
       { raw: ours, tag: 'tag-o', exchange: '', routingKey: Q },
       { raw: python.replace('tag-o', 'tag-py'), tag: 'tag-py', exchange: '', routingKey: Q },
       // kombu's restore adds redelivered to delivery_info
-      { raw: withProps('r', (p) => Object.assign(p.delivery_info as object, { redelivered: true })), tag: 'tag-r', exchange: '', routingKey: Q },
+      {
+        raw: withProps('r', (p) => Object.assign(p.delivery_info as object, { redelivered: true })),
+        tag: 'tag-r',
+        exchange: '',
+        routingKey: Q,
+      },
       // an escaped quote in properties: only the fallback can read it (the pattern must not be fooled)
-      { raw: withProps('e', (p) => (p.correlation_id = 'x", "delivery_tag": "evil')), tag: 'tag-e', exchange: '', routingKey: Q },
+      {
+        raw: withProps('e', (p) => (p.correlation_id = 'x", "delivery_tag": "evil')),
+        tag: 'tag-e',
+        exchange: '',
+        routingKey: Q,
+      },
       // properties not last, routing key before exchange, non-ASCII and slashes in the names
-      { raw: withProps('k', (p) => (p.delivery_info = { routing_key: 'r/\u00e9', exchange: 'ex\u00e9' }), (env) => ({ properties: env.properties, ...env })), tag: 'tag-k', exchange: 'ex\u00e9', routingKey: 'r/\u00e9' },
-      { raw: withProps('n', (p) => (p.delivery_info = { exchange: 'celery', routing_key: 'named/queue' })), tag: 'tag-n', exchange: 'celery', routingKey: 'named/queue' },
+      {
+        raw: withProps(
+          'k',
+          (p) => (p.delivery_info = { routing_key: 'r/\u00e9', exchange: 'ex\u00e9' }),
+          (env) => ({ properties: env.properties, ...env }),
+        ),
+        tag: 'tag-k',
+        exchange: 'ex\u00e9',
+        routingKey: 'r/\u00e9',
+      },
+      {
+        raw: withProps('n', (p) => (p.delivery_info = { exchange: 'celery', routing_key: 'named/queue' })),
+        tag: 'tag-n',
+        exchange: 'celery',
+        routingKey: 'named/queue',
+      },
     ];
     const reasons: string[] = [];
     const b = broker({ onSetAside: (reason) => reasons.push(reason) });
@@ -165,7 +220,10 @@ describe('RedisBroker against the real Redis', () => {
       for (const c of cases) await redis.lpush(Q, c.raw);
       await redis.lpush(Q, 'garbage{');
       const got = await b.receive(20, 100);
-      assert.deepEqual(got.map((d) => d.tag), cases.map((c) => c.tag));
+      assert.deepEqual(
+        got.map((d) => d.tag),
+        cases.map((c) => c.tag),
+      );
       for (const [i, c] of cases.entries()) {
         assert.equal(got[i]!.rawText, c.raw);
         const record = await redis.hget('unacked', c.tag);
@@ -221,7 +279,8 @@ describe('RedisBroker against the real Redis', () => {
       assert.deepEqual(got.sort(), ['tag-d1', 'tag-d2']);
       // The scan deregisters the dead worker right after restoring its messages.
       const until = Date.now() + 2000;
-      while ((await redis.sismember(WORKERS_KEY, 'dead-worker')) === 1 && Date.now() < until) await new Promise((r) => setTimeout(r, 50));
+      while ((await redis.sismember(WORKERS_KEY, 'dead-worker')) === 1 && Date.now() < until)
+        await new Promise((r) => setTimeout(r, 50));
       assert.equal(await redis.sismember(WORKERS_KEY, 'dead-worker'), 0);
     } finally {
       await survivor.close();
@@ -245,7 +304,7 @@ describe('RedisBroker against the real Redis', () => {
     }
   });
 
-  test("Python kombu restores our in-flight messages after its visibility timeout", async () => {
+  test('Python kombu restores our in-flight messages after its visibility timeout', async () => {
     const b = broker({ workerId: 'py-visible' });
     await b.connect();
     await redis.lpush(Q, envelope('v'));
@@ -280,7 +339,7 @@ describe('RedisBroker against the real Redis', () => {
       `c = kombu.Connection('${URL}')`,
       `q = c.SimpleQueue('${Q}')`,
       'm = q.get(timeout=5)',
-      "os._exit(0)",
+      'os._exit(0)',
     ].join('\n');
     await new Promise<void>((resolve, reject) => {
       const child = spawn('/usr/bin/python3', ['-c', py], { stdio: 'inherit' });
@@ -292,7 +351,10 @@ describe('RedisBroker against the real Redis', () => {
     await b.connect(); // restore_visible runs at start, as kombu's does
     try {
       const got = await b.receive(1, 500);
-      assert.deepEqual(got.map((d) => d.tag), ['tag-p']);
+      assert.deepEqual(
+        got.map((d) => d.tag),
+        ['tag-p'],
+      );
       assert.equal(got[0]!.redelivered, true);
     } finally {
       await b.close();

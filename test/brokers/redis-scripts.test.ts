@@ -11,7 +11,9 @@ import { type PrivateRedis, startPrivateRedis } from '../helpers/private-redis';
  * in its header, is what the broker sends, and compiles in Redis (SCRIPT LOAD on a private server).
  */
 const LUA_DIR = path.resolve(__dirname, '../../../src/brokers/redis/lua');
-const FILES = readdirSync(LUA_DIR).filter((f) => f.endsWith('.lua')).sort();
+const FILES = readdirSync(LUA_DIR)
+  .filter((f) => f.endsWith('.lua'))
+  .sort();
 
 /** The `--[[ … ]]` header and the code after it. */
 function split(text: string): { header: string; code: string } {
@@ -75,7 +77,10 @@ describe('Redis Lua scripts', () => {
     }
 
     test('restore.lua runs: nothing unacked, nothing restored', async () => {
-      assert.equal(await redis.eval(RESTORE_SCRIPT, 3, 'unacked', 'unacked_index', 'inflight', '0', 'tag', 'queue', '{}'), 0);
+      assert.equal(
+        await redis.eval(RESTORE_SCRIPT, 3, 'unacked', 'unacked_index', 'inflight', '0', 'tag', 'queue', '{}'),
+        0,
+      );
       assert.equal(await redis.exists('queue'), 0);
     });
   });

@@ -70,7 +70,10 @@ describe('install', { timeout: 300_000 }, () => {
   test('a missing path is an error naming it', async () => {
     const r = await run(['install', 'fixtures/plugins/not-there', '--database-url', await freshDb()], { env });
     assert.equal(r.code, 1);
-    assert.equal(r.stderr.trim(), `posthog-plugins install: plugin path not found: ${path.join(REPO, 'fixtures/plugins/not-there')}`);
+    assert.equal(
+      r.stderr.trim(),
+      `posthog-plugins install: plugin path not found: ${path.join(REPO, 'fixtures/plugins/not-there')}`,
+    );
   });
 
   test('--config is checked against plugin.json: types, unknown keys, required, choices; defaults are filled in', async () => {
@@ -111,7 +114,10 @@ describe('install', { timeout: 300_000 }, () => {
     const [config] = await rows(db, 'posthog_pluginconfig');
     assert.deepEqual(JSON.parse(String(config!.config)), { token: 'secret-1', mode: 'fast' });
     const shown = await run(['config', 'show', String(config!.id), '--database-url', db], { env });
-    assert.deepEqual(JSON.parse(shown.stdout), { token: '**************** POSTHOG SECRET FIELD ****************', mode: 'fast' });
+    assert.deepEqual(JSON.parse(shown.stdout), {
+      token: '**************** POSTHOG SECRET FIELD ****************',
+      mode: 'fast',
+    });
   });
 
   test('local plugins are stored as absolute file: URLs and found from any directory; --base-dir stores them relative', async () => {
@@ -130,13 +136,24 @@ describe('install', { timeout: 300_000 }, () => {
     const based = await freshDb();
     const plugins = path.join(tmp, 'plugins');
     cpSync(path.join(REPO, 'fixtures/plugins/add-property'), path.join(plugins, 'add-property'), { recursive: true });
-    const r2 = await run(['install', path.join(plugins, 'add-property'), '--base-dir', plugins, '--database-url', based], { env });
+    const r2 = await run(
+      ['install', path.join(plugins, 'add-property'), '--base-dir', plugins, '--database-url', based],
+      { env },
+    );
     assert.equal(r2.code, 0, r2.stderr);
     assert.equal((await rows(based, 'posthog_plugin'))[0]!.url, 'file:add-property');
-    assert.equal((await run(['replay', input, '--database-url', based, '--base-dir', plugins], { cwd: REPO, env })).code, 0);
+    assert.equal(
+      (await run(['replay', input, '--database-url', based, '--base-dir', plugins], { cwd: REPO, env })).code,
+      0,
+    );
     const lost = await run(['replay', input, '--database-url', based], { cwd: REPO, env });
     assert.equal(lost.code, 1);
-    assert.match(lost.stderr, new RegExp(`plugin path not found: ${path.join(REPO, 'add-property')} \\(url file:add-property, relative to --base-dir ${REPO}\\)`));
+    assert.match(
+      lost.stderr,
+      new RegExp(
+        `plugin path not found: ${path.join(REPO, 'add-property')} \\(url file:add-property, relative to --base-dir ${REPO}\\)`,
+      ),
+    );
   });
 
   test('installing the same path twice is refused; --upgrade replaces the code and keeps the one plugin row', async () => {
@@ -152,7 +169,11 @@ describe('install', { timeout: 300_000 }, () => {
       // Another team shares the plugin row.
       assert.equal((await run(['install', folder, '--database-url', db, '--team', '3'], { env })).code, 0);
 
-      const schema = [{ key: 'propertyName', type: 'string' }, { key: 'propertyValue', type: 'string' }, { key: 'label', type: 'string', required: true }];
+      const schema = [
+        { key: 'propertyName', type: 'string' },
+        { key: 'propertyValue', type: 'string' },
+        { key: 'label', type: 'string', required: true },
+      ];
       writeFileSync(path.join(folder, 'plugin.json'), JSON.stringify({ name: 'Add property v2', config: schema }));
       // The new schema requires a key the team's config lacks: nothing changes.
       const missing = await run(['install', folder, '--database-url', db, '--team', '2', '--upgrade'], { env });
@@ -160,7 +181,10 @@ describe('install', { timeout: 300_000 }, () => {
       assert.match(missing.stderr, /config #1: "label" is required/);
       assert.equal((await rows(db, 'posthog_plugin'))[0]!.name, 'Add property');
 
-      const up = await run(['install', folder, '--database-url', db, '--team', '2', '--upgrade', '--config', '{"label":"v"}'], { env });
+      const up = await run(
+        ['install', folder, '--database-url', db, '--team', '2', '--upgrade', '--config', '{"label":"v"}'],
+        { env },
+      );
       assert.equal(up.code, 0, up.stderr);
       const plugins = await rows(db, 'posthog_plugin');
       assert.equal(plugins.length, 1);
@@ -169,7 +193,10 @@ describe('install', { timeout: 300_000 }, () => {
       const configs = await rows(db, 'posthog_pluginconfig');
       assert.deepEqual(
         configs.map((c) => [c.team_id, JSON.parse(String(c.config))]),
-        [[2, { propertyName: 'processed_by', propertyValue: 'posthog-plugins', label: 'v' }], [3, { propertyName: 'processed_by', propertyValue: 'posthog-plugins' }]],
+        [
+          [2, { propertyName: 'processed_by', propertyValue: 'posthog-plugins', label: 'v' }],
+          [3, { propertyName: 'processed_by', propertyValue: 'posthog-plugins' }],
+        ],
       );
       // Every successful change was announced (install, install, upgrade); refusals were not.
       await waitFor(() => reloads.messages.length >= 3);

@@ -20,11 +20,19 @@ describe('uninstall, enable, disable, config, order', { timeout: 300_000 }, () =
   let env: Record<string, string> = {};
   let worker: WorkerProcess | undefined;
 
-  const configs = async (): Promise<Array<{ id: number; team: number; order: number; enabled: boolean; config: Record<string, string> }>> => {
+  const configs = async (): Promise<
+    Array<{ id: number; team: number; order: number; enabled: boolean; config: Record<string, string> }>
+  > => {
     const k = openDatabase(db);
     try {
       const rows = (await k('posthog_pluginconfig').select('*').orderBy('id')) as Array<Record<string, unknown>>;
-      return rows.map((r) => ({ id: Number(r.id), team: Number(r.team_id), order: Number(r.order), enabled: Boolean(r.enabled), config: JSON.parse(String(r.config)) }));
+      return rows.map((r) => ({
+        id: Number(r.id),
+        team: Number(r.team_id),
+        order: Number(r.order),
+        enabled: Boolean(r.enabled),
+        config: JSON.parse(String(r.config)),
+      }));
     } finally {
       await k.destroy();
     }
@@ -50,7 +58,8 @@ describe('uninstall, enable, disable, config, order', { timeout: 300_000 }, () =
       reloads.close();
     }
   };
-  const reloadsSeen = (): number => worker!.logs().filter((l) => typeof l.message === 'string' && l.message.startsWith('plugins loaded:')).length;
+  const reloadsSeen = (): number =>
+    worker!.logs().filter((l) => typeof l.message === 'string' && l.message.startsWith('plugins loaded:')).length;
 
   before(async () => {
     tmp = mkdtempSync(path.join(tmpdir(), 'pp-cli-manage-'));
@@ -60,7 +69,19 @@ describe('uninstall, enable, disable, config, order', { timeout: 300_000 }, () =
     await change(['install', 'fixtures/plugins/add-property', '--team', '1']);
     await change(['install', 'fixtures/plugins/drop-events', '--team', '1']);
     await change(['install', 'fixtures/plugins/add-property', '--team', '2', '--config', '{"propertyName":"two"}']);
-    worker = await startWorker(['--broker', redis.url(1), '--workers', '1', '--database-url', db, '--health-file', path.join(tmp, 'health.json')], {});
+    worker = await startWorker(
+      [
+        '--broker',
+        redis.url(1),
+        '--workers',
+        '1',
+        '--database-url',
+        db,
+        '--health-file',
+        path.join(tmp, 'health.json'),
+      ],
+      {},
+    );
   });
   after(async () => {
     await worker?.stop();
@@ -69,7 +90,15 @@ describe('uninstall, enable, disable, config, order', { timeout: 300_000 }, () =
   });
 
   test('every command has --help', async () => {
-    for (const cmd of [['uninstall'], ['enable'], ['disable'], ['config', 'show'], ['config', 'set'], ['order'], ['install']]) {
+    for (const cmd of [
+      ['uninstall'],
+      ['enable'],
+      ['disable'],
+      ['config', 'show'],
+      ['config', 'set'],
+      ['order'],
+      ['install'],
+    ]) {
       const r = await run([...cmd, '--help']);
       assert.equal(r.code, 0, cmd.join(' '));
       assert.match(r.stdout, new RegExp(`posthog-plugins ${cmd.join(' ')}`));
@@ -79,11 +108,21 @@ describe('uninstall, enable, disable, config, order', { timeout: 300_000 }, () =
   test('disable and enable toggle the config; the running worker reloads each time', async () => {
     const before = reloadsSeen();
     await change(['disable', '2']);
-    assert.deepEqual((await configs()).map((c) => c.enabled), [true, false, true]);
+    assert.deepEqual(
+      (await configs()).map((c) => c.enabled),
+      [true, false, true],
+    );
     await worker!.waitForLog(() => reloadsSeen() > before, 30_000, 'a reload after disable');
-    await worker!.waitForLog((l) => l.message === 'plugins loaded: 2 config(s) for 2 team(s), 0 failed', 30_000, 'config #2 gone from the chains');
+    await worker!.waitForLog(
+      (l) => l.message === 'plugins loaded: 2 config(s) for 2 team(s), 0 failed',
+      30_000,
+      'config #2 gone from the chains',
+    );
     await change(['enable', '2']);
-    assert.deepEqual((await configs()).map((c) => c.enabled), [true, true, true]);
+    assert.deepEqual(
+      (await configs()).map((c) => c.enabled),
+      [true, true, true],
+    );
     await worker!.waitForLog(() => reloadsSeen() > before + 1, 30_000, 'a reload after enable');
   });
 
@@ -105,7 +144,14 @@ describe('uninstall, enable, disable, config, order', { timeout: 300_000 }, () =
 
   test("order puts the given configs first and renumbers the team's chain; other teams are untouched", async () => {
     await change(['order', '2']);
-    assert.deepEqual((await configs()).map((c) => [c.id, c.team, c.order]), [[1, 1, 1], [2, 1, 0], [3, 2, 0]]);
+    assert.deepEqual(
+      (await configs()).map((c) => [c.id, c.team, c.order]),
+      [
+        [1, 1, 1],
+        [2, 1, 0],
+        [3, 2, 0],
+      ],
+    );
     const mixed = await run(['order', '1', '3', '--database-url', db], { env });
     assert.equal(mixed.code, 1);
     assert.match(mixed.stderr, /belong to different teams/);
@@ -127,7 +173,10 @@ describe('uninstall, enable, disable, config, order', { timeout: 300_000 }, () =
     assert.ok((await logEntries(3)) > 0, 'the worker logged the load of config #3');
     await change(['uninstall', '3']);
     assert.equal(await logEntries(3), 0, "its log entries went with it, as Django's cascade did");
-    assert.deepEqual((await configs()).map((c) => c.id), [1, 2]);
+    assert.deepEqual(
+      (await configs()).map((c) => c.id),
+      [1, 2],
+    );
     assert.equal(await pluginCount(), 2, 'add-property is still used by config #1');
     await worker!.waitForLog(() => reloadsSeen() > before, 30_000, 'a reload after uninstall');
     await change(['uninstall', '1', '2']);

@@ -21,7 +21,10 @@ describe('replay is read-only', { timeout: 300_000 }, () => {
   const errors = async (): Promise<Array<[number, unknown]>> => {
     const db = openDatabase(url);
     try {
-      const rows = (await db('posthog_pluginconfig').select('id', 'error').orderBy('id')) as Array<{ id: number; error: unknown }>;
+      const rows = (await db('posthog_pluginconfig').select('id', 'error').orderBy('id')) as Array<{
+        id: number;
+        error: unknown;
+      }>;
       return rows.map((r) => [r.id, r.error]);
     } finally {
       await db.destroy();
@@ -34,7 +37,10 @@ describe('replay is read-only', { timeout: 300_000 }, () => {
     await ensurePgDatabase(PG);
     assert.equal((await run(['migrate', '--database-url', url], { env })).code, 0);
     const failsSetup = path.join(tmp, 'fails-setup.js');
-    writeFileSync(failsSetup, 'function setupPlugin() { throw new Error("setup needs the network") }\nfunction processEvent(e) { return e }\n');
+    writeFileSync(
+      failsSetup,
+      'function setupPlugin() { throw new Error("setup needs the network") }\nfunction processEvent(e) { return e }\n',
+    );
     const vanishing = path.join(tmp, 'vanishing.js');
     writeFileSync(vanishing, 'function processEvent(e) { return e }\n');
     for (const source of ['fixtures/plugins/add-property', failsSetup, vanishing]) {
@@ -45,7 +51,9 @@ describe('replay is read-only', { timeout: 300_000 }, () => {
     // An old error on the good config: a worker would clear it after a good load, replay must not.
     const db = openDatabase(url);
     try {
-      await db('posthog_pluginconfig').where('id', 1).update({ error: JSON.stringify({ message: 'old', time: '2020-01-01T00:00:00.000Z' }) });
+      await db('posthog_pluginconfig')
+        .where('id', 1)
+        .update({ error: JSON.stringify({ message: 'old', time: '2020-01-01T00:00:00.000Z' }) });
     } finally {
       await db.destroy();
     }
@@ -64,9 +72,24 @@ describe('replay is read-only', { timeout: 300_000 }, () => {
     assert.match(r.stderr, /setup needs the network/);
     assert.match(r.stderr, new RegExp(`plugin path not found: ${path.join(tmp, 'vanishing.js')}`));
     assert.match(r.stderr, /plugin config #3 \(vanishing, team 1\) failed to load/);
-    assert.ok(!hasStackTrace(r.stderr.split('\n').filter((l) => !l.includes('setup needs the network')).join('\n')), r.stderr);
+    assert.ok(
+      !hasStackTrace(
+        r.stderr
+          .split('\n')
+          .filter((l) => !l.includes('setup needs the network'))
+          .join('\n'),
+      ),
+      r.stderr,
+    );
     assert.deepEqual(await errors(), before);
-    assert.deepEqual(before.map(([id, e]) => [id, e === null ? null : (e as { message: string }).message]), [[1, 'old'], [2, null], [3, null]]);
+    assert.deepEqual(
+      before.map(([id, e]) => [id, e === null ? null : (e as { message: string }).message]),
+      [
+        [1, 'old'],
+        [2, null],
+        [3, null],
+      ],
+    );
 
     const allowed = await run(['replay', input, '--database-url', url, '--allow-load-errors'], { env });
     assert.equal(allowed.code, 0, allowed.stderr);

@@ -15,7 +15,12 @@ export interface Run {
 /** The command's exit code and output (never throws on a non-zero exit). */
 export async function run(args: string[], opts: { cwd?: string; env?: Record<string, string> } = {}): Promise<Run> {
   try {
-    const { stdout, stderr } = await execFileAsync(BIN, args, { cwd: opts.cwd ?? REPO, env: { ...process.env, ...opts.env }, maxBuffer: 16 * 1024 * 1024, timeout: 120_000 });
+    const { stdout, stderr } = await execFileAsync(BIN, args, {
+      cwd: opts.cwd ?? REPO,
+      env: { ...process.env, ...opts.env },
+      maxBuffer: 16 * 1024 * 1024,
+      timeout: 120_000,
+    });
     return { code: 0, stdout, stderr };
   } catch (err) {
     const e = err as Error & { code?: number | string; stdout?: string; stderr?: string };
@@ -30,7 +35,10 @@ export function hasStackTrace(text: string): boolean {
 }
 
 /** Counts the messages published on the reload channel of a Redis server. */
-export async function reloadCounter(url: string, channel = 'reload-plugins'): Promise<{ messages: string[]; close(): void }> {
+export async function reloadCounter(
+  url: string,
+  channel = 'reload-plugins',
+): Promise<{ messages: string[]; close(): void }> {
   const sub = new Redis(url);
   const messages: string[] = [];
   sub.on('message', (ch: string, m: string) => {

@@ -24,14 +24,30 @@ const VHOST = 'posthog-plugins-test-cli';
  * `start` until it exits (or `stopAfterMs` passes, or its output matches `stopWhen`: then SIGTERM); its exit code
  * and everything it printed.
  */
-function start(args: string[], opts: { stopAfterMs?: number; stopWhen?: RegExp; env?: Record<string, string> } = {}): Promise<{ code: number | null; output: string; lines: string[] }> {
+function start(
+  args: string[],
+  opts: { stopAfterMs?: number; stopWhen?: RegExp; env?: Record<string, string> } = {},
+): Promise<{ code: number | null; output: string; lines: string[] }> {
   return new Promise((resolve) => {
     // Its status file goes with the test's temp dir.
-    const child = spawn(BIN, ['start', '--workers', '1', '--log-format', 'pretty', '--health-file', path.join(tmpdir(), `pp-cli-start-${process.pid}.health.json`), ...args], {
-      cwd: REPO,
-      env: { ...process.env, REDIS_URL: '', CELERY_BROKER_URL: '', ...opts.env },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
+    const child = spawn(
+      BIN,
+      [
+        'start',
+        '--workers',
+        '1',
+        '--log-format',
+        'pretty',
+        '--health-file',
+        path.join(tmpdir(), `pp-cli-start-${process.pid}.health.json`),
+        ...args,
+      ],
+      {
+        cwd: REPO,
+        env: { ...process.env, REDIS_URL: '', CELERY_BROKER_URL: '', ...opts.env },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    );
     let output = '';
     let stopping = false;
     const take = (d: Buffer): void => {
@@ -109,7 +125,10 @@ describe('start: permanent errors end it, transient ones are retried quietly', {
     }
     const r = await start(['--broker', amqpUrl(VHOST), '--queue', 'cli-406', '--database-url', db]);
     assert.equal(r.code, 1, r.output);
-    assert.match(r.lines.at(-1)!, /^posthog-plugins: .*RabbitMQ refused to declare queue 'cli-406' in vhost 'posthog-plugins-test-cli': argument 'x-max-priority' differs/);
+    assert.match(
+      r.lines.at(-1)!,
+      /^posthog-plugins: .*RabbitMQ refused to declare queue 'cli-406' in vhost 'posthog-plugins-test-cli': argument 'x-max-priority' differs/,
+    );
     assert.ok(!hasStackTrace(r.output), r.output);
   });
 
@@ -121,7 +140,12 @@ describe('start: permanent errors end it, transient ones are retried quietly', {
       const r = await start(['--broker', `redis://:wrong@127.0.0.1:${redis.port}/1`, '--database-url', db]);
       assert.equal(r.code, 1, r.output);
       // WRONGPASS or NOAUTH: whichever of the worker's two connections reports first.
-      assert.match(r.lines.at(-1)!, new RegExp(`^posthog-plugins: Redis at redis://:\\*\\*\\*@127\\.0\\.0\\.1:${redis.port}/1: (WRONGPASS|NOAUTH) `));
+      assert.match(
+        r.lines.at(-1)!,
+        new RegExp(
+          `^posthog-plugins: Redis at redis://:\\*\\*\\*@127\\.0\\.0\\.1:${redis.port}/1: (WRONGPASS|NOAUTH) `,
+        ),
+      );
       assert.ok(!hasStackTrace(r.output), r.output);
     } finally {
       const fix = new Redis(`redis://:right@127.0.0.1:${redis.port}/0`);
@@ -142,7 +166,9 @@ describe('start: permanent errors end it, transient ones are retried quietly', {
 
   test('RabbitMQ lost mid-run: one line per reconnect step with its count, then it resumes', async () => {
     await ensureVhost(VHOST);
-    const run = start(['--broker', amqpUrl(VHOST), '--database-url', db, '--queue', 'cli-reconnect'], { stopAfterMs: 30_000 });
+    const run = start(['--broker', amqpUrl(VHOST), '--database-url', db, '--queue', 'cli-reconnect'], {
+      stopAfterMs: 30_000,
+    });
     await new Promise((r) => setTimeout(r, 8_000)); // consuming by now on a loaded machine (checked below)
     await deleteVhost(VHOST); // closes the connection; reconnecting fails while the vhost is missing
     await new Promise((r) => setTimeout(r, 6_000));
@@ -156,7 +182,9 @@ describe('start: permanent errors end it, transient ones are retried quietly', {
     const failed = amqpLines.filter((l) => /AMQP reconnect failed/.test(l));
     assert.ok(failed.length >= 2, r.output);
     // Each failed step is one line that also says when the next attempt comes.
-    failed.forEach((l, i) => assert.match(l, new RegExp(`AMQP reconnect failed: .*; reconnecting in \\d+\\.\\ds \\(attempt ${i + 2}\\)`)));
+    failed.forEach((l, i) =>
+      assert.match(l, new RegExp(`AMQP reconnect failed: .*; reconnecting in \\d+\\.\\ds \\(attempt ${i + 2}\\)`)),
+    );
     assert.equal(amqpLines.length, 2 + failed.length + 1, amqpLines.join('\n'));
     assert.match(amqpLines.at(-1)!, /info AMQP connection resumed after/);
   });
@@ -164,7 +192,10 @@ describe('start: permanent errors end it, transient ones are retried quietly', {
   test('an unreachable Redis is retried with backoff: one line per attempt, with its count, no stack traces', async () => {
     const port = await closedPort();
     // Stopped once the broker connection has failed twice (a loaded machine boots the worker slowly).
-    const r = await start(['--broker', `redis://127.0.0.1:${port}/0`, '--database-url', db], { stopWhen: /cannot connect to broker \(attempt 2\)/, stopAfterMs: 60_000 });
+    const r = await start(['--broker', `redis://127.0.0.1:${port}/0`, '--database-url', db], {
+      stopWhen: /cannot connect to broker \(attempt 2\)/,
+      stopAfterMs: 60_000,
+    });
     assert.ok(!hasStackTrace(r.output), r.output);
     // Every component that retries says so once per attempt, counting: the broker connection, the supervisor's and
     // the reload channel's Redis clients. The plugin cache's client says it once a minute at most.
@@ -172,17 +203,27 @@ describe('start: permanent errors end it, transient ones are retried quietly', {
     for (const line of r.lines.filter((l) => /ECONNREFUSED/.test(l))) {
       const attempt = /\(attempt (\d+)\)/.exec(line)?.[1];
       if (attempt === undefined) {
-        assert.match(line, /plugin Redis \(meta\.cache, schedule locks\)/, `a connection line without an attempt count: ${line}`);
+        assert.match(
+          line,
+          /plugin Redis \(meta\.cache, schedule locks\)/,
+          `a connection line without an attempt count: ${line}`,
+        );
         continue;
       }
-      const what = line.includes('cannot connect to broker') ? 'cannot connect to broker' : (/warn ([^:]+):/.exec(line)?.[1] ?? line);
+      const what = line.includes('cannot connect to broker')
+        ? 'cannot connect to broker'
+        : (/warn ([^:]+):/.exec(line)?.[1] ?? line);
       byWhat.set(what, [...(byWhat.get(what) ?? []), Number(attempt)]);
     }
     assert.equal(r.lines.filter((l) => /plugin Redis \(meta\.cache/.test(l)).length, 1);
     const broker = byWhat.get('cannot connect to broker') ?? [];
     assert.ok(broker.length >= 2, r.output);
     for (const [what, counts] of byWhat) {
-      assert.deepEqual(counts, counts.map((_, i) => i + 1), `${what}: one line per attempt, counted`);
+      assert.deepEqual(
+        counts,
+        counts.map((_, i) => i + 1),
+        `${what}: one line per attempt, counted`,
+      );
       // Backoff 0.5 s, 1 s, 2 s, 4 s, 8 s, 10 s: within the ~7 s (up to 25 s loaded) until the broker's second
       // attempt at most 6 attempts.
       assert.ok(counts.length <= 6, `${what} retried too often:\n${r.output}`);

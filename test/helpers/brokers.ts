@@ -34,7 +34,12 @@ export type RawInjection =
 export function redisFixture(db: number): BrokerFixture {
   const url = redisUrl(db);
   const redis = new Redis(url, { lazyConnect: true });
-  const envelope = (queue: string, headers: Record<string, unknown>, body: string, contentType = 'application/json'): string =>
+  const envelope = (
+    queue: string,
+    headers: Record<string, unknown>,
+    body: string,
+    contentType = 'application/json',
+  ): string =>
     JSON.stringify({
       body: Buffer.from(body).toString('base64'),
       'content-encoding': 'utf-8',
@@ -60,7 +65,12 @@ export function redisFixture(db: number): BrokerFixture {
           m.kind === 'not-json'
             ? 'this is not an envelope'
             : m.kind === 'content-type'
-              ? envelope(queue, { lang: 'py', task: 'posthog.tasks.process_event.process_event_with_plugins', id: 'ct-1' }, '<xml/>', m.contentType)
+              ? envelope(
+                  queue,
+                  { lang: 'py', task: 'posthog.tasks.process_event.process_event_with_plugins', id: 'ct-1' },
+                  '<xml/>',
+                  m.contentType,
+                )
               : envelope(queue, m.headers, m.body);
         await redis.lpush(queue, text);
       }
@@ -96,9 +106,19 @@ export function amqpFixture(vhost: string): BrokerFixture {
           m.kind === 'not-json'
             ? ['this is not a message', 'application/json', {}]
             : m.kind === 'content-type'
-              ? ['<xml/>', m.contentType, { lang: 'py', task: 'posthog.tasks.process_event.process_event_with_plugins', id: 'ct-1' }]
+              ? [
+                  '<xml/>',
+                  m.contentType,
+                  { lang: 'py', task: 'posthog.tasks.process_event.process_event_with_plugins', id: 'ct-1' },
+                ]
               : [m.body, 'application/json', m.headers];
-        ch.sendToQueue(queue, Buffer.from(body), { contentType, contentEncoding: 'utf-8', headers, deliveryMode: 2, correlationId: id });
+        ch.sendToQueue(queue, Buffer.from(body), {
+          contentType,
+          contentEncoding: 'utf-8',
+          headers,
+          deliveryMode: 2,
+          correlationId: id,
+        });
       }
       await ch.waitForConfirms();
       await ch.close();
@@ -121,7 +141,15 @@ export function amqpFixture(vhost: string): BrokerFixture {
       return out;
     },
     async unsettled(queue) {
-      const { stdout } = await execFileAsync('rabbitmqctl', ['-q', 'list_queues', '-p', vhost, 'name', 'messages_unacknowledged', '--no-table-headers']);
+      const { stdout } = await execFileAsync('rabbitmqctl', [
+        '-q',
+        'list_queues',
+        '-p',
+        vhost,
+        'name',
+        'messages_unacknowledged',
+        '--no-table-headers',
+      ]);
       return stdout
         .split('\n')
         .map((l) => l.trim().split(/\s+/))

@@ -33,7 +33,10 @@ export function expectedProperties(era: Era, installed: boolean): Record<string,
     local: 'yes',
     archive: 'yes',
     attachment: 'attached ✓',
-    storage: era === '2020-11' ? 'meta.storage is not available: this database has no posthog_pluginstorage table (PostHog added it in migration 0111, Jan 2021)' : 'ok',
+    storage:
+      era === '2020-11'
+        ? 'meta.storage is not available: this database has no posthog_pluginstorage table (PostHog added it in migration 0111, Jan 2021)'
+        : 'ok',
     ...(era === '2020-11' ? {} : { source: 'yes' }),
     ...(era === '2024' ? { sourcefile: 'yes' } : {}),
     ...(installed ? { installed: 'yes' } : {}),
@@ -103,7 +106,8 @@ function archiveBytes(): Buffer {
   try {
     const out = path.join(dir, 'plugin.zip');
     const files = { 'archive-plugin-main/plugin.json': ARCHIVE_JSON, 'archive-plugin-main/index.js': ARCHIVE_INDEX };
-    const script = 'import zipfile, json, sys\nwith zipfile.ZipFile(sys.argv[1], "w", zipfile.ZIP_DEFLATED) as z:\n    for n, c in json.loads(sys.argv[2]).items():\n        z.writestr(n, c)\n';
+    const script =
+      'import zipfile, json, sys\nwith zipfile.ZipFile(sys.argv[1], "w", zipfile.ZIP_DEFLATED) as z:\n    for n, c in json.loads(sys.argv[2]).items():\n        z.writestr(n, c)\n';
     execFileSync('python3', ['-c', script, out, JSON.stringify(files)]);
     return fs.readFileSync(out);
   } finally {
@@ -126,30 +130,67 @@ export async function writePosthogRows(url: string, era: Era): Promise<EraRows> 
   };
   try {
     // Organizations and teams.
-    const orgCols = v2021 ? 'id, name, created_at, updated_at, plugins_access_level' : 'id, name, created_at, updated_at';
-    await db.raw(`INSERT INTO posthog_organization (${orgCols}) VALUES (?, 'Acme', now(), now()${v2021 ? ', 9' : ''})`, [ORG]);
+    const orgCols = v2021
+      ? 'id, name, created_at, updated_at, plugins_access_level'
+      : 'id, name, created_at, updated_at';
+    await db.raw(
+      `INSERT INTO posthog_organization (${orgCols}) VALUES (?, 'Acme', now(), now()${v2021 ? ', 9' : ''})`,
+      [ORG],
+    );
     const teamCols = `organization_id, api_token, name, created_at, updated_at, plugins_opt_in${v2024 ? ', inject_web_apps' : ''}`;
-    await db.raw(`INSERT INTO posthog_team (id, ${teamCols}) VALUES (1, ?, 'tok-1', 'Default', now(), now(), false${v2024 ? ', false' : ''})`, [ORG]);
-    await db.raw(`INSERT INTO posthog_team (id, ${teamCols}) VALUES (2, ?, 'tok-2', 'Plugins', now(), now(), true${v2024 ? ', false' : ''})`, [ORG]);
+    await db.raw(
+      `INSERT INTO posthog_team (id, ${teamCols}) VALUES (1, ?, 'tok-1', 'Default', now(), now(), false${v2024 ? ', false' : ''})`,
+      [ORG],
+    );
+    await db.raw(
+      `INSERT INTO posthog_team (id, ${teamCols}) VALUES (2, ?, 'tok-2', 'Plugins', now(), now(), true${v2024 ? ', false' : ''})`,
+      [ORG],
+    );
     if (v2021) {
       await db.raw(`INSERT INTO posthog_organization (${orgCols}) VALUES (?, 'Closed', now(), now(), 0)`, [CLOSED_ORG]);
-      await db.raw(`INSERT INTO posthog_team (id, ${teamCols}) VALUES (3, ?, 'tok-3', 'Closed', now(), now(), true${v2024 ? ', false' : ''})`, [CLOSED_ORG]);
+      await db.raw(
+        `INSERT INTO posthog_team (id, ${teamCols}) VALUES (3, ?, 'tok-3', 'Closed', now(), now(), true${v2024 ? ', false' : ''})`,
+        [CLOSED_ORG],
+      );
     }
     await db.raw(`SELECT setval('posthog_team_id_seq', 3)`);
 
     // Plugins: the columns each era's Plugin model had.
-    const plugin = async (p: { name: string; url: string | null; type: string; archive?: Buffer | null; source?: string | null; tag?: string | null }): Promise<number> => {
+    const plugin = async (p: {
+      name: string;
+      url: string | null;
+      type: string;
+      archive?: Buffer | null;
+      source?: string | null;
+      tag?: string | null;
+    }): Promise<number> => {
       const cols = ['name', 'description', 'url', 'config_schema', 'tag', 'archive', 'from_json', 'from_web', 'error'];
       const vals: unknown[] = [p.name, '', p.url, '[]', p.tag ?? null, p.archive ?? null, false, false, null];
       if (v2021) {
-        cols.push('plugin_type', 'source', 'organization_id', 'latest_tag', 'latest_tag_checked_at', 'created_at', 'updated_at', 'is_global', 'is_preinstalled', 'capabilities', 'metrics', 'public_jobs');
+        cols.push(
+          'plugin_type',
+          'source',
+          'organization_id',
+          'latest_tag',
+          'latest_tag_checked_at',
+          'created_at',
+          'updated_at',
+          'is_global',
+          'is_preinstalled',
+          'capabilities',
+          'metrics',
+          'public_jobs',
+        );
         vals.push(p.type, p.source ?? null, ORG, null, null, new Date(), new Date(), false, false, '{}', '{}', '{}');
       }
       if (v2024) {
         cols.push('is_stateless', 'log_level', 'icon');
         vals.push(false, null, null);
       }
-      return q(`INSERT INTO posthog_plugin (${cols.join(', ')}) VALUES (${cols.map(() => '?').join(', ')}) RETURNING id`, vals);
+      return q(
+        `INSERT INTO posthog_plugin (${cols.join(', ')}) VALUES (${cols.map(() => '?').join(', ')}) RETURNING id`,
+        vals,
+      );
     };
     const sourceFile = async (pluginId: number, filename: string, source: string): Promise<void> => {
       await db.raw(
@@ -157,7 +198,14 @@ export async function writePosthogRows(url: string, era: Era): Promise<EraRows> 
         [pluginId, filename, source],
       );
     };
-    const config = async (c: { pluginId: number; teamId: number | null; order: number | null; config: object; enabled?: boolean; deleted?: boolean }): Promise<number> => {
+    const config = async (c: {
+      pluginId: number;
+      teamId: number | null;
+      order: number | null;
+      config: object;
+      enabled?: boolean;
+      deleted?: boolean;
+    }): Promise<number> => {
       const cols = ['enabled', '"order"', 'config', 'error', 'plugin_id', 'team_id'];
       const vals: unknown[] = [c.enabled ?? true, c.order, JSON.stringify(c.config), null, c.pluginId, c.teamId];
       if (v2021) {
@@ -168,14 +216,28 @@ export async function writePosthogRows(url: string, era: Era): Promise<EraRows> 
         cols.push('web_token', 'deleted', 'description', 'name', 'match_action_id', 'filters');
         vals.push(null, c.deleted ?? false, null, null, null, null);
       }
-      return q(`INSERT INTO posthog_pluginconfig (${cols.join(', ')}) VALUES (${cols.map(() => '?').join(', ')}) RETURNING id`, vals);
+      return q(
+        `INSERT INTO posthog_pluginconfig (${cols.join(', ')}) VALUES (${cols.map(() => '?').join(', ')}) RETURNING id`,
+        vals,
+      );
     };
 
     const local = await plugin({ name: 'Local plugin', url: 'file:fixtures/plugins/add-property', type: 'local' });
-    const localConfigId = await config({ pluginId: local, teamId: TEAM, order: v2021 ? 1 : null, config: { propertyName: 'local', propertyValue: 'yes' } });
+    const localConfigId = await config({
+      pluginId: local,
+      teamId: TEAM,
+      order: v2021 ? 1 : null,
+      config: { propertyName: 'local', propertyValue: 'yes' },
+    });
 
     const archive = archiveBytes();
-    const archivePluginId = await plugin({ name: 'Archive plugin', url: 'https://github.com/acme/archive-plugin', type: 'custom', archive, tag: '0123456789abcdef0123456789abcdef01234567' });
+    const archivePluginId = await plugin({
+      name: 'Archive plugin',
+      url: 'https://github.com/acme/archive-plugin',
+      type: 'custom',
+      archive,
+      tag: '0123456789abcdef0123456789abcdef01234567',
+    });
     if (v2024) {
       // 0243 unpacked archives into source files, the main file as index.ts whatever its language.
       await sourceFile(archivePluginId, 'plugin.json', ARCHIVE_JSON);
@@ -189,7 +251,12 @@ export async function writePosthogRows(url: string, era: Era): Promise<EraRows> 
 
     if (v2021) {
       // Written in the browser editor: plugin.source; on 2024 also copied to source files by 0233 and edited there.
-      const source = await plugin({ name: 'Source plugin', url: null, type: 'source', source: v2024 ? STALE_SOURCE_TS : SOURCE_TS });
+      const source = await plugin({
+        name: 'Source plugin',
+        url: null,
+        type: 'source',
+        source: v2024 ? STALE_SOURCE_TS : SOURCE_TS,
+      });
       if (v2024) {
         await sourceFile(source, 'plugin.json', JSON.stringify({ name: 'Source plugin', config: [] }));
         await sourceFile(source, 'index.ts', SOURCE_TS);
@@ -208,10 +275,33 @@ export async function writePosthogRows(url: string, era: Era): Promise<EraRows> 
     const marker = v2021 ? await plugin({ name: 'Marker plugin', url: null, type: 'source', source: MARKER_JS }) : null;
     if (v2024 && marker !== null) await sourceFile(marker, 'index.ts', MARKER_JS);
     // The same folder as the local plugin under another url (2024 has UNIQUE(url)).
-    const markerLocal = await plugin({ name: 'Marker local plugin', url: 'file:./fixtures/plugins/add-property', type: 'local' });
-    const deletedConfigId = await config({ pluginId: marker ?? markerLocal, teamId: TEAM, order: 5, config: { propertyName: 'must_not_run', propertyValue: 'ran' }, enabled: v2024, deleted: true });
-    const nullTeamConfigId = await config({ pluginId: markerLocal, teamId: null, order: 0, config: { propertyName: 'must_not_run', propertyValue: 'ran' } });
-    const closedConfigId = v2021 ? await config({ pluginId: local, teamId: CLOSED_TEAM, order: 0, config: { propertyName: 'must_not_run', propertyValue: 'ran' } }) : null;
+    const markerLocal = await plugin({
+      name: 'Marker local plugin',
+      url: 'file:./fixtures/plugins/add-property',
+      type: 'local',
+    });
+    const deletedConfigId = await config({
+      pluginId: marker ?? markerLocal,
+      teamId: TEAM,
+      order: 5,
+      config: { propertyName: 'must_not_run', propertyValue: 'ran' },
+      enabled: v2024,
+      deleted: true,
+    });
+    const nullTeamConfigId = await config({
+      pluginId: markerLocal,
+      teamId: null,
+      order: 0,
+      config: { propertyName: 'must_not_run', propertyValue: 'ran' },
+    });
+    const closedConfigId = v2021
+      ? await config({
+          pluginId: local,
+          teamId: CLOSED_TEAM,
+          order: 0,
+          config: { propertyName: 'must_not_run', propertyValue: 'ran' },
+        })
+      : null;
     return { archiveConfigId, archivePluginId, localConfigId, deletedConfigId, nullTeamConfigId, closedConfigId };
   } finally {
     await db.destroy();

@@ -13,8 +13,20 @@ export const MESSAGES_DIR: string = (() => {
 })();
 
 export type MessageCase =
-  | 'v2' | 'v1' | 'priority-0' | 'priority-5' | 'priority-9' | 'eta-expires' | 'expired' | 'compressed'
-  | 'unicode' | 'nulls' | 'sent-at-offset' | 'multi-team' | 'pickle' | 'unknown-task';
+  | 'v2'
+  | 'v1'
+  | 'priority-0'
+  | 'priority-5'
+  | 'priority-9'
+  | 'eta-expires'
+  | 'expired'
+  | 'compressed'
+  | 'unicode'
+  | 'nulls'
+  | 'sent-at-offset'
+  | 'multi-team'
+  | 'pickle'
+  | 'unknown-task';
 
 /** The Redis list entries of one case, oldest first, each exactly as kombu stored it (envelope JSON text). */
 export function redisMessages(name: MessageCase): string[] {

@@ -51,7 +51,13 @@ function assertSameValues(sent: SentTask[], records: SinkRecord[]): void {
 
 const unicodeEvent: JsonObject = {
   event: 'Einkauf — café ☕ 東京 🎉',
-  properties: { distinct_id: 'jürgen-ß-😀', index: 100, city: 'Köln', emoji: '👩‍👩‍👧', nested: { a: [1, 2.5, null, true] } },
+  properties: {
+    distinct_id: 'jürgen-ß-😀',
+    index: 100,
+    city: 'Köln',
+    emoji: '👩‍👩‍👧',
+    nested: { a: [1, 2.5, null, true] },
+  },
   uuid: '0178a3ab-d163-0000-4b55-ceadcc27cba1',
   timestamp: '2020-11-02T22:13:06.000Z',
 };
@@ -63,7 +69,9 @@ async function sendCases(brokerUrl: string): Promise<SentTask[]> {
   // PostHog capture style: 7 positional args, sent_at a datetime (→ "...Z")
   sent.push(...(await sendEvents({ ...common, count: 5, startIndex: 0 })));
   // the posthog-plugins output style: args [] + kwargs, ip null, sent_at null, priority
-  sent.push(...(await sendEvents({ ...common, count: 2, startIndex: 10, asKwargs: true, ip: null, sentAt: null, priority: 5 })));
+  sent.push(
+    ...(await sendEvents({ ...common, count: 2, startIndex: 10, asKwargs: true, ip: null, sentAt: null, priority: 5 })),
+  );
   // explicit data, non-ASCII, protocol 1, compressed, fixed now and ids
   sent.push(
     ...(await sendEvents({
@@ -96,12 +104,24 @@ describe('python harness over Redis', { timeout: 180_000 }, () => {
   });
 
   test('producer output lands in the queue as kombu envelopes', async () => {
-    const sent = await sendEvents({ brokerUrl: redisUrl(db), queue: 'harness-peek', count: 3, startIndex: 0, teamId: 3 });
-    assert.deepEqual(sent.map((t) => t.distinct_id), ['user-0', 'user-1', 'user-2']);
+    const sent = await sendEvents({
+      brokerUrl: redisUrl(db),
+      queue: 'harness-peek',
+      count: 3,
+      startIndex: 0,
+      teamId: 3,
+    });
+    assert.deepEqual(
+      sent.map((t) => t.distinct_id),
+      ['user-0', 'user-1', 'user-2'],
+    );
     const raw = await redis.lrange('harness-peek', 0, -1);
     assert.equal(raw.length, 3);
     const oldestFirst = raw.reverse().map((s) => JSON.parse(s));
-    assert.deepEqual(oldestFirst.map((e) => e.headers.id), sent.map((t) => t.id));
+    assert.deepEqual(
+      oldestFirst.map((e) => e.headers.id),
+      sent.map((t) => t.id),
+    );
     for (const [i, env] of oldestFirst.entries()) {
       assert.equal(env.headers.task, 'posthog.tasks.process_event.process_event_with_plugins');
       assert.equal(env.properties.delivery_info.routing_key, 'harness-peek');
@@ -154,7 +174,10 @@ describe('python harness over Redis', { timeout: 180_000 }, () => {
     await sendEvents({ brokerUrl: redisUrl(db), queue: 'celery', taskName: 'posthog.tasks.nope', count: 1 });
     await sendEvents({ brokerUrl: redisUrl(db), queue: 'celery', taskName: PROCESS_EVENT_TASK, serializer: 'pickle' });
     const problems = await sink.waitForProblems(before + 2, 30_000);
-    const kinds = problems.slice(before).map((p) => p.kind).sort();
+    const kinds = problems
+      .slice(before)
+      .map((p) => p.kind)
+      .sort();
     assert.deepEqual(kinds, ['rejected', 'unknown']);
   });
 

@@ -38,20 +38,33 @@ function parseArgs(argv: string[]): Only | null {
 }
 
 async function leftVhosts(only: Only | null): Promise<string[]> {
-  const { stdout } = await execFileAsync('rabbitmqctl', ['-q', 'list_vhosts', 'name', '--no-table-headers'], { timeout: 60_000 });
-  const names = stdout.split('\n').map((l) => l.trim()).filter((n) => n.startsWith('posthog-plugins-test-'));
+  const { stdout } = await execFileAsync('rabbitmqctl', ['-q', 'list_vhosts', 'name', '--no-table-headers'], {
+    timeout: 60_000,
+  });
+  const names = stdout
+    .split('\n')
+    .map((l) => l.trim())
+    .filter((n) => n.startsWith('posthog-plugins-test-'));
   return names.filter((n) => only === null || only.vhosts.includes(n)).map((n) => `RabbitMQ vhost ${n}`);
 }
 
 async function leftRedisKeys(only: Only | null): Promise<string[]> {
-  const dbs = only?.redisDbs ?? Array.from({ length: 16 }, (_, i) => i).filter((d) => d !== 0 && d !== BENCH_REDIS_DB && d !== CAPTURE_REDIS_DB);
+  const dbs =
+    only?.redisDbs ??
+    Array.from({ length: 16 }, (_, i) => i).filter((d) => d !== 0 && d !== BENCH_REDIS_DB && d !== CAPTURE_REDIS_DB);
   const out: string[] = [];
   for (const db of dbs) {
     const redis = new Redis(redisUrl(db), { lazyConnect: true, maxRetriesPerRequest: 1 });
     try {
       await redis.connect();
       const keys = await redis.keys('*');
-      if (keys.length > 0) out.push(`Redis db ${db}: ${keys.length} key(s): ${keys.slice(0, 5).map((k) => JSON.stringify(k)).join(', ')}${keys.length > 5 ? ', …' : ''}`);
+      if (keys.length > 0)
+        out.push(
+          `Redis db ${db}: ${keys.length} key(s): ${keys
+            .slice(0, 5)
+            .map((k) => JSON.stringify(k))
+            .join(', ')}${keys.length > 5 ? ', …' : ''}`,
+        );
     } finally {
       redis.disconnect();
     }
@@ -72,7 +85,8 @@ function leftTempDirs(only: Only | null): string[] {
 async function leftPgDatabases(only: Only | null): Promise<string[]> {
   const admin = knex({ client: 'pg', connection: pgUrl('postgres'), pool: { min: 0, max: 1 } });
   try {
-    const rows = (await admin.raw(`SELECT datname FROM pg_database WHERE datname LIKE 'posthog\\_plugins\\_test\\_%'`)).rows as Array<{ datname: string }>;
+    const rows = (await admin.raw(`SELECT datname FROM pg_database WHERE datname LIKE 'posthog\\_plugins\\_test\\_%'`))
+      .rows as Array<{ datname: string }>;
     const out: string[] = [];
     for (const { datname } of rows) {
       if (only !== null && !only.pgDbs.includes(datname)) continue;
@@ -93,7 +107,11 @@ async function leftPgDatabases(only: Only | null): Promise<string[]> {
 async function testSchemas(database: string): Promise<string[]> {
   const db = knex({ client: 'pg', connection: pgUrl(database), pool: { min: 0, max: 1 } });
   try {
-    const rows = (await db.raw(`SELECT nspname FROM pg_namespace WHERE nspname NOT IN ('public', 'information_schema') AND nspname NOT LIKE 'pg\\_%'`)).rows as Array<{ nspname: string }>;
+    const rows = (
+      await db.raw(
+        `SELECT nspname FROM pg_namespace WHERE nspname NOT IN ('public', 'information_schema') AND nspname NOT LIKE 'pg\\_%'`,
+      )
+    ).rows as Array<{ nspname: string }>;
     return rows.map((r) => r.nspname);
   } finally {
     await db.destroy();
@@ -102,9 +120,16 @@ async function testSchemas(database: string): Promise<string[]> {
 
 async function main(): Promise<void> {
   const only = parseArgs(process.argv.slice(2));
-  const left = [...(await leftVhosts(only)), ...(await leftRedisKeys(only)), ...(await leftPgDatabases(only)), ...leftTempDirs(only)];
+  const left = [
+    ...(await leftVhosts(only)),
+    ...(await leftRedisKeys(only)),
+    ...(await leftPgDatabases(only)),
+    ...leftTempDirs(only),
+  ];
   if (left.length === 0) {
-    process.stdout.write('leftovers: none (test vhosts, Redis test dbs, posthog_plugins_test_* databases, pp-* temp dirs are clean)\n');
+    process.stdout.write(
+      'leftovers: none (test vhosts, Redis test dbs, posthog_plugins_test_* databases, pp-* temp dirs are clean)\n',
+    );
     return;
   }
   for (const l of left) process.stderr.write(`leftover: ${l}\n`);

@@ -31,7 +31,10 @@ export interface PrivateRabbit {
 async function rabbitmqUser(): Promise<{ uid: number; gid: number } | null> {
   if (userInfo().uid !== 0) return null;
   try {
-    const [uid, gid] = await Promise.all([execFileAsync('id', ['-u', 'rabbitmq']), execFileAsync('id', ['-g', 'rabbitmq'])]);
+    const [uid, gid] = await Promise.all([
+      execFileAsync('id', ['-u', 'rabbitmq']),
+      execFileAsync('id', ['-g', 'rabbitmq']),
+    ]);
     return { uid: Number(uid.stdout.trim()), gid: Number(gid.stdout.trim()) };
   } catch {
     return null;

@@ -270,12 +270,22 @@ export async function startSinkWorker(opts: StartSinkWorkerOptions): Promise<Sin
   fs.writeFileSync(outputFile, '');
   const nodeName = `sink-${process.pid}-${Math.random().toString(36).slice(2, 8)}@%h`;
   const args = [
-    '-m', 'celery', '-A', 'sink_worker', 'worker',
-    '-P', pool,
-    '-Q', queue,
-    '-n', nodeName,
-    '--without-heartbeat', '--without-mingle', '--without-gossip',
-    '--loglevel', opts.loglevel ?? 'INFO',
+    '-m',
+    'celery',
+    '-A',
+    'sink_worker',
+    'worker',
+    '-P',
+    pool,
+    '-Q',
+    queue,
+    '-n',
+    nodeName,
+    '--without-heartbeat',
+    '--without-mingle',
+    '--without-gossip',
+    '--loglevel',
+    opts.loglevel ?? 'INFO',
   ];
   if (pool !== 'solo' && opts.concurrency) args.push('--concurrency', String(opts.concurrency));
   if (opts.extraArgs) args.push(...opts.extraArgs);

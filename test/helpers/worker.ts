@@ -32,11 +32,18 @@ export const BIN = path.resolve(__dirname, '../../../bin/posthog-plugins');
 export const REPO = path.resolve(__dirname, '../../..');
 
 /** Run a one-shot CLI command (migrate, install, list, replay); rejects with its stderr on failure. */
-export async function cli(args: string[], env: Record<string, string> = {}): Promise<{ stdout: string; stderr: string }> {
+export async function cli(
+  args: string[],
+  env: Record<string, string> = {},
+): Promise<{ stdout: string; stderr: string }> {
   try {
     // Commands that change plugins announce it on reload-plugins; on the shared Redis that would reach the workers
     // of other test files, so it is off here unless a test asks for it (test/cli/ does, on private Redis servers).
-    return await execFileAsync(BIN, args, { cwd: REPO, env: { ...process.env, PLUGINS_RELOAD_PUBSUB_CHANNEL: '', ...env }, maxBuffer: 64 * 1024 * 1024 });
+    return await execFileAsync(BIN, args, {
+      cwd: REPO,
+      env: { ...process.env, PLUGINS_RELOAD_PUBSUB_CHANNEL: '', ...env },
+      maxBuffer: 64 * 1024 * 1024,
+    });
   } catch (err) {
     const e = err as Error & { stderr?: string; stdout?: string };
     throw new Error(`posthog-plugins ${args.join(' ')} failed: ${e.message}\n${e.stderr ?? ''}`);
@@ -48,7 +55,11 @@ export interface WorkerProcess {
   /** JSON log lines so far. */
   logs(): Array<Record<string, unknown>>;
   logText(): string;
-  waitForLog(match: (line: Record<string, unknown>) => boolean, timeoutMs: number, what: string): Promise<Record<string, unknown>>;
+  waitForLog(
+    match: (line: Record<string, unknown>) => boolean,
+    timeoutMs: number,
+    what: string,
+  ): Promise<Record<string, unknown>>;
   /** SIGTERM and wait for exit; resolves with the exit code. */
   stop(timeoutMs?: number): Promise<number | null>;
   /** SIGKILL, as a crash would. */
@@ -89,11 +100,13 @@ export async function startWorker(args: string[], env: Record<string, string> = 
   };
   child.stdout!.on('data', onData);
   child.stderr!.on('data', onData);
-  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => {
-    live.delete(child);
-    waiters.splice(0).forEach((w) => w());
-    resolve(code);
-  }));
+  const exited = new Promise<number | null>((resolve) =>
+    child.on('exit', (code) => {
+      live.delete(child);
+      waiters.splice(0).forEach((w) => w());
+      resolve(code);
+    }),
+  );
 
   const proc: WorkerProcess = {
     child,
@@ -101,7 +114,10 @@ export async function startWorker(args: string[], env: Record<string, string> = 
     logText: () => text,
     waitForLog: (match, timeoutMs, what) =>
       new Promise((resolve, reject) => {
-        const timer = setTimeout(() => reject(new Error(`timed out waiting for worker log: ${what}\n${text.slice(-4000)}`)), timeoutMs);
+        const timer = setTimeout(
+          () => reject(new Error(`timed out waiting for worker log: ${what}\n${text.slice(-4000)}`)),
+          timeoutMs,
+        );
         const check = (): void => {
           const found = lines.find(match);
           if (found) {
@@ -127,6 +143,10 @@ export async function startWorker(args: string[], env: Record<string, string> = 
       await exited;
     },
   };
-  await proc.waitForLog((l) => typeof l.message === 'string' && l.message.startsWith('consuming '), 60_000, 'consuming');
+  await proc.waitForLog(
+    (l) => typeof l.message === 'string' && l.message.startsWith('consuming '),
+    60_000,
+    'consuming',
+  );
   return proc;
 }

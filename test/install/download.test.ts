@@ -26,7 +26,13 @@ describe('install: download by link or npm name', () => {
 
   before(async () => {
     forges = await startForges();
-    opts = { githubApiUrl: forges.api, gitlabUrl: forges.api, npmRegistry: forges.api, timeoutMs: 10_000, maxBytes: 1024 * 1024 };
+    opts = {
+      githubApiUrl: forges.api,
+      gitlabUrl: forges.api,
+      npmRegistry: forges.api,
+      timeoutMs: 10_000,
+      maxBytes: 1024 * 1024,
+    };
   });
   after(async () => forges?.close());
 
@@ -41,12 +47,19 @@ describe('install: download by link or npm name', () => {
   });
 
   it('GitHub tree, release tag, archive and commit links pin the named ref; a commit link needs no API call', async () => {
-    for (const link of ['https://github.com/PostHog/hello/tree/v1.0', 'https://github.com/PostHog/hello/releases/tag/v1.0', 'https://github.com/PostHog/hello/archive/v1.0.zip']) {
+    for (const link of [
+      'https://github.com/PostHog/hello/tree/v1.0',
+      'https://github.com/PostHog/hello/releases/tag/v1.0',
+      'https://github.com/PostHog/hello/archive/v1.0.zip',
+    ]) {
       const got = await downloadPlugin(spec(link), opts);
       assert.equal(got.tag, SHA_V1, link);
       assert.equal(got.code.name, 'Hello from GitHub v1', link);
     }
-    assert.equal((await resolvePluginSource(spec('https://github.com/PostHog/hello/tree/feature/x'), opts)).tag, SHA_MAIN);
+    assert.equal(
+      (await resolvePluginSource(spec('https://github.com/PostHog/hello/tree/feature/x'), opts)).tag,
+      SHA_MAIN,
+    );
     const before = forges.requests.length;
     const got = await downloadPlugin(spec(`https://github.com/PostHog/hello/commit/${SHA_V1}`), opts);
     assert.equal(got.tag, SHA_V1);
@@ -84,7 +97,10 @@ describe('install: download by link or npm name', () => {
     assert.equal(latest.code.name, 'Hello from npm 1.1.0');
     assert.equal((await downloadPlugin(spec('@posthog/hello@1.0.0'), opts)).code.name, 'Hello from npm 1.0.0');
     assert.equal((await downloadPlugin(spec('@posthog/hello@beta'), opts)).tag, '1.0.0');
-    assert.equal((await downloadPlugin(spec('https://www.npmjs.com/package/@posthog/hello/v/1.0.0'), opts)).tag, '1.0.0');
+    assert.equal(
+      (await downloadPlugin(spec('https://www.npmjs.com/package/@posthog/hello/v/1.0.0'), opts)).tag,
+      '1.0.0',
+    );
   });
 
   it('a direct archive URL is stored with that URL and no tag', async () => {
@@ -95,16 +111,40 @@ describe('install: download by link or npm name', () => {
   });
 
   const refusals: Array<[string, string, RegExp]> = [
-    ['a missing GitHub repository', 'https://github.com/PostHog/missing', /GitHub repository PostHog\/missing not found \(a private repository needs GITHUB_TOKEN\)/],
+    [
+      'a missing GitHub repository',
+      'https://github.com/PostHog/missing',
+      /GitHub repository PostHog\/missing not found \(a private repository needs GITHUB_TOKEN\)/,
+    ],
     ['an unknown ref', 'https://github.com/PostHog/hello/tree/nope', /has no branch, tag or commit "nope"/],
-    ['a repository without plugin.json', 'https://github.com/PostHog/readme', /GitHub repository PostHog\/readme at a{12} is not a PostHog plugin: .*has no plugin\.json/],
-    ['an HTML page instead of an archive', 'https://github.com/PostHog/html', /is not a plugin archive: .* returned text\/html; charset=utf-8, not a zip or tar\.gz \(it starts with "<!DOCTYPE html>/],
-    ['a body over the limit (streamed, no content-length)', 'https://github.com/PostHog/huge', /response larger than 1048576 bytes \(the download limit\)/],
+    [
+      'a repository without plugin.json',
+      'https://github.com/PostHog/readme',
+      /GitHub repository PostHog\/readme at a{12} is not a PostHog plugin: .*has no plugin\.json/,
+    ],
+    [
+      'an HTML page instead of an archive',
+      'https://github.com/PostHog/html',
+      /is not a plugin archive: .* returned text\/html; charset=utf-8, not a zip or tar\.gz \(it starts with "<!DOCTYPE html>/,
+    ],
+    [
+      'a body over the limit (streamed, no content-length)',
+      'https://github.com/PostHog/huge',
+      /response larger than 1048576 bytes \(the download limit\)/,
+    ],
     ['a declared content-length over the limit', '/files/declared-huge.zip', /response larger than 1048576 bytes/],
     ['a 404 archive URL', '/files/missing.zip', /archive not found \(GET .*\/files\/missing\.zip returned 404\)/],
     ['a missing GitLab project', 'http://127.0.0.1/group/other', /GitLab project group\/other not found/],
-    ['a missing npm package', 'posthog-nothing-here', /npm package posthog-nothing-here not found in http:\/\/127\.0\.0\.1:\d+/],
-    ['an unknown npm version', '@posthog/hello@9.9.9', /npm package @posthog\/hello has no version or dist-tag "9\.9\.9" \(latest versions: 1\.0\.0, 1\.1\.0\)/],
+    [
+      'a missing npm package',
+      'posthog-nothing-here',
+      /npm package posthog-nothing-here not found in http:\/\/127\.0\.0\.1:\d+/,
+    ],
+    [
+      'an unknown npm version',
+      '@posthog/hello@9.9.9',
+      /npm package @posthog\/hello has no version or dist-tag "9\.9\.9" \(latest versions: 1\.0\.0, 1\.1\.0\)/,
+    ],
     ['a redirect loop', `https://github.com/PostHog/loop/commit/${SHA_MAIN}`, /more than 5 redirects/],
   ];
   for (const [what, link, message] of refusals) {
@@ -118,7 +158,10 @@ describe('install: download by link or npm name', () => {
   }
 
   it('gives up at the deadline', async () => {
-    await assert.rejects(downloadPlugin(spec(`${forges.api}/files/slow.zip`), { ...opts, timeoutMs: 300 }), /timed out after 300 ms/);
+    await assert.rejects(
+      downloadPlugin(spec(`${forges.api}/files/slow.zip`), { ...opts, timeoutMs: 300 }),
+      /timed out after 300 ms/,
+    );
   });
 
   it('a non-plugin error is a RemotePluginError', async () => {
@@ -128,12 +171,31 @@ describe('install: download by link or npm name', () => {
   describe('through the CLI', () => {
     const dir = tempDir('pp-install-cli-');
     const dbUrl = `sqlite:${path.join(dir, 'plugins.sqlite3')}`;
-    const flags = (): string[] => ['--database-url', dbUrl, '--github-api-url', forges.api, '--npm-registry', forges.api, '--log-level', 'warn'];
+    const flags = (): string[] => [
+      '--database-url',
+      dbUrl,
+      '--github-api-url',
+      forges.api,
+      '--npm-registry',
+      forges.api,
+      '--log-level',
+      'warn',
+    ];
 
     it('install <github link> and <npm name>: list shows them, the stored archives load', async () => {
-      await cli(['install', 'https://github.com/PostHog/hello/tree/v1.0', '--team', '3', '--config', '{"propertyName":"via"}', ...flags()]);
+      await cli([
+        'install',
+        'https://github.com/PostHog/hello/tree/v1.0',
+        '--team',
+        '3',
+        '--config',
+        '{"propertyName":"via"}',
+        ...flags(),
+      ]);
       await cli(['install', '@posthog/hello', '--team', '3', ...flags()]);
-      const listed = JSON.parse((await cli(['list', '--json', '--database-url', dbUrl])).stdout) as Array<Record<string, unknown>>;
+      const listed = JSON.parse((await cli(['list', '--json', '--database-url', dbUrl])).stdout) as Array<
+        Record<string, unknown>
+      >;
       assert.deepEqual(
         listed.map((c) => [c.teamId, c.order, c.pluginName, c.pluginType, c.url, c.enabled]),
         [
@@ -143,8 +205,13 @@ describe('install: download by link or npm name', () => {
       );
       const db = openDatabase(dbUrl);
       try {
-        const tags = (await db('posthog_plugin').select('name', 'tag', 'description').orderBy('id')) as Array<Record<string, unknown>>;
-        assert.deepEqual(tags.map((t) => t.tag), [SHA_V1, '1.1.0']);
+        const tags = (await db('posthog_plugin').select('name', 'tag', 'description').orderBy('id')) as Array<
+          Record<string, unknown>
+        >;
+        assert.deepEqual(
+          tags.map((t) => t.tag),
+          [SHA_V1, '1.1.0'],
+        );
         assert.match(String(tags[0]?.description), /Adds one property/);
         const loaded = await new PluginStore(db).loadEnabledConfigs();
         assert.equal(loaded.length, 2);
@@ -161,13 +228,18 @@ describe('install: download by link or npm name', () => {
     });
 
     it('a link that is not a plugin: exit 1, one line saying why, nothing stored', async () => {
-      const failed = await execFileAsync(BIN, ['install', 'https://github.com/PostHog/readme', ...flags()], { cwd: REPO }).then(
+      const failed = await execFileAsync(BIN, ['install', 'https://github.com/PostHog/readme', ...flags()], {
+        cwd: REPO,
+      }).then(
         () => null,
         (err: { code: number; stderr: string }) => err,
       );
       assert.ok(failed, 'install should fail');
       assert.equal(failed.code, 1);
-      assert.match(failed.stderr, /^posthog-plugins install: GitHub repository PostHog\/readme at a{12} is not a PostHog plugin: .*has no plugin\.json\n$/m);
+      assert.match(
+        failed.stderr,
+        /^posthog-plugins install: GitHub repository PostHog\/readme at a{12} is not a PostHog plugin: .*has no plugin\.json\n$/m,
+      );
       const listed = JSON.parse((await cli(['list', '--json', '--database-url', dbUrl])).stdout) as unknown[];
       assert.equal(listed.length, 2);
     });

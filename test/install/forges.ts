@@ -60,7 +60,8 @@ export async function startForges(): Promise<Forges> {
     const m = /^\/PostHog\/(hello|readme|html|huge)\/zip\/([0-9a-f]{40})$/.exec(req.url ?? '');
     if (!m) return send(res, 404, 'text/plain', 'Not Found');
     if (m[1] === 'readme') return send(res, 200, 'application/zip', archives.notPlugin);
-    if (m[1] === 'html') return send(res, 200, 'text/html; charset=utf-8', '<!DOCTYPE html><html><body>Sign in to GitHub</body></html>');
+    if (m[1] === 'html')
+      return send(res, 200, 'text/html; charset=utf-8', '<!DOCTYPE html><html><body>Sign in to GitHub</body></html>');
     if (m[1] === 'huge') {
       // No content-length: the limit has to be enforced while the body streams in.
       res.writeHead(200, { 'content-type': 'application/zip' });
@@ -110,9 +111,13 @@ export async function startForges(): Promise<Forges> {
     if (p.startsWith('/repos/')) return json({ message: 'Not Found' }, 404);
 
     // ---- GitLab API
-    if (p === '/api/v4/projects/group%2Fproj') return json({ path_with_namespace: 'group/proj', default_branch: 'main' });
+    if (p === '/api/v4/projects/group%2Fproj')
+      return json({ path_with_namespace: 'group/proj', default_branch: 'main' });
     m = /^\/api\/v4\/projects\/group%2Fproj\/repository\/commits\/(.+)$/.exec(p);
-    if (m) return m[1] === 'main' || m[1] === 'dev' ? json({ id: SHA_GITLAB }) : json({ message: '404 Commit Not Found' }, 404);
+    if (m)
+      return m[1] === 'main' || m[1] === 'dev'
+        ? json({ id: SHA_GITLAB })
+        : json({ message: '404 Commit Not Found' }, 404);
     if (p === '/api/v4/projects/group%2Fproj/repository/archive.zip' && url.searchParams.get('sha') === SHA_GITLAB) {
       return send(res, 200, 'application/zip', archives.gitlab);
     }
@@ -139,7 +144,8 @@ export async function startForges(): Promise<Forges> {
       res.on('error', () => undefined);
       return res.write(Buffer.alloc(1024));
     }
-    if (p === '/files/slow.zip') return void setTimeout(() => send(res, 200, 'application/zip', archives.direct), 5_000).unref();
+    if (p === '/files/slow.zip')
+      return void setTimeout(() => send(res, 200, 'application/zip', archives.direct), 5_000).unref();
     return json({ error: 'not found' }, 404);
   });
   await listen(api);

@@ -4,22 +4,52 @@ import { type PluginSpec, PluginSpecError, parsePluginSpec } from '../../src/ins
 
 describe('install: plugin specs (links and npm names)', () => {
   const cases: Array<[string, PluginSpec]> = [
-    ['https://github.com/PostHog/currency-plugin', { kind: 'github', owner: 'PostHog', repo: 'currency-plugin', ref: null }],
-    ['https://github.com/PostHog/currency-plugin/', { kind: 'github', owner: 'PostHog', repo: 'currency-plugin', ref: null }],
-    ['http://www.github.com/PostHog/currency-plugin.git', { kind: 'github', owner: 'PostHog', repo: 'currency-plugin', ref: null }],
+    [
+      'https://github.com/PostHog/currency-plugin',
+      { kind: 'github', owner: 'PostHog', repo: 'currency-plugin', ref: null },
+    ],
+    [
+      'https://github.com/PostHog/currency-plugin/',
+      { kind: 'github', owner: 'PostHog', repo: 'currency-plugin', ref: null },
+    ],
+    [
+      'http://www.github.com/PostHog/currency-plugin.git',
+      { kind: 'github', owner: 'PostHog', repo: 'currency-plugin', ref: null },
+    ],
     ['https://github.com/o/r/tree/main', { kind: 'github', owner: 'o', repo: 'r', ref: 'main' }],
     ['https://github.com/o/r/tree/feature/x-y', { kind: 'github', owner: 'o', repo: 'r', ref: 'feature/x-y' }],
-    ['https://github.com/o/r/commit/0123456789abcdef0123456789abcdef01234567', { kind: 'github', owner: 'o', repo: 'r', ref: '0123456789abcdef0123456789abcdef01234567' }],
+    [
+      'https://github.com/o/r/commit/0123456789abcdef0123456789abcdef01234567',
+      { kind: 'github', owner: 'o', repo: 'r', ref: '0123456789abcdef0123456789abcdef01234567' },
+    ],
     ['https://github.com/o/r/releases/tag/v1.2.0', { kind: 'github', owner: 'o', repo: 'r', ref: 'v1.2.0' }],
     ['https://github.com/o/r/archive/v1.2.0.zip', { kind: 'github', owner: 'o', repo: 'r', ref: 'v1.2.0' }],
-    ['https://github.com/o/r/archive/refs/tags/v1.2.0.tar.gz', { kind: 'github', owner: 'o', repo: 'r', ref: 'v1.2.0' }],
+    [
+      'https://github.com/o/r/archive/refs/tags/v1.2.0.tar.gz',
+      { kind: 'github', owner: 'o', repo: 'r', ref: 'v1.2.0' },
+    ],
     ['https://github.com/o/r?tab=readme', { kind: 'github', owner: 'o', repo: 'r', ref: null }],
-    ['https://gitlab.com/group/project', { kind: 'gitlab', origin: 'https://gitlab.com', project: 'group/project', ref: null }],
-    ['https://gitlab.com/group/sub/project/-/tree/dev', { kind: 'gitlab', origin: 'https://gitlab.com', project: 'group/sub/project', ref: 'dev' }],
-    ['https://gitlab.com/group/project/-/commit/abc123', { kind: 'gitlab', origin: 'https://gitlab.com', project: 'group/project', ref: 'abc123' }],
-    ['https://gitlab.com/group/project/-/tags/v1', { kind: 'gitlab', origin: 'https://gitlab.com', project: 'group/project', ref: 'v1' }],
+    [
+      'https://gitlab.com/group/project',
+      { kind: 'gitlab', origin: 'https://gitlab.com', project: 'group/project', ref: null },
+    ],
+    [
+      'https://gitlab.com/group/sub/project/-/tree/dev',
+      { kind: 'gitlab', origin: 'https://gitlab.com', project: 'group/sub/project', ref: 'dev' },
+    ],
+    [
+      'https://gitlab.com/group/project/-/commit/abc123',
+      { kind: 'gitlab', origin: 'https://gitlab.com', project: 'group/project', ref: 'abc123' },
+    ],
+    [
+      'https://gitlab.com/group/project/-/tags/v1',
+      { kind: 'gitlab', origin: 'https://gitlab.com', project: 'group/project', ref: 'v1' },
+    ],
     ['https://www.npmjs.com/package/posthog-plugin-x', { kind: 'npm', name: 'posthog-plugin-x', version: null }],
-    ['https://www.npmjs.com/package/@posthog/plugin-geoip/v/0.0.7', { kind: 'npm', name: '@posthog/plugin-geoip', version: '0.0.7' }],
+    [
+      'https://www.npmjs.com/package/@posthog/plugin-geoip/v/0.0.7',
+      { kind: 'npm', name: '@posthog/plugin-geoip', version: '0.0.7' },
+    ],
     ['posthog-plugin-x', { kind: 'npm', name: 'posthog-plugin-x', version: null }],
     ['posthog-plugin-x@1.0.0', { kind: 'npm', name: 'posthog-plugin-x', version: '1.0.0' }],
     ['@posthog/plugin-geoip', { kind: 'npm', name: '@posthog/plugin-geoip', version: null }],
@@ -66,7 +96,10 @@ describe('install: plugin specs (links and npm names)', () => {
 
 describe('install: archive URLs on a GitLab host', () => {
   it('an archive file or an API URL is downloaded as it is', () => {
-    assert.deepEqual(parsePluginSpec('https://gitlab.com/g/p/-/archive/main/p-main.zip'), { kind: 'archive', url: 'https://gitlab.com/g/p/-/archive/main/p-main.zip' });
+    assert.deepEqual(parsePluginSpec('https://gitlab.com/g/p/-/archive/main/p-main.zip'), {
+      kind: 'archive',
+      url: 'https://gitlab.com/g/p/-/archive/main/p-main.zip',
+    });
     assert.equal(parsePluginSpec('https://gitlab.com/api/v4/projects/1/repository/archive.zip?sha=x').kind, 'archive');
   });
 });

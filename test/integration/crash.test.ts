@@ -9,7 +9,15 @@ import { after, before, describe, test } from 'node:test';
 import amqp from 'amqplib';
 import Redis from 'ioredis';
 import { type BrokerFixture, amqpFixture, redisFixture } from '../helpers/brokers';
-import { PYTHON, PYTHON_DIR, type SentTask, type SinkRecord, type SinkWorker, sendEvents, startSinkWorker } from '../helpers/python';
+import {
+  PYTHON,
+  PYTHON_DIR,
+  type SentTask,
+  type SinkRecord,
+  type SinkWorker,
+  sendEvents,
+  startSinkWorker,
+} from '../helpers/python';
 import { waitUntil } from '../helpers/services';
 import { type WorkerProcess, alive, childrenOf, cli, startWorker } from '../helpers/worker';
 
@@ -78,7 +86,10 @@ function envelopeUuid(text: string): string {
 }
 
 function envelopeRedelivered(text: string): boolean {
-  const env = JSON.parse(text) as { headers?: Record<string, unknown>; properties: { delivery_info?: Record<string, unknown> } };
+  const env = JSON.parse(text) as {
+    headers?: Record<string, unknown>;
+    properties: { delivery_info?: Record<string, unknown> };
+  };
   return env.headers?.['redelivered'] === true && env.properties.delivery_info?.['redelivered'] === true;
 }
 
@@ -131,11 +142,16 @@ for (const c of CASES) {
     const tmp = mkdtempSync(path.join(tmpdir(), 'pp-crash-'));
     const env = { DATABASE_URL: `sqlite:${path.join(tmp, 'plugins.sqlite3')}` };
     const workerArgs = (): string[] => [
-      '--broker', broker.url,
-      '--workers', String(WORKERS),
-      '--batch-size', String(BATCH),
-      '--concurrency', String(CONCURRENCY),
-      '--prefetch-multiplier', String(PREFETCH_MULTIPLIER),
+      '--broker',
+      broker.url,
+      '--workers',
+      String(WORKERS),
+      '--batch-size',
+      String(BATCH),
+      '--concurrency',
+      String(CONCURRENCY),
+      '--prefetch-multiplier',
+      String(PREFETCH_MULTIPLIER),
     ];
     /** Outputs that may exist twice: the inputs in flight when the worker died (its batches, plus prefetch on AMQP). */
     const duplicateBound = WORKERS * (c.kind === 'amqp' ? BATCH * CONCURRENCY + PREFETCH : BATCH * CONCURRENCY);
@@ -144,7 +160,11 @@ for (const c of CASES) {
     async function start(extra: string[] = []): Promise<WorkerProcess> {
       const w = await startWorker([...workerArgs(), ...extra], env);
       workers.push(w);
-      await waitUntil(() => w.logs().filter((l) => String(l.message).startsWith(`consuming ${INPUT} `)).length >= WORKERS, 60_000, 'every worker process consuming');
+      await waitUntil(
+        () => w.logs().filter((l) => String(l.message).startsWith(`consuming ${INPUT} `)).length >= WORKERS,
+        60_000,
+        'every worker process consuming',
+      );
       return w;
     }
 
@@ -167,7 +187,11 @@ for (const c of CASES) {
       const r = redis!;
       const registered = await r.smembers('posthog-plugins:workers');
       const workerIds = registered.filter((id) => pids.some((pid) => id.includes(`-${pid}-`)));
-      assert.equal(workerIds.length, pids.length, `one registered worker id per killed process ${JSON.stringify(pids)}: ${JSON.stringify(registered)}`);
+      assert.equal(
+        workerIds.length,
+        pids.length,
+        `one registered worker id per killed process ${JSON.stringify(pids)}: ${JSON.stringify(registered)}`,
+      );
       const multi = r.multi();
       for (const k of priorityLists(INPUT)) multi.lrange(k, 0, -1);
       multi.hgetall('unacked');
@@ -193,7 +217,14 @@ for (const c of CASES) {
       for (const [tag, rec] of Object.entries(records)) {
         const [envelope, exchange, routingKey] = JSON.parse(rec) as [unknown, string, string];
         const envelopeText = JSON.stringify(envelope);
-        if (routingKey === INPUT) unacked.set(tag, { uuid: envelopeUuid(envelopeText), exchange, routingKey, score: scores.get(tag) ?? null, envelope: envelopeText });
+        if (routingKey === INPUT)
+          unacked.set(tag, {
+            uuid: envelopeUuid(envelopeText),
+            exchange,
+            routingKey,
+            score: scores.get(tag) ?? null,
+            envelope: envelopeText,
+          });
         else published.push(envelopeUuid(envelopeText)); // the Python sink's prefetched outputs
       }
       return { workerIds, queued, unacked, inflightTags, landing, published };
@@ -210,7 +241,13 @@ for (const c of CASES) {
       base: number,
       sentUuids: Set<string>,
       firstVictim: WorkerProcess,
-    ): Promise<{ killedAt: number; killed: number[]; snapshot?: RedisSnapshot; depthAfterKill: number; attempts: number }> {
+    ): Promise<{
+      killedAt: number;
+      killed: number[];
+      snapshot?: RedisSnapshot;
+      depthAfterKill: number;
+      attempts: number;
+    }> {
       let victim = firstVictim;
       for (let attempt = 1; ; attempt++) {
         if (attempt === 1) {
@@ -218,7 +255,12 @@ for (const c of CASES) {
           await waitUntil(() => sink.records().length - base >= 20, 60_000, 'first outputs at the Python sink', 5);
         } else {
           const depth0 = await inputDepth();
-          await waitUntil(async () => depth0 - (await inputDepth()) >= 60, 60_000, 'the restarted worker to take messages', 5);
+          await waitUntil(
+            async () => depth0 - (await inputDepth()) >= 60,
+            60_000,
+            'the restarted worker to take messages',
+            5,
+          );
         }
         const killed = await killTree(victim);
         const killedAt = Date.now();
@@ -246,22 +288,41 @@ for (const c of CASES) {
     function checkRedisSnapshot(s: RedisSnapshot, killedAt: number): void {
       const unackedUuids = [...s.unacked.values()].map((u) => u.uuid);
       // kombu's records and our in-flight set are written and removed together.
-      assert.deepEqual([...s.unacked.keys()].sort(), [...s.inflightTags].sort(), 'unacked records = the dead workers’ in-flight sets');
+      assert.deepEqual(
+        [...s.unacked.keys()].sort(),
+        [...s.inflightTags].sort(),
+        'unacked records = the dead workers’ in-flight sets',
+      );
       // Each consumer loop holds at most three batches: the one in hand, the one received ahead and, on Redis, the one
       // whose settle is still under way.
-      assert.ok(unackedUuids.length + s.landing.length <= WORKERS * BATCH * CONCURRENCY * 3, `held ${unackedUuids.length}+${s.landing.length} > workers × batch × concurrency × 3`);
+      assert.ok(
+        unackedUuids.length + s.landing.length <= WORKERS * BATCH * CONCURRENCY * 3,
+        `held ${unackedUuids.length}+${s.landing.length} > workers × batch × concurrency × 3`,
+      );
       // Publish + ack is one step: an input is never both unacked and published.
       const published = new Set(s.published);
-      assert.deepEqual(unackedUuids.filter((u) => published.has(u)), [], 'inputs both unacked and published');
+      assert.deepEqual(
+        unackedUuids.filter((u) => published.has(u)),
+        [],
+        'inputs both unacked and published',
+      );
       const queued = new Set(s.queued);
-      assert.deepEqual([...unackedUuids, ...s.landing].filter((u) => queued.has(u)), [], 'inputs both queued and held');
+      assert.deepEqual(
+        [...unackedUuids, ...s.landing].filter((u) => queued.has(u)),
+        [],
+        'inputs both queued and held',
+      );
       for (const [tag, u] of s.unacked) {
         // Exactly what kombu's restore_by_tag reads: [payload, exchange, routing_key], index scored in Unix seconds.
         assert.equal(u.routingKey, INPUT);
-        const info = (JSON.parse(u.envelope) as { properties: { delivery_info: { exchange: string } } }).properties.delivery_info;
+        const info = (JSON.parse(u.envelope) as { properties: { delivery_info: { exchange: string } } }).properties
+          .delivery_info;
         assert.equal(u.exchange, info.exchange, 'the exchange of the message (kombu restores through it)');
         assert.ok(u.score !== null, `unacked_index entry for ${tag}`);
-        assert.ok(u.score! <= killedAt / 1000 + 1 && u.score! > killedAt / 1000 - 120, `score ${u.score} is Unix seconds (kill at ${killedAt / 1000})`);
+        assert.ok(
+          u.score! <= killedAt / 1000 + 1 && u.score! > killedAt / 1000 - 120,
+          `score ${u.score} is Unix seconds (kill at ${killedAt / 1000})`,
+        );
       }
     }
 
@@ -272,8 +333,26 @@ for (const c of CASES) {
         return `redis: input lists ${JSON.stringify(lens)}, unacked ${await redis.hlen('unacked')}, celery ${await redis.llen(OUTPUT)}`;
       }
       const vhost = decodeURIComponent(new URL(broker.url).pathname.slice(1));
-      const q = await execFileAsync('rabbitmqctl', ['-q', 'list_queues', '-p', vhost, 'name', 'messages_ready', 'messages_unacknowledged', 'consumers']);
-      const ch = await execFileAsync('rabbitmqctl', ['-q', 'list_channels', 'connection', 'number', 'consumer_count', 'messages_unacknowledged', 'prefetch_count', 'global_prefetch_count']);
+      const q = await execFileAsync('rabbitmqctl', [
+        '-q',
+        'list_queues',
+        '-p',
+        vhost,
+        'name',
+        'messages_ready',
+        'messages_unacknowledged',
+        'consumers',
+      ]);
+      const ch = await execFileAsync('rabbitmqctl', [
+        '-q',
+        'list_channels',
+        'connection',
+        'number',
+        'consumer_count',
+        'messages_unacknowledged',
+        'prefetch_count',
+        'global_prefetch_count',
+      ]);
       return `rabbitmq queues:\n${q.stdout}channels:\n${ch.stdout}`;
     }
 
@@ -292,23 +371,40 @@ for (const c of CASES) {
         const missing = [...sentUuids].filter((u) => !seen.has(u));
         // Where are they? The broker's view tells a message stuck unacked on a live channel from one never sent.
         const where = await brokerState().catch((e: Error) => `broker state unavailable: ${e.message}`);
-        throw new Error(`${err.message}: ${missing.length} missing (e.g. ${missing.slice(0, 3).join(', ')})\n${where}\n${workers.at(-1)?.logText().slice(-3000)}`);
+        throw new Error(
+          `${err.message}: ${missing.length} missing (e.g. ${missing.slice(0, 3).join(', ')})\n${where}\n${workers.at(-1)?.logText().slice(-3000)}`,
+        );
       });
     }
 
     /** Exact set, duplicates within bound, each output the result of the plugin, nothing left unacked. */
-    async function checkOutcome(t: { diagnostic(msg: string): void }, base: number, sentUuids: Set<string>, label: string): Promise<Tally> {
+    async function checkOutcome(
+      t: { diagnostic(msg: string): void },
+      base: number,
+      sentUuids: Set<string>,
+      label: string,
+    ): Promise<Tally> {
       await sleep(1000); // late duplicates would show up here
       const records = sink.records().slice(base);
       const got = tally(records);
       assert.deepEqual([...got.counts.keys()].sort(), [...sentUuids].sort(), 'exactly the sent events came out');
       const dupUuids = [...got.counts].filter(([, n]) => n > 1).map(([u]) => u);
-      t.diagnostic(`${label}: ${got.total} executions of ${sentUuids.size} events, ${got.duplicates} duplicate(s) (${dupUuids.length} event(s) twice or more; bound ${duplicateBound})`);
-      assert.ok(got.duplicates <= duplicateBound, `${got.duplicates} duplicates > ${duplicateBound} messages that could have been in flight`);
+      t.diagnostic(
+        `${label}: ${got.total} executions of ${sentUuids.size} events, ${got.duplicates} duplicate(s) (${dupUuids.length} event(s) twice or more; bound ${duplicateBound})`,
+      );
+      assert.ok(
+        got.duplicates <= duplicateBound,
+        `${got.duplicates} duplicates > ${duplicateBound} messages that could have been in flight`,
+      );
       // A duplicate is the same input run again: its output has the same (derived) task id.
-      for (const [u, ids] of got.taskIds) assert.equal(ids.size, 1, `event ${u} came out under task ids ${[...ids].join(', ')}`);
+      for (const [u, ids] of got.taskIds)
+        assert.equal(ids.size, 1, `event ${u} came out under task ids ${[...ids].join(', ')}`);
       for (const r of records) {
-        assert.equal((r.data as { properties: Record<string, unknown> }).properties[MARK], 'processed', 'output went through the plugin');
+        assert.equal(
+          (r.data as { properties: Record<string, unknown> }).properties[MARK],
+          'processed',
+          'output went through the plugin',
+        );
         assert.equal(r.team_id, TEAM);
         assert.equal(r.task, 'posthog.tasks.process_event.process_event');
       }
@@ -320,7 +416,11 @@ for (const c of CASES) {
 
     async function checkDeadWorkersCleared(workerIds: string[]): Promise<void> {
       for (const workerId of workerIds) {
-        assert.equal(await redis!.exists(`posthog-plugins:inflight:${workerId}`), 0, 'dead worker in-flight set removed');
+        assert.equal(
+          await redis!.exists(`posthog-plugins:inflight:${workerId}`),
+          0,
+          'dead worker in-flight set removed',
+        );
         assert.equal(await redis!.sismember('posthog-plugins:workers', workerId), 0, 'dead worker unregistered');
         assert.equal(await redis!.llen(`posthog-plugins:landing:${workerId}`), 0, 'dead worker landing list empty');
       }
@@ -339,12 +439,26 @@ for (const c of CASES) {
       await broker.reset();
       if (c.kind === 'redis') redis = new Redis(broker.url);
       await cli(['migrate'], env);
-      await cli(['install', 'fixtures/plugins/add-property', '--team', String(TEAM), '--config', JSON.stringify({ propertyName: MARK, propertyValue: 'processed' })], env);
+      await cli(
+        [
+          'install',
+          'fixtures/plugins/add-property',
+          '--team',
+          String(TEAM),
+          '--config',
+          JSON.stringify({ propertyName: MARK, propertyValue: 'processed' }),
+        ],
+        env,
+      );
       // 3 ms of plugin CPU per event: without it a fast worker drains the queue as the producer fills it, and
       // the kill or the connection close would not land mid-stream.
       await cli(['install', 'fixtures/plugins/slow.js', '--team', String(TEAM), '--config', '{"ms":"3"}'], env);
       // A large prefetch keeps the Python sink from being the bottleneck on RabbitMQ (it fsyncs every record).
-      sink = await startSinkWorker({ brokerUrl: broker.url, queue: OUTPUT, extraArgs: ['--prefetch-multiplier', '100'] });
+      sink = await startSinkWorker({
+        brokerUrl: broker.url,
+        queue: OUTPUT,
+        extraArgs: ['--prefetch-multiplier', '100'],
+      });
     });
 
     after(async () => {
@@ -377,12 +491,31 @@ for (const c of CASES) {
       let restoredMs: number | undefined;
       if (held) {
         // The restarted worker sees at once that the dead pid is gone and restores its messages first in line.
-        await waitUntil(() => sink.records().slice(base).some((r) => held!.has(uuidOfRecord(r))), 30_000, 'a recovered event at the sink', 10);
+        await waitUntil(
+          () =>
+            sink
+              .records()
+              .slice(base)
+              .some((r) => held!.has(uuidOfRecord(r))),
+          30_000,
+          'a recovered event at the sink',
+          10,
+        );
         firstRecoveredMs = Date.now() - restartAt;
         // Each restarted worker process logs what its dead-worker scan restored (the first one wins each message).
-        await waitUntil(() => restoredBy(survivor, snapshot!.workerIds) >= held.size, 10_000, 'the restore log lines').catch(() => undefined);
-        assert.equal(restoredBy(survivor, snapshot!.workerIds), held.size, `the restarted workers restored exactly what the dead ones held\n${survivor.logText().slice(-3000)}`);
-        const restoreLine = survivor.logs().find((l) => Number(l['restored']) > 0 && String(l.message).includes('of dead worker'));
+        await waitUntil(
+          () => restoredBy(survivor, snapshot!.workerIds) >= held.size,
+          10_000,
+          'the restore log lines',
+        ).catch(() => undefined);
+        assert.equal(
+          restoredBy(survivor, snapshot!.workerIds),
+          held.size,
+          `the restarted workers restored exactly what the dead ones held\n${survivor.logText().slice(-3000)}`,
+        );
+        const restoreLine = survivor
+          .logs()
+          .find((l) => Number(l['restored']) > 0 && String(l.message).includes('of dead worker'));
         restoredMs = Date.parse(String(restoreLine?.['timestamp'])) - restartAt;
       }
       await waitAllOut(base, sentUuids, 60_000);
@@ -416,7 +549,12 @@ for (const c of CASES) {
         const conns = await connectionsOf(pids);
         assert.equal(conns.length, WORKERS, `one connection per worker process ${JSON.stringify(pids)}`);
 
-        await waitUntil(async () => sink.records().length - base >= 10 && (await inputDepth()) >= 100, 60_000, 'the stream flowing with a backlog behind it', 5);
+        await waitUntil(
+          async () => sink.records().length - base >= 10 && (await inputDepth()) >= 100,
+          60_000,
+          'the stream flowing with a backlog behind it',
+          5,
+        );
         const closedAt = Date.now();
         await Promise.all(conns.map((conn) => execFileAsync('rabbitmqctl', ['-q', 'close_connection', conn, 'test'])));
 
@@ -424,8 +562,16 @@ for (const c of CASES) {
         let inHand = 0;
         for (let index = 0; index < WORKERS; index++) {
           const mine = (l: Record<string, unknown>): boolean => l['worker'] === index;
-          const lost = await worker.waitForLog((l) => mine(l) && String(l.message).startsWith('AMQP connection lost'), 30_000, `worker ${index}: connection lost`);
-          const resumed = await worker.waitForLog((l) => mine(l) && String(l.message).startsWith('AMQP connection resumed after'), 30_000, `worker ${index}: connection resumed`);
+          const lost = await worker.waitForLog(
+            (l) => mine(l) && String(l.message).startsWith('AMQP connection lost'),
+            30_000,
+            `worker ${index}: connection lost`,
+          );
+          const resumed = await worker.waitForLog(
+            (l) => mine(l) && String(l.message).startsWith('AMQP connection resumed after'),
+            30_000,
+            `worker ${index}: connection resumed`,
+          );
           assert.match(String(lost.message), /CONNECTION.FORCED/, 'the reason RabbitMQ gave');
           inHand += Number(lost['unsettled']);
           assert.ok(worker.logs().indexOf(resumed) > worker.logs().indexOf(lost));
@@ -436,11 +582,22 @@ for (const c of CASES) {
         const completeMs = Date.now() - closedAt;
         // The same processes reconnected by themselves: none died, none was replaced.
         assert.deepEqual((await childrenOf(worker.child.pid!)).sort(), [...pids].sort());
-        const restarts = worker.logs().filter((l) => /died|started \(pid/.test(String(l.message)) && Date.parse(String(l['timestamp'])) >= closedAt);
-        assert.deepEqual(restarts.map((l) => l.message), [], 'no worker process died or was replaced');
+        const restarts = worker
+          .logs()
+          .filter(
+            (l) => /died|started \(pid/.test(String(l.message)) && Date.parse(String(l['timestamp'])) >= closedAt,
+          );
+        assert.deepEqual(
+          restarts.map((l) => l.message),
+          [],
+          'no worker process died or was replaced',
+        );
         const now = await connectionsOf(pids);
         assert.equal(now.length, WORKERS, 'one new connection per worker process');
-        assert.deepEqual(now.filter((x) => conns.includes(x)), []);
+        assert.deepEqual(
+          now.filter((x) => conns.includes(x)),
+          [],
+        );
         await checkOutcome(t, base, sentUuids, 'connection closed');
         t.diagnostic(`${notes.join('; ')}; close → all out ${completeMs} ms`);
         assert.ok(completeMs < 60_000);
@@ -461,12 +618,17 @@ for (const c of CASES) {
 
         // Let the Python sink finish what is published, so that only the dead worker's messages are unacked, and
         // let them age past the 1 s visibility timeout given to kombu below.
-        await waitUntil(async () => {
-          const lens = await Promise.all(priorityLists(OUTPUT).map((k) => redis!.llen(k)));
-          const records = await redis!.hvals('unacked');
-          const sinkHeld = records.filter((r) => (JSON.parse(r) as [unknown, string, string])[2] !== INPUT).length;
-          return lens.every((n) => n === 0) && sinkHeld === 0;
-        }, 30_000, 'the sink to go idle', 50);
+        await waitUntil(
+          async () => {
+            const lens = await Promise.all(priorityLists(OUTPUT).map((k) => redis!.llen(k)));
+            const records = await redis!.hvals('unacked');
+            const sinkHeld = records.filter((r) => (JSON.parse(r) as [unknown, string, string])[2] !== INPUT).length;
+            return lens.every((n) => n === 0) && sinkHeld === 0;
+          },
+          30_000,
+          'the sink to go idle',
+          50,
+        );
         await sleep(Math.max(0, killedAt + 1500 - Date.now()));
         const queuedBefore = await redis!.lrange(INPUT, 0, -1);
 
@@ -480,7 +642,11 @@ for (const c of CASES) {
         await execFileAsync(PYTHON, ['-c', script, broker.url], { cwd: PYTHON_DIR, timeout: 30_000 });
 
         const left = await redis!.hmget('unacked', ...s.unacked.keys());
-        assert.deepEqual(left.filter((x) => x !== null), [], 'kombu took every unacked record');
+        assert.deepEqual(
+          left.filter((x) => x !== null),
+          [],
+          'kombu took every unacked record',
+        );
         assert.equal(await redis!.zcard('unacked_index'), 0);
         const queuedAfter = await redis!.lrange(INPUT, 0, -1);
         const restored = queuedAfter.length - queuedBefore.length;
@@ -494,7 +660,9 @@ for (const c of CASES) {
         // A second `start`: nothing left to restore but the landing lists; it finishes the stream.
         const second = await start();
         await waitUntil(
-          () => s.workerIds.every((id) => second.logs().some((l) => String(l.message).includes(`of dead worker ${id}`))) && restoredBy(second, s.workerIds) >= s.landing.length,
+          () =>
+            s.workerIds.every((id) => second.logs().some((l) => String(l.message).includes(`of dead worker ${id}`))) &&
+            restoredBy(second, s.workerIds) >= s.landing.length,
           10_000,
           'dead workers noticed',
         );
@@ -504,7 +672,9 @@ for (const c of CASES) {
         const got = await checkOutcome(t, base, sentUuids, 'kill -9 + Python restore');
         assert.equal(got.duplicates, 0, 'Redis: no duplicates');
         await checkDeadWorkersCleared(s.workerIds);
-        t.diagnostic(`Python restored ${restored} message(s) (landing ${s.landing.length}); kill → all out ${completeMs} ms`);
+        t.diagnostic(
+          `Python restored ${restored} message(s) (landing ${s.landing.length}); kill → all out ${completeMs} ms`,
+        );
         assert.equal(await second.stop(), 0);
       });
     }
@@ -513,7 +683,14 @@ for (const c of CASES) {
 
 /** RabbitMQ connections of the given worker processes (by their connection_name client property). */
 async function connectionsOf(pids: number[]): Promise<string[]> {
-  const { stdout } = await execFileAsync('rabbitmqctl', ['-q', 'list_connections', 'pid', 'vhost', 'client_properties', '--no-table-headers']);
+  const { stdout } = await execFileAsync('rabbitmqctl', [
+    '-q',
+    'list_connections',
+    'pid',
+    'vhost',
+    'client_properties',
+    '--no-table-headers',
+  ]);
   const names = pids.map((pid) => `{"connection_name","posthog-plugins ${hostname()}:${pid}"}`);
   return stdout
     .split('\n')
@@ -521,7 +698,6 @@ async function connectionsOf(pids: number[]): Promise<string[]> {
     .filter((cols) => cols[1] === VHOST && names.some((n) => (cols[2] ?? '').includes(n)))
     .map((cols) => cols[0]!);
 }
-
 
 /**
  * SIGKILL `start` and its worker processes at the same instant: all are stopped first (SIGSTOP), so that neither

@@ -5,7 +5,14 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { type BrokerFixture, redisFixture } from '../helpers/brokers';
-import { type JsonObject, type SentTask, type SinkRecord, type SinkWorker, sendEvents, startSinkWorker } from '../helpers/python';
+import {
+  type JsonObject,
+  type SentTask,
+  type SinkRecord,
+  type SinkWorker,
+  sendEvents,
+  startSinkWorker,
+} from '../helpers/python';
 import { REPO, type WorkerProcess, cli, startWorker } from '../helpers/worker';
 import { waitUntil } from '../helpers/services';
 
@@ -31,7 +38,11 @@ let counter = 0;
 /** `explode`: which fatal-OOM pattern the event triggers (false: none). */
 function event(explode: false | 'map' | 'fill' | 'from' = false): JsonObject {
   const i = counter++;
-  return { event: explode ? 'boom' : '$pageview', uuid: `00000000-0000-4000-8000-${String(i).padStart(12, '0')}`, properties: explode ? { i, explode } : { i } };
+  return {
+    event: explode ? 'boom' : '$pageview',
+    uuid: `00000000-0000-4000-8000-${String(i).padStart(12, '0')}`,
+    properties: explode ? { i, explode } : { i },
+  };
 }
 
 /** Whether the running V8 aborts the process on the fixture's Map pattern (as the worker runs it: 32 MB limit). */
@@ -41,7 +52,9 @@ async function v8AbortsOnMapGrowth(): Promise<boolean> {
     const ctx = new ivm.Isolate({ memoryLimit: 32 }).createContextSync();
     try { ctx.evalSync("const m = new Map(); for (let i = 0; ; i++) m.set('k' + i, { i })", { timeout: 60000 }); } catch {}`;
   const child = spawn(process.execPath, ['--no-node-snapshot', '-e', probe], { stdio: 'ignore' });
-  const [code, signal] = await new Promise<[number | null, NodeJS.Signals | null]>((resolve) => child.on('exit', (c, s) => resolve([c, s])));
+  const [code, signal] = await new Promise<[number | null, NodeJS.Signals | null]>((resolve) =>
+    child.on('exit', (c, s) => resolve([c, s])),
+  );
   if (signal !== 'SIGABRT' && code !== 0) throw new Error(`the Map probe ended with code ${code}, signal ${signal}`);
   return signal === 'SIGABRT';
 }
@@ -67,7 +80,12 @@ describe('fatal OOM in a plugin: contained by the supervisor (redis)', () => {
 
   async function send(phase: number, team: number, events: JsonObject[]): Promise<SentTask[]> {
     const sent = await sendEvents({ brokerUrl: broker.url, teamId: team, events, count: events.length });
-    for (const t of sent) expected.set(uuidOfSent(t), { team, explode: Boolean((t.args[3] as { properties: { explode?: string } }).properties.explode), phase });
+    for (const t of sent)
+      expected.set(uuidOfSent(t), {
+        team,
+        explode: Boolean((t.args[3] as { properties: { explode?: string } }).properties.explode),
+        phase,
+      });
     return sent;
   }
 
@@ -82,17 +100,29 @@ describe('fatal OOM in a plugin: contained by the supervisor (redis)', () => {
       }
       const missing = [...expected.keys()].filter((u) => !byUuid.has(u));
       if (missing.length === 0) return byUuid;
-      if (Date.now() > deadline) assert.fail(`${missing.length} event(s) never came out: ${missing.slice(0, 5).join(' ')}\n${sup.logText().slice(-4000)}`);
+      if (Date.now() > deadline)
+        assert.fail(
+          `${missing.length} event(s) never came out: ${missing.slice(0, 5).join(' ')}\n${sup.logText().slice(-4000)}`,
+        );
       await new Promise((r) => setTimeout(r, 200));
     }
   }
 
-  async function configs(): Promise<Array<{ id: number; teamId: number; enabled: boolean; error: { message: string; name?: string } | null }>> {
-    return JSON.parse((await cli(['list', '--json'], env)).stdout) as Array<{ id: number; teamId: number; enabled: boolean; error: { message: string } | null }>;
+  async function configs(): Promise<
+    Array<{ id: number; teamId: number; enabled: boolean; error: { message: string; name?: string } | null }>
+  > {
+    return JSON.parse((await cli(['list', '--json'], env)).stdout) as Array<{
+      id: number;
+      teamId: number;
+      enabled: boolean;
+      error: { message: string } | null;
+    }>;
   }
 
-  const disabledLogged = (): boolean => sup.logs().some((l) => /^plugin config \d+ disabled after/.test(String(l.message)));
-  const aborts = (): number => sup.logs().filter((l) => /died/.test(String(l.message)) && l.signal === 'SIGABRT').length;
+  const disabledLogged = (): boolean =>
+    sup.logs().some((l) => /^plugin config \d+ disabled after/.test(String(l.message)));
+  const aborts = (): number =>
+    sup.logs().filter((l) => /died/.test(String(l.message)) && l.signal === 'SIGABRT').length;
   let v8Aborts = true;
 
   before(async () => {
@@ -101,21 +131,37 @@ describe('fatal OOM in a plugin: contained by the supervisor (redis)', () => {
     await broker.reset();
     await cli(['migrate'], env);
     await cli(['install', 'fixtures/plugins/fatal/fatal-oom.js', '--team', String(TEAM_A)], env);
-    await cli(['install', 'fixtures/plugins/add-property', '--team', String(TEAM_B), '--config', '{"propertyName":"b_added","propertyValue":"yes"}'], env);
+    await cli(
+      [
+        'install',
+        'fixtures/plugins/add-property',
+        '--team',
+        String(TEAM_B),
+        '--config',
+        '{"propertyName":"b_added","propertyValue":"yes"}',
+      ],
+      env,
+    );
     const list = await configs();
     configA = list.find((c) => c.teamId === TEAM_A)!.id;
     configB = list.find((c) => c.teamId === TEAM_B)!.id;
     sink = await startSinkWorker({ brokerUrl: broker.url });
     sup = await startWorker(
       [
-        '--broker', broker.url,
-        '--workers', '2',
-        '--batch-size', '10',
-        '--memory-limit-mb', '32',
+        '--broker',
+        broker.url,
+        '--workers',
+        '2',
+        '--batch-size',
+        '10',
+        '--memory-limit-mb',
+        '32',
         // The Map reaches V8's fatal OOM in well under a second of CPU; a generous CPU limit makes sure it is
         // the OOM, not the timeout, that ends the call.
-        '--cpu-timeout-ms', '5000',
-        '--crash-limit', String(CRASH_LIMIT),
+        '--cpu-timeout-ms',
+        '5000',
+        '--crash-limit',
+        String(CRASH_LIMIT),
       ],
       env,
     );
@@ -133,18 +179,34 @@ describe('fatal OOM in a plugin: contained by the supervisor (redis)', () => {
     const started = Date.now();
     // Phase 1: one exploding event among ordinary ones of both teams.
     await Promise.all([
-      send(1, TEAM_A, [...Array.from({ length: 10 }, () => event()), event('map'), ...Array.from({ length: 9 }, () => event())]),
-      send(1, TEAM_B, Array.from({ length: 20 }, () => event())),
+      send(1, TEAM_A, [
+        ...Array.from({ length: 10 }, () => event()),
+        event('map'),
+        ...Array.from({ length: 9 }, () => event()),
+      ]),
+      send(
+        1,
+        TEAM_B,
+        Array.from({ length: 20 }, () => event()),
+      ),
     ]);
     await allOut(60_000);
     assert.ok(aborts() >= 1, `a worker aborted:\n${sup.logText().slice(-3000)}`);
     const disabledInPhase1 = disabledLogged();
     const charged = sup.logs().filter((l) => /^plugin config \d+ crashed worker/.test(String(l.message)));
     assert.ok(charged.length >= 1, 'the crash was charged to a config');
-    for (const l of charged) assert.equal(l.pluginConfigId, configA, `only config ${configA} is charged: ${String(l.message)}`);
+    for (const l of charged)
+      assert.equal(l.pluginConfigId, configA, `only config ${configA} is charged: ${String(l.message)}`);
     const firstDeath = sup.logs().find((l) => /died/.test(String(l.message)) && l.signal === 'SIGABRT')!;
     const deathAt = Date.parse(String(firstDeath.timestamp));
-    const respawn = sup.logs().find((l) => /^worker \d+ started/.test(String(l.message)) && l.worker === firstDeath.worker && Date.parse(String(l.timestamp)) >= deathAt);
+    const respawn = sup
+      .logs()
+      .find(
+        (l) =>
+          /^worker \d+ started/.test(String(l.message)) &&
+          l.worker === firstDeath.worker &&
+          Date.parse(String(l.timestamp)) >= deathAt,
+      );
     assert.ok(respawn, 'the aborted worker was restarted');
     const crashToRestartMs = Date.parse(String(respawn.timestamp)) - deathAt;
 
@@ -167,13 +229,32 @@ describe('fatal OOM in a plugin: contained by the supervisor (redis)', () => {
 
     // Phase 3: after the disable, team A's events pass without the plugin, team B's keep flowing. Wait until
     // every worker process has reloaded its plugins (the disable reaches them as a reload request).
-    const disabledAt = Date.parse(String(sup.logs().find((l) => /^plugin config \d+ disabled after/.test(String(l.message)))?.timestamp));
+    const disabledAt = Date.parse(
+      String(sup.logs().find((l) => /^plugin config \d+ disabled after/.test(String(l.message)))?.timestamp),
+    );
     await waitUntil(
-      () => new Set(sup.logs().filter((l) => l.message === 'plugins reloaded' && Date.parse(String(l.timestamp)) >= disabledAt).map((l) => l.worker)).size >= 2,
+      () =>
+        new Set(
+          sup
+            .logs()
+            .filter((l) => l.message === 'plugins reloaded' && Date.parse(String(l.timestamp)) >= disabledAt)
+            .map((l) => l.worker),
+        ).size >= 2,
       30_000,
       'both worker processes reloaded their plugins after the disable',
     );
-    await Promise.all([send(3, TEAM_A, Array.from({ length: 10 }, () => event())), send(3, TEAM_B, Array.from({ length: 10 }, () => event()))]);
+    await Promise.all([
+      send(
+        3,
+        TEAM_A,
+        Array.from({ length: 10 }, () => event()),
+      ),
+      send(
+        3,
+        TEAM_B,
+        Array.from({ length: 10 }, () => event()),
+      ),
+    ]);
     const out = await allOut(60_000);
 
     let duplicates = 0;
@@ -186,12 +267,20 @@ describe('fatal OOM in a plugin: contained by the supervisor (redis)', () => {
         if (want.team === TEAM_B) {
           assert.equal(p['b_added'], 'yes', `team B event ${uuid} has its plugin's change`);
         } else if (want.explode) {
-          assert.equal(p['fatal_plugin_seen'], undefined, `exploding event ${uuid} goes on without the exploding plugin's change`);
+          assert.equal(
+            p['fatal_plugin_seen'],
+            undefined,
+            `exploding event ${uuid} goes on without the exploding plugin's change`,
+          );
           assert.ok(['map', 'fill', 'from'].includes(String(p['explode'])));
         } else if (want.phase === 3) {
           assert.equal(p['fatal_plugin_seen'], undefined, `team A event ${uuid} after the disable`);
         } else if (want.phase === 1 && !disabledInPhase1) {
-          assert.equal(p['fatal_plugin_seen'], true, `ordinary team A event ${uuid} before the disable has the plugin's change`);
+          assert.equal(
+            p['fatal_plugin_seen'],
+            true,
+            `ordinary team A event ${uuid} before the disable has the plugin's change`,
+          );
         }
       }
     }
@@ -207,16 +296,33 @@ describe('fatal OOM in a plugin: contained by the supervisor (redis)', () => {
   test('where V8 unwinds: a clean memory-limit error, no worker dies, only the exploding event loses the change', async (t) => {
     if (v8Aborts) return t.skip(`V8 ${process.versions.v8} aborts on the Map pattern (previous test)`);
     await Promise.all([
-      send(1, TEAM_A, [...Array.from({ length: 5 }, () => event()), event('map'), ...Array.from({ length: 4 }, () => event())]),
-      send(1, TEAM_B, Array.from({ length: 10 }, () => event())),
+      send(1, TEAM_A, [
+        ...Array.from({ length: 5 }, () => event()),
+        event('map'),
+        ...Array.from({ length: 4 }, () => event()),
+      ]),
+      send(
+        1,
+        TEAM_B,
+        Array.from({ length: 10 }, () => event()),
+      ),
     ]);
     const out = await allOut(180_000);
-    assert.equal(sup.logs().filter((l) => /died/.test(String(l.message))).length, 0, `no worker died:\n${sup.logText().slice(-3000)}`);
+    assert.equal(
+      sup.logs().filter((l) => /died/.test(String(l.message))).length,
+      0,
+      `no worker died:\n${sup.logText().slice(-3000)}`,
+    );
     for (const [uuid, want] of expected) {
       for (const r of out.get(uuid)!) {
         const p = props(r);
         if (want.team === TEAM_B) assert.equal(p['b_added'], 'yes', `team B event ${uuid}`);
-        else assert.equal(p['fatal_plugin_seen'], want.explode ? undefined : true, `team A event ${uuid} (explode: ${want.explode})`);
+        else
+          assert.equal(
+            p['fatal_plugin_seen'],
+            want.explode ? undefined : true,
+            `team A event ${uuid} (explode: ${want.explode})`,
+          );
       }
     }
     const a = (await configs()).find((c) => c.id === configA)!;

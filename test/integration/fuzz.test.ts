@@ -103,10 +103,19 @@ async function amqpFixture(tmp: string): Promise<Fixture> {
       const file = path.join(tmp, `push-${pushes++}.jsonl`);
       const lines = messages.map((m) => {
         const msg = m.message as NonNullable<FuzzMessage['message']>;
-        return JSON.stringify({ marker: m.marker, headersJson: msg.headersJson, body: msg.body.toString('base64'), contentType: msg.contentType, contentEncoding: msg.contentEncoding });
+        return JSON.stringify({
+          marker: m.marker,
+          headersJson: msg.headersJson,
+          body: msg.body.toString('base64'),
+          contentType: msg.contentType,
+          contentEncoding: msg.contentEncoding,
+        });
       });
       writeFileSync(file, lines.join('\n'));
-      await execFileAsync(process.execPath, ['--stack-size=3500', '-e', AMQP_PUBLISHER, file, url, INPUT], { cwd: REPO, maxBuffer: 16 * 1024 * 1024 });
+      await execFileAsync(process.execPath, ['--stack-size=3500', '-e', AMQP_PUBLISHER, file, url, INPUT], {
+        cwd: REPO,
+        maxBuffer: 16 * 1024 * 1024,
+      });
       rmSync(file);
     },
     async setAside() {
@@ -149,7 +158,17 @@ for (const b of BROKERS) {
 
     before(async () => {
       await cli(['migrate'], env);
-      await cli(['install', 'fixtures/plugins/add-property', '--team', String(TEAM), '--config', '{"propertyName":"plugin_added","propertyValue":"yes"}'], env);
+      await cli(
+        [
+          'install',
+          'fixtures/plugins/add-property',
+          '--team',
+          String(TEAM),
+          '--config',
+          '{"propertyName":"plugin_added","propertyValue":"yes"}',
+        ],
+        env,
+      );
       broker = await b.make(tmp);
       sink = await startSinkWorker({ brokerUrl: broker.url });
     });
@@ -168,7 +187,15 @@ for (const b of BROKERS) {
       const slice = Math.ceil(corpus.length / (PYTHON_RUNS + 1));
       for (let run = 0; run <= PYTHON_RUNS; run++) {
         await broker.push(corpus.slice(run * slice, (run + 1) * slice));
-        if (run < PYTHON_RUNS) good.push(...(await sendEvents({ brokerUrl: broker.url, count: PYTHON_PER_RUN, startIndex: run * PYTHON_PER_RUN, teamId: TEAM })));
+        if (run < PYTHON_RUNS)
+          good.push(
+            ...(await sendEvents({
+              brokerUrl: broker.url,
+              count: PYTHON_PER_RUN,
+              startIndex: run * PYTHON_PER_RUN,
+              teamId: TEAM,
+            })),
+          );
       }
       const expectPublished = corpus.filter((m) => m.expect === 'published');
       const expectSetAside = corpus.filter((m) => m.expect === 'set-aside');
@@ -178,11 +205,22 @@ for (const b of BROKERS) {
       worker = await startWorker(['--broker', broker.url, '--workers', String(WORKERS), '--batch-size', '50'], env);
       const w = worker;
       const records = await sink.waitFor(good.length + expectPublished.length, 180_000);
-      const setAside = await waitUntil(async () => {
-        const got = await broker.setAside();
-        return got.length >= expectSetAside.length ? got : null;
-      }, 60_000, `${expectSetAside.length} set-aside records`, 500);
-      await waitUntil(() => w.logs().filter((l) => l['message'] === 'task expired before it could run: acked without running it').length >= expectExpired.length, 30_000, 'expired tasks');
+      const setAside = await waitUntil(
+        async () => {
+          const got = await broker.setAside();
+          return got.length >= expectSetAside.length ? got : null;
+        },
+        60_000,
+        `${expectSetAside.length} set-aside records`,
+        500,
+      );
+      await waitUntil(
+        () =>
+          w.logs().filter((l) => l['message'] === 'task expired before it could run: acked without running it')
+            .length >= expectExpired.length,
+        30_000,
+        'expired tasks',
+      );
       await waitUntil(async () => (await broker.inputLeft()) === 0, 30_000, 'the input queue to be empty and settled');
 
       // Every good event from Python reached process_event, once.
@@ -191,7 +229,12 @@ for (const b of BROKERS) {
         const uuid = String((r.data as { uuid?: string }).uuid);
         byUuid.set(uuid, (byUuid.get(uuid) ?? 0) + 1);
       }
-      for (const t of good) assert.equal(byUuid.get(String(t.uuid)), 1, `Python event ${t.index} (task ${t.id}) reached process_event once`);
+      for (const t of good)
+        assert.equal(
+          byUuid.get(String(t.uuid)),
+          1,
+          `Python event ${t.index} (task ${t.id}) reached process_event once`,
+        );
 
       // Every corpus message ended where it had to, exactly once.
       const outcome = new Map<string, string[]>();
@@ -204,18 +247,35 @@ for (const b of BROKERS) {
       }
       const reasons = new Map<string, string>();
       for (const rec of setAside) {
-        assert.ok(typeof rec.reason === 'string' && rec.reason.length > 0, `a set-aside record without a reason: ${rec.message.slice(0, 200)}`);
+        assert.ok(
+          typeof rec.reason === 'string' && rec.reason.length > 0,
+          `a set-aside record without a reason: ${rec.message.slice(0, 200)}`,
+        );
         const marker = MARKER.exec(rec.message)?.[0];
         assert.ok(marker, `a set-aside record of no corpus message: ${rec.reason} ${rec.message.slice(0, 200)}`);
         note(marker, 'set-aside');
         reasons.set(marker, rec.reason);
       }
-      const expiredIds = new Set(w.logs().filter((l) => l['message'] === 'task expired before it could run: acked without running it').map((l) => l['taskId']));
+      const expiredIds = new Set(
+        w
+          .logs()
+          .filter((l) => l['message'] === 'task expired before it could run: acked without running it')
+          .map((l) => l['taskId']),
+      );
       for (const m of expectExpired) if (expiredIds.has(m.taskId)) note(m.marker, 'expired');
 
       const wrong = corpus
-        .filter((m) => (outcome.get(m.marker) ?? []).join(',') !== m.expect || (m.reason && !m.reason.test(reasons.get(m.marker) ?? '')))
-        .map((m) => `${m.marker} ${m.shape}: expected ${m.expect}${m.reason ? ` ${m.reason}` : ''}, got ${(outcome.get(m.marker) ?? ['nothing']).join(',')} ${reasons.get(m.marker) ?? ''}`.slice(0, 400));
+        .filter(
+          (m) =>
+            (outcome.get(m.marker) ?? []).join(',') !== m.expect ||
+            (m.reason && !m.reason.test(reasons.get(m.marker) ?? '')),
+        )
+        .map((m) =>
+          `${m.marker} ${m.shape}: expected ${m.expect}${m.reason ? ` ${m.reason}` : ''}, got ${(outcome.get(m.marker) ?? ['nothing']).join(',')} ${reasons.get(m.marker) ?? ''}`.slice(
+            0,
+            400,
+          ),
+        );
       assert.deepEqual(wrong, [], `${wrong.length} of ${corpus.length} corpus messages went wrong`);
       assert.equal(sink.records().length, good.length + expectPublished.length, 'nothing else came out');
       assert.deepEqual(sink.problems(), [], 'Python could run every task we published');
@@ -224,11 +284,20 @@ for (const b of BROKERS) {
       const logs = w.logs();
       const messages = logs.map((l) => String(l['message']));
       assert.equal(messages.filter((m) => /^worker \d+ started/.test(m)).length, WORKERS, 'each worker started once');
-      assert.deepEqual(messages.filter((m) => / died: |consumer loop error|could not settle/.test(m)), []);
-      assert.deepEqual(logs.filter((l) => l['level'] === 'raw').map((l) => String(l['message']).slice(0, 200)), [], 'log lines that are not a JSON record');
+      assert.deepEqual(
+        messages.filter((m) => / died: |consumer loop error|could not settle/.test(m)),
+        [],
+      );
+      assert.deepEqual(
+        logs.filter((l) => l['level'] === 'raw').map((l) => String(l['message']).slice(0, 200)),
+        [],
+        'log lines that are not a JSON record',
+      );
       assert.equal(await w.stop(), 0);
       worker = undefined;
-      t.diagnostic(`${corpus.length} corpus messages in ${new Set(corpus.map((m) => m.shape)).size} shapes (${expectSetAside.length} set aside, ${expectPublished.length} published, ${expectExpired.length} expired) and ${good.length} Python events, all accounted for ${((Date.now() - started) / 1000).toFixed(1)} s after the worker started`);
+      t.diagnostic(
+        `${corpus.length} corpus messages in ${new Set(corpus.map((m) => m.shape)).size} shapes (${expectSetAside.length} set aside, ${expectPublished.length} published, ${expectExpired.length} expired) and ${good.length} Python events, all accounted for ${((Date.now() - started) / 1000).toFixed(1)} s after the worker started`,
+      );
     });
   });
 }

@@ -24,7 +24,9 @@ const MAX_AGE_MS = 3_000;
 
 async function health(file: string): Promise<{ code: number; out: string }> {
   try {
-    const { stdout } = await execFileAsync(BIN, ['health', '--health-file', file, '--max-age-ms', String(MAX_AGE_MS)], { cwd: REPO });
+    const { stdout } = await execFileAsync(BIN, ['health', '--health-file', file, '--max-age-ms', String(MAX_AGE_MS)], {
+      cwd: REPO,
+    });
     return { code: 0, out: stdout.trim() };
   } catch (err) {
     const e = err as { code?: number; stderr?: string };
@@ -44,12 +46,17 @@ describe('health and liveness of one start instance', () => {
     redis = new Redis(redisUrl(REDIS_DB));
     sup = await startWorker(
       [
-        '--broker', redisUrl(REDIS_DB),
-        '--workers', '1',
-        '--health-file', file,
-        '--heartbeat-interval-ms', '500',
+        '--broker',
+        redisUrl(REDIS_DB),
+        '--workers',
+        '1',
+        '--health-file',
+        file,
+        '--heartbeat-interval-ms',
+        '500',
         // The frozen worker must stay frozen (not be replaced) while health is asked about it.
-        '--heartbeat-timeout-ms', '120000',
+        '--heartbeat-timeout-ms',
+        '120000',
       ],
       { DATABASE_URL: `sqlite:${path.join(tmp, 'plugins.sqlite3')}` },
     );
@@ -59,8 +66,18 @@ describe('health and liveness of one start instance', () => {
   });
 
   after(async () => {
-    if (workerPid) try { process.kill(workerPid, 'SIGCONT'); } catch { /* gone */ }
-    if (sup) try { process.kill(sup.child.pid!, 'SIGCONT'); } catch { /* gone */ }
+    if (workerPid)
+      try {
+        process.kill(workerPid, 'SIGCONT');
+      } catch {
+        /* gone */
+      }
+    if (sup)
+      try {
+        process.kill(sup.child.pid!, 'SIGCONT');
+      } catch {
+        /* gone */
+      }
     await sup?.stop();
     redis?.disconnect();
     await flushRedisDb(REDIS_DB);
@@ -74,17 +91,34 @@ describe('health and liveness of one start instance', () => {
   });
 
   test('healthy while it works', async () => {
-    const h = await waitUntil(async () => ((await health(file)).code === 0 ? health(file) : null), 15_000, 'health exit 0');
-    assert.match(h.out, /^healthy: supervisor pid \d+: 1 of 1 worker\(s\) consuming posthog-plugins, status [\d.]+ s old$/);
+    const h = await waitUntil(
+      async () => ((await health(file)).code === 0 ? health(file) : null),
+      15_000,
+      'health exit 0',
+    );
+    assert.match(
+      h.out,
+      /^healthy: supervisor pid \d+: 1 of 1 worker\(s\) consuming posthog-plugins, status [\d.]+ s old$/,
+    );
   });
 
   test('a frozen worker makes it unhealthy; thawed, it is healthy again', async () => {
     process.kill(workerPid, 'SIGSTOP');
-    const h = await waitUntil(async () => {
-      const r = await health(file);
-      return r.code === 1 ? r : null;
-    }, 20_000, 'health exit 1 with a frozen worker', 250);
-    assert.match(h.out, new RegExp(`^unhealthy: worker 0 \\(pid ${workerPid}\\) has not answered heartbeats for [\\d.]+ s \\(limit 3 s\\)$`));
+    const h = await waitUntil(
+      async () => {
+        const r = await health(file);
+        return r.code === 1 ? r : null;
+      },
+      20_000,
+      'health exit 1 with a frozen worker',
+      250,
+    );
+    assert.match(
+      h.out,
+      new RegExp(
+        `^unhealthy: worker 0 \\(pid ${workerPid}\\) has not answered heartbeats for [\\d.]+ s \\(limit 3 s\\)$`,
+      ),
+    );
     process.kill(workerPid, 'SIGCONT');
     await waitUntil(async () => (await health(file)).code === 0, 15_000, 'health exit 0 after SIGCONT', 250);
   });
@@ -92,11 +126,19 @@ describe('health and liveness of one start instance', () => {
   test('a frozen supervisor makes it unhealthy although the ping key still exists (PostHog B12); thawed, healthy again', async () => {
     const supPid = sup.child.pid!;
     process.kill(supPid, 'SIGSTOP');
-    const h = await waitUntil(async () => {
-      const r = await health(file);
-      return r.code === 1 ? r : null;
-    }, 20_000, 'health exit 1 with a frozen supervisor', 250);
-    assert.match(h.out, new RegExp(`^unhealthy: supervisor pid ${supPid} is stuck: its status is [\\d.]+ s old \\(limit 3 s\\)$`));
+    const h = await waitUntil(
+      async () => {
+        const r = await health(file);
+        return r.code === 1 ? r : null;
+      },
+      20_000,
+      'health exit 1 with a frozen supervisor',
+      250,
+    );
+    assert.match(
+      h.out,
+      new RegExp(`^unhealthy: supervisor pid ${supPid} is stuck: its status is [\\d.]+ s old \\(limit 3 s\\)$`),
+    );
     assert.ok((await redis.exists(PING_KEY)) === 1, 'the global key alone would still say alive');
     process.kill(supPid, 'SIGCONT');
     await waitUntil(async () => (await health(file)).code === 0, 15_000, 'health exit 0 after SIGCONT', 250);

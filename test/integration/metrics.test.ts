@@ -57,8 +57,15 @@ describe('Prometheus metrics of a whole instance (redis)', () => {
     writeFileSync(path.join(tmp, 'p.js'), PLUGIN);
     await cli(['migrate'], env);
     await cli(['install', path.join(tmp, 'p.js'), '--team', String(TEAM), '--name', 'fives-and-sevens'], env);
-    sup = await startWorker(['--broker', redis.url(0), '--workers', '2', '--metrics-port', String(port), '--batch-size', '7'], env);
-    await waitUntil(() => sup.logs().filter((l) => String(l.message).startsWith('consuming ')).length >= 2, 90_000, 'both workers consuming');
+    sup = await startWorker(
+      ['--broker', redis.url(0), '--workers', '2', '--metrics-port', String(port), '--batch-size', '7'],
+      env,
+    );
+    await waitUntil(
+      () => sup.logs().filter((l) => String(l.message).startsWith('consuming ')).length >= 2,
+      90_000,
+      'both workers consuming',
+    );
   });
 
   after(async () => {
@@ -118,7 +125,11 @@ describe('Prometheus metrics of a whole instance (redis)', () => {
     assert.equal(before, 0);
     const [victim] = await childrenOf(sup.child.pid!);
     process.kill(victim!, 'SIGKILL');
-    await waitUntil(async () => (await scrape()).samples.get('posthog_plugins_worker_restarts_total') === 1, 60_000, 'the restart counted');
+    await waitUntil(
+      async () => (await scrape()).samples.get('posthog_plugins_worker_restarts_total') === 1,
+      60_000,
+      'the restart counted',
+    );
     assert.equal((await fetch(`http://127.0.0.1:${port}/`)).status, 404);
   });
 });

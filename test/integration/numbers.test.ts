@@ -60,7 +60,9 @@ const CASES: Case[] = [
       return {
         url: server.url(0),
         async unsettled() {
-          return (await redis.hvals('unacked')).filter((r) => (JSON.parse(r) as [unknown, string, string])[2] === 'posthog-plugins').length;
+          return (await redis.hvals('unacked')).filter(
+            (r) => (JSON.parse(r) as [unknown, string, string])[2] === 'posthog-plugins',
+          ).length;
         },
         async close() {
           redis.disconnect();
@@ -97,8 +99,14 @@ for (const c of CASES) {
       broker = await c.setUp();
       const env = { DATABASE_URL: `sqlite:${path.join(tmp, 'plugins.sqlite3')}` };
       await cli(['migrate'], env);
-      await cli(['install', 'fixtures/plugins/numbers', '--team', String(IDENTITY), '--config', '{"mode":"identity"}'], env);
-      await cli(['install', 'fixtures/plugins/numbers', '--team', String(SIBLING), '--config', '{"mode":"sibling"}'], env);
+      await cli(
+        ['install', 'fixtures/plugins/numbers', '--team', String(IDENTITY), '--config', '{"mode":"identity"}'],
+        env,
+      );
+      await cli(
+        ['install', 'fixtures/plugins/numbers', '--team', String(SIBLING), '--config', '{"mode":"sibling"}'],
+        env,
+      );
       sink = await startSinkWorker({ brokerUrl: broker.url });
       worker = await startWorker(['--broker', broker.url, '--workers', '1', '--reload-channel', ''], env);
     });

@@ -62,7 +62,11 @@ interface EventReceiver {
 
 /** `app.events.Receiver` in a Python process, every event as a JSON line. */
 async function receiveEvents(url: string): Promise<EventReceiver> {
-  const child: ChildProcess = spawn(PYTHON, ['control_app.py', 'events', '600'], { cwd: PYTHON_DIR, env: { ...process.env, CONTROL_BROKER_URL: url }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child: ChildProcess = spawn(PYTHON, ['control_app.py', 'events', '600'], {
+    cwd: PYTHON_DIR,
+    env: { ...process.env, CONTROL_BROKER_URL: url },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   const events: Array<Record<string, Json>> = [];
   let pending = '';
   let stderr = '';
@@ -76,7 +80,11 @@ async function receiveEvents(url: string): Promise<EventReceiver> {
     }
   });
   const exited = new Promise<void>((resolve) => child.on('exit', () => resolve()));
-  await waitUntil(() => events.some((e) => e.type === 'receiver-ready') || child.exitCode !== null, 60_000, 'event receiver ready');
+  await waitUntil(
+    () => events.some((e) => e.type === 'receiver-ready') || child.exitCode !== null,
+    60_000,
+    'event receiver ready',
+  );
   if (child.exitCode !== null) throw new Error(`event receiver exited: ${stderr}`);
   return {
     events,
@@ -101,7 +109,10 @@ for (const kind of ['redis', 'amqp'] as const) {
 
     before(async () => {
       await new Promise<void>((resolve) => holder.listen(0, '127.0.0.1', () => resolve()));
-      writeFileSync(path.join(tmp, 'hold.js'), HOLDING_PLUGIN(`http://127.0.0.1:${(holder.address() as AddressInfo).port}/hold`));
+      writeFileSync(
+        path.join(tmp, 'hold.js'),
+        HOLDING_PLUGIN(`http://127.0.0.1:${(holder.address() as AddressInfo).port}/hold`),
+      );
       await cli(['migrate'], env);
       await cli(['install', path.join(tmp, 'hold.js'), '--team', '2', '--name', 'hold'], env);
       if (kind === 'redis') {
@@ -112,8 +123,25 @@ for (const kind of ['redis', 'amqp'] as const) {
         url = amqpUrl(VHOST);
       }
       sink = await startSinkWorker({ brokerUrl: url });
-      sup = await startWorker(['--broker', url, '--workers', '2', '--task-events', '--hostname', 'pp-observe@%h', '--fetch-allow', '127.0.0.1'], env);
-      await waitUntil(() => sup.logs().filter((l) => /^remote control: node /.test(String(l.message))).length >= 2, 90_000, 'both nodes listening');
+      sup = await startWorker(
+        [
+          '--broker',
+          url,
+          '--workers',
+          '2',
+          '--task-events',
+          '--hostname',
+          'pp-observe@%h',
+          '--fetch-allow',
+          '127.0.0.1',
+        ],
+        env,
+      );
+      await waitUntil(
+        () => sup.logs().filter((l) => /^remote control: node /.test(String(l.message))).length >= 2,
+        90_000,
+        'both nodes listening',
+      );
       receiver = await receiveEvents(url);
     });
 
@@ -129,7 +157,10 @@ for (const kind of ['redis', 'amqp'] as const) {
     });
 
     test('celery inspect ping and celery status list both worker processes next to the Python worker', async () => {
-      const pong = JSON.parse(await celery(url, ['inspect', 'ping', '--json', '--timeout', '5'])) as Record<string, Json>;
+      const pong = JSON.parse(await celery(url, ['inspect', 'ping', '--json', '--timeout', '5'])) as Record<
+        string,
+        Json
+      >;
       for (const n of NODES) assert.deepEqual(pong[n], { ok: 'pong' }, `ping reply of ${n}: ${JSON.stringify(pong)}`);
       assert.equal(Object.keys(pong).length, 3, `our two nodes and the Python sink worker: ${JSON.stringify(pong)}`);
       const status = await celery(url, ['status', '--timeout', '5']);
@@ -137,8 +168,11 @@ for (const kind of ['redis', 'amqp'] as const) {
       assert.match(status, /3 nodes online/);
     });
 
-    test('celery inspect stats and active_queues answer in Celery\'s shape', async () => {
-      const stats = JSON.parse(await celery(url, ['inspect', 'stats', '--json', '--timeout', '5'])) as Record<string, Record<string, Json>>;
+    test("celery inspect stats and active_queues answer in Celery's shape", async () => {
+      const stats = JSON.parse(await celery(url, ['inspect', 'stats', '--json', '--timeout', '5'])) as Record<
+        string,
+        Record<string, Json>
+      >;
       const pids = new Set<number>();
       for (const n of NODES) {
         const s = stats[n]!;
@@ -150,10 +184,20 @@ for (const kind of ['redis', 'amqp'] as const) {
         assert.equal(typeof s.uptime, 'number');
       }
       assert.equal(pids.size, 2, 'two processes');
-      const queues = JSON.parse(await celery(url, ['inspect', 'active_queues', '--json', '--timeout', '5'])) as Record<string, Array<Record<string, Json>>>;
-      for (const n of NODES) assert.deepEqual(queues[n]!.map((q) => q.name), ['posthog-plugins']);
+      const queues = JSON.parse(await celery(url, ['inspect', 'active_queues', '--json', '--timeout', '5'])) as Record<
+        string,
+        Array<Record<string, Json>>
+      >;
+      for (const n of NODES)
+        assert.deepEqual(
+          queues[n]!.map((q) => q.name),
+          ['posthog-plugins'],
+        );
       const sinkNode = Object.keys(queues).find((k) => !NODES.includes(k))!;
-      assert.deepEqual(queues[sinkNode]!.map((q) => q.name), ['celery']);
+      assert.deepEqual(
+        queues[sinkNode]!.map((q) => q.name),
+        ['celery'],
+      );
       // Same keys as kombu's Queue.as_dict from the real Python worker.
       assert.deepEqual(Object.keys(queues[NODES[0]!]![0]!).sort(), Object.keys(queues[sinkNode]![0]!).sort());
     });
@@ -168,14 +212,22 @@ for (const kind of ['redis', 'amqp'] as const) {
       const unknown = await broadcast(url, 'no_such_command');
       const sinkNode = Object.keys(unknown).find((k) => !NODES.includes(k))!;
       assert.ok(sinkNode, `the Python worker replied: ${JSON.stringify(unknown)}`);
-      for (const n of NODES) assert.deepEqual(unknown[n], unknown[sinkNode], `${n} answers like Python: ${JSON.stringify(unknown)}`);
+      for (const n of NODES)
+        assert.deepEqual(unknown[n], unknown[sinkNode], `${n} answers like Python: ${JSON.stringify(unknown)}`);
     });
 
     test('inspect active shows a task while its plugin is at work', async () => {
-      const [task] = await sendEvents({ brokerUrl: url, events: [{ event: 'held', properties: { hold: true, distinct_id: 'h' }, uuid: '0190aaaa-0000-7000-8000-000000000001' }] });
+      const [task] = await sendEvents({
+        brokerUrl: url,
+        events: [
+          { event: 'held', properties: { hold: true, distinct_id: 'h' }, uuid: '0190aaaa-0000-7000-8000-000000000001' },
+        ],
+      });
       await waitUntil(() => held.length === 1, 60_000, 'the plugin waiting on its fetch');
       const active = await broadcast(url, 'active');
-      const running: Array<Record<string, Json>> = NODES.flatMap((n) => (active[n] as Array<Record<string, Json>>).map((r) => ({ ...r, node: n })));
+      const running: Array<Record<string, Json>> = NODES.flatMap((n) =>
+        (active[n] as Array<Record<string, Json>>).map((r) => ({ ...r, node: n })),
+      );
       assert.equal(running.length, 1, JSON.stringify(active));
       const r = running[0]!;
       assert.equal(r.id, task!.id);
@@ -198,7 +250,11 @@ for (const kind of ['redis', 'amqp'] as const) {
     });
 
     test('app.events.Receiver sees worker heartbeats and, with --task-events, every task received and succeeded', async () => {
-      await waitUntil(() => NODES.every((n) => receiver.events.some((e) => e.type === 'worker-heartbeat' && e.hostname === n)), 30_000, 'heartbeats of both nodes');
+      await waitUntil(
+        () => NODES.every((n) => receiver.events.some((e) => e.type === 'worker-heartbeat' && e.hostname === n)),
+        30_000,
+        'heartbeats of both nodes',
+      );
       const beat = receiver.events.find((e) => e.type === 'worker-heartbeat' && e.hostname === NODES[0])!;
       assert.equal(beat.sw_ident, 'posthog-plugins');
       assert.equal(beat.freq, 2);
@@ -209,7 +265,8 @@ for (const kind of ['redis', 'amqp'] as const) {
       const sent = await sendEvents({ brokerUrl: url, count: COUNT });
       await sink.waitFor(COUNT + 1, 90_000); // and the held one of the test before
       const ids = new Set(sent.map((t) => t.id));
-      const of = (type: string): Set<string> => new Set(receiver.events.filter((e) => e.type === type && ids.has(String(e.uuid))).map((e) => String(e.uuid)));
+      const of = (type: string): Set<string> =>
+        new Set(receiver.events.filter((e) => e.type === type && ids.has(String(e.uuid))).map((e) => String(e.uuid)));
       await waitUntil(() => of('task-succeeded').size === COUNT, 30_000, 'task-succeeded for every task sent');
       assert.equal(of('task-received').size, COUNT);
       assert.equal(of('task-started').size, COUNT);
@@ -220,7 +277,18 @@ for (const kind of ['redis', 'amqp'] as const) {
       assert.equal(received.name, 'posthog.tasks.process_event.process_event_with_plugins');
       // Processed counts reach the heartbeats.
       await waitUntil(
-        () => NODES.reduce((sum, n) => sum + Math.max(0, ...receiver.events.filter((e) => e.type === 'worker-heartbeat' && e.hostname === n).map((e) => e.processed as number)), 0) >= COUNT,
+        () =>
+          NODES.reduce(
+            (sum, n) =>
+              sum +
+              Math.max(
+                0,
+                ...receiver.events
+                  .filter((e) => e.type === 'worker-heartbeat' && e.hostname === n)
+                  .map((e) => e.processed as number),
+              ),
+            0,
+          ) >= COUNT,
         30_000,
         'heartbeats counting the processed tasks',
       );
@@ -232,7 +300,11 @@ for (const kind of ['redis', 'amqp'] as const) {
       await assert.rejects(celery(url, ['control', 'shutdown', '-d', NODES[0]!, '--timeout', '2']), /No nodes replied/);
       await waitUntil(() => sup.child.exitCode !== null, 60_000, 'start to exit');
       assert.equal(sup.child.exitCode, 0);
-      await waitUntil(() => NODES.every((n) => receiver.events.some((e) => e.type === 'worker-offline' && e.hostname === n)), 30_000, 'worker-offline of both nodes');
+      await waitUntil(
+        () => NODES.every((n) => receiver.events.some((e) => e.type === 'worker-offline' && e.hostname === n)),
+        30_000,
+        'worker-offline of both nodes',
+      );
     });
   });
 }

@@ -29,19 +29,39 @@ const CASES: Case[] = [
   { name: 'redis + sqlite', broker: () => redisFixture(1), store: 'sqlite' },
   { name: 'redis + postgres', broker: () => redisFixture(2), store: 'postgres' },
   { name: 'rabbitmq + sqlite', broker: () => amqpFixture('posthog-plugins-test-pipeline-sqlite'), store: 'sqlite' },
-  { name: 'rabbitmq + postgres', broker: () => amqpFixture('posthog-plugins-test-pipeline-postgres'), store: 'postgres' },
+  {
+    name: 'rabbitmq + postgres',
+    broker: () => amqpFixture('posthog-plugins-test-pipeline-postgres'),
+    store: 'postgres',
+  },
 ];
 
 /** What Python's process_event must receive for one sent task, given the plugins of its team. */
 function expectedKwargs(t: SentTask): Record<string, unknown> {
-  const [distinct_id, ip, site_url, data, team_id, now, sent_at] = t.args as [unknown, unknown, unknown, Record<string, unknown>, number, unknown, unknown];
+  const [distinct_id, ip, site_url, data, team_id, now, sent_at] = t.args as [
+    unknown,
+    unknown,
+    unknown,
+    Record<string, unknown>,
+    number,
+    unknown,
+    unknown,
+  ];
   const out = structuredClone(data);
   if (team_id === TEAM) (out['properties'] as Record<string, unknown>)['plugin_added'] = 'yes';
   return { distinct_id, ip, site_url, data: out, team_id, now, sent_at };
 }
 
 function receivedKwargs(r: SinkRecord): Record<string, unknown> {
-  return { distinct_id: r.distinct_id, ip: r.ip, site_url: r.site_url, data: r.data, team_id: r.team_id, now: r.now, sent_at: r.sent_at };
+  return {
+    distinct_id: r.distinct_id,
+    ip: r.ip,
+    site_url: r.site_url,
+    data: r.data,
+    team_id: r.team_id,
+    now: r.now,
+    sent_at: r.sent_at,
+  };
 }
 
 function uuidOf(x: { data: unknown }): string {
@@ -69,11 +89,27 @@ for (const c of CASES) {
       }
       const env = { DATABASE_URL: databaseUrl };
       await cli(['migrate'], env);
-      await cli(['install', 'fixtures/plugins/add-property', '--team', String(TEAM), '--config', '{"propertyName":"plugin_added","propertyValue":"yes"}'], env);
+      await cli(
+        [
+          'install',
+          'fixtures/plugins/add-property',
+          '--team',
+          String(TEAM),
+          '--config',
+          '{"propertyName":"plugin_added","propertyValue":"yes"}',
+        ],
+        env,
+      );
       await cli(['install', 'fixtures/plugins/drop-events', '--team', String(TEAM)], env);
       const listed = await cli(['list', '--json'], env);
       const configs = JSON.parse(listed.stdout) as Array<{ teamId: number; order: number; pluginName: string }>;
-      assert.deepEqual(configs.map((x) => [x.teamId, x.order, x.pluginName]), [[TEAM, 0, 'Add property'], [TEAM, 1, 'Drop events']]);
+      assert.deepEqual(
+        configs.map((x) => [x.teamId, x.order, x.pluginName]),
+        [
+          [TEAM, 0, 'Add property'],
+          [TEAM, 1, 'Drop events'],
+        ],
+      );
 
       sink = await startSinkWorker({ brokerUrl: broker.url, queue: OUTPUT });
       worker = await startWorker(['--broker', broker.url, '--batch-size', '50'], env);
@@ -120,7 +156,16 @@ for (const c of CASES) {
 
     test('messages sent by celery-node, a second Celery implementation, are processed too', async () => {
       // eslint-disable-next-line @typescript-eslint/no-require-imports
-      const celery = require('celery-node') as { createClient(broker: string, backend: string, queue: string): { sendTask(name: string, args: unknown[], kwargs: Record<string, unknown>): unknown; disconnect(): Promise<void> } };
+      const celery = require('celery-node') as {
+        createClient(
+          broker: string,
+          backend: string,
+          queue: string,
+        ): {
+          sendTask(name: string, args: unknown[], kwargs: Record<string, unknown>): unknown;
+          disconnect(): Promise<void>;
+        };
+      };
       const client = celery.createClient(broker.url, broker.url, INPUT);
       const before = sink.records().length;
       const now = new Date().toISOString();
@@ -128,7 +173,19 @@ for (const c of CASES) {
       for (let i = 0; i < 5; i++) {
         const uuid = `c0de0000-0000-4000-8000-00000000000${i}`;
         uuids.push(uuid);
-        client.sendTask('posthog.tasks.process_event.process_event_with_plugins', [`node-${i}`, '10.0.0.1', 'http://localhost:8000', { event: 'node_event', uuid, properties: { i } }, TEAM, now, now], {});
+        client.sendTask(
+          'posthog.tasks.process_event.process_event_with_plugins',
+          [
+            `node-${i}`,
+            '10.0.0.1',
+            'http://localhost:8000',
+            { event: 'node_event', uuid, properties: { i } },
+            TEAM,
+            now,
+            now,
+          ],
+          {},
+        );
       }
       const records = await sink.waitFor(before + 5, 30_000);
       await client.disconnect();
@@ -147,11 +204,25 @@ for (const c of CASES) {
       await broker.pushRaw(INPUT, [
         { kind: 'not-json' },
         { kind: 'content-type', contentType: 'application/x-yaml' },
-        { kind: 'v2-body', headers: { lang: 'py', task: 'posthog.tasks.process_event.process_event_with_plugins', id: 'two-elements' }, body: '[[], {}]' },
-        { kind: 'v2-body', headers: { lang: 'py', task: 'posthog.tasks.process_event.process_event_with_plugins', id: 'few-args' }, body: '[["only-distinct-id"], {}, {}]' },
+        {
+          kind: 'v2-body',
+          headers: { lang: 'py', task: 'posthog.tasks.process_event.process_event_with_plugins', id: 'two-elements' },
+          body: '[[], {}]',
+        },
+        {
+          kind: 'v2-body',
+          headers: { lang: 'py', task: 'posthog.tasks.process_event.process_event_with_plugins', id: 'few-args' },
+          body: '[["only-distinct-id"], {}, {}]',
+        },
       ]);
       await sendEvents({ brokerUrl: url, count: 1, teamId: BARE_TEAM, startIndex: 950, serializer: 'pickle' });
-      await sendEvents({ brokerUrl: url, count: 1, teamId: BARE_TEAM, startIndex: 960, taskName: 'posthog.tasks.something_else' });
+      await sendEvents({
+        brokerUrl: url,
+        count: 1,
+        teamId: BARE_TEAM,
+        startIndex: 960,
+        taskName: 'posthog.tasks.something_else',
+      });
       const good2 = await sendEvents({ brokerUrl: url, count: 2, teamId: BARE_TEAM, startIndex: 970 });
 
       await sink.waitFor(before + good1.length + good2.length, 30_000);
@@ -162,8 +233,19 @@ for (const c of CASES) {
         await new Promise((r) => setTimeout(r, 200));
       }
       const reasons = setAside.map((s) => s.reason);
-      const expect = [/not a JSON object|not valid JSON/i, /application\/x-yaml/, /got 2 elements/, /argument|args/i, /pickle/, /unknown task "posthog\.tasks\.something_else"/];
-      for (const re of expect) assert.ok(reasons.some((r) => re.test(r)), `a set-aside reason matching ${re} in ${JSON.stringify(reasons)}`);
+      const expect = [
+        /not a JSON object|not valid JSON/i,
+        /application\/x-yaml/,
+        /got 2 elements/,
+        /argument|args/i,
+        /pickle/,
+        /unknown task "posthog\.tasks\.something_else"/,
+      ];
+      for (const re of expect)
+        assert.ok(
+          reasons.some((r) => re.test(r)),
+          `a set-aside reason matching ${re} in ${JSON.stringify(reasons)}`,
+        );
       assert.equal(setAside.length, 6);
       assert.equal(await broker.unsettled(INPUT), 0);
       // The worker is still consuming.
@@ -205,10 +287,21 @@ async function loopKit(): Promise<{
   const queueTasks = async (queue: string, count: number, prefix: string): Promise<void> => {
     for (let i = 0; i < count; i++) {
       const task = processEventWithPluginsTask(
-        { distinct_id: `u${i}`, ip: null, site_url: '', data: { event: 'e' }, team_id: 1, now: '2020-01-01T00:00:00Z', sent_at: null },
+        {
+          distinct_id: `u${i}`,
+          ip: null,
+          site_url: '',
+          data: { event: 'e' },
+          team_id: 1,
+          now: '2020-01-01T00:00:00Z',
+          sent_at: null,
+        },
         { id: `${prefix}-${i}`, origin: 'test@host' },
       );
-      await redis.lpush(queue, buildEnvelope(encodeTaskV2(task), { deliveryTag: `${prefix}-tag-${i}`, exchange: '', routingKey: queue }));
+      await redis.lpush(
+        queue,
+        buildEnvelope(encodeTaskV2(task), { deliveryTag: `${prefix}-tag-${i}`, exchange: '', routingKey: queue }),
+      );
     }
   };
   return { redis, url, queueTasks, RedisBroker, BatchProcessor, ConsumerLoop, silentLogger };

@@ -38,7 +38,11 @@ module.exports = { processEvent }
 
 /** messages (ready + unacked) per queue of the vhost. */
 async function queueDepths(): Promise<Map<string, number>> {
-  const { stdout } = await execFileAsync('rabbitmqctl', ['-q', 'list_queues', '-p', VHOST, 'name', 'messages', '--no-table-headers'], { timeout: 60_000 });
+  const { stdout } = await execFileAsync(
+    'rabbitmqctl',
+    ['-q', 'list_queues', '-p', VHOST, 'name', 'messages', '--no-table-headers'],
+    { timeout: 60_000 },
+  );
   return parseDepths(stdout);
 }
 
@@ -71,7 +75,18 @@ describe('RabbitMQ connection closes never lose an event', () => {
     writeFileSync(pluginFile, SLOW_PLUGIN);
     await cli(['install', pluginFile, '--team', '2'], env);
     tree = await startWorker(
-      ['--broker', url, '--workers', '2', '--batch-size', '20', '--health-file', path.join(tmp, 'health.json'), '--log-level', 'info'],
+      [
+        '--broker',
+        url,
+        '--workers',
+        '2',
+        '--batch-size',
+        '20',
+        '--health-file',
+        path.join(tmp, 'health.json'),
+        '--log-level',
+        'info',
+      ],
       env,
     );
   });
@@ -87,7 +102,11 @@ describe('RabbitMQ connection closes never lose an event', () => {
     for (let i = 0; i < CLOSES; i++) {
       // At once when the producer is done: the workers are still on its backlog (rabbitmqctl is too slow to watch).
       await produce(CHUNK);
-      await execFileAsync('rabbitmqctl', ['-q', 'close_all_connections', '--vhost', VHOST, 'posthog-plugins chaos test'], { timeout: 60_000 });
+      await execFileAsync(
+        'rabbitmqctl',
+        ['-q', 'close_all_connections', '--vhost', VHOST, 'posthog-plugins chaos test'],
+        { timeout: 60_000 },
+      );
       const queued = (await queueDepths()).get(QUEUE) ?? 0;
       await waitUntil(
         async () => {
@@ -124,7 +143,8 @@ describe('RabbitMQ restarts never lose an event', () => {
   let sink: SinkWorker | null = null;
   let sent = 0;
 
-  const depths = async (): Promise<Map<string, number>> => parseDepths(await rabbit.ctl('list_queues', '-p', '/', 'name', 'messages', '--no-table-headers'));
+  const depths = async (): Promise<Map<string, number>> =>
+    parseDepths(await rabbit.ctl('list_queues', '-p', '/', 'name', 'messages', '--no-table-headers'));
 
   before(async () => {
     rabbit = await startPrivateRabbit();
@@ -132,10 +152,25 @@ describe('RabbitMQ restarts never lose an event', () => {
     writeFileSync(pluginFile, SLOW_PLUGIN);
     await cli(['install', pluginFile, '--team', '2'], env);
     tree = await startWorker(
-      ['--broker', rabbit.url, '--workers', '2', '--batch-size', '20', '--health-file', path.join(tmp, 'health.json'), '--log-level', 'info'],
+      [
+        '--broker',
+        rabbit.url,
+        '--workers',
+        '2',
+        '--batch-size',
+        '20',
+        '--health-file',
+        path.join(tmp, 'health.json'),
+        '--log-level',
+        'info',
+      ],
       env,
     );
-    await waitUntil(() => tree!.logs().filter((l) => String(l.message ?? '').startsWith('consuming ')).length >= 2, 60_000, 'both workers consuming');
+    await waitUntil(
+      () => tree!.logs().filter((l) => String(l.message ?? '').startsWith('consuming ')).length >= 2,
+      60_000,
+      'both workers consuming',
+    );
   });
 
   after(async () => {
@@ -163,7 +198,9 @@ describe('RabbitMQ restarts never lose an event', () => {
         `restart ${i + 1}: every input processed and acked`,
         1_000,
       );
-      t.diagnostic(`restart ${i + 1}: ${queued} message(s) queued when it began, broker down ${((upAt - downAt) / 1000).toFixed(1)} s, drained ${((Date.now() - upAt) / 1000).toFixed(1)} s after it was back`);
+      t.diagnostic(
+        `restart ${i + 1}: ${queued} message(s) queued when it began, broker down ${((upAt - downAt) / 1000).toFixed(1)} s, drained ${((Date.now() - upAt) / 1000).toFixed(1)} s after it was back`,
+      );
     }
     assert.equal(await tree!.stop(60_000), 0, 'clean stop');
     tree = null;

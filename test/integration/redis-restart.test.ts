@@ -92,12 +92,18 @@ describe('Redis restarts and killed connections never wedge a worker', () => {
     startWorker(
       [
         ...extra,
-        '--broker', redis.url(0),
-        '--workers', '2',
-        '--batch-size', '20',
-        '--health-file', healthFile,
-        '--shutdown-timeout-ms', String(SHUTDOWN_TIMEOUT_MS),
-        '--log-level', 'info',
+        '--broker',
+        redis.url(0),
+        '--workers',
+        '2',
+        '--batch-size',
+        '20',
+        '--health-file',
+        healthFile,
+        '--shutdown-timeout-ms',
+        String(SHUTDOWN_TIMEOUT_MS),
+        '--log-level',
+        'info',
       ],
       env,
     );
@@ -113,7 +119,9 @@ describe('Redis restarts and killed connections never wedge a worker', () => {
       async () => {
         const [queued, unacked, out] = await Promise.all([admin.llen(QUEUE), admin.hlen(KOMBU_UNACKED), outputs()]);
         const landing = await admin.keys('posthog-plugins:landing:*');
-        const landed = landing.length ? (await Promise.all(landing.map((k) => admin.llen(k)))).reduce((a, b) => a + b, 0) : 0;
+        const landed = landing.length
+          ? (await Promise.all(landing.map((k) => admin.llen(k)))).reduce((a, b) => a + b, 0)
+          : 0;
         return queued === 0 && unacked === 0 && landed === 0 && out >= sent;
       },
       180_000,
@@ -166,12 +174,22 @@ describe('Redis restarts and killed connections never wedge a worker', () => {
       await redis.restart({ hard, downMs: 2_000 });
       const back = Date.now();
       const at = await outputs();
-      await waitUntil(async () => (await outputs()) > at || ((await admin.llen(QUEUE)) === 0 && (await admin.hlen(KOMBU_UNACKED)) === 0), 60_000, `progress after restart ${i + 1}`, 20);
+      await waitUntil(
+        async () =>
+          (await outputs()) > at || ((await admin.llen(QUEUE)) === 0 && (await admin.hlen(KOMBU_UNACKED)) === 0),
+        60_000,
+        `progress after restart ${i + 1}`,
+        20,
+      );
       recoveries.push(Date.now() - back);
       await drained(`restart ${i + 1} (${hard ? 'SIGKILL' : 'SIGTERM'})`);
-      t.diagnostic(`restart ${i + 1} (${hard ? 'SIGKILL' : 'SIGTERM'}, down ~2 s, ${queued} queued then): first output ${recoveries[i]} ms after Redis was back`);
+      t.diagnostic(
+        `restart ${i + 1} (${hard ? 'SIGKILL' : 'SIGTERM'}, down ~2 s, ${queued} queued then): first output ${recoveries[i]} ms after Redis was back`,
+      );
     }
-    t.diagnostic(`recovery after Redis was back: max ${Math.max(...recoveries)} ms, median ${[...recoveries].sort((a, b) => a - b)[Math.floor(recoveries.length / 2)]} ms`);
+    t.diagnostic(
+      `recovery after Redis was back: max ${Math.max(...recoveries)} ms, median ${[...recoveries].sort((a, b) => a - b)[Math.floor(recoveries.length / 2)]} ms`,
+    );
     const wedged = tree!.logs().filter((l) => String(l.message).includes('killing it'));
     assert.deepEqual(wedged, [], 'no worker had to be killed');
   });
@@ -189,16 +207,28 @@ describe('Redis restarts and killed connections never wedge a worker', () => {
       30_000,
       'a connection of every kind open after the restarts',
     ).catch(() => undefined);
-    for (const kind of kinds) assert.ok(before.some((c) => c.kind === kind), `a ${kind} connection is open (${JSON.stringify(before)})`);
+    for (const kind of kinds)
+      assert.ok(
+        before.some((c) => c.kind === kind),
+        `a ${kind} connection is open (${JSON.stringify(before)})`,
+      );
     for (const kind of kinds) {
       const base = await outputs();
       await produce(CHUNK / 2);
       await busy(base);
-      const counterKey = await waitUntil(async () => (await admin.keys('@plugin/*/2/seen'))[0], 30_000, 'the plugin cache counter');
+      const counterKey = await waitUntil(
+        async () => (await admin.keys('@plugin/*/2/seen'))[0],
+        30_000,
+        'the plugin cache counter',
+      );
       const victims = (await clients()).filter((c) => c.kind === kind);
       const seen = Number(await admin.get(counterKey));
-      const reloads = tree!.logs().filter((l) => String(l.message).startsWith('plugins reloaded (reload-plugins)')).length;
-      const backBefore = tree!.logs().filter((l) => String(l.message).startsWith('reload channel reload-plugins back')).length;
+      const reloads = tree!
+        .logs()
+        .filter((l) => String(l.message).startsWith('plugins reloaded (reload-plugins)')).length;
+      const backBefore = tree!
+        .logs()
+        .filter((l) => String(l.message).startsWith('reload channel reload-plugins back')).length;
       for (const v of victims) await admin.client('KILL', 'ID', v.id);
       // Reconnected: as many connections of this kind as before, none of them a killed one.
       await waitUntil(
@@ -210,10 +240,13 @@ describe('Redis restarts and killed connections never wedge a worker', () => {
         `${kind} connections back after CLIENT KILL`,
       );
       if (kind === 'pubsub') {
-        const count = (prefix: string): number => tree!.logs().filter((l) => String(l.message).startsWith(prefix)).length;
+        const count = (prefix: string): number =>
+          tree!.logs().filter((l) => String(l.message).startsWith(prefix)).length;
         // Announcements made while a subscriber was away are lost: each worker reloads once when it is back.
         await waitUntil(
-          () => count('reload channel reload-plugins back') >= backBefore + victims.length && count('plugins reloaded (reload-plugins)') >= reloads + victims.length,
+          () =>
+            count('reload channel reload-plugins back') >= backBefore + victims.length &&
+            count('plugins reloaded (reload-plugins)') >= reloads + victims.length,
           30_000,
           'each worker reloads once when its subscriber is back',
         );
@@ -237,9 +270,14 @@ describe('Redis restarts and killed connections never wedge a worker', () => {
         await produce(50);
         await drained('events after the cache reconnected');
         const to = Number(await admin.get(counterKey));
-        assert.ok(to - from >= 50, `meta.cache works again after its connection was killed (counter ${from} -> ${to} for 50 events)`);
+        assert.ok(
+          to - from >= 50,
+          `meta.cache works again after its connection was killed (counter ${from} -> ${to} for 50 events)`,
+        );
       }
-      t.diagnostic(`CLIENT KILL ${kind}: ${victims.length} connection(s) killed, reconnected, backlog drained; cache counter ${seen} -> ${await admin.get(counterKey)}`);
+      t.diagnostic(
+        `CLIENT KILL ${kind}: ${victims.length} connection(s) killed, reconnected, backlog drained; cache counter ${seen} -> ${await admin.get(counterKey)}`,
+      );
     }
   });
 
@@ -257,10 +295,16 @@ describe('Redis restarts and killed connections never wedge a worker', () => {
       new Promise<'hung'>((r) => setTimeout(() => r('hung'), SHUTDOWN_TIMEOUT_MS + 20_000)),
     ]);
     const tookMs = Date.now() - signalled;
-    assert.notEqual(code, 'hung', `start still running ${SHUTDOWN_TIMEOUT_MS + 20_000} ms after SIGTERM with Redis down:\n${tree!.logText().slice(-3000)}`);
+    assert.notEqual(
+      code,
+      'hung',
+      `start still running ${SHUTDOWN_TIMEOUT_MS + 20_000} ms after SIGTERM with Redis down:\n${tree!.logText().slice(-3000)}`,
+    );
     assert.equal(redisBack, false, 'it ended while Redis was still down');
     assert.deepEqual(pids.filter(alive), [], 'no process of the tree is left');
-    t.diagnostic(`SIGTERM with Redis down: start exited with code ${String(code)} after ${tookMs} ms (--shutdown-timeout-ms ${SHUTDOWN_TIMEOUT_MS})`);
+    t.diagnostic(
+      `SIGTERM with Redis down: start exited with code ${String(code)} after ${tookMs} ms (--shutdown-timeout-ms ${SHUTDOWN_TIMEOUT_MS})`,
+    );
     await down;
     // What the stopped workers still held is restored by the next workers (their processes are gone).
     tree = await startTree(['--stuck-timeout-ms', String(STUCK_TIMEOUT_MS)]);
@@ -285,7 +329,11 @@ describe('Redis restarts and killed connections never wedge a worker', () => {
         500,
       );
       t.diagnostic(`health: ${verdict}`);
-      const killed = await tree!.waitForLog((l) => /holds \d+ message\(s\) and has settled none for .*: killing it/.test(String(l.message)), 60_000, 'the supervisor killing the stuck worker');
+      const killed = await tree!.waitForLog(
+        (l) => /holds \d+ message\(s\) and has settled none for .*: killing it/.test(String(l.message)),
+        60_000,
+        'the supervisor killing the stuck worker',
+      );
       t.diagnostic(`supervisor: ${String(killed.message)}`);
     } finally {
       await admin.client('UNPAUSE');

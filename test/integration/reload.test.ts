@@ -46,14 +46,31 @@ describe('live reload on reload-plugins', () => {
     await broker.reset();
     const env = { DATABASE_URL: databaseUrl };
     await cli(['migrate'], env);
-    await cli(['install', 'fixtures/plugins/add-property', '--team', String(TEAM), '--config', '{"propertyName":"stage","propertyValue":"one"}'], env);
+    await cli(
+      [
+        'install',
+        'fixtures/plugins/add-property',
+        '--team',
+        String(TEAM),
+        '--config',
+        '{"propertyName":"stage","propertyValue":"one"}',
+      ],
+      env,
+    );
     // 10 ms per event keeps the stream of the second test going for a few seconds, so the reload lands inside it.
     await cli(['install', 'fixtures/plugins/slow.js', '--team', String(TEAM), '--config', '{"ms":"10"}'], env);
     db = openDatabase(databaseUrl);
     pub = new Redis(broker.url);
     sink = await startSinkWorker({ brokerUrl: broker.url });
-    worker = await startWorker(['--broker', broker.url, '--workers', '1', '--batch-size', '10', '--reload-channel', CHANNEL], env);
-    await worker.waitForLog((l) => l.message === `listening for plugin changes on Redis channel ${CHANNEL}`, 30_000, 'subscribed');
+    worker = await startWorker(
+      ['--broker', broker.url, '--workers', '1', '--batch-size', '10', '--reload-channel', CHANNEL],
+      env,
+    );
+    await worker.waitForLog(
+      (l) => l.message === `listening for plugin changes on Redis channel ${CHANNEL}`,
+      30_000,
+      'subscribed',
+    );
   });
 
   after(async () => {
@@ -87,11 +104,17 @@ describe('live reload on reload-plugins', () => {
     const records = (await sink.waitFor(base + sent.length, 60_000)).slice(base);
     assert.equal(records.length, sent.length);
     const stages = records.map(stage);
-    assert.ok(stages.every((s) => s === 'two' || s === 'three'), `every event carries one whole config: ${JSON.stringify([...new Set(stages)])}`);
+    assert.ok(
+      stages.every((s) => s === 'two' || s === 'three'),
+      `every event carries one whole config: ${JSON.stringify([...new Set(stages)])}`,
+    );
     // One worker process, batches in order: once the new chain is in, no event sees the old one again.
     const firstNew = stages.indexOf('three');
     assert.ok(firstNew > 0, 'the reload landed mid-stream');
-    assert.ok(stages.slice(firstNew).every((s) => s === 'three'), 'no event after the swap used the old chain');
+    assert.ok(
+      stages.slice(firstNew).every((s) => s === 'three'),
+      'no event after the swap used the old chain',
+    );
     assert.equal(await broker.unsettled('posthog-plugins'), 0);
   });
 });

@@ -22,7 +22,20 @@ const TEAM = 2; // add-property (plugin_added=yes), then drop-events (default $d
 const DROP_TEAM = 3; // drop-events configured to drop $pageview: multi-team's two team-3 events vanish
 // team 4 (multi-team) has no plugins: passes through unchanged.
 
-const CASES: MessageCase[] = ['v2', 'v1', 'priority-0', 'priority-5', 'priority-9', 'compressed', 'unicode', 'nulls', 'multi-team', 'pickle', 'unknown-task', 'expired'];
+const CASES: MessageCase[] = [
+  'v2',
+  'v1',
+  'priority-0',
+  'priority-5',
+  'priority-9',
+  'compressed',
+  'unicode',
+  'nulls',
+  'multi-team',
+  'pickle',
+  'unknown-task',
+  'expired',
+];
 const fixture = (c: MessageCase): string => path.join(MESSAGES_DIR, `${c}.jsonl`);
 
 interface Run {
@@ -35,20 +48,25 @@ interface Run {
 /** The CLI with its exit status (cli() throws on non-zero), JSON logs parsed from stderr. */
 function replay(args: string[], env: Record<string, string>): Promise<Run> {
   return new Promise((resolve) => {
-    execFile(BIN, ['replay', '--log-format', 'json', ...args], { cwd: REPO, env: { ...process.env, ...env }, maxBuffer: 64 * 1024 * 1024 }, (err, stdout, stderr) => {
-      const code = err ? ((err as { code?: number }).code ?? null) : 0;
-      const logs = stderr
-        .split('\n')
-        .filter((l) => l.trim() !== '')
-        .map((l) => {
-          try {
-            return JSON.parse(l) as Record<string, unknown>;
-          } catch {
-            return { level: 'raw', message: l };
-          }
-        });
-      resolve({ code: typeof code === 'number' ? code : null, stdout, stderr, logs });
-    });
+    execFile(
+      BIN,
+      ['replay', '--log-format', 'json', ...args],
+      { cwd: REPO, env: { ...process.env, ...env }, maxBuffer: 64 * 1024 * 1024 },
+      (err, stdout, stderr) => {
+        const code = err ? ((err as { code?: number }).code ?? null) : 0;
+        const logs = stderr
+          .split('\n')
+          .filter((l) => l.trim() !== '')
+          .map((l) => {
+            try {
+              return JSON.parse(l) as Record<string, unknown>;
+            } catch {
+              return { level: 'raw', message: l };
+            }
+          });
+        resolve({ code: typeof code === 'number' ? code : null, stdout, stderr, logs });
+      },
+    );
   });
 }
 
@@ -60,7 +78,9 @@ function summaryOf(run: Run): Record<string, number> {
 }
 
 function rejections(run: Run): string[] {
-  return run.logs.filter((l) => l.level === 'warn' && /rejected: /.test(String(l.message))).map((l) => String(l.message));
+  return run.logs
+    .filter((l) => l.level === 'warn' && /rejected: /.test(String(l.message)))
+    .map((l) => String(l.message));
 }
 
 type Obj = Record<string, unknown>;
@@ -79,9 +99,11 @@ function readInputs(c: MessageCase): Input[] {
       const env = JSON.parse(line) as { body: string; headers: Obj; 'content-type': string };
       let bytes = Buffer.from(env.body, 'base64');
       if (env.headers['compression']) bytes = inflateSync(bytes);
-      if (env['content-type'] !== 'application/json') return { id: String(env.headers['id']), task: String(env.headers['task']), args: [] };
+      if (env['content-type'] !== 'application/json')
+        return { id: String(env.headers['id']), task: String(env.headers['task']), args: [] };
       const body = JSON.parse(bytes.toString('utf8')) as unknown;
-      if (Array.isArray(body)) return { id: String(env.headers['id']), task: String(env.headers['task']), args: body[0] as unknown[] };
+      if (Array.isArray(body))
+        return { id: String(env.headers['id']), task: String(env.headers['task']), args: body[0] as unknown[] };
       const v1 = body as { id: string; task: string; args: unknown[] };
       return { id: v1.id, task: v1.task, args: v1.args };
     });
@@ -89,7 +111,15 @@ function readInputs(c: MessageCase): Input[] {
 
 /** What process_event must receive for an input: the seven values by name, data changed by the team's plugins. */
 function expectedKwargs(args: unknown[]): Obj {
-  const [distinct_id, ip, site_url, data, team_id, now, sent_at] = args as [string, string | null, string, Obj, number, string, string | null];
+  const [distinct_id, ip, site_url, data, team_id, now, sent_at] = args as [
+    string,
+    string | null,
+    string,
+    Obj,
+    number,
+    string,
+    string | null,
+  ];
   const out = structuredClone(data);
   if (team_id === TEAM) (out['properties'] as Obj)['plugin_added'] = 'yes';
   return { distinct_id, ip, site_url, data: out, team_id, now, sent_at };
@@ -101,7 +131,12 @@ function survives(args: unknown[]): boolean {
 
 /** One output line, decoded independently: envelope, base64 body, [args, kwargs, embed]. */
 interface Output {
-  envelope: { headers: Obj; properties: Obj & { delivery_info: Obj }; 'content-type': string; 'content-encoding': string };
+  envelope: {
+    headers: Obj;
+    properties: Obj & { delivery_info: Obj };
+    'content-type': string;
+    'content-encoding': string;
+  };
   args: unknown[];
   kwargs: Obj;
   embed: unknown;
@@ -113,13 +148,25 @@ function readOutput(text: string): Output[] {
     .filter((l) => l !== '')
     .map((line) => {
       const envelope = JSON.parse(line) as Output['envelope'] & { body: string };
-      const [args, kwargs, embed] = JSON.parse(Buffer.from(envelope.body, 'base64').toString('utf8')) as [unknown[], Obj, unknown];
+      const [args, kwargs, embed] = JSON.parse(Buffer.from(envelope.body, 'base64').toString('utf8')) as [
+        unknown[],
+        Obj,
+        unknown,
+      ];
       return { envelope, args, kwargs, embed };
     });
 }
 
 function receivedKwargs(r: SinkRecord): Obj {
-  return { distinct_id: r.distinct_id, ip: r.ip, site_url: r.site_url, data: r.data, team_id: r.team_id, now: r.now, sent_at: r.sent_at };
+  return {
+    distinct_id: r.distinct_id,
+    ip: r.ip,
+    site_url: r.site_url,
+    data: r.data,
+    team_id: r.team_id,
+    now: r.now,
+    sent_at: r.sent_at,
+  };
 }
 
 describe('posthog-plugins replay', () => {
@@ -133,11 +180,42 @@ describe('posthog-plugins replay', () => {
 
   before(async () => {
     await cli(['migrate'], env);
-    await cli(['install', 'fixtures/plugins/add-property', '--team', String(TEAM), '--config', '{"propertyName":"plugin_added","propertyValue":"yes"}'], env);
+    await cli(
+      [
+        'install',
+        'fixtures/plugins/add-property',
+        '--team',
+        String(TEAM),
+        '--config',
+        '{"propertyName":"plugin_added","propertyValue":"yes"}',
+      ],
+      env,
+    );
     await cli(['install', 'fixtures/plugins/drop-events', '--team', String(TEAM)], env);
-    await cli(['install', 'fixtures/plugins/drop-events', '--team', String(DROP_TEAM), '--config', '{"eventToDrop":"$pageview"}'], env);
-    const configs = JSON.parse((await cli(['list', '--json'], env)).stdout) as Array<{ teamId: number; pluginName: string; enabled: boolean }>;
-    assert.deepEqual(configs.map((c) => [c.teamId, c.pluginName, c.enabled]), [[TEAM, 'Add property', true], [TEAM, 'Drop events', true], [DROP_TEAM, 'Drop events', true]]);
+    await cli(
+      [
+        'install',
+        'fixtures/plugins/drop-events',
+        '--team',
+        String(DROP_TEAM),
+        '--config',
+        '{"eventToDrop":"$pageview"}',
+      ],
+      env,
+    );
+    const configs = JSON.parse((await cli(['list', '--json'], env)).stdout) as Array<{
+      teamId: number;
+      pluginName: string;
+      enabled: boolean;
+    }>;
+    assert.deepEqual(
+      configs.map((c) => [c.teamId, c.pluginName, c.enabled]),
+      [
+        [TEAM, 'Add property', true],
+        [TEAM, 'Drop events', true],
+        [DROP_TEAM, 'Drop events', true],
+      ],
+    );
   });
 
   after(async () => {
@@ -152,18 +230,30 @@ describe('posthog-plugins replay', () => {
     const outB = path.join(tmp, 'b.jsonl');
     const runA = await replay([...files, '--out', outA], env);
     assert.equal(runA.code, 0, runA.stderr);
-    assert.ok(runA.logs.some((l) => l.message === 'plugins loaded: 3 config(s) for 2 team(s), 0 failed'), runA.stderr);
+    assert.ok(
+      runA.logs.some((l) => l.message === 'plugins loaded: 3 config(s) for 2 team(s), 0 failed'),
+      runA.stderr,
+    );
     const runB = await replay([...files, '--out', outB, '--batch-size', '1'], env);
     assert.equal(runB.code, 0, runB.stderr);
     const runC = await replay(files, env); // to stdout
     assert.equal(runC.code, 0, runC.stderr);
 
     mainOutput = readFileSync(outA, 'utf8');
-    assert.ok(readFileSync(outA).equals(readFileSync(outB)), 'same bytes on a second run (and whatever the batch size)');
+    assert.ok(
+      readFileSync(outA).equals(readFileSync(outB)),
+      'same bytes on a second run (and whatever the batch size)',
+    );
     assert.equal(runC.stdout, mainOutput, 'stdout carries the same bytes as --out');
     assert.equal(runA.stdout, '', 'nothing but results on stdout');
 
-    assert.deepEqual(summaryOf(runA), { read: inputs.length, published: surviving.length, dropped: runnable.length - surviving.length, expired: 1, rejected: 2 });
+    assert.deepEqual(summaryOf(runA), {
+      read: inputs.length,
+      published: surviving.length,
+      dropped: runnable.length - surviving.length,
+      expired: 1,
+      rejected: 2,
+    });
     assert.equal(runnable.length - surviving.length, 2, 'the two team-3 events of multi-team are dropped');
 
     const outputs = readOutput(mainOutput);
@@ -179,7 +269,11 @@ describe('posthog-plugins replay', () => {
       assert.equal(h['eta'], null, where);
       assert.equal(h['expires'], null, where);
       assert.equal(h['origin'], 'posthog-plugins-replay', where);
-      assert.match(String(h['id']), /^[0-9a-f]{8}-[0-9a-f]{4}-5[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/, `${where}: derived (uuid5) id`);
+      assert.match(
+        String(h['id']),
+        /^[0-9a-f]{8}-[0-9a-f]{4}-5[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/,
+        `${where}: derived (uuid5) id`,
+      );
       assert.notEqual(h['id'], input.id, `${where}: a new task id`);
       ids.add(String(h['id']));
       assert.equal(o.envelope['content-type'], 'application/json');
@@ -196,8 +290,23 @@ describe('posthog-plugins replay', () => {
 
     const reasons = rejections(runA);
     assert.equal(reasons.length, 2, reasons.join('\n'));
-    assert.ok(reasons.some((r) => r.startsWith(`line ${fixture('pickle')}:1: rejected: `) && /pickle/.test(r) && /application\/x-python-serialize/.test(r)), reasons.join('\n'));
-    assert.ok(reasons.some((r) => r.startsWith(`line ${fixture('unknown-task')}:1: rejected: `) && /unknown task "posthog\.tasks\.process_event\.no_such_task"/.test(r)), reasons.join('\n'));
+    assert.ok(
+      reasons.some(
+        (r) =>
+          r.startsWith(`line ${fixture('pickle')}:1: rejected: `) &&
+          /pickle/.test(r) &&
+          /application\/x-python-serialize/.test(r),
+      ),
+      reasons.join('\n'),
+    );
+    assert.ok(
+      reasons.some(
+        (r) =>
+          r.startsWith(`line ${fixture('unknown-task')}:1: rejected: `) &&
+          /unknown task "posthog\.tasks\.process_event\.no_such_task"/.test(r),
+      ),
+      reasons.join('\n'),
+    );
   });
 
   test('unreadable lines are reported with file:line and reason; blank lines are skipped', async () => {
@@ -209,7 +318,10 @@ describe('posthog-plugins replay', () => {
     assert.equal(readOutput(run.stdout).length, 1);
     const reasons = rejections(run);
     assert.equal(reasons.length, 2, reasons.join('\n'));
-    assert.match(reasons[0]!, new RegExp(`^line ${bad.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}:3: rejected: envelope is not valid JSON`));
+    assert.match(
+      reasons[0]!,
+      new RegExp(`^line ${bad.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}:3: rejected: envelope is not valid JSON`),
+    );
     assert.match(reasons[1]!, /:4: rejected: envelope has no properties object/);
     assert.deepEqual(summaryOf(run), { read: 3, published: 1, dropped: 0, expired: 0, rejected: 2 });
   });
@@ -252,9 +364,16 @@ describe('posthog-plugins replay', () => {
     assert.equal(summaryOf(atExpiry).published, 1, 'expired only when now > expires (Celery)');
 
     const at2020 = await replay([fixture('eta-expires'), '--now', messagesIndex().now], env);
-    assert.deepEqual(readOutput(at2020.stdout).map((o) => o.kwargs['distinct_id']), ['user-50', 'user-51'], 'future etas run at once');
+    assert.deepEqual(
+      readOutput(at2020.stdout).map((o) => o.kwargs['distinct_id']),
+      ['user-50', 'user-51'],
+      'future etas run at once',
+    );
     const at2030 = await replay([fixture('eta-expires'), '--now', '2030-01-01T00:30:00Z'], env);
-    assert.deepEqual(readOutput(at2030.stdout).map((o) => o.kwargs['distinct_id']), ['user-51']);
+    assert.deepEqual(
+      readOutput(at2030.stdout).map((o) => o.kwargs['distinct_id']),
+      ['user-51'],
+    );
     assert.deepEqual(summaryOf(at2030), { read: 2, published: 1, dropped: 0, expired: 1, rejected: 0 });
     const after2030 = await replay([fixture('eta-expires'), '--now', '2030-01-01T01:00:00.001Z'], env);
     assert.equal(summaryOf(after2030).expired, 2);

@@ -36,7 +36,11 @@ async function worker(extra: string[] = []): Promise<WorkerProcess> {
   const w = await startWorker(['--broker', URL, '--batch-size', '10', '--workers', String(PROCESSES), ...extra], env);
   workers.push(w);
   // startWorker returns at the first worker process that consumes; wait for all of them.
-  await waitUntil(() => w.logs().filter((l) => String(l.message).startsWith(`consuming ${INPUT} `)).length >= PROCESSES, 30_000, 'every worker process consuming');
+  await waitUntil(
+    () => w.logs().filter((l) => String(l.message).startsWith(`consuming ${INPUT} `)).length >= PROCESSES,
+    30_000,
+    'every worker process consuming',
+  );
   return w;
 }
 
@@ -56,18 +60,47 @@ interface QueueRow {
 }
 
 async function queues(): Promise<Map<string, QueueRow>> {
-  const { stdout } = await execFileAsync('rabbitmqctl', ['-q', 'list_queues', '-p', VHOST, 'name', 'durable', 'auto_delete', 'arguments', 'consumers', 'messages', '--no-table-headers']);
+  const { stdout } = await execFileAsync('rabbitmqctl', [
+    '-q',
+    'list_queues',
+    '-p',
+    VHOST,
+    'name',
+    'durable',
+    'auto_delete',
+    'arguments',
+    'consumers',
+    'messages',
+    '--no-table-headers',
+  ]);
   const rows = new Map<string, QueueRow>();
   for (const line of stdout.split('\n')) {
     const cols = line.split('\t');
     if (cols.length !== 6) continue;
-    rows.set(cols[0]!, { name: cols[0]!, durable: cols[1]!, autoDelete: cols[2]!, arguments: cols[3]!, consumers: Number(cols[4]), messages: Number(cols[5]) });
+    rows.set(cols[0]!, {
+      name: cols[0]!,
+      durable: cols[1]!,
+      autoDelete: cols[2]!,
+      arguments: cols[3]!,
+      consumers: Number(cols[4]),
+      messages: Number(cols[5]),
+    });
   }
   return rows;
 }
 
 async function exchanges(): Promise<Map<string, string>> {
-  const { stdout } = await execFileAsync('rabbitmqctl', ['-q', 'list_exchanges', '-p', VHOST, 'name', 'type', 'durable', 'auto_delete', '--no-table-headers']);
+  const { stdout } = await execFileAsync('rabbitmqctl', [
+    '-q',
+    'list_exchanges',
+    '-p',
+    VHOST,
+    'name',
+    'type',
+    'durable',
+    'auto_delete',
+    '--no-table-headers',
+  ]);
   const rows = new Map<string, string>();
   for (const line of stdout.split('\n')) {
     const cols = line.split('\t');
@@ -78,11 +111,22 @@ async function exchanges(): Promise<Map<string, string>> {
 
 /** Neither side met a 406 and both consume what they should, with the topology Celery declares. */
 async function checkShared(w: WorkerProcess, sink: SinkWorker, inputArguments = '[]'): Promise<void> {
-  for (const [who, text] of [['posthog-plugins', w.logText()], ['Python Celery', sink.log()]] as const) {
+  for (const [who, text] of [
+    ['posthog-plugins', w.logText()],
+    ['Python Celery', sink.log()],
+  ] as const) {
     // Not in a timestamp's milliseconds (",406" / ".406"), inside a number, or inside a task id (…-9b47b406-…).
-    assert.doesNotMatch(text, /PRECONDITION|Precondition|inequivalent arg|(?<![\w,.-])406(?![\w-])/, `${who} log mentions a 406:\n${text.slice(-3000)}`);
+    assert.doesNotMatch(
+      text,
+      /PRECONDITION|Precondition|inequivalent arg|(?<![\w,.-])406(?![\w-])/,
+      `${who} log mentions a 406:\n${text.slice(-3000)}`,
+    );
   }
-  assert.equal(w.logs().filter((l) => String(l.message).startsWith(`consuming ${INPUT} `)).length, PROCESSES, 'posthog-plugins is consuming');
+  assert.equal(
+    w.logs().filter((l) => String(l.message).startsWith(`consuming ${INPUT} `)).length,
+    PROCESSES,
+    'posthog-plugins is consuming',
+  );
   assert.match(sink.log(), / ready\.\s*$/m, 'Python Celery is consuming');
   assert.equal(w.child.exitCode, null);
   assert.equal(sink.exitStatus(), undefined);
@@ -133,7 +177,10 @@ with app.producer_or_acquire() as producer:
                  queue='posthog-plugins', producer=producer, priority=i % 10)
         print(data['uuid'])
 `;
-  const { stdout } = await execFileAsync(PYTHON, ['-c', script, URL, String(count), String(startIndex), String(TEAM)], { cwd: PYTHON_DIR, timeout: 60_000 });
+  const { stdout } = await execFileAsync(PYTHON, ['-c', script, URL, String(count), String(startIndex), String(TEAM)], {
+    cwd: PYTHON_DIR,
+    timeout: 60_000,
+  });
   return stdout.split('\n').filter((l) => l.trim() !== '');
 }
 
@@ -151,10 +198,17 @@ with Connection(sys.argv[1]) as conn:
 }
 
 /** `posthog-plugins start` run to its end (or killed after `timeoutMs`): exit code and everything it printed. */
-function runToExit(args: string[], timeoutMs: number): Promise<{ code: number | null; signal: NodeJS.Signals | null; output: string; ms: number }> {
+function runToExit(
+  args: string[],
+  timeoutMs: number,
+): Promise<{ code: number | null; signal: NodeJS.Signals | null; output: string; ms: number }> {
   return new Promise((resolve) => {
     const started = Date.now();
-    const child = spawn(BIN, ['start', '--log-format', 'json', ...args], { cwd: REPO, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(BIN, ['start', '--log-format', 'json', ...args], {
+      cwd: REPO,
+      env: { ...process.env, ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let output = '';
     child.stdout.on('data', (d: Buffer) => (output += d.toString()));
     child.stderr.on('data', (d: Buffer) => (output += d.toString()));
@@ -174,7 +228,17 @@ async function stopAll(): Promise<void> {
 describe('shared queues on RabbitMQ: posthog-plugins next to Python Celery', () => {
   before(async () => {
     await cli(['migrate'], env);
-    await cli(['install', 'fixtures/plugins/add-property', '--team', String(TEAM), '--config', JSON.stringify({ propertyName: MARK, propertyValue: 'yes' })], env);
+    await cli(
+      [
+        'install',
+        'fixtures/plugins/add-property',
+        '--team',
+        String(TEAM),
+        '--config',
+        JSON.stringify({ propertyName: MARK, propertyValue: 'yes' }),
+      ],
+      env,
+    );
   });
 
   after(async () => {
@@ -190,7 +254,10 @@ describe('shared queues on RabbitMQ: posthog-plugins next to Python Celery', () 
       const sink = await sinkWorker();
       await checkShared(w, sink);
       const sent = await sendEvents({ brokerUrl: URL, count: 3, teamId: TEAM }); // PostHog's producer declares posthog-plugins too
-      await expectOut(sink, sent.map((t) => String(t.uuid)));
+      await expectOut(
+        sink,
+        sent.map((t) => String(t.uuid)),
+      );
       await checkShared(w, sink);
     } finally {
       await stopAll();
@@ -205,7 +272,10 @@ describe('shared queues on RabbitMQ: posthog-plugins next to Python Celery', () 
       const w = await worker();
       await checkShared(w, sink);
       const late = await sendEvents({ brokerUrl: URL, count: 2, teamId: TEAM, startIndex: 200 });
-      await expectOut(sink, [...early, ...late].map((t) => String(t.uuid)));
+      await expectOut(
+        sink,
+        [...early, ...late].map((t) => String(t.uuid)),
+      );
       // A Python worker restarting next to ours declares everything again: still no 406.
       await sinks.splice(0)[0]!.stop();
       const again = await sinkWorker();
@@ -228,7 +298,11 @@ describe('shared queues on RabbitMQ: posthog-plugins next to Python Celery', () 
       assert.match(run.output, /x-max-priority/);
       assert.match(run.output, /--amqp-passive/, 'it says what to do');
       // Not retried: no worker process restarted, none ever consumed.
-      assert.doesNotMatch(run.output, /retrying in|next attempt in|restarting it now|consuming posthog-plugins/, run.output.slice(-3000));
+      assert.doesNotMatch(
+        run.output,
+        /retrying in|next attempt in|restarting it now|consuming posthog-plugins/,
+        run.output.slice(-3000),
+      );
       // Nothing was changed or taken: the queue keeps its arguments and the waiting events.
       const q = (await queues()).get(INPUT);
       assert.equal(q?.arguments, '[{"x-max-priority",10}]');
@@ -253,34 +327,28 @@ describe('shared queues on RabbitMQ: posthog-plugins next to Python Celery', () 
     }
   });
 
-  test(
-    'posthog-plugins with --amqp-queue-arguments \'{"x-max-priority":10}\' first, then the Python Celery worker: no 406 on `celery`',
-    async () => {
-      await resetVhost(VHOST);
-      try {
-        const w = await worker(['--amqp-queue-arguments', '{"x-max-priority":10}']);
-        const sink = await sinkWorker();
-        await checkShared(w, sink, '[{"x-max-priority",10}]');
-      } finally {
-        await stopAll();
-      }
-    },
-  );
+  test('posthog-plugins with --amqp-queue-arguments \'{"x-max-priority":10}\' first, then the Python Celery worker: no 406 on `celery`', async () => {
+    await resetVhost(VHOST);
+    try {
+      const w = await worker(['--amqp-queue-arguments', '{"x-max-priority":10}']);
+      const sink = await sinkWorker();
+      await checkShared(w, sink, '[{"x-max-priority",10}]');
+    } finally {
+      await stopAll();
+    }
+  });
 
-  test(
-    'posthog-plugins pre-declared with x-max-priority 10: --amqp-queue-arguments \'{"x-max-priority":10}\' matches it, events flow',
-    async () => {
-      await priorityVhost();
-      try {
-        const sink = await sinkWorker();
-        const early = await sendToPriorityQueue(4, 600);
-        const w = await worker(['--amqp-queue-arguments', '{"x-max-priority":10}']);
-        const late = await sendToPriorityQueue(4, 700);
-        await expectOut(sink, [...early, ...late]);
-        await checkShared(w, sink, '[{"x-max-priority",10}]');
-      } finally {
-        await stopAll();
-      }
-    },
-  );
+  test('posthog-plugins pre-declared with x-max-priority 10: --amqp-queue-arguments \'{"x-max-priority":10}\' matches it, events flow', async () => {
+    await priorityVhost();
+    try {
+      const sink = await sinkWorker();
+      const early = await sendToPriorityQueue(4, 600);
+      const w = await worker(['--amqp-queue-arguments', '{"x-max-priority":10}']);
+      const late = await sendToPriorityQueue(4, 700);
+      await expectOut(sink, [...early, ...late]);
+      await checkShared(w, sink, '[{"x-max-priority",10}]');
+    } finally {
+      await stopAll();
+    }
+  });
 });

@@ -37,7 +37,8 @@ describe('plugin-store outage: events keep flowing while PostgreSQL refuses the 
   let sink: SinkWorker;
   let worker: WorkerProcess;
 
-  const allowConnections = (allow: boolean): Promise<unknown> => admin.raw(`ALTER DATABASE ?? WITH ALLOW_CONNECTIONS ${allow ? 'true' : 'false'}`, [NAME]);
+  const allowConnections = (allow: boolean): Promise<unknown> =>
+    admin.raw(`ALTER DATABASE ?? WITH ALLOW_CONNECTIONS ${allow ? 'true' : 'false'}`, [NAME]);
 
   before(async () => {
     redis = await startPrivateRedis({ appendonly: false });
@@ -78,19 +79,42 @@ describe('plugin-store outage: events keep flowing while PostgreSQL refuses the 
     ];
     const records = await sink.waitFor(sent.length, 120_000);
     assert.deepEqual(sink.problems(), []);
-    const props = (r: (typeof records)[number]): Record<string, unknown> => (r.data as { properties: Record<string, unknown> }).properties;
-    assert.equal(records.filter((r) => props(r).outage === 'passed').length, 200, 'the plugin ran on every event during the outage');
+    const props = (r: (typeof records)[number]): Record<string, unknown> =>
+      (r.data as { properties: Record<string, unknown> }).properties;
+    assert.equal(
+      records.filter((r) => props(r).outage === 'passed').length,
+      200,
+      'the plugin ran on every event during the outage',
+    );
     assert.ok(!worker.logs().some((l) => /died|restarting/.test(String(l.message))), 'no worker process died');
     // The outage was real: the writes beside the event path failed and said so.
-    const warnings = worker.logs().filter((l) => l.level === 'warn' || l.level === 'error').map((l) => String(l.message));
-    assert.ok(warnings.some((m) => /not currently accepting connections|terminat/i.test(m)), `a failed database write in the log:\n${warnings.join('\n')}`);
-    t.diagnostic(`during the outage: ${records.length} of ${sent.length} events out; ${warnings.length} warning(s), e.g. ${warnings[0]}`);
+    const warnings = worker
+      .logs()
+      .filter((l) => l.level === 'warn' || l.level === 'error')
+      .map((l) => String(l.message));
+    assert.ok(
+      warnings.some((m) => /not currently accepting connections|terminat/i.test(m)),
+      `a failed database write in the log:\n${warnings.join('\n')}`,
+    );
+    t.diagnostic(
+      `during the outage: ${records.length} of ${sent.length} events out; ${warnings.length} warning(s), e.g. ${warnings[0]}`,
+    );
 
     await allowConnections(true);
     db = knex({ client: 'pg', connection: url, pool: { min: 0, max: 1 } });
-    const after = await sendEvents({ brokerUrl: redis.url(0), count: 1, teamId: TEAM, startIndex: 5000, eventName: '$boom' });
+    const after = await sendEvents({
+      brokerUrl: redis.url(0),
+      count: 1,
+      teamId: TEAM,
+      startIndex: 5000,
+      eventName: '$boom',
+    });
     await sink.waitFor(sent.length + after.length, 60_000);
-    await waitUntil(async () => (await db('posthog_pluginlogentry').where('message', 'saw 5000').first()) !== undefined, 60_000, 'a plugin log line written after the outage');
+    await waitUntil(
+      async () => (await db('posthog_pluginlogentry').where('message', 'saw 5000').first()) !== undefined,
+      60_000,
+      'a plugin log line written after the outage',
+    );
     await waitUntil(
       async () => {
         const row = (await db('posthog_pluginconfig').first('error')) as { error: unknown } | undefined;

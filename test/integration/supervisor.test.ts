@@ -75,7 +75,10 @@ describe('supervisor: worker processes on redis', () => {
   }
 
   function consumingPids(): number[] {
-    return sup.logs().filter((l) => String(l.message ?? '').startsWith('consuming ') && typeof l.pid === 'number').map((l) => l.pid as number);
+    return sup
+      .logs()
+      .filter((l) => String(l.message ?? '').startsWith('consuming ') && typeof l.pid === 'number')
+      .map((l) => l.pid as number);
   }
 
   before(async () => {
@@ -88,7 +91,18 @@ describe('supervisor: worker processes on redis', () => {
     await cli(['install', plugin, '--team', String(TEAM), '--name', 'slow'], env);
     sink = await startSinkWorker({ brokerUrl: broker.url });
     sup = await startWorker(
-      ['--broker', broker.url, '--workers', '2', '--batch-size', String(BATCH), '--heartbeat-interval-ms', '500', '--heartbeat-timeout-ms', '5000'],
+      [
+        '--broker',
+        broker.url,
+        '--workers',
+        '2',
+        '--batch-size',
+        String(BATCH),
+        '--heartbeat-interval-ms',
+        '500',
+        '--heartbeat-timeout-ms',
+        '5000',
+      ],
       env,
     );
     await waitUntil(() => consumingPids().length >= 2, 60_000, 'both worker processes consuming');
@@ -134,20 +148,40 @@ describe('supervisor: worker processes on redis', () => {
     const heldAtKill = await redis.scard(inflightKey);
 
     // Its in-flight set empties as the supervisor restores it (nothing else touches it: the holder is dead).
-    await waitUntil(async () => (await redis.scard(inflightKey)) === 0, 10_000, 'the dead worker’s messages restored', 5);
+    await waitUntil(
+      async () => (await redis.scard(inflightKey)) === 0,
+      10_000,
+      'the dead worker’s messages restored',
+      5,
+    );
     const restoreMs = Date.now() - killedAt;
-    const restartLine = await sup.waitForLog((l) => /^worker \d+ started/.test(String(l.message)) && l.worker === victim.index && l.pid !== victimPid, 10_000, 'replacement started');
+    const restartLine = await sup.waitForLog(
+      (l) => /^worker \d+ started/.test(String(l.message)) && l.worker === victim.index && l.pid !== victimPid,
+      10_000,
+      'replacement started',
+    );
     const restartMs = Date.now() - killedAt;
     const newPid = restartLine.pid as number;
-    await sup.waitForLog((l) => String(l.message).startsWith('consuming ') && l.pid === newPid, 60_000, 'replacement consuming');
+    await sup.waitForLog(
+      (l) => String(l.message).startsWith('consuming ') && l.pid === newPid,
+      60_000,
+      'replacement consuming',
+    );
     const readyMs = Date.now() - killedAt;
-    const restoredLine = sup.logs().find((l) => /^returned \d+ in-flight message\(s\) of dead worker/.test(String(l.message)) && l.pid === victimPid);
+    const restoredLine = sup
+      .logs()
+      .find(
+        (l) => /^returned \d+ in-flight message\(s\) of dead worker/.test(String(l.message)) && l.pid === victimPid,
+      );
     assert.ok(restoredLine, 'the supervisor restored the dead worker’s messages itself');
     const deathLine = sup.logs().find((l) => /died/.test(String(l.message)) && l.pid === victimPid);
     assert.ok(deathLine, 'death logged');
     assert.match(String(deathLine.message), /SIGKILL from outside/);
     assert.match(String(deathLine.message), /not charged|no plugin call/);
-    assert.ok(!sup.logs().some((l) => /crashed worker/.test(String(l.message))), 'an outside kill is not charged to the plugin');
+    assert.ok(
+      !sup.logs().some((l) => /crashed worker/.test(String(l.message))),
+      'an outside kill is not charged to the plugin',
+    );
 
     // Every event comes out; duplicates only for inputs that were in flight.
     const sentUuids = new Set((await sending).map(uuidOfSent));
@@ -166,7 +200,12 @@ describe('supervisor: worker processes on redis', () => {
     for (const r of records) counts.set(uuidOf(r), (counts.get(uuidOf(r)) ?? 0) + 1);
     const duplicates = [...counts.values()].reduce((sum, n) => sum + n - 1, 0);
     assert.ok(duplicates <= BATCH, `${duplicates} duplicate(s), at most one batch (${BATCH}) expected`);
-    for (const r of records) assert.equal((r.data as { properties: Record<string, unknown> }).properties['slow_seen'], true, `event ${uuidOf(r)} went through the plugin`);
+    for (const r of records)
+      assert.equal(
+        (r.data as { properties: Record<string, unknown> }).properties['slow_seen'],
+        true,
+        `event ${uuidOf(r)} went through the plugin`,
+      );
     assert.deepEqual(sink.problems(), []);
     assert.equal(await broker.unsettled(INPUT), 0);
     t.diagnostic(
@@ -186,13 +225,30 @@ describe('supervisor: worker processes on redis', () => {
     process.kill(victimPid, 'SIGSTOP'); // its main thread answers nothing from now on, as if stuck in an isolate
     const stoppedAt = Date.now();
     try {
-      await sup.waitForLog((l) => /has not answered heartbeats/.test(String(l.message)) && l.pid === victimPid, 20_000, 'heartbeat kill');
+      await sup.waitForLog(
+        (l) => /has not answered heartbeats/.test(String(l.message)) && l.pid === victimPid,
+        20_000,
+        'heartbeat kill',
+      );
     } finally {
       if (alive(victimPid)) process.kill(victimPid, 'SIGCONT');
     }
     const killMs = Date.now() - stoppedAt;
-    const line = await sup.waitForLog((l) => /^worker \d+ started/.test(String(l.message)) && l.worker === victim.index && typeof l.pid === 'number' && l.pid !== victimPid && !ws.has(l.pid), 10_000, 'replacement');
-    await sup.waitForLog((l) => String(l.message).startsWith('consuming ') && l.pid === line.pid, 60_000, 'replacement consuming');
+    const line = await sup.waitForLog(
+      (l) =>
+        /^worker \d+ started/.test(String(l.message)) &&
+        l.worker === victim.index &&
+        typeof l.pid === 'number' &&
+        l.pid !== victimPid &&
+        !ws.has(l.pid),
+      10_000,
+      'replacement',
+    );
+    await sup.waitForLog(
+      (l) => String(l.message).startsWith('consuming ') && l.pid === line.pid,
+      60_000,
+      'replacement consuming',
+    );
     await waitUntil(() => !alive(victimPid), 5_000, 'the stuck worker gone');
     t.diagnostic(`SIGSTOP → killed after ${killMs} ms (timeout 5000 ms, interval 500 ms)`);
     assert.ok(killMs >= 4000 && killMs < 20_000, `killed after ${killMs} ms`);
@@ -211,7 +267,10 @@ describe('supervisor: worker processes on redis', () => {
     // As a terminal, `timeout` or systemd deliver it: to every process, then the supervisor forwards it again.
     for (const pid of kids) process.kill(pid, 'SIGTERM');
     const code = await sup.stop(60_000);
-    assert.ok(!sup.logs().some((l) => /exiting at once|exit code 1/.test(String(l.message))), sup.logText().slice(-3000));
+    assert.ok(
+      !sup.logs().some((l) => /exiting at once|exit code 1/.test(String(l.message))),
+      sup.logText().slice(-3000),
+    );
     assert.equal(code, 0, sup.logText().slice(-3000));
     for (const pid of kids) assert.ok(!alive(pid), `worker ${pid} still running after the supervisor exited`);
     assert.equal(sup.logs().filter((l) => l.message === 'stopped cleanly').length >= 2, true);
@@ -247,16 +306,28 @@ describe('supervisor: worker processes on rabbitmq', () => {
 
   test('SIGKILL of a worker while events flow: RabbitMQ requeues its deliveries, the supervisor restarts it, every event out', async (t) => {
     sup = await startWorker(['--broker', broker.url, '--workers', '2', '--batch-size', String(BATCH)], env);
-    await waitUntil(() => sup.logs().filter((l) => String(l.message ?? '').startsWith('consuming ')).length >= 2, 60_000, 'both workers consuming');
+    await waitUntil(
+      () => sup.logs().filter((l) => String(l.message ?? '').startsWith('consuming ')).length >= 2,
+      60_000,
+      'both workers consuming',
+    );
     const sending = sendEvents({ brokerUrl: broker.url, count: 400, teamId: TEAM, timeoutMs: 120_000 });
     const before = sink.records().length;
     await waitUntil(() => sink.records().length > before + 20, 60_000, 'events flowing');
     const victim = sup.logs().find((l) => /^worker 0 started/.test(String(l.message)))!.pid as number;
     process.kill(victim, 'SIGKILL');
     const killedAt = Date.now();
-    const line = await sup.waitForLog((l) => /^worker 0 started/.test(String(l.message)) && l.pid !== victim, 10_000, 'replacement');
+    const line = await sup.waitForLog(
+      (l) => /^worker 0 started/.test(String(l.message)) && l.pid !== victim,
+      10_000,
+      'replacement',
+    );
     const restartMs = Date.now() - killedAt;
-    await sup.waitForLog((l) => String(l.message).startsWith('consuming ') && l.pid === line.pid, 60_000, 'replacement consuming');
+    await sup.waitForLog(
+      (l) => String(l.message).startsWith('consuming ') && l.pid === line.pid,
+      60_000,
+      'replacement consuming',
+    );
     const sent = await sending;
     const want = new Set(sent.map(uuidOfSent));
     const deadline = Date.now() + 120_000;
@@ -266,7 +337,9 @@ describe('supervisor: worker processes on rabbitmq', () => {
       if (missing.length === 0) break;
       if (Date.now() > deadline) {
         const unsettled = await broker.unsettled(INPUT);
-        assert.fail(`${missing.length} event(s) never came out (${unsettled} unacked in ${INPUT}): ${missing.slice(0, 3).join(' ')}\n${sup.logText().slice(-6000)}`);
+        assert.fail(
+          `${missing.length} event(s) never came out (${unsettled} unacked in ${INPUT}): ${missing.slice(0, 3).join(' ')}\n${sup.logText().slice(-6000)}`,
+        );
       }
       await new Promise((r) => setTimeout(r, 200));
     }
@@ -291,7 +364,11 @@ with Connection(sys.argv[1]) as conn:
     Queue('posthog-plugins', Exchange('posthog-plugins'), 'posthog-plugins', queue_arguments={'x-max-priority': 10})(conn.default_channel).declare()
 `;
     await execFileAsync(PYTHON, ['-c', script, broker.url], { cwd: PYTHON_DIR, timeout: 60_000 });
-    const child = spawn(BIN, ['start', '--log-format', 'json', '--broker', broker.url, '--workers', '2'], { cwd: REPO, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(BIN, ['start', '--log-format', 'json', '--broker', broker.url, '--workers', '2'], {
+      cwd: REPO,
+      env: { ...process.env, ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let output = '';
     child.stdout.on('data', (d: Buffer) => (output += d.toString()));
     child.stderr.on('data', (d: Buffer) => (output += d.toString()));
@@ -340,15 +417,32 @@ describe('supervisor: a worker that keeps dying at start', () => {
     };
     repoint('bad.sqlite3');
     process.kill(first, 'SIGKILL');
-    const backoff = await sup.waitForLog((l) => /failed 3 time\(s\) in a row, next attempt in 2 s/.test(String(l.message)), 60_000, 'third early death, 2 s delay');
+    const backoff = await sup.waitForLog(
+      (l) => /failed 3 time\(s\) in a row, next attempt in 2 s/.test(String(l.message)),
+      60_000,
+      'third early death, 2 s delay',
+    );
     assert.match(String(backoff.message), /exit code 1; error: .*not a database.*during startup/);
-    const delays = sup.logs().filter((l) => typeof l.delayMs === 'number').map((l) => l.delayMs as number);
+    const delays = sup
+      .logs()
+      .filter((l) => typeof l.delayMs === 'number')
+      .map((l) => l.delayMs as number);
     assert.deepEqual(delays.slice(0, 2), [1000, 2000]);
     // Fixed: the next attempt consumes again.
     repoint('real.sqlite3');
     const consumingBefore = sup.logs().filter((l) => String(l.message ?? '').startsWith('consuming ')).length;
-    await waitUntil(() => sup!.logs().filter((l) => String(l.message ?? '').startsWith('consuming ')).length > consumingBefore, 60_000, 'consuming again');
-    t.diagnostic(`delays before recovery: ${sup.logs().filter((l) => typeof l.delayMs === 'number').map((l) => l.delayMs).join(', ')} ms`);
+    await waitUntil(
+      () => sup!.logs().filter((l) => String(l.message ?? '').startsWith('consuming ')).length > consumingBefore,
+      60_000,
+      'consuming again',
+    );
+    t.diagnostic(
+      `delays before recovery: ${sup
+        .logs()
+        .filter((l) => typeof l.delayMs === 'number')
+        .map((l) => l.delayMs)
+        .join(', ')} ms`,
+    );
     assert.equal(await sup.stop(), 0);
   });
 });

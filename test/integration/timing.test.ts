@@ -80,7 +80,10 @@ describe('eta and expires end to end (redis)', () => {
     assert.ok(etaAt >= 0, 'the eta task ran');
     for (const t of later) {
       const i = order.indexOf(sentUuid(t));
-      assert.ok(i >= 0 && i < etaAt, `event ${t.index}, sent after the eta task, ran before it (order ${JSON.stringify(order)})`);
+      assert.ok(
+        i >= 0 && i < etaAt,
+        `event ${t.index}, sent after the eta task, ran before it (order ${JSON.stringify(order)})`,
+      );
       assert.ok(records[i]!.time * 1000 < etaMs, `event ${t.index} was not held back until the eta`);
     }
     const ran = records[etaAt]!;
@@ -96,12 +99,22 @@ describe('eta and expires end to end (redis)', () => {
     // expires in the past (Celery warns and sends it anyway) …
     const [past] = await sendEvents({ brokerUrl: broker.url, count: 1, startIndex: 100, expires: -30 });
     // … and expires 1 s but eta 3 s: it would expire while waiting, so it never runs either.
-    const [shortLived] = await sendEvents({ brokerUrl: broker.url, count: 1, startIndex: 101, expires: 1, countdown: 3 });
+    const [shortLived] = await sendEvents({
+      brokerUrl: broker.url,
+      count: 1,
+      startIndex: 101,
+      expires: 1,
+      countdown: 3,
+    });
     const sentAt = Date.now();
     const markers = await sendEvents({ brokerUrl: broker.url, count: 2, startIndex: 102 });
 
     for (const t of [past!, shortLived!]) {
-      await worker!.waitForLog((l) => l.taskId === t.id && /expired/.test(String(l.message)), 10_000, `expiry of ${t.id} logged`);
+      await worker!.waitForLog(
+        (l) => l.taskId === t.id && /expired/.test(String(l.message)),
+        10_000,
+        `expiry of ${t.id} logged`,
+      );
     }
     await sink.waitFor(before + markers.length, 20_000);
     // Past the short-lived task's eta: a worker that held it would have run it by now.
@@ -118,17 +131,27 @@ describe('eta and expires end to end (redis)', () => {
   test('SIGTERM gives a held eta task back to the queue; the next worker runs it once, at its eta', async () => {
     const before = sink.records().length;
     const [task] = await sendEvents({ brokerUrl: broker.url, count: 1, startIndex: 200, countdown: 20 });
-    const held = await waitUntil(async () => ((await inputLength()) === 0 ? unackedEnvelope(task!.id) : null), 15_000, 'the eta task taken and held');
+    const held = await waitUntil(
+      async () => ((await inputLength()) === 0 ? unackedEnvelope(task!.id) : null),
+      15_000,
+      'the eta task taken and held',
+    );
     const etaMs = Date.parse(String(held.headers['eta']));
     await new Promise((r) => setTimeout(r, 300)); // let the batch that took it finish
 
     const code = await worker!.stop();
     assert.equal(code, 0, worker!.logText().slice(-3000));
-    assert.ok(worker!.logs().some((l) => l.message === 'gave 1 eta message(s) back to the queue'), worker!.logText().slice(-3000));
+    assert.ok(
+      worker!.logs().some((l) => l.message === 'gave 1 eta message(s) back to the queue'),
+      worker!.logText().slice(-3000),
+    );
     assert.ok(Date.now() < etaMs, 'the test stopped the worker before the eta (else it proves nothing)');
 
     // Back in the list, marked redelivered like kombu's restore, and no longer unacked.
-    const listed = (await redis.lrange(INPUT, 0, -1)).map((t) => JSON.parse(t) as { headers: Record<string, unknown>; properties: { delivery_info: Record<string, unknown> } });
+    const listed = (await redis.lrange(INPUT, 0, -1)).map(
+      (t) =>
+        JSON.parse(t) as { headers: Record<string, unknown>; properties: { delivery_info: Record<string, unknown> } },
+    );
     const back = listed.filter((e) => e.headers['id'] === task!.id);
     assert.equal(back.length, 1, `the task is in ${INPUT} once: ${JSON.stringify(listed.map((e) => e.headers['id']))}`);
     assert.equal(back[0]!.headers['redelivered'], true);

@@ -50,7 +50,10 @@ const CHILD = `
 /** The child's stderr lines (the text after the last newline must be empty: every record ends its line). */
 function logLines(format: 'pretty' | 'json'): string[] {
   // The texts travel as JSON in argv: lone surrogates survive as escapes.
-  const child = spawnSync(process.execPath, ['-e', CHILD, LOG_MODULE, format, JSON.stringify(HOSTILE)], { encoding: 'utf8', maxBuffer: 64 * 1024 * 1024 });
+  const child = spawnSync(process.execPath, ['-e', CHILD, LOG_MODULE, format, JSON.stringify(HOSTILE)], {
+    encoding: 'utf8',
+    maxBuffer: 64 * 1024 * 1024,
+  });
   assert.equal(child.status, 0, `child failed: ${child.stderr.slice(-2000)}`);
   const lines = child.stderr.split('\n');
   assert.equal(lines.pop(), '', 'the output ends with a complete line');
@@ -58,7 +61,8 @@ function logLines(format: 'pretty' | 'json'): string[] {
 }
 
 /** No C0/C1 control, DEL, Unicode line/paragraph separator or lone surrogate left on a line. */
-const UNSAFE = /[\u0000-\u001f\u007f-\u009f\u2028\u2029]|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
+const UNSAFE =
+  /[\u0000-\u001f\u007f-\u009f\u2028\u2029]|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
 
 for (const format of ['pretty', 'json'] as const) {
   describe(`log format ${format}`, () => {
@@ -92,7 +96,10 @@ for (const format of ['pretty', 'json'] as const) {
 
 describe('escapeText and cutText', () => {
   test('escapes every line break and control, keeps surrogate pairs, cuts without splitting a pair', () => {
-    assert.equal(escapeText('a\nb\r\u2028\u0085\u001b\ud800x\ud83d\ude00'), 'a\\nb\\r\\u2028\\x85\\x1b\\ud800x\ud83d\ude00');
+    assert.equal(
+      escapeText('a\nb\r\u2028\u0085\u001b\ud800x\ud83d\ude00'),
+      'a\\nb\\r\\u2028\\x85\\x1b\\ud800x\ud83d\ude00',
+    );
     assert.equal(cutText('ab\ud83d\ude00cd', 3), 'ab…(4 more characters)');
     assert.equal(cutText('short', 10), 'short');
   });

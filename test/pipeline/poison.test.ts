@@ -5,7 +5,12 @@ import type { PluginEvent } from '../../protocol/posthog';
 import type { JsonObject } from '../../protocol/types';
 import type { Delivery } from '../../src/brokers/broker';
 import { silentLogger } from '../../src/log';
-import { BatchProcessor, ChainUnavailableError, type ChainRunner, type Outcome } from '../../src/pipeline/batch-processor';
+import {
+  BatchProcessor,
+  ChainUnavailableError,
+  type ChainRunner,
+  type Outcome,
+} from '../../src/pipeline/batch-processor';
 import { closeHarness, harness, type Harness } from '../plugins/helpers';
 
 /**
@@ -25,18 +30,32 @@ function nested(depth: number): unknown {
 function delivery(i: number, opts: { teamId?: number; properties?: string; body?: string } = {}): Delivery {
   const id = `00000000-0000-4000-8000-${String(i).padStart(12, '0')}`;
   const data = `{"event": "e${i}", "uuid": "u${i}", "properties": ${opts.properties ?? '{}'}}`;
-  const body = opts.body ?? `[["user-${i}", "127.0.0.1", "", ${data}, ${opts.teamId ?? 2}, "2020-01-01T00:00:00Z", null], {}, {"callbacks": null, "errbacks": null, "chain": null, "chord": null}]`;
+  const body =
+    opts.body ??
+    `[["user-${i}", "127.0.0.1", "", ${data}, ${opts.teamId ?? 2}, "2020-01-01T00:00:00Z", null], {}, {"callbacks": null, "errbacks": null, "chain": null, "chord": null}]`;
   return {
     tag: `tag-${i}`,
     queue: 'posthog-plugins',
     redelivered: false,
     rawText: body,
-    message: { headers: { lang: 'py', task: TASK, id }, properties: {}, contentType: 'application/json', contentEncoding: 'utf-8', body: Buffer.from(body) },
+    message: {
+      headers: { lang: 'py', task: TASK, id },
+      properties: {},
+      contentType: 'application/json',
+      contentEncoding: 'utf-8',
+      body: Buffer.from(body),
+    },
   };
 }
 
 function summary(outcomes: Outcome[]): string[] {
-  return outcomes.map((o) => (o.kind === 'ack' ? `${o.delivery.tag} ${o.result}` : o.kind === 'reject' ? `${o.delivery.tag} reject: ${o.reason}` : `${o.delivery.tag} wait`));
+  return outcomes.map((o) =>
+    o.kind === 'ack'
+      ? `${o.delivery.tag} ${o.result}`
+      : o.kind === 'reject'
+        ? `${o.delivery.tag} reject: ${o.reason}`
+        : `${o.delivery.tag} wait`,
+  );
 }
 
 function processor(plugins: ChainRunner): BatchProcessor {
@@ -55,7 +74,14 @@ describe('one poison message in a batch', () => {
     };
     const batch = Array.from({ length: 10 }, (_, i) => delivery(i));
     const outcomes = await processor(runner).process(batch);
-    assert.deepEqual(summary(outcomes), batch.map((d, i) => (i === 5 ? `${d.tag} reject: the plugin chain of team 2 failed on this event: Maximum call stack size exceeded` : `${d.tag} published`)));
+    assert.deepEqual(
+      summary(outcomes),
+      batch.map((d, i) =>
+        i === 5
+          ? `${d.tag} reject: the plugin chain of team 2 failed on this event: Maximum call stack size exceeded`
+          : `${d.tag} published`,
+      ),
+    );
     // 10 → 5 + 5 → (3 + 2) → (1 + 1) …: a handful of calls, not one per event.
     assert.ok(calls.length <= 9, `calls ${JSON.stringify(calls)}`);
   });
@@ -72,7 +98,9 @@ describe('one poison message in a batch', () => {
   test('an event a plugin nested too deep is set aside; the others are published', async () => {
     const runner: ChainRunner = {
       async runChain(_team, events) {
-        return events.map((e) => (e.event === 'e1' ? ({ ...e, properties: { deep: nested(MAX_NESTING_DEPTH) } } as unknown as PluginEvent) : e));
+        return events.map((e) =>
+          e.event === 'e1' ? ({ ...e, properties: { deep: nested(MAX_NESTING_DEPTH) } } as unknown as PluginEvent) : e,
+        );
       },
     };
     const outcomes = await processor(runner).process([delivery(0), delivery(1), delivery(2)]);
@@ -86,10 +114,18 @@ describe('one poison message in a batch', () => {
   test('a step before the plugins that throws on one message sets only that message aside', async () => {
     // A delivery whose message cannot even be handed to the decoder.
     const broken = { ...delivery(1) };
-    Object.defineProperty(broken, 'message', { get: () => { throw new Error('unreadable message'); } });
+    Object.defineProperty(broken, 'message', {
+      get: () => {
+        throw new Error('unreadable message');
+      },
+    });
     const identity: ChainRunner = { runChain: async (_t, events) => events };
     const outcomes = await processor(identity).process([delivery(0), broken, delivery(2)]);
-    assert.deepEqual(summary(outcomes), ['tag-0 published', 'tag-1 reject: cannot read the task: unreadable message', 'tag-2 published']);
+    assert.deepEqual(summary(outcomes), [
+      'tag-0 published',
+      'tag-1 reject: cannot read the task: unreadable message',
+      'tag-2 published',
+    ]);
   });
 });
 
@@ -102,7 +138,12 @@ describe('the known failure: an event property nested thousands of levels deep, 
 
   test('the deep message is set aside with its reason, every other event of the batch comes out', async () => {
     const deep = `{"p": ${'{"d": '.repeat(5_000)}1${'}'.repeat(5_000)}}`;
-    const batch = [delivery(0), delivery(1, { properties: deep }), delivery(2), delivery(3, { properties: '{"ok": [[[[1]]]]}' })];
+    const batch = [
+      delivery(0),
+      delivery(1, { properties: deep }),
+      delivery(2),
+      delivery(3, { properties: '{"ok": [[[[1]]]]}' }),
+    ];
     const outcomes = await processor(h.manager).process(batch);
     assert.deepEqual(summary(outcomes), [
       'tag-0 published',

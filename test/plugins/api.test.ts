@@ -25,7 +25,11 @@ const CHAIN_THEN_EXPORT = [
   {
     name: 'exporter',
     order: 1,
-    config: { exportEventsBufferBytes: '1000000', exportEventsBufferSeconds: '1', exportEventsToIgnore: 'ignored, $snapshot' },
+    config: {
+      exportEventsBufferBytes: '1000000',
+      exportEventsBufferSeconds: '1',
+      exportEventsToIgnore: 'ignored, $snapshot',
+    },
     source: `
       async function onEvent(event) { console.log('onEvent ' + event.event + ' ' + event.properties.labelled) }
       async function exportEvents(events) { console.log('export ' + events.map((e) => e.event).join(',')) }`,
@@ -46,10 +50,16 @@ describe('plugin API: onEvent and exportEvents', () => {
     assert.equal(out[1], null);
     assert.equal(props(out[0]).labelled, true);
     await until(() => log.console(exporter).filter((l) => l.startsWith('onEvent')).length === 3, 'three onEvent calls');
-    assert.deepEqual(log.console(exporter).filter((l) => l.startsWith('onEvent')), ['onEvent a true', 'onEvent ignored true', 'onEvent b true']);
+    assert.deepEqual(
+      log.console(exporter).filter((l) => l.startsWith('onEvent')),
+      ['onEvent a true', 'onEvent ignored true', 'onEvent b true'],
+    );
     // The buffer flushes after exportEventsBufferSeconds (1 s), as one call.
     await until(() => log.console(exporter).some((l) => l.startsWith('export')), 'the export', 4000);
-    assert.deepEqual(log.console(exporter).filter((l) => l.startsWith('export')), ['export a,b']);
+    assert.deepEqual(
+      log.console(exporter).filter((l) => l.startsWith('export')),
+      ['export a,b'],
+    );
   });
 
   it('the output does not wait for onEvent: a chain call returns while onEvent is still queued', async () => {
@@ -64,7 +74,8 @@ describe('plugin API: onEvent and exportEvents', () => {
 describe('plugin API: exportEvents buffer by size, RetryError retried through a job', () => {
   let h: Harness;
   const log = logSink();
-  const enqueued: Array<{ pluginConfigId: number; teamId: number; name: string; payloadJson: string; runAt: Date }> = [];
+  const enqueued: Array<{ pluginConfigId: number; teamId: number; name: string; payloadJson: string; runAt: Date }> =
+    [];
   before(async () => {
     h = await harness(
       [
@@ -110,7 +121,10 @@ describe('plugin API: exportEvents buffer by size, RetryError retried through a 
     assert.ok(enqueued[1].runAt.getTime() - Date.now() > 10_000);
 
     await h.manager.runChain(1, [makeEvent('broken', { properties: { pad: 'x'.repeat(600) } })]);
-    await until(() => log.entries.some((e) => e.source === 'PLUGIN' && /bad credentials/.test(e.message)), 'the error log entry');
+    await until(
+      () => log.entries.some((e) => e.source === 'PLUGIN' && /bad credentials/.test(e.message)),
+      'the error log entry',
+    );
     assert.equal(enqueued.length, 2, 'a plain error is not retried');
     const row = (await h.store.listConfigs()).find((c) => c.id === id)!;
     assert.match(JSON.stringify(row.error), /bad credentials/);
@@ -122,7 +136,9 @@ describe('plugin API: exportEvents buffer by size, RetryError retried through a 
     const payload = JSON.stringify({ events: [JSON.stringify(makeEvent('retry-me'))], retriesPerformedSoFar: 14 });
     await h.manager.runTask(id, 'job', EXPORT_RETRY_JOB, payload);
     assert.equal(enqueued.length, before, 'no 16th retry');
-    assert.ok(log.entries.some((e) => e.source === 'SYSTEM' && /gave up on 1 event\(s\) after 15 retries/.test(e.message)));
+    assert.ok(
+      log.entries.some((e) => e.source === 'SYSTEM' && /gave up on 1 event\(s\) after 15 retries/.test(e.message)),
+    );
   });
 });
 
@@ -234,7 +250,11 @@ describe('plugin API: setupPlugin retries with backoff, then disable', () => {
             }
             function processEvent(e) { e.properties.setup = 'done'; return e }`,
         },
-        { name: 'always fails', order: 1, source: `function setupPlugin() { throw new Error('bad key') }\nfunction processEvent(e) { return e }` },
+        {
+          name: 'always fails',
+          order: 1,
+          source: `function setupPlugin() { throw new Error('bad key') }\nfunction processEvent(e) { return e }`,
+        },
       ],
       FAST_LIMITS,
       { fetch: { allow: '127.0.0.1' }, setupRetryBaseMs: 50, setupRetries: 3, pluginLog: log },
@@ -249,7 +269,11 @@ describe('plugin API: setupPlugin retries with backoff, then disable', () => {
     assert.ok(log.entries.some((e) => e.pluginConfigId === ok.id && /after retrying setupPlugin/.test(e.message)));
 
     // 1 attempt + 3 retries (50, 100, 200 ms), then disabled with its error.
-    await until(() => log.entries.some((e) => e.pluginConfigId === bad.id && /Plugin disabled after 4 failed/.test(e.message)), 'the disable', 5000);
+    await until(
+      () => log.entries.some((e) => e.pluginConfigId === bad.id && /Plugin disabled after 4 failed/.test(e.message)),
+      'the disable',
+      5000,
+    );
     const rows = await h.store.listConfigs();
     const disabled = rows.find((c) => c.id === bad.id)!;
     assert.equal(disabled.enabled, false);
@@ -295,7 +319,9 @@ describe('plugin API: modules and missing host APIs', () => {
   });
 
   it('other modules are refused at load with the module name', async () => {
-    const h2 = await harness([{ name: 'left-pad user', source: `const pad = require('left-pad')\nfunction processEvent(e) { return e }` }]);
+    const h2 = await harness([
+      { name: 'left-pad user', source: `const pad = require('left-pad')\nfunction processEvent(e) { return e }` },
+    ]);
     try {
       assert.equal(h2.manager.configsFor(1)[0].state, 'failed');
       const [row] = await h2.store.listConfigs();
@@ -308,56 +334,85 @@ describe('plugin API: modules and missing host APIs', () => {
 
 describe('plugin API: teardownPlugin on reload and on shutdown, bounded', () => {
   // The test's own timeout is the bound: close() would never resolve if it waited for the hanging teardown.
-  it('a changed config tears down the old isolate; unchanged ones keep theirs; shutdown tears down the rest, even one that hangs', { timeout: 30_000 }, async () => {
-    const log = logSink();
-    const h = await harness(
-      [
-        { name: 'changes', config: { v: '1' }, source: `function teardownPlugin(meta) { console.log('teardown v' + meta.config.v) }\nfunction processEvent(e) { return e }` },
-        { name: 'stays', order: 1, source: `function teardownPlugin() { console.log('teardown stays') }\nfunction processEvent(e) { return e }` },
-        { name: 'hangs', order: 2, source: `function teardownPlugin() { return new Promise(() => {}) }\nfunction processEvent(e) { return e }` },
-      ],
-      { ...FAST_LIMITS, wallTimeoutMs: 60_000 },
-      { pluginLog: log },
-    );
-    const [changes, stays] = h.ids.map((i) => i.configId);
-    try {
-      await h.store.db('posthog_pluginconfig').where({ id: changes }).update({ config: JSON.stringify({ v: '2' }) });
-      await h.manager.reload();
-      await until(() => log.console(changes).includes('teardown v1'), 'the old isolate torn down');
-      assert.deepEqual(log.console(stays), [], 'an unchanged config keeps its isolate');
-      await h.manager.close();
-      await until(() => log.console(changes).includes('teardown v2') && log.console(stays).includes('teardown stays'), 'teardown at shutdown');
-    } finally {
-      await h.store.db.destroy();
-    }
-  });
+  it(
+    'a changed config tears down the old isolate; unchanged ones keep theirs; shutdown tears down the rest, even one that hangs',
+    { timeout: 30_000 },
+    async () => {
+      const log = logSink();
+      const h = await harness(
+        [
+          {
+            name: 'changes',
+            config: { v: '1' },
+            source: `function teardownPlugin(meta) { console.log('teardown v' + meta.config.v) }\nfunction processEvent(e) { return e }`,
+          },
+          {
+            name: 'stays',
+            order: 1,
+            source: `function teardownPlugin() { console.log('teardown stays') }\nfunction processEvent(e) { return e }`,
+          },
+          {
+            name: 'hangs',
+            order: 2,
+            source: `function teardownPlugin() { return new Promise(() => {}) }\nfunction processEvent(e) { return e }`,
+          },
+        ],
+        { ...FAST_LIMITS, wallTimeoutMs: 60_000 },
+        { pluginLog: log },
+      );
+      const [changes, stays] = h.ids.map((i) => i.configId);
+      try {
+        await h.store
+          .db('posthog_pluginconfig')
+          .where({ id: changes })
+          .update({ config: JSON.stringify({ v: '2' }) });
+        await h.manager.reload();
+        await until(() => log.console(changes).includes('teardown v1'), 'the old isolate torn down');
+        assert.deepEqual(log.console(stays), [], 'an unchanged config keeps its isolate');
+        await h.manager.close();
+        await until(
+          () => log.console(changes).includes('teardown v2') && log.console(stays).includes('teardown stays'),
+          'teardown at shutdown',
+        );
+      } finally {
+        await h.store.db.destroy();
+      }
+    },
+  );
 });
 
 describe('a processEvent that keeps hanging is paused', () => {
-  it('after two calls in a row hit the wall-clock deadline, the config is skipped (events unchanged) with its reason recorded', { timeout: 60_000 }, async () => {
-    const log = logSink();
-    const h = await harness(
-      [
-        { name: 'hangs', source: `function processEvent(e) { return e.event === 'hang' ? new Promise(() => {}) : { ...e, properties: { ...e.properties, seen: true } } }` },
-        { name: 'after', order: 1, source: `function processEvent(e) { e.properties.after = true; return e }` },
-      ],
-      { ...FAST_LIMITS, wallTimeoutMs: 200 },
-      { pluginLog: log },
-    );
-    try {
-      const id = h.ids[0].configId;
-      for (let i = 0; i < 2; i++) {
-        const [e] = await h.manager.runChain(1, [makeEvent('hang')]);
-        assert.equal(props(e).after, true, 'the rest of the chain still runs');
+  it(
+    'after two calls in a row hit the wall-clock deadline, the config is skipped (events unchanged) with its reason recorded',
+    { timeout: 60_000 },
+    async () => {
+      const log = logSink();
+      const h = await harness(
+        [
+          {
+            name: 'hangs',
+            source: `function processEvent(e) { return e.event === 'hang' ? new Promise(() => {}) : { ...e, properties: { ...e.properties, seen: true } } }`,
+          },
+          { name: 'after', order: 1, source: `function processEvent(e) { e.properties.after = true; return e }` },
+        ],
+        { ...FAST_LIMITS, wallTimeoutMs: 200 },
+        { pluginLog: log },
+      );
+      try {
+        const id = h.ids[0].configId;
+        for (let i = 0; i < 2; i++) {
+          const [e] = await h.manager.runChain(1, [makeEvent('hang')]);
+          assert.equal(props(e).after, true, 'the rest of the chain still runs');
+        }
+        assert.ok(log.entries.some((e) => e.pluginConfigId === id && /skipping this plugin for 60 s/.test(e.message)));
+        const paused = await h.manager.runChain(1, [makeEvent('fine')]);
+        assert.equal(props(paused[0]).seen, undefined, 'skipped while paused, even for an event it would handle');
+        assert.equal(props(paused[0]).after, true);
+        const [row] = await h.store.listConfigs();
+        assert.match(JSON.stringify(row.error), /PluginPausedError/);
+      } finally {
+        await closeHarness(h);
       }
-      assert.ok(log.entries.some((e) => e.pluginConfigId === id && /skipping this plugin for 60 s/.test(e.message)));
-      const paused = await h.manager.runChain(1, [makeEvent('fine')]);
-      assert.equal(props(paused[0]).seen, undefined, 'skipped while paused, even for an event it would handle');
-      assert.equal(props(paused[0]).after, true);
-      const [row] = await h.store.listConfigs();
-      assert.match(JSON.stringify(row.error), /PluginPausedError/);
-    } finally {
-      await closeHarness(h);
-    }
-  });
+    },
+  );
 });

@@ -29,7 +29,10 @@ describe('chains', () => {
   after(() => closeHarness(h));
 
   it('runs configs in ascending order, not id order; stable across calls (no in-place reverse)', async () => {
-    assert.deepEqual(h.manager.configsFor(1).map((c) => c.order), [1, 2, 3]);
+    assert.deepEqual(
+      h.manager.configsFor(1).map((c) => c.order),
+      [1, 2, 3],
+    );
     for (let i = 0; i < 3; i++) {
       const r = await h.manager.runChain(1, [makeEvent('x'), makeEvent('y')]);
       for (const e of r) assert.deepEqual(props(e).trail, ['b', 'c', 'a']);
@@ -62,7 +65,10 @@ describe('chains', () => {
   });
 
   it('a failing config is skipped, the rest of the team chain runs; error row written', async () => {
-    assert.deepEqual(h.manager.configsFor(3).map((c) => c.state), ['failed', 'ready']);
+    assert.deepEqual(
+      h.manager.configsFor(3).map((c) => c.state),
+      ['failed', 'ready'],
+    );
     const [e] = await h.manager.runChain(3, [makeEvent('x')]);
     assert.deepEqual(props(e).trail, ['ok']);
     assert.equal(props(e).should_not_happen, undefined);
@@ -92,7 +98,8 @@ describe('chains', () => {
 
   it('concurrent calls for the same and different teams', async () => {
     const calls = [];
-    for (let i = 0; i < 20; i++) calls.push(h.manager.runChain(1 + (i % 2), [makeEvent(`e${i}`), makeEvent('$drop_me')]));
+    for (let i = 0; i < 20; i++)
+      calls.push(h.manager.runChain(1 + (i % 2), [makeEvent(`e${i}`), makeEvent('$drop_me')]));
     const results = await Promise.all(calls);
     results.forEach((r, i) => {
       if (i % 2 === 0) assert.deepEqual(props(r[0]).trail, ['b', 'c', 'a']);
@@ -103,7 +110,10 @@ describe('chains', () => {
   it('reload keeps isolates of unchanged configs and swaps changed ones atomically', async () => {
     const vmBefore = h.manager.vmFor(h.ids[0].configId);
     const vmC = h.manager.vmFor(h.ids[2].configId);
-    await h.store.db('posthog_pluginconfig').where('id', h.ids[2].configId).update({ config: JSON.stringify({ tag: 'C2' }), order: 0 });
+    await h.store
+      .db('posthog_pluginconfig')
+      .where('id', h.ids[2].configId)
+      .update({ config: JSON.stringify({ tag: 'C2' }), order: 0 });
     // A reload racing with chain calls: every call sees either the old or the new chain, never a mix.
     const racing = [];
     for (let i = 0; i < 10; i++) racing.push(h.manager.runChain(1, [makeEvent('x')]));
@@ -112,7 +122,10 @@ describe('chains', () => {
     await reload;
     for (const r of await Promise.all(racing)) {
       const trail = props(r[0]).trail;
-      assert.ok(JSON.stringify(trail) === '["b","c","a"]' || JSON.stringify(trail) === '["C2","b","a"]', JSON.stringify(trail));
+      assert.ok(
+        JSON.stringify(trail) === '["b","c","a"]' || JSON.stringify(trail) === '["C2","b","a"]',
+        JSON.stringify(trail),
+      );
     }
     assert.equal(h.manager.vmFor(h.ids[0].configId), vmBefore);
     assert.notEqual(h.manager.vmFor(h.ids[2].configId), vmC);
@@ -120,6 +133,9 @@ describe('chains', () => {
     assert.equal(vmC?.state, 'closed');
     assert.deepEqual(props((await h.manager.runChain(1, [makeEvent('x')]))[0]).trail, ['C2', 'b', 'a']);
     // The failed config is retried by a reload (and fails again, still skipped).
-    assert.deepEqual(h.manager.configsFor(3).map((c) => c.state), ['failed', 'ready']);
+    assert.deepEqual(
+      h.manager.configsFor(3).map((c) => c.state),
+      ['failed', 'ready'],
+    );
   });
 });

@@ -74,7 +74,10 @@ describe('idle isolates are evicted and recreated on demand', () => {
 
     // The module-level counter starts over in the new isolate: setupPlugin ran in a fresh one.
     const second = await h.manager.runChain(1, [makeEvent('b'), makeEvent('c')]);
-    assert.deepEqual(second.map((e) => props(e).setups), [1, 1]);
+    assert.deepEqual(
+      second.map((e) => props(e).setups),
+      [1, 1],
+    );
     assert.equal(vm.hibernated, false);
     assert.ok((await vm.heapUsedBytes())! > 0);
     assert.deepEqual(log.console(counter!.configId), ['setup', 'teardown', 'setup']);
@@ -146,7 +149,7 @@ const CHAIN_STEP = `
   function runEveryHour() { console.log('hour') }
   module.exports = { setupPlugin, teardownPlugin, processEvent, runEveryHour }`;
 
-describe('lazyIsolates: an isolate is created on its config\'s first call', () => {
+describe("lazyIsolates: an isolate is created on its config's first call", () => {
   let h: Harness;
   const log = logSink();
   const enters: Array<[number, number]> = [];
@@ -155,13 +158,23 @@ describe('lazyIsolates: an isolate is created on its config\'s first call', () =
       [
         { name: 'second', teamId: 1, order: 1, config: { name: 'second' }, source: CHAIN_STEP },
         { name: 'first', teamId: 1, order: 0, config: { name: 'first' }, source: CHAIN_STEP },
-        { name: 'exporter', teamId: 2, source: `function setupPlugin() { console.log('setup') }\nfunction onEvent() {}\nmodule.exports = { setupPlugin, onEvent }` },
+        {
+          name: 'exporter',
+          teamId: 2,
+          source: `function setupPlugin() { console.log('setup') }\nfunction onEvent() {}\nmodule.exports = { setupPlugin, onEvent }`,
+        },
         { name: 'failing setup', teamId: 3, config: { name: 'failing', failSetup: 'yes' }, source: CHAIN_STEP },
         { name: 'hourly', teamId: 4, config: { name: 'hourly' }, source: CHAIN_STEP },
         { name: 'broken', teamId: 5, source: `throw new Error('broken at load')` },
       ],
       FAST_LIMITS,
-      { lazyIsolates: true, pluginLog: log, setupRetries: 0, eventSinks: true, onEnter: (id, events) => void enters.push([id, events.length]) },
+      {
+        lazyIsolates: true,
+        pluginLog: log,
+        setupRetries: 0,
+        eventSinks: true,
+        onEnter: (id, events) => void enters.push([id, events.length]),
+      },
     );
   });
   after(() => closeHarness(h));
@@ -174,22 +187,39 @@ describe('lazyIsolates: an isolate is created on its config\'s first call', () =
       assert.equal(await vm.heapUsedBytes(), null, 'no isolate before the first call');
       assert.deepEqual(log.console(c!.configId), [], 'setupPlugin has not run');
     }
-    assert.deepEqual(h.manager.configsFor(1).map((c) => [c.name, c.state]), [['first', 'ready'], ['second', 'ready']]);
+    assert.deepEqual(
+      h.manager.configsFor(1).map((c) => [c.name, c.state]),
+      [
+        ['first', 'ready'],
+        ['second', 'ready'],
+      ],
+    );
     assert.deepEqual(log.console(exporter!.configId), ['setup'], 'onEvent configs start at load');
     assert.equal(h.manager.configsFor(5)[0]?.state, 'failed');
     assert.match(String((await h.store.getError(broken!.configId))?.message), /broken at load/);
     assert.equal(await h.store.getError(failing!.configId), null, 'setupPlugin runs on first use, not at start');
   });
 
-  it('the first batch creates the chain\'s isolates (setupPlugin first), in chain order, attributed to the config', async () => {
+  it("the first batch creates the chain's isolates (setupPlugin first), in chain order, attributed to the config", async () => {
     const [second, first] = h.ids;
     enters.length = 0;
     const out = await h.manager.runChain(1, [makeEvent('a'), makeEvent('b')]);
-    assert.deepEqual(out.map((e) => props(e).chain), [['first', 'second'], ['first', 'second']]);
+    assert.deepEqual(
+      out.map((e) => props(e).chain),
+      [
+        ['first', 'second'],
+        ['first', 'second'],
+      ],
+    );
     assert.deepEqual(log.console(first!.configId), ['setup']);
     assert.deepEqual(log.console(second!.configId), ['setup']);
     // Each config: its load + setupPlugin entered without events, then its processEvent with both.
-    assert.deepEqual(enters, [[first!.configId, 0], [first!.configId, 2], [second!.configId, 0], [second!.configId, 2]]);
+    assert.deepEqual(enters, [
+      [first!.configId, 0],
+      [first!.configId, 2],
+      [second!.configId, 0],
+      [second!.configId, 2],
+    ]);
     assert.ok(h.logs.some((l) => /plugin first loaded \(config \d+, team 1\) on first use/.test(l.message)));
     const again = await h.manager.runChain(1, [makeEvent('c')]);
     assert.deepEqual(props(again[0]).chain, ['first', 'second']);
@@ -198,9 +228,15 @@ describe('lazyIsolates: an isolate is created on its config\'s first call', () =
 
   it('calls arriving together share one creation', async () => {
     const [, , , , hourly] = h.ids;
-    const [a, b] = await Promise.all([h.manager.runChain(4, [makeEvent('x', {}, 4)]), h.manager.runChain(4, [makeEvent('y', {}, 4)])]);
+    const [a, b] = await Promise.all([
+      h.manager.runChain(4, [makeEvent('x', {}, 4)]),
+      h.manager.runChain(4, [makeEvent('y', {}, 4)]),
+    ]);
     assert.deepEqual([props(a[0]).chain, props(b[0]).chain], [['hourly'], ['hourly']]);
-    assert.deepEqual(log.console(hourly!.configId).filter((l) => l === 'setup'), ['setup']);
+    assert.deepEqual(
+      log.console(hourly!.configId).filter((l) => l === 'setup'),
+      ['setup'],
+    );
   });
 
   it('a setupPlugin failure on first use is recorded and the events pass through unchanged', async () => {
@@ -212,17 +248,24 @@ describe('lazyIsolates: an isolate is created on its config\'s first call', () =
   });
 });
 
-describe('lazyIsolates: a scheduled task creates its config\'s isolate', () => {
+describe("lazyIsolates: a scheduled task creates its config's isolate", () => {
   let h: Harness;
   const log = logSink();
   before(async () => {
-    h = await harness([{ name: 'hourly', teamId: 1, config: { name: 'hourly' }, source: CHAIN_STEP }], FAST_LIMITS, { lazyIsolates: true, pluginLog: log, setupRetries: 0 });
+    h = await harness([{ name: 'hourly', teamId: 1, config: { name: 'hourly' }, source: CHAIN_STEP }], FAST_LIMITS, {
+      lazyIsolates: true,
+      pluginLog: log,
+      setupRetries: 0,
+    });
   });
   after(() => closeHarness(h));
 
   it('runEveryHour runs after setupPlugin in a new isolate', async () => {
     const [hourly] = h.ids;
-    assert.ok(h.manager.liveConfigs().some((c) => c.id === hourly!.configId && c.vm.exports.runEveryHour), 'the scheduler sees it');
+    assert.ok(
+      h.manager.liveConfigs().some((c) => c.id === hourly!.configId && c.vm.exports.runEveryHour),
+      'the scheduler sees it',
+    );
     const outcome = await h.manager.runTask(hourly!.configId, 'schedule', 'runEveryHour');
     assert.equal(outcome?.failed, 0);
     assert.deepEqual(log.console(hourly!.configId), ['setup', 'hour']);
@@ -251,7 +294,10 @@ describe('isolateMemoryBudgetMb: the least recently used isolates are evicted pa
   it('events still go through their whole chain while isolates are evicted and recreated (setupPlugin again)', async () => {
     for (let round = 0; round < 2; round++) {
       for (const teamId of TEAMS) {
-        const out = await h.manager.runChain(teamId, [makeEvent(`r${round}`, {}, teamId), makeEvent(`s${round}`, {}, teamId)]);
+        const out = await h.manager.runChain(teamId, [
+          makeEvent(`r${round}`, {}, teamId),
+          makeEvent(`s${round}`, {}, teamId),
+        ]);
         assert.deepEqual(
           out.map((e) => props(e).chain),
           [
@@ -262,7 +308,11 @@ describe('isolateMemoryBudgetMb: the least recently used isolates are evicted pa
       }
       await until(() => live() <= 3, 'the budget to be enforced', 5000);
     }
-    assert.ok(h.logs.some((l) => /isolate evicted \(least recently used while the isolates held more than the 4 MB budget\)/.test(l.message)));
+    assert.ok(
+      h.logs.some((l) =>
+        /isolate evicted \(least recently used while the isolates held more than the 4 MB budget\)/.test(l.message),
+      ),
+    );
     // The first team's configs were used least recently after round one: evicted, then recreated in round two.
     const [a11] = h.ids;
     assert.deepEqual(log.console(a11!.configId).slice(0, 3), ['setup', 'teardown', 'setup']);
@@ -273,7 +323,12 @@ describe('isolateMemoryBudgetMb: isolates in use are kept over the budget', () =
   let h: Harness;
   before(async () => {
     h = await harness(
-      [11, 12, 13].map((teamId) => ({ name: `c${teamId}`, teamId, config: { name: `c${teamId}` }, source: CHAIN_STEP })),
+      [11, 12, 13].map((teamId) => ({
+        name: `c${teamId}`,
+        teamId,
+        config: { name: `c${teamId}` },
+        source: CHAIN_STEP,
+      })),
       FAST_LIMITS,
       { lazyIsolates: true, isolateMemoryBudgetMb: 1, isolateBudgetMinIdleMs: 60_000, setupRetries: 0 },
     );

@@ -11,7 +11,8 @@ describe('export styles and sources through PluginManager', () => {
   }`;
   const archiveFiles = {
     'plugin-repo-abc123/plugin.json': JSON.stringify({ name: 'archived', main: 'index.ts' }),
-    'plugin-repo-abc123/index.ts': "export const processEvent = (e: any) => ({ ...e, properties: { ...e.properties, style: 'archive ✓' } })",
+    'plugin-repo-abc123/index.ts':
+      "export const processEvent = (e: any) => ({ ...e, properties: { ...e.properties, style: 'archive ✓' } })",
   };
 
   before(async () => {
@@ -26,9 +27,24 @@ describe('export styles and sources through PluginManager', () => {
       { url: 'file:process-event-batch.js', name: 'batch-only', teamId: 8 },
       { url: 'file:no-exports.js', name: 'no-exports', teamId: 9 },
       { source: TS_SOURCE, name: 'source plugin', teamId: 10 },
-      { archive: fs.readFileSync(makeArchive('zip', archiveFiles)), url: 'https://github.com/x/archived', name: 'archived zip', teamId: 11 },
-      { archive: fs.readFileSync(makeArchive('tgz', archiveFiles)), url: 'https://github.com/x/archived', name: 'archived tgz', teamId: 12 },
-      { url: `file:${fixture('add-property')}`, name: 'absolute url', teamId: 13, config: { propertyName: 'abs', propertyValue: 'yes' } },
+      {
+        archive: fs.readFileSync(makeArchive('zip', archiveFiles)),
+        url: 'https://github.com/x/archived',
+        name: 'archived zip',
+        teamId: 11,
+      },
+      {
+        archive: fs.readFileSync(makeArchive('tgz', archiveFiles)),
+        url: 'https://github.com/x/archived',
+        name: 'archived tgz',
+        teamId: 12,
+      },
+      {
+        url: `file:${fixture('add-property')}`,
+        name: 'absolute url',
+        teamId: 13,
+        config: { propertyName: 'abs', propertyValue: 'yes' },
+      },
     ]);
   });
   after(() => closeHarness(h));
@@ -51,7 +67,10 @@ describe('export styles and sources through PluginManager', () => {
 
   it('folder TS plugin drops by config', async () => {
     const r = await h.manager.runChain(2, [makeEvent('a'), makeEvent('$drop_me'), makeEvent('b')]);
-    assert.deepEqual(r.map((e) => (e ? e.event : null)), ['a', null, 'b']);
+    assert.deepEqual(
+      r.map((e) => (e ? e.event : null)),
+      ['a', null, 'b'],
+    );
   });
 
   it('TypeScript ESM file with async processEvent', async () => {

@@ -19,12 +19,17 @@ export const FIXTURES = path.resolve(__dirname, '../../../fixtures/plugins');
 export const fixture = (...p: string[]): string => path.join(FIXTURES, ...p);
 
 /** Where a manager's posthog_pluginlogentry rows go in tests, with the console lines of one config at hand. */
-export function logSink(): { entries: PluginLogEntry[]; add(e: PluginLogEntry): void; console(configId: number): string[] } {
+export function logSink(): {
+  entries: PluginLogEntry[];
+  add(e: PluginLogEntry): void;
+  console(configId: number): string[];
+} {
   const entries: PluginLogEntry[] = [];
   return {
     entries,
     add: (e) => entries.push(e),
-    console: (configId) => entries.filter((e) => e.source === 'CONSOLE' && e.pluginConfigId === configId).map((e) => e.message),
+    console: (configId) =>
+      entries.filter((e) => e.source === 'CONSOLE' && e.pluginConfigId === configId).map((e) => e.message),
   };
 }
 
@@ -36,7 +41,6 @@ export async function until(cond: () => boolean | Promise<boolean>, what: string
     await new Promise((r) => setTimeout(r, 10));
   }
 }
-
 
 export interface CapturedLog {
   level: string;
@@ -84,7 +88,17 @@ export async function memoryStore(): Promise<PluginStore> {
 /** Install a fixture (or any path) as a `file:` plugin and give it a config. */
 export async function addPlugin(
   store: PluginStore,
-  opts: { url?: string; archive?: Buffer; source?: string; name?: string; teamId?: number | null; order?: number; config?: JsonObject; enabled?: boolean; pluginType?: string },
+  opts: {
+    url?: string;
+    archive?: Buffer;
+    source?: string;
+    name?: string;
+    teamId?: number | null;
+    order?: number;
+    config?: JsonObject;
+    enabled?: boolean;
+    pluginType?: string;
+  },
 ): Promise<{ pluginId: number; configId: number }> {
   const pluginId = await store.installPlugin({
     name: opts.name ?? path.basename(opts.url ?? 'plugin'),
@@ -104,7 +118,12 @@ export async function addPlugin(
 }
 
 /** Build a zip or tar.gz with Python's zipfile/tarfile. files: archive path → content. */
-export function makeArchive(kind: 'zip' | 'tgz', files: Record<string, string | Buffer>, dir = tempDir(), opts: { stored?: boolean } = {}): string {
+export function makeArchive(
+  kind: 'zip' | 'tgz',
+  files: Record<string, string | Buffer>,
+  dir = tempDir(),
+  opts: { stored?: boolean } = {},
+): string {
   const src = path.join(dir, 'src');
   for (const [name, content] of Object.entries(files)) {
     const p = path.join(src, name);
@@ -128,7 +147,12 @@ export function readText(file: string): string {
 import { PluginManager, PluginManagerOptions, type PluginLogEntry } from '../../src/plugins/manager/plugin-manager';
 import type { SandboxLimits } from '../../src/plugins/types';
 
-export const FAST_LIMITS: Partial<SandboxLimits> = { memoryLimitMb: 16, cpuTimeoutMs: 200, wallTimeoutMs: 1000, maxResultBytes: 1024 * 1024 };
+export const FAST_LIMITS: Partial<SandboxLimits> = {
+  memoryLimitMb: 16,
+  cpuTimeoutMs: 200,
+  wallTimeoutMs: 1000,
+  maxResultBytes: 1024 * 1024,
+};
 
 export interface Harness {
   store: PluginStore;

@@ -50,7 +50,10 @@ export async function startServer(): Promise<TestServer> {
       const q = (k: string): string | null => url.searchParams.get(k);
       const json = (v: unknown, status = 200): void => {
         const s = JSON.stringify(v);
-        res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(s) });
+        res.writeHead(status, {
+          'content-type': 'application/json; charset=utf-8',
+          'content-length': Buffer.byteLength(s),
+        });
         res.end(s);
       };
       res.on('close', () => {
@@ -73,7 +76,10 @@ export async function startServer(): Promise<TestServer> {
       if (p === '/big') {
         const n = Number(q('bytes') ?? 1024);
         const chunked = q('chunked') === '1';
-        res.writeHead(200, chunked ? { 'content-type': 'text/plain' } : { 'content-type': 'text/plain', 'content-length': n });
+        res.writeHead(
+          200,
+          chunked ? { 'content-type': 'text/plain' } : { 'content-type': 'text/plain', 'content-length': n },
+        );
         const piece = Buffer.alloc(16384, 'x');
         let left = n;
         const pump = (): void => {
@@ -88,12 +94,20 @@ export async function startServer(): Promise<TestServer> {
       }
       if (p === '/gzip') {
         const gz = zlib.gzipSync(JSON.stringify({ compressed: true, text: 'hello '.repeat(100) }));
-        res.writeHead(200, { 'content-type': 'application/json', 'content-encoding': 'gzip', 'content-length': gz.length });
+        res.writeHead(200, {
+          'content-type': 'application/json',
+          'content-encoding': 'gzip',
+          'content-length': gz.length,
+        });
         return res.end(gz);
       }
       if (p === '/gzip-bomb') {
         const gz = zlib.gzipSync(Buffer.alloc(Number(q('mb') ?? 50) * 1024 * 1024));
-        res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-encoding': 'gzip', 'content-length': gz.length });
+        res.writeHead(200, {
+          'content-type': 'application/octet-stream',
+          'content-encoding': 'gzip',
+          'content-length': gz.length,
+        });
         return res.end(gz);
       }
       if (p === '/slow') return later(Number(q('ms') ?? 1000), () => json({ slow: true }));

@@ -8,7 +8,9 @@ describe('meta, console and what plugin code can reach', () => {
   const ATTACHMENT = JSON.stringify({ key: 'välue ✓', list: [1, 2, 3] });
 
   before(async () => {
-    h = await harness([{ url: 'file:meta-probe.ts', name: 'meta probe', teamId: 1, config: { apiKey: 'secret', number: '42' } }]);
+    h = await harness([
+      { url: 'file:meta-probe.ts', name: 'meta probe', teamId: 1, config: { apiKey: 'secret', number: '42' } },
+    ]);
     await h.store.addAttachment({
       pluginConfigId: h.ids[0].configId,
       teamId: 1,
@@ -23,7 +25,11 @@ describe('meta, console and what plugin code can reach', () => {
 
   it('setupPlugin console output was logged at load', () => {
     // logged during before(): the reload created a new isolate
-    assert.ok(h.logs.some((l) => l.source === 'console' && l.message === 'setup {"apiKey":"secret","number":"42"} [1,2] null undefined'));
+    assert.ok(
+      h.logs.some(
+        (l) => l.source === 'console' && l.message === 'setup {"apiKey":"secret","number":"42"} [1,2] null undefined',
+      ),
+    );
   });
 
   it('meta.config and meta.attachments (Buffer-like contents)', async () => {
@@ -55,7 +61,43 @@ describe('meta, console and what plugin code can reach', () => {
     assert.equal(probe.typeofFetch, 'function'); // plain function from the guest script (bridge), not a Callback
     assert.equal(probe.typeofProcess, 'undefined');
     const globals = probe.globals as string[];
-    for (const g of globals) assert.ok(['console', 'fetch', 'posthog', 'exports', 'module', 'require', 'globalThis', 'undefined', 'eval', 'isFinite', 'isNaN', 'parseFloat', 'parseInt', 'decodeURI', 'decodeURIComponent', 'encodeURI', 'encodeURIComponent', 'escape', 'unescape', 'setupPlugin', 'processEvent', '__defProp', '__getOwnPropDesc', '__getOwnPropNames', '__hasOwnProp', '__export', '__copyProps', '__toCommonJS', 'meta_probe_exports'].includes(g) || g.startsWith('__') || g.endsWith('_exports'), `unexpected global ${g}`);
+    for (const g of globals)
+      assert.ok(
+        [
+          'console',
+          'fetch',
+          'posthog',
+          'exports',
+          'module',
+          'require',
+          'globalThis',
+          'undefined',
+          'eval',
+          'isFinite',
+          'isNaN',
+          'parseFloat',
+          'parseInt',
+          'decodeURI',
+          'decodeURIComponent',
+          'encodeURI',
+          'encodeURIComponent',
+          'escape',
+          'unescape',
+          'setupPlugin',
+          'processEvent',
+          '__defProp',
+          '__getOwnPropDesc',
+          '__getOwnPropNames',
+          '__hasOwnProp',
+          '__export',
+          '__copyProps',
+          '__toCommonJS',
+          'meta_probe_exports',
+        ].includes(g) ||
+          g.startsWith('__') ||
+          g.endsWith('_exports'),
+        `unexpected global ${g}`,
+      );
   });
 
   it('console.* goes to the logger, tagged, formatted in the isolate and truncated', async () => {
@@ -73,5 +115,4 @@ describe('meta, console and what plugin code can reach', () => {
     const long = byLevel('info').find((m) => m.startsWith('xxxx'));
     assert.ok(long && long.length < 4200 && /truncated 5904 chars/.test(long), 'long line truncated to 4 KB');
   });
-
 });

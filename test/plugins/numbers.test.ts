@@ -9,13 +9,23 @@ import { closeHarness, type Harness, harness } from './helpers';
  * Numbers JSON.parse would change (lossless-numbers.ts) through real plugin chains in real isolates: written
  * back as Python sent them wherever the plugins left them, as the plugin's JS number where one changed them.
  */
-const PROPS = '"big": 1000000000000000000000000000000, "u64": 18446744073709551617, "i64": -9223372036854775808, "negz": -0.0, "one": 1.0, "e16": 1e+16, "small": 1.5e-07, "inf": Infinity, "nan": NaN, "f17": 0.30000000000000004, "nested": [[1.0, -0.0], {"x": 2.0}]';
-const data = (event: string): string => `{"event": "${event}", "uuid": "u-1", "properties": {${PROPS}, "change_me": 3.0}}`;
+const PROPS =
+  '"big": 1000000000000000000000000000000, "u64": 18446744073709551617, "i64": -9223372036854775808, "negz": -0.0, "one": 1.0, "e16": 1e+16, "small": 1.5e-07, "inf": Infinity, "nan": NaN, "f17": 0.30000000000000004, "nested": [[1.0, -0.0], {"x": 2.0}]';
+const data = (event: string): string =>
+  `{"event": "${event}", "uuid": "u-1", "properties": {${PROPS}, "change_me": 3.0}}`;
 /** The properties as Python's json.dumps(separators=(',', ':')) writes them. */
 const KEPT = PROPS.replace(/": /g, '":').replace(/, /g, ',');
 
 function args(teamId: number, event = '$pageview'): IngestionArgs {
-  return { distinct_id: 'd', ip: null, site_url: '', data: parseKombuJson(data(event)) as JsonObject, team_id: teamId, now: '2020-01-01T00:00:00+00:00', sent_at: null };
+  return {
+    distinct_id: 'd',
+    ip: null,
+    site_url: '',
+    data: parseKombuJson(data(event)) as JsonObject,
+    team_id: teamId,
+    now: '2020-01-01T00:00:00+00:00',
+    sent_at: null,
+  };
 }
 
 async function dataTextAfter(h: Harness, teamId: number, event?: string): Promise<string> {
@@ -40,15 +50,24 @@ describe('lossless numbers through plugin chains', () => {
   after(() => closeHarness(h));
 
   it('no plugin: every number as Python sent it', async () => {
-    assert.equal(await dataTextAfter(h, 1), `{"event":"$pageview","uuid":"u-1","properties":{${KEPT},"change_me":3.0}}`);
+    assert.equal(
+      await dataTextAfter(h, 1),
+      `{"event":"$pageview","uuid":"u-1","properties":{${KEPT},"change_me":3.0}}`,
+    );
   });
 
   it('a plugin that gives back a copy of the event: every number as Python sent it', async () => {
-    assert.equal(await dataTextAfter(h, 2), `{"event":"$pageview","uuid":"u-1","properties":{${KEPT},"change_me":3.0}}`);
+    assert.equal(
+      await dataTextAfter(h, 2),
+      `{"event":"$pageview","uuid":"u-1","properties":{${KEPT},"change_me":3.0}}`,
+    );
   });
 
   it('a plugin that changes a sibling: the others as Python sent them, the changed one as the plugin made it', async () => {
-    assert.equal(await dataTextAfter(h, 3), `{"event":"$pageview","uuid":"u-1","properties":{${KEPT},"change_me":6,"plugin_touched":true}}`);
+    assert.equal(
+      await dataTextAfter(h, 3),
+      `{"event":"$pageview","uuid":"u-1","properties":{${KEPT},"change_me":6,"plugin_touched":true}}`,
+    );
   });
 
   it('a chain of three (processEventBatch in the middle) restores from the event that entered the chain', async () => {
@@ -59,7 +78,10 @@ describe('lossless numbers through plugin chains', () => {
   });
 
   it('a plugin that throws leaves the event, numbers included, as it was', async () => {
-    assert.equal(await dataTextAfter(h, 5, '$throw'), `{"event":"$throw","uuid":"u-1","properties":{${KEPT},"change_me":3.0}}`);
+    assert.equal(
+      await dataTextAfter(h, 5, '$throw'),
+      `{"event":"$throw","uuid":"u-1","properties":{${KEPT},"change_me":3.0}}`,
+    );
   });
 
   it('what the plugin sees: JS numbers (nearest double, 0 for -0.0, null for inf and nan)', async () => {
@@ -68,7 +90,20 @@ describe('lossless numbers through plugin chains', () => {
     const seen = JSON.parse(JSON.stringify(out)) as { properties: Record<string, unknown> };
     assert.deepEqual(
       { ...seen.properties },
-      { big: 1e30, u64: 18446744073709552000, i64: -9223372036854775808, negz: 0, one: 1, e16: 1e16, small: 1.5e-7, inf: null, nan: null, f17: 0.30000000000000004, nested: [[1, 0], { x: 2 }], change_me: 3 },
+      {
+        big: 1e30,
+        u64: 18446744073709552000,
+        i64: -9223372036854775808,
+        negz: 0,
+        one: 1,
+        e16: 1e16,
+        small: 1.5e-7,
+        inf: null,
+        nan: null,
+        f17: 0.30000000000000004,
+        nested: [[1, 0], { x: 2 }],
+        change_me: 3,
+      },
     );
   });
 });

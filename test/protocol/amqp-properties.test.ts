@@ -99,13 +99,18 @@ describe('rawFromAmqp', () => {
   });
 
   it('gives priority 0 when the publisher sent none (celery-node, camelCase producers)', () => {
-    const raw = rawFromAmqp({ contentType: 'application/json', headers: { task: 't', id: 'x' } }, Buffer.from('[[],{},{}]'));
+    const raw = rawFromAmqp(
+      { contentType: 'application/json', headers: { task: 't', id: 'x' } },
+      Buffer.from('[[],{},{}]'),
+    );
     assert.equal(raw.properties.priority, 0);
     assert.equal(raw.contentEncoding, '');
   });
 
   it('keeps a v1 message: empty headers, body untouched', () => {
-    const body = Buffer.from('{"task": "research.tasks.add", "id": "33333333-3333-4333-8333-333333333333", "args": [2, 2]}');
+    const body = Buffer.from(
+      '{"task": "research.tasks.add", "id": "33333333-3333-4333-8333-333333333333", "args": [2, 2]}',
+    );
     const raw = rawFromAmqp(PY_V1, body);
     assert.deepEqual(raw.headers, {});
     assert.equal(raw.body, body);
@@ -119,8 +124,18 @@ describe('rawFromAmqp', () => {
   });
 
   it('keeps the rarer AMQP properties under their snake_case names', () => {
-    const raw = rawFromAmqp({ messageId: 'm1', timestamp: 1700000000, type: 'x', userId: 'guest', appId: 'app' }, Buffer.alloc(0));
-    assert.deepEqual(raw.properties, { message_id: 'm1', timestamp: 1700000000, type: 'x', user_id: 'guest', app_id: 'app', priority: 0 });
+    const raw = rawFromAmqp(
+      { messageId: 'm1', timestamp: 1700000000, type: 'x', userId: 'guest', appId: 'app' },
+      Buffer.alloc(0),
+    );
+    assert.deepEqual(raw.properties, {
+      message_id: 'm1',
+      timestamp: 1700000000,
+      type: 'x',
+      user_id: 'guest',
+      app_id: 'app',
+      priority: 0,
+    });
   });
 });
 
@@ -178,7 +193,9 @@ describe('amqpPublishOptions', () => {
       const raw = rawFromAmqp(props, Buffer.from('[[],{},{}]'));
       const opts = amqpPublishOptions(raw);
       const untagged = JSON.parse(JSON.stringify(opts.headers), (_k, v: unknown) =>
-        v !== null && typeof v === 'object' && !Array.isArray(v) && (v as { '!'?: string })['!'] === 'int' ? (v as { value: number }).value : v,
+        v !== null && typeof v === 'object' && !Array.isArray(v) && (v as { '!'?: string })['!'] === 'int'
+          ? (v as { value: number }).value
+          : v,
       ) as JsonObject;
       const again = rawFromAmqp({ ...opts, headers: untagged }, raw.body);
       assert.deepEqual(again, raw);
@@ -213,13 +230,18 @@ describe('pyAmqpFieldValue (what py-amqp can read back)', () => {
   });
 
   it("wraps an object with its own '!' key so amqplib does not take it for a type tag", () => {
-    assert.deepEqual(pyAmqpFieldValue({ '!': 'int', value: 'x' }), { '!': 'object', value: { '!': 'int', value: 'x' } });
+    assert.deepEqual(pyAmqpFieldValue({ '!': 'int', value: 'x' }), {
+      '!': 'object',
+      value: { '!': 'int', value: 'x' },
+    });
     assert.deepEqual(pyAmqpFieldTable({ a: { b: 1 } }), { a: { b: { '!': 'int', value: 1 } } });
   });
 
   it('encodes with amqplib to the tags py-amqp reads as signed integers', () => {
     // eslint-disable-next-line @typescript-eslint/no-require-imports
-    const codec = require('amqplib/lib/codec') as { encodeTable: (buf: Buffer, val: unknown, offset: number) => number };
+    const codec = require('amqplib/lib/codec') as {
+      encodeTable: (buf: Buffer, val: unknown, offset: number) => number;
+    };
     const encode = (v: unknown): Buffer => {
       const buf = Buffer.alloc(256);
       const n = codec.encodeTable(buf, { k: v }, 0);

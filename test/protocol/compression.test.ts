@@ -25,14 +25,25 @@ test('decompress: brotli', () => {
 });
 
 test('decompress: bz2, lzma and zstd are reported as unsupported', () => {
-  assert.throws(() => decompress(Buffer.from('BZh9'), 'application/x-bz2'), { message: 'unsupported compression application/x-bz2 (bz2)' });
+  assert.throws(() => decompress(Buffer.from('BZh9'), 'application/x-bz2'), {
+    message: 'unsupported compression application/x-bz2 (bz2)',
+  });
   assert.throws(() => decompress(Buffer.alloc(4), 'xz'), /unsupported compression xz \(lzma\)/);
-  assert.throws(() => decompress(Buffer.alloc(4), 'application/zstd'), /unsupported compression application\/zstd \(zstd\)/);
+  assert.throws(
+    () => decompress(Buffer.alloc(4), 'application/zstd'),
+    /unsupported compression application\/zstd \(zstd\)/,
+  );
 });
 
 test('decompress: unknown codec and corrupt data throw with context', () => {
-  assert.throws(() => decompress(Buffer.alloc(4), 'application/x-snappy'), /unknown compression "application\/x-snappy"/);
-  assert.throws(() => decompress(Buffer.from('not zlib at all'), 'application/x-gzip'), /cannot decompress application\/x-gzip body \(15 bytes\)/);
+  assert.throws(
+    () => decompress(Buffer.alloc(4), 'application/x-snappy'),
+    /unknown compression "application\/x-snappy"/,
+  );
+  assert.throws(
+    () => decompress(Buffer.from('not zlib at all'), 'application/x-gzip'),
+    /cannot decompress application\/x-gzip body \(15 bytes\)/,
+  );
 });
 
 test('decompress: output limit stops decompression bombs', () => {

@@ -103,7 +103,10 @@ test('capture A.3: the envelope inside an unacked record decodes like the list i
 
 test('capture A.6: a fanout payload (no task header, body not a v1 task) is an unknown message', () => {
   const reason = decodeFails(envelopeOk(FANOUT).message);
-  assert.equal(reason, 'unknown message: no "task" header and the body is not a v1 task object (body is an object with keys ["hello"])');
+  assert.equal(
+    reason,
+    'unknown message: no "task" header and the body is not a v1 task object (body is an object with keys ["hello"])',
+  );
 });
 
 // ---------------------------------------------------------------------------------------------------------
@@ -115,15 +118,30 @@ test('pickle is refused with the exact reason', () => {
     contentEncoding: 'binary',
     body: Buffer.from([0x80, 0x04, 0x95]),
   });
-  assert.equal(decodeFails(raw), 'refusing to deserialize untrusted content of type application/x-python-serialize (pickle)');
+  assert.equal(
+    decodeFails(raw),
+    'refusing to deserialize untrusted content of type application/x-python-serialize (pickle)',
+  );
 });
 
 test('msgpack, yaml, raw text and unknown content types are refused, naming the type', () => {
   const reasonFor = (contentType: string) => decodeFails(jsonMessage(V2_HEADERS, [[], {}, null], { contentType }));
-  assert.equal(reasonFor('application/x-msgpack'), 'refusing to deserialize content of type application/x-msgpack (msgpack): only application/json is accepted');
-  assert.equal(reasonFor('application/x-yaml'), 'refusing to deserialize content of type application/x-yaml (yaml): only application/json is accepted');
-  assert.equal(reasonFor('text/plain'), 'refusing to deserialize content of type text/plain (raw text): only application/json is accepted');
-  assert.equal(reasonFor('application/xml'), 'refusing to deserialize content of type application/xml: only application/json is accepted');
+  assert.equal(
+    reasonFor('application/x-msgpack'),
+    'refusing to deserialize content of type application/x-msgpack (msgpack): only application/json is accepted',
+  );
+  assert.equal(
+    reasonFor('application/x-yaml'),
+    'refusing to deserialize content of type application/x-yaml (yaml): only application/json is accepted',
+  );
+  assert.equal(
+    reasonFor('text/plain'),
+    'refusing to deserialize content of type text/plain (raw text): only application/json is accepted',
+  );
+  assert.equal(
+    reasonFor('application/xml'),
+    'refusing to deserialize content of type application/xml: only application/json is accepted',
+  );
   assert.equal(reasonFor(''), 'message has no content type (got string "")');
 });
 
@@ -154,20 +172,32 @@ test('garbage, non-UTF-8 and empty bodies give precise reasons', () => {
 });
 
 test('v2 body shape: 2 elements, object, string are refused', () => {
-  assert.equal(decodeFails(jsonMessage(V2_HEADERS, [[1], {}])), 'v2 body must be [args, kwargs, embed], got 2 elements');
-  assert.equal(decodeFails(jsonMessage(V2_HEADERS, [[1], {}, null, 4])), 'v2 body must be [args, kwargs, embed], got 4 elements');
+  assert.equal(
+    decodeFails(jsonMessage(V2_HEADERS, [[1], {}])),
+    'v2 body must be [args, kwargs, embed], got 2 elements',
+  );
+  assert.equal(
+    decodeFails(jsonMessage(V2_HEADERS, [[1], {}, null, 4])),
+    'v2 body must be [args, kwargs, embed], got 4 elements',
+  );
   assert.equal(
     decodeFails(jsonMessage(V2_HEADERS, { kwargs: {} })),
     'v2 body must be [args, kwargs, embed], got an object with keys ["kwargs"]',
   );
-  assert.equal(decodeFails(jsonMessage(V2_HEADERS, '"text"')), 'v2 body must be [args, kwargs, embed], got string "text"');
+  assert.equal(
+    decodeFails(jsonMessage(V2_HEADERS, '"text"')),
+    'v2 body must be [args, kwargs, embed], got string "text"',
+  );
 });
 
 test('v2 args / kwargs / embed types', () => {
   assert.equal(decodeFails(jsonMessage(V2_HEADERS, [{}, {}, null])), 'v2 args must be an array, got object');
   assert.equal(decodeFails(jsonMessage(V2_HEADERS, [null, {}, null])), 'v2 args must be an array, got null');
   assert.equal(decodeFails(jsonMessage(V2_HEADERS, [[], [], null])), 'v2 kwargs must be an object, got array of 0');
-  assert.equal(decodeFails(jsonMessage(V2_HEADERS, [[], {}, 'x'])), 'v2 embed must be an object or null, got string "x"');
+  assert.equal(
+    decodeFails(jsonMessage(V2_HEADERS, [[], {}, 'x'])),
+    'v2 embed must be an object or null, got string "x"',
+  );
   // null kwargs (JS producers passing undefined) are read as {}; embed {} and null both accepted.
   const t = decodeOk(jsonMessage(V2_HEADERS, [[1], null, {}]));
   assert.deepEqual(t.kwargs, {});
@@ -176,11 +206,26 @@ test('v2 args / kwargs / embed types', () => {
 });
 
 test('missing or empty id and task are refused', () => {
-  assert.equal(decodeFails(jsonMessage({ task: 'proj.add' }, [[], {}, null])), 'task id must be a non-empty string, got null');
-  assert.equal(decodeFails(jsonMessage({ task: 'proj.add', id: '' }, [[], {}, null])), 'task id must be a non-empty string, got string ""');
-  assert.equal(decodeFails(jsonMessage({ task: 'proj.add', id: 42 }, [[], {}, null])), 'task id must be a non-empty string, got number 42');
-  assert.equal(decodeFails(jsonMessage({ task: null, id: 'a' }, [[], {}, null])), 'task name must be a non-empty string, got null (task id a)');
-  assert.equal(decodeFails(jsonMessage({ task: '', id: 'a' }, [[], {}, null])), 'task name must be a non-empty string, got string "" (task id a)');
+  assert.equal(
+    decodeFails(jsonMessage({ task: 'proj.add' }, [[], {}, null])),
+    'task id must be a non-empty string, got null',
+  );
+  assert.equal(
+    decodeFails(jsonMessage({ task: 'proj.add', id: '' }, [[], {}, null])),
+    'task id must be a non-empty string, got string ""',
+  );
+  assert.equal(
+    decodeFails(jsonMessage({ task: 'proj.add', id: 42 }, [[], {}, null])),
+    'task id must be a non-empty string, got number 42',
+  );
+  assert.equal(
+    decodeFails(jsonMessage({ task: null, id: 'a' }, [[], {}, null])),
+    'task name must be a non-empty string, got null (task id a)',
+  );
+  assert.equal(
+    decodeFails(jsonMessage({ task: '', id: 'a' }, [[], {}, null])),
+    'task name must be a non-empty string, got string "" (task id a)',
+  );
 });
 
 test('headers that are not a mapping, and non-Buffer bodies, fail without throwing', () => {
@@ -210,7 +255,9 @@ test('kombu 5.3 tagged JSON in the body is converted; unknown tags refused', () 
 
 test('compression header: brotli works, bz2 and bad data give reasons', () => {
   const json = Buffer.from('[[7], {}, null]');
-  const br = jsonMessage({ ...V2_HEADERS, compression: 'application/x-brotli' }, '', { body: zlib.brotliCompressSync(json) });
+  const br = jsonMessage({ ...V2_HEADERS, compression: 'application/x-brotli' }, '', {
+    body: zlib.brotliCompressSync(json),
+  });
   assert.deepEqual(decodeOk(br).args, [7]);
   const bz = jsonMessage({ ...V2_HEADERS, compression: 'application/x-bz2' }, '', { body: Buffer.from('BZh91AY') });
   assert.equal(decodeFails(bz), 'unsupported compression application/x-bz2 (bz2)');
@@ -237,11 +284,24 @@ test('eta and expires: +00:00, Z, naive (UTC), other offsets, date only', () => 
 });
 
 test('invalid eta / expires are refused with the value in the reason', () => {
-  const reason = (h: Record<string, string | number>) => decodeFails(jsonMessage({ ...V2_HEADERS, ...h }, [[], {}, null]));
-  assert.equal(reason({ eta: 'tomorrow' }), 'invalid eta "tomorrow": not an ISO-8601 date-time: "tomorrow" (task proj.add id id-1)');
-  assert.equal(reason({ eta: '2021-02-29T00:00:00' }), 'invalid eta "2021-02-29T00:00:00": day out of range in "2021-02-29T00:00:00" (task proj.add id id-1)');
-  assert.equal(reason({ expires: '2021-01-01T24:00:00' }), 'invalid expires "2021-01-01T24:00:00": time out of range in "2021-01-01T24:00:00" (task proj.add id id-1)');
-  assert.equal(reason({ expires: 1700000000 }), 'invalid expires: expected an ISO-8601 string, got number 1700000000 (task proj.add id id-1)');
+  const reason = (h: Record<string, string | number>) =>
+    decodeFails(jsonMessage({ ...V2_HEADERS, ...h }, [[], {}, null]));
+  assert.equal(
+    reason({ eta: 'tomorrow' }),
+    'invalid eta "tomorrow": not an ISO-8601 date-time: "tomorrow" (task proj.add id id-1)',
+  );
+  assert.equal(
+    reason({ eta: '2021-02-29T00:00:00' }),
+    'invalid eta "2021-02-29T00:00:00": day out of range in "2021-02-29T00:00:00" (task proj.add id id-1)',
+  );
+  assert.equal(
+    reason({ expires: '2021-01-01T24:00:00' }),
+    'invalid expires "2021-01-01T24:00:00": time out of range in "2021-01-01T24:00:00" (task proj.add id id-1)',
+  );
+  assert.equal(
+    reason({ expires: 1700000000 }),
+    'invalid expires: expected an ISO-8601 string, got number 1700000000 (task proj.add id id-1)',
+  );
 });
 
 test('retries: default 0, integer kept, invalid refused', () => {
@@ -277,7 +337,15 @@ test('hybrid: task header + body object with args; message headers override body
   const t = decodeOk(
     jsonMessage(
       { task: 'proj.hdr', id: 'from-header' },
-      { task: 'proj.body', id: 'from-body', args: [1], kwargs: { k: 2 }, eta: '2030-01-01T00:00:00', retries: 2, callbacks: [{ task: 'cb' }] },
+      {
+        task: 'proj.body',
+        id: 'from-body',
+        args: [1],
+        kwargs: { k: 2 },
+        eta: '2030-01-01T00:00:00',
+        retries: 2,
+        callbacks: [{ task: 'cb' }],
+      },
     ),
   );
   assert.equal(t.protocol, 'hybrid');
@@ -296,17 +364,25 @@ test('hybrid: missing kwargs is {}, null kwargs is refused like Python', () => {
     decodeFails(jsonMessage({ task: 'a', id: 'b' }, { args: [], kwargs: null })),
     'hybrid task keyword arguments must be a mapping, got null',
   );
-  assert.equal(decodeFails(jsonMessage({ task: 'a', id: 'b' }, { args: 'x' })), 'hybrid args must be an array, got string "x"');
+  assert.equal(
+    decodeFails(jsonMessage({ task: 'a', id: 'b' }, { args: 'x' })),
+    'hybrid args must be an array, got string "x"',
+  );
 });
 
 test('v1 without args: kwargs required, taskset renamed to group', () => {
-  const t = decodeOk(jsonMessage({}, { task: 'proj.t', id: 'v1-a', kwargs: { a: 1 }, taskset: 'g-1', group: 'ignored' }));
+  const t = decodeOk(
+    jsonMessage({}, { task: 'proj.t', id: 'v1-a', kwargs: { a: 1 }, taskset: 'g-1', group: 'ignored' }),
+  );
   assert.equal(t.protocol, 1);
   assert.deepEqual(t.args, []);
   assert.deepEqual(t.kwargs, { a: 1 });
   assert.equal(t.group, 'g-1');
   assert.equal(decodeFails(jsonMessage({}, { task: 'proj.t', id: 'v1-b' })), 'v1 message does not have args/kwargs');
-  assert.equal(decodeFails(jsonMessage({}, { task: 'proj.t', args: [] })), 'task id must be a non-empty string, got null');
+  assert.equal(
+    decodeFails(jsonMessage({}, { task: 'proj.t', args: [] })),
+    'task id must be a non-empty string, got null',
+  );
 });
 
 test('v1 naive times: UTC when utc is true/absent, process-local time when utc is false', () => {
@@ -341,18 +417,28 @@ test('taskTiming: run, wait until eta, expired (strictly after expires), expired
   const at = (iso: string) => Date.parse(iso);
   assert.deepEqual(taskTiming(timed(null, null), at('2026-01-01T00:00:00Z')), { state: 'run' });
   const etaTask = timed('2026-01-01T00:01:00Z', null);
-  assert.deepEqual(taskTiming(etaTask, at('2026-01-01T00:00:00Z')), { state: 'wait', dueMs: at('2026-01-01T00:01:00Z') });
+  assert.deepEqual(taskTiming(etaTask, at('2026-01-01T00:00:00Z')), {
+    state: 'wait',
+    dueMs: at('2026-01-01T00:01:00Z'),
+  });
   assert.deepEqual(taskTiming(etaTask, at('2026-01-01T00:01:00Z')), { state: 'run' });
   const expTask = timed(null, '2026-01-01T00:05:00Z');
   assert.deepEqual(taskTiming(expTask, at('2026-01-01T00:05:00Z')), { state: 'run' });
   assert.deepEqual(taskTiming(expTask, at('2026-01-01T00:05:00.001Z')), { state: 'expired' });
   // Expired beats a future eta.
-  assert.deepEqual(taskTiming(timed('2026-01-01T01:00:00Z', '2026-01-01T00:05:00Z'), at('2026-01-01T00:06:00Z')), { state: 'expired' });
+  assert.deepEqual(taskTiming(timed('2026-01-01T01:00:00Z', '2026-01-01T00:05:00Z'), at('2026-01-01T00:06:00Z')), {
+    state: 'expired',
+  });
   // An eta after the expiry can only end expired.
-  assert.deepEqual(taskTiming(timed('2026-01-01T01:00:00Z', '2026-01-01T00:05:00Z'), at('2026-01-01T00:00:00Z')), { state: 'expired' });
+  assert.deepEqual(taskTiming(timed('2026-01-01T01:00:00Z', '2026-01-01T00:05:00Z'), at('2026-01-01T00:00:00Z')), {
+    state: 'expired',
+  });
   // Captured priority-5 message: eta 11:38:10.197, expires 11:42:10.197.
   const cap = decodeOk(envelopeOk(V2_PRIORITY5_ETA).message);
-  assert.deepEqual(taskTiming(cap, at('2026-11-25T11:37:10Z')), { state: 'wait', dueMs: at('2026-11-25T11:38:10.197Z') });
+  assert.deepEqual(taskTiming(cap, at('2026-11-25T11:37:10Z')), {
+    state: 'wait',
+    dueMs: at('2026-11-25T11:38:10.197Z'),
+  });
   assert.deepEqual(taskTiming(cap, at('2026-11-25T11:40:00Z')), { state: 'run' });
   assert.deepEqual(taskTiming(cap, at('2026-11-25T11:43:00Z')), { state: 'expired' });
 });

@@ -41,7 +41,10 @@ test('encodeTaskV2: full v2 header set, properties and body exactly', () => {
   });
   assert.equal(msg.contentType, 'application/json');
   assert.equal(msg.contentEncoding, 'utf-8');
-  assert.equal(msg.body.toString('utf8'), '[[2,2],{"z":3},{"callbacks":null,"errbacks":null,"chain":null,"chord":null}]');
+  assert.equal(
+    msg.body.toString('utf8'),
+    '[[2,2],{"z":3},{"callbacks":null,"errbacks":null,"chain":null,"chord":null}]',
+  );
 });
 
 test('encodeTaskV2: same header keys, in the same order, as Python 5.2.6 (capture A.1)', () => {
@@ -93,22 +96,35 @@ test('encodeTaskV2: non-ASCII text is carried as UTF-8', () => {
 });
 
 test('encodeTaskV2: refuses anything that would crash or confuse a Python worker', () => {
-  const bad = (t: Partial<OutgoingTask> & Record<string, unknown>) => () => encodeTaskV2({ ...BASE, ...t } as OutgoingTask);
-  assert.throws(bad({ id: '' }), /^Error: cannot encode task "research.tasks.add" id "": id must be a non-empty string, got string ""$/);
+  const bad = (t: Partial<OutgoingTask> & Record<string, unknown>) => () =>
+    encodeTaskV2({ ...BASE, ...t } as OutgoingTask);
+  assert.throws(
+    bad({ id: '' }),
+    /^Error: cannot encode task "research.tasks.add" id "": id must be a non-empty string, got string ""$/,
+  );
   assert.throws(bad({ id: undefined }), /id must be a non-empty string, got null/);
   assert.throws(bad({ task: '' }), /task name must be a non-empty string/);
-  assert.throws(bad({ task: undefined }), /cannot encode task \? id "1111.*task name must be a non-empty string, got null/);
+  assert.throws(
+    bad({ task: undefined }),
+    /cannot encode task \? id "1111.*task name must be a non-empty string, got null/,
+  );
   assert.throws(bad({ args: {} as never }), /args must be an array, got object/);
   assert.throws(bad({ args: null as never }), /args must be an array, got null/);
   assert.throws(bad({ kwargs: [] as never }), /kwargs must be an object, got array of 0/);
   assert.throws(bad({ kwargs: null as never }), /kwargs must be an object, got null/);
   assert.throws(bad({ args: [NaN] }), /args: .*non-finite number NaN/);
   assert.throws(bad({ args: [undefined as never] }), /args: .*undefined as an array item/);
-  assert.throws(bad({ kwargs: { x: { __type__: 'uuid', __value__: 'y' } } }), /kwargs: .*__type__ and __value__ \(at key "x"\)/);
+  assert.throws(
+    bad({ kwargs: { x: { __type__: 'uuid', __value__: 'y' } } }),
+    /kwargs: .*__type__ and __value__ \(at key "x"\)/,
+  );
   assert.throws(bad({ priority: 2.5 }), /priority must be an integer 0..255, got 2.5/);
   assert.throws(bad({ priority: -1 }), /priority must be an integer 0..255/);
   assert.throws(bad({ eta: new Date('nope') }), /eta must be a valid Date or null/);
-  assert.throws(bad({ expires: new Date('+010000-01-01T00:00:00Z') }), /expires: year 10000 is outside Python's datetime range/);
+  assert.throws(
+    bad({ expires: new Date('+010000-01-01T00:00:00Z') }),
+    /expires: year 10000 is outside Python's datetime range/,
+  );
   assert.throws(bad({ origin: undefined }), /origin must be a string/);
   assert.throws(bad({ parentId: 5 as never }), /parentId must be a string or null/);
 });

@@ -52,7 +52,14 @@ test('parseKombuJson: "__type__" inside a string value is not a tag; plain parse
 });
 
 test('parseKombuJson: a tag key spelled with \\u escapes is still converted (and still refused when unknown)', () => {
-  for (const key of ['\\u005f_type__', '\\u005F_type__', '__typ\\u0065__', '__\\u0074ype__', '__t\\u0079pe__', '__ty\\u0070e__']) {
+  for (const key of [
+    '\\u005f_type__',
+    '\\u005F_type__',
+    '__typ\\u0065__',
+    '__\\u0074ype__',
+    '__t\\u0079pe__',
+    '__ty\\u0070e__',
+  ]) {
     const text = `[{"${key}": "decimal", "__value__": "1.10"}, {"k": {"${key}": "datetime", "__value__": "2021-01-01T00:00:00"}}]`;
     assert.deepEqual(parseKombuJson(text), ['1.10', { k: '2021-01-01T00:00:00' }], key);
     assert.throws(() => parseKombuJson(`{"${key}": "frozenset", "__value__": 1}`), KombuTagError);
@@ -73,7 +80,12 @@ test('parseKombuJson: texts with and without possible tags give what the reviver
     '{"a": 1',
     '',
   ];
-  for (const text of texts) assert.deepEqual(outcome(() => parseKombuJson(text)), outcome(() => parseWithReviver(text)), text);
+  for (const text of texts)
+    assert.deepEqual(
+      outcome(() => parseKombuJson(text)),
+      outcome(() => parseWithReviver(text)),
+      text,
+    );
 });
 
 test('mayContainTaggedValue: false only when no key can be __type__', () => {
@@ -82,7 +94,8 @@ test('mayContainTaggedValue: false only when no key can be __type__', () => {
   assert.equal(mayContainTaggedValue('{"__type": 1, "type__": 2}'), false);
   assert.equal(mayContainTaggedValue('{"__type__": 1}'), true);
   assert.equal(mayContainTaggedValue('{"x": ["__type__", "__value__"]}'), true); // only a "maybe"
-  for (const esc of ['\\u005f', '\\u005F', '\\u0065', '\\u0070', '\\u0074', '\\u0079']) assert.equal(mayContainTaggedValue(`{"${esc}": 1}`), true, esc);
+  for (const esc of ['\\u005f', '\\u005F', '\\u0065', '\\u0070', '\\u0074', '\\u0079'])
+    assert.equal(mayContainTaggedValue(`{"${esc}": 1}`), true, esc);
 });
 
 test('containsTaggedShape: finds tagged shapes at any depth; says "maybe" when nested too deep', () => {
@@ -109,9 +122,12 @@ function strict(value: unknown): string {
       if (typeof v === 'number') {
         if (!Number.isFinite(v)) throw new TypeError(`cannot send non-finite number ${String(v)} to Python${where}`);
       } else if (v === undefined || typeof v === 'function' || typeof v === 'symbol') {
-        if (Array.isArray(this)) throw new TypeError(`cannot send ${v === undefined ? 'undefined' : typeof v} as an array item${where}`);
+        if (Array.isArray(this))
+          throw new TypeError(`cannot send ${v === undefined ? 'undefined' : typeof v} as an array item${where}`);
       } else if (isTaggedShape(v)) {
-        throw new TypeError(`cannot send an object with exactly the keys __type__ and __value__${where}: kombu >= 5.3 would read it as a tagged value`);
+        throw new TypeError(
+          `cannot send an object with exactly the keys __type__ and __value__${where}: kombu >= 5.3 would read it as a tagged value`,
+        );
       }
       return v;
     });
@@ -146,8 +162,19 @@ test('stringifyForPython: NaN / Infinity / undefined / functions deep in arrays 
     ['toJSON giving a tagged shape', [{ toJSON: () => ({ __type__: 'x', __value__: 1 }) }]],
     ['function with toJSON giving NaN', { f: Object.assign(() => 1, { toJSON: () => NaN }) }],
     ['BigInt deep inside', { a: [{ b: 1n }] }],
-    ['getter that throws', { a: 1, get b(): number { throw new Error('boom'); } }],
-    ['non-enumerable __type__, two enumerable keys', Object.defineProperties({ __value__: 1, x: 2 }, { __type__: { value: 't', enumerable: false } })],
+    [
+      'getter that throws',
+      {
+        a: 1,
+        get b(): number {
+          throw new Error('boom');
+        },
+      },
+    ],
+    [
+      'non-enumerable __type__, two enumerable keys',
+      Object.defineProperties({ __value__: 1, x: 2 }, { __type__: { value: 't', enumerable: false } }),
+    ],
     ['top-level NaN', NaN],
     ['top-level undefined', undefined],
     ['top-level function', () => 1],
@@ -174,7 +201,10 @@ test('stringifyForPython: what the strict path accepts is written by the plain p
   const good: Array<[string, unknown]> = [
     ['"__type__" as a string value', { __type__: 'datetime', note: '__value__', list: ['__type__', '__value__'] }],
     ['__type__ and __value__ plus a third key', { x: { __type__: 'a', __value__: 1, c: null } }],
-    ['undefined, functions and symbols as object values are omitted', { a: undefined, b: () => 1, c: Symbol('s'), d: [1] }],
+    [
+      'undefined, functions and symbols as object values are omitted',
+      { a: undefined, b: () => 1, c: Symbol('s'), d: [1] },
+    ],
     ['Date inside (toJSON)', { when: new Date('2020-01-01T00:00:00Z'), list: [new Date(0)] }],
     ['boxed NaN is written as null, as JSON.stringify does', { n: new Number(NaN) }],
     ['nested 400 deep (past the walk limit: strict path)', deep],
@@ -194,12 +224,31 @@ test('stringifyForPython: what the strict path accepts is written by the plain p
 test('decodeStrictBase64: exactly what the strict regex accepts, decoded like Buffer.from', () => {
   const valid = ['', 'aGk=', 'aGl=', 'aGVsbG8=', 'aGVsbA==', 'aGVsbB==', 'AAAA', '////', '++++'];
   for (const text of valid) assert.deepEqual(decodeStrictBase64(text), Buffer.from(text, 'base64'), text);
-  const invalid = ['aGk', 'a', '=', '==', '====', 'A===', 'a-_=', 'aG k=', 'aGk=\n', '\naGk=', 'aGk=aGk=', 'aG=k', 'aGk==', 'aGk!', 'a\u00e9k=', 'aGsb\r\n'];
+  const invalid = [
+    'aGk',
+    'a',
+    '=',
+    '==',
+    '====',
+    'A===',
+    'a-_=',
+    'aG k=',
+    'aGk=\n',
+    '\naGk=',
+    'aGk=aGk=',
+    'aG=k',
+    'aGk==',
+    'aGk!',
+    'a\u00e9k=',
+    'aGsb\r\n',
+  ];
   for (const text of invalid) assert.equal(decodeStrictBase64(text), null, JSON.stringify(text));
 });
 
 test('parseEnvelope: base64 bodies — line breaks tolerated, anything else refused with the same reason', () => {
-  const body = Buffer.from([0xfb, 0xef, 0xff, 0x00, 0x10, 0x83, 0x3e, 0x7b, 0x22, 0x61, 0x22, 0x7d, 0xfe, 0xfa, 0xf0, 0x0a]);
+  const body = Buffer.from([
+    0xfb, 0xef, 0xff, 0x00, 0x10, 0x83, 0x3e, 0x7b, 0x22, 0x61, 0x22, 0x7d, 0xfe, 0xfa, 0xf0, 0x0a,
+  ]);
   const b64 = body.toString('base64');
   assert.match(b64, /^(?=.*\+)(?=.*\/).*[^=]==$/); // has both special characters and padding
   const envelope = (bodyText: string): string =>
@@ -208,7 +257,12 @@ test('parseEnvelope: base64 bodies — line breaks tolerated, anything else refu
       'content-encoding': 'utf-8',
       'content-type': 'application/json',
       headers: { task: 't', id: 'i' },
-      properties: { delivery_tag: 'dt', delivery_info: { exchange: '', routing_key: 'q' }, body_encoding: 'base64', priority: 0 },
+      properties: {
+        delivery_tag: 'dt',
+        delivery_info: { exchange: '', routing_key: 'q' },
+        body_encoding: 'base64',
+        priority: 0,
+      },
     });
   const ok = (text: string): Buffer => {
     const r = parseEnvelope(envelope(text));
@@ -219,7 +273,16 @@ test('parseEnvelope: base64 bodies — line breaks tolerated, anything else refu
   assert.deepEqual(ok(b64.replace(/(.{16})/g, '$1\n')), body);
   assert.deepEqual(ok(`${b64.slice(0, 10)}\r\n${b64.slice(10)}\n`), body);
   assert.deepEqual(ok('aGl='), Buffer.from('aGl=', 'base64')); // non-zero padding bits: the regex never looked
-  const variants = [b64.replace(/=+$/, ''), b64.replace(/=$/, ''), b64.replace(/\+/g, '-'), b64.replace(/\//g, '_'), ` ${b64}`, `${b64}=`, `${b64.slice(0, 8)}\t${b64.slice(8)}`, `${b64.slice(0, 8)}=${b64.slice(8)}`];
+  const variants = [
+    b64.replace(/=+$/, ''),
+    b64.replace(/=$/, ''),
+    b64.replace(/\+/g, '-'),
+    b64.replace(/\//g, '_'),
+    ` ${b64}`,
+    `${b64}=`,
+    `${b64.slice(0, 8)}\t${b64.slice(8)}`,
+    `${b64.slice(0, 8)}=${b64.slice(8)}`,
+  ];
   for (const bad of variants) {
     const r = parseEnvelope(envelope(bad));
     assert.equal(r.ok, false, JSON.stringify(bad));
@@ -230,7 +293,11 @@ test('parseEnvelope: base64 bodies — line breaks tolerated, anything else refu
 test('parseEnvelope: headers without tags come back equal to what was sent; tagged ones converted at depth', () => {
   const headers = { task: 't', id: 'i', deep: { list: [{ a: 1 }, '__type__'], n: null } };
   const env = (h: unknown): string =>
-    JSON.stringify({ body: 'W10=', headers: h, properties: { delivery_tag: 'dt', delivery_info: { exchange: '', routing_key: 'q' }, body_encoding: 'base64' } });
+    JSON.stringify({
+      body: 'W10=',
+      headers: h,
+      properties: { delivery_tag: 'dt', delivery_info: { exchange: '', routing_key: 'q' }, body_encoding: 'base64' },
+    });
   const r = parseEnvelope(env(headers));
   assert.ok(r.ok);
   assert.deepEqual(r.message.headers, headers);
@@ -244,7 +311,13 @@ test('parseEnvelope: headers without tags come back equal to what was sent; tagg
 // ---------------------------------------------------------------------------------------------- buildEnvelope
 
 function message(headers: unknown, properties: unknown = { priority: 0 }): RawMessage {
-  return { headers: headers as JsonObject, properties: properties as JsonObject, contentType: 'application/json', contentEncoding: 'utf-8', body: Buffer.from('[[],{},null]') };
+  return {
+    headers: headers as JsonObject,
+    properties: properties as JsonObject,
+    contentType: 'application/json',
+    contentEncoding: 'utf-8',
+    body: Buffer.from('[[],{},null]'),
+  };
 }
 const OPTS = { deliveryTag: 'dt', exchange: '', routingKey: 'celery' };
 
@@ -258,7 +331,12 @@ test('buildEnvelope: the text is JSON.stringify of the envelope object, whatever
         'content-encoding': 'utf-8',
         'content-type': 'application/json',
         headers,
-        properties: { delivery_info: { exchange: '', routing_key: 'celery' }, priority: 0, body_encoding: 'base64', delivery_tag: 'dt' },
+        properties: {
+          delivery_info: { exchange: '', routing_key: 'celery' },
+          priority: 0,
+          body_encoding: 'base64',
+          delivery_tag: 'dt',
+        },
       }),
     );
   }
@@ -266,10 +344,17 @@ test('buildEnvelope: the text is JSON.stringify of the envelope object, whatever
 
 test('buildEnvelope: refusals name the key, as before (headers itself included)', () => {
   assert.throws(() => buildEnvelope(message({ a: [1, NaN] }), OPTS), {
-    message: 'buildEnvelope: value is not serializable for Python: cannot send non-finite number NaN to Python (at key "1") (delivery_tag dt)',
+    message:
+      'buildEnvelope: value is not serializable for Python: cannot send non-finite number NaN to Python (at key "1") (delivery_tag dt)',
   });
-  assert.throws(() => buildEnvelope(message({ __type__: 'a', __value__: 1 }), OPTS), /exactly the keys __type__ and __value__ \(at key "headers"\)/);
-  assert.throws(() => buildEnvelope(message({ a: 1 }, { priority: 0, x: [undefined] }), OPTS), /cannot send undefined as an array item \(at key "0"\)/);
+  assert.throws(
+    () => buildEnvelope(message({ __type__: 'a', __value__: 1 }), OPTS),
+    /exactly the keys __type__ and __value__ \(at key "headers"\)/,
+  );
+  assert.throws(
+    () => buildEnvelope(message({ a: 1 }, { priority: 0, x: [undefined] }), OPTS),
+    /cannot send undefined as an array item \(at key "0"\)/,
+  );
 });
 
 // ------------------------------------------------------------------------------------------------------ repr
@@ -318,7 +403,11 @@ test('pythonStrRepr / pythonNumberRepr: fast paths agree with the general rules 
 
 /** The textbook computation: SHA-1 of namespace bytes + UTF-8 name, version and variant bits set. */
 function referenceUuid5(name: string, namespace: string): string {
-  const b = createHash('sha1').update(Buffer.from(namespace.replace(/-/g, ''), 'hex')).update(name, 'utf8').digest().subarray(0, 16);
+  const b = createHash('sha1')
+    .update(Buffer.from(namespace.replace(/-/g, ''), 'hex'))
+    .update(name, 'utf8')
+    .digest()
+    .subarray(0, 16);
   b[6] = (b[6] & 0x0f) | 0x50;
   b[8] = (b[8] & 0x3f) | 0x80;
   const h = b.toString('hex');
@@ -359,8 +448,18 @@ test('envelope properties: key order kept, transport keys left out or replaced, 
   assert.deepEqual(Object.keys(r.message.properties), ['z', '__proto__', 'a', 'priority']);
   assert.equal(Object.getPrototypeOf(r.message.properties), Object.prototype);
   assert.deepEqual(r.message.properties.__proto__, { polluted: true });
-  const out = JSON.parse(buildEnvelope({ ...message({}), properties: r.message.properties }, OPTS)) as { properties: JsonObject };
-  assert.deepEqual(Object.keys(out.properties), ['z', '__proto__', 'a', 'delivery_info', 'priority', 'body_encoding', 'delivery_tag']);
+  const out = JSON.parse(buildEnvelope({ ...message({}), properties: r.message.properties }, OPTS)) as {
+    properties: JsonObject;
+  };
+  assert.deepEqual(Object.keys(out.properties), [
+    'z',
+    '__proto__',
+    'a',
+    'delivery_info',
+    'priority',
+    'body_encoding',
+    'delivery_tag',
+  ]);
   assert.equal(out.properties.priority, 3);
   assert.equal(({} as Record<string, unknown>).polluted, undefined);
 });

@@ -33,7 +33,16 @@ interface Expect {
   sentAt?: string | null;
 }
 
-const RUN = { task: PROCESS_EVENT_WITH_PLUGINS, protocol: 2 as const, priority: [0], eta: [null], expires: [null], compression: null, verdict: 'run' as const, teams: [2] };
+const RUN = {
+  task: PROCESS_EVENT_WITH_PLUGINS,
+  protocol: 2 as const,
+  priority: [0],
+  eta: [null],
+  expires: [null],
+  compression: null,
+  verdict: 'run' as const,
+  teams: [2],
+};
 
 const EXPECT: Record<MessageCase, Expect> = {
   v2: RUN,
@@ -41,14 +50,23 @@ const EXPECT: Record<MessageCase, Expect> = {
   'priority-0': RUN,
   'priority-5': { ...RUN, priority: [5] },
   'priority-9': { ...RUN, priority: [9] },
-  'eta-expires': { ...RUN, eta: ['relative', '2030-01-01T00:00:00.000Z'], expires: ['relative', '2030-01-01T01:00:00.000Z'] },
+  'eta-expires': {
+    ...RUN,
+    eta: ['relative', '2030-01-01T00:00:00.000Z'],
+    expires: ['relative', '2030-01-01T01:00:00.000Z'],
+  },
   expired: { ...RUN, expires: ['2020-01-01T00:00:00.000Z'] },
   compressed: { ...RUN, compression: 'application/x-gzip' },
   unicode: RUN,
   nulls: { ...RUN, ip: null, sentAt: null },
   'sent-at-offset': { ...RUN, sentAt: '2020-11-03T00:13:05.987000+02:00' },
   'multi-team': { ...RUN, teams: [2, 3, 2, 4, 3, 2] },
-  pickle: { ...RUN, verdict: { refused: /refusing to deserialize untrusted content of type application\/x-python-serialize \(pickle\)/ } },
+  pickle: {
+    ...RUN,
+    verdict: {
+      refused: /refusing to deserialize untrusted content of type application\/x-python-serialize \(pickle\)/,
+    },
+  },
   'unknown-task': { ...RUN, task: 'posthog.tasks.process_event.no_such_task', verdict: { unknownTask: true } },
 };
 
@@ -63,7 +81,10 @@ function checkTask(name: MessageCase, i: number, task: TaskMessage, where: strin
   assert.equal(task.protocol, e.protocol, `${where}: protocol version`);
   assert.equal(task.retries, 0, `${where}: retries`);
   assert.equal(task.headers['compression'] ?? null, e.compression, `${where}: compression header`);
-  for (const [field, want] of [['eta', at(e.eta, i)], ['expires', at(e.expires, i)]] as const) {
+  for (const [field, want] of [
+    ['eta', at(e.eta, i)],
+    ['expires', at(e.expires, i)],
+  ] as const) {
     const got = task[field];
     if (want === null) assert.equal(got, null, `${where}: no ${field}`);
     else {
@@ -88,10 +109,18 @@ function checkTask(name: MessageCase, i: number, task: TaskMessage, where: strin
   assert.equal(a.ip, e.ip === undefined ? '127.0.0.1' : e.ip, `${where}: ip`);
   assert.equal(a.site_url, 'http://localhost:8000', `${where}: site_url`);
   assert.equal(a.distinct_id, data.properties['distinct_id'], `${where}: distinct_id matches the event`);
-  assert.match(data.uuid, /^[0-9a-f]{8}-[0-9a-f]{4}-5[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/, `${where}: event uuid (uuid5)`);
+  assert.match(
+    data.uuid,
+    /^[0-9a-f]{8}-[0-9a-f]{4}-5[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/,
+    `${where}: event uuid (uuid5)`,
+  );
 }
 
-function checkCase(name: MessageCase, raws: Array<{ raw: RawMessage; priority: number }>, where: string): TaskMessage[] {
+function checkCase(
+  name: MessageCase,
+  raws: Array<{ raw: RawMessage; priority: number }>,
+  where: string,
+): TaskMessage[] {
   const e = EXPECT[name];
   const tasks: TaskMessage[] = [];
   raws.forEach(({ raw, priority }, i) => {
@@ -192,13 +221,22 @@ describe('captured Celery 5.2 messages (fixtures/messages)', () => {
       },
     };
     const nowMs = Date.parse(index.now);
-    const processor = new BatchProcessor({ plugins: identity, logger: silentLogger(), origin: 'test@fixtures', outputQueue: 'celery', now: () => nowMs });
+    const processor = new BatchProcessor({
+      plugins: identity,
+      logger: silentLogger(),
+      origin: 'test@fixtures',
+      outputQueue: 'celery',
+      now: () => nowMs,
+    });
     const deliveries: Array<{ name: MessageCase; delivery: Delivery }> = [];
     for (const name of CASES) {
       redisMessages(name).forEach((line, i) => {
         const env = parseEnvelope(line);
         if (!env.ok) assert.fail(env.reason);
-        deliveries.push({ name, delivery: { tag: `${name}:${i}`, queue: QUEUE, message: env.message, redelivered: false, rawText: line } });
+        deliveries.push({
+          name,
+          delivery: { tag: `${name}:${i}`, queue: QUEUE, message: env.message, redelivered: false, rawText: line },
+        });
       });
     }
     const outcomes = await processor.process(deliveries.map((d) => d.delivery));

@@ -1,6 +1,13 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { NAMESPACE_DNS, POSTHOG_PLUGINS_NAMESPACE, derivedUuid, isUuid, randomTaskId, uuidV5 } from '../../protocol/ids';
+import {
+  NAMESPACE_DNS,
+  POSTHOG_PLUGINS_NAMESPACE,
+  derivedUuid,
+  isUuid,
+  randomTaskId,
+  uuidV5,
+} from '../../protocol/ids';
 import { pythonRepr, truncateRepr, truncatedRepr } from '../../protocol/repr';
 import { formatPythonUtcIso, parseIsoDateTime } from '../../protocol/time';
 import type { JsonValue } from '../../protocol/types';

@@ -48,9 +48,18 @@ test('parseKombuJson: unknown or malformed tags throw KombuTagError naming the p
     () => parseKombuJson('{"__type__": "frozenset", "__value__": [1]}'),
     (e: unknown) => e instanceof KombuTagError && /unknown kombu tagged value __type__ "frozenset"/.test(e.message),
   );
-  assert.throws(() => parseKombuJson('{"__type__": 7, "__value__": 1}'), /unknown kombu tagged value __type__ number 7/);
-  assert.throws(() => parseKombuJson('{"__type__": "datetime", "__value__": 5}'), /tagged datetime must carry a string __value__, got number 5/);
-  assert.throws(() => parseKombuJson('{"__type__": "uuid", "__value__": {"hex": "xyz"}}'), /tagged uuid has an invalid hex value "xyz"/);
+  assert.throws(
+    () => parseKombuJson('{"__type__": 7, "__value__": 1}'),
+    /unknown kombu tagged value __type__ number 7/,
+  );
+  assert.throws(
+    () => parseKombuJson('{"__type__": "datetime", "__value__": 5}'),
+    /tagged datetime must carry a string __value__, got number 5/,
+  );
+  assert.throws(
+    () => parseKombuJson('{"__type__": "uuid", "__value__": {"hex": "xyz"}}'),
+    /tagged uuid has an invalid hex value "xyz"/,
+  );
   assert.throws(() => parseKombuJson('{"__type__": "base64", "__value__": "a!=="}'), /not valid base64/);
 });
 
@@ -60,10 +69,9 @@ test('parseKombuJson: syntax errors stay SyntaxError', () => {
 });
 
 test('parseKombuJson: a "__proto__" key stays a plain own property', () => {
-  const v = parseKombuJson('{"__proto__": {"polluted": true}, "x": {"__type__": "decimal", "__value__": "2"}}') as Record<
-    string,
-    unknown
-  >;
+  const v = parseKombuJson(
+    '{"__proto__": {"polluted": true}, "x": {"__type__": "decimal", "__value__": "2"}}',
+  ) as Record<string, unknown>;
   assert.equal(Object.getPrototypeOf(v), Object.prototype);
   assert.deepEqual(Object.keys(v), ['__proto__', 'x']);
   assert.equal(({} as Record<string, unknown>).polluted, undefined);
@@ -86,8 +94,14 @@ test('stringifyForPython: ordinary values serialize like JSON.stringify', () => 
 });
 
 test('stringifyForPython: refuses what Python would read differently', () => {
-  assert.throws(() => stringifyForPython({ x: { __type__: 'datetime', __value__: 'y' } }), /exactly the keys __type__ and __value__ \(at key "x"\)/);
-  assert.throws(() => stringifyForPython([{ __value__: 1, __type__: 'a' }]), /kombu >= 5.3 would read it as a tagged value/);
+  assert.throws(
+    () => stringifyForPython({ x: { __type__: 'datetime', __value__: 'y' } }),
+    /exactly the keys __type__ and __value__ \(at key "x"\)/,
+  );
+  assert.throws(
+    () => stringifyForPython([{ __value__: 1, __type__: 'a' }]),
+    /kombu >= 5.3 would read it as a tagged value/,
+  );
   assert.throws(() => stringifyForPython({ __type__: 'a', __value__: 1 }), /at the top level/);
   assert.throws(() => stringifyForPython({ n: NaN }), /non-finite number NaN to Python \(at key "n"\)/);
   assert.throws(() => stringifyForPython([1, Infinity]), /non-finite number Infinity/);

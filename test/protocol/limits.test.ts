@@ -2,7 +2,13 @@ import assert from 'node:assert/strict';
 import { deflateSync } from 'node:zlib';
 import { describe, test } from 'node:test';
 import { decodeTask } from '../../protocol/decode';
-import { MAX_ENVELOPE_CHARS, MAX_MESSAGE_BYTES, MAX_NESTING_DEPTH, jsonTextTooDeep, valueTooDeep } from '../../protocol/limits';
+import {
+  MAX_ENVELOPE_CHARS,
+  MAX_MESSAGE_BYTES,
+  MAX_NESTING_DEPTH,
+  jsonTextTooDeep,
+  valueTooDeep,
+} from '../../protocol/limits';
 import { parseEnvelope } from '../../protocol/redis-envelope';
 import type { JsonObject, RawMessage } from '../../protocol/types';
 
@@ -14,10 +20,20 @@ const nestedValue = (depth: number): unknown => {
   return v;
 };
 
-const HEADERS: JsonObject = { lang: 'py', task: 'posthog.tasks.process_event.process_event_with_plugins', id: 'limits-1' };
+const HEADERS: JsonObject = {
+  lang: 'py',
+  task: 'posthog.tasks.process_event.process_event_with_plugins',
+  id: 'limits-1',
+};
 
 function message(body: string | Buffer, headers: JsonObject = HEADERS): RawMessage {
-  return { headers, properties: {}, contentType: 'application/json', contentEncoding: 'utf-8', body: Buffer.isBuffer(body) ? body : Buffer.from(body) };
+  return {
+    headers,
+    properties: {},
+    contentType: 'application/json',
+    contentEncoding: 'utf-8',
+    body: Buffer.isBuffer(body) ? body : Buffer.from(body),
+  };
 }
 
 /** A v2 body whose event property is nested so that the whole body is `depth` levels deep. */
@@ -54,16 +70,25 @@ describe('nesting depth', () => {
     const ok = decodeTask(message(bodyOfDepth(MAX_NESTING_DEPTH)));
     assert.ok(ok.ok, ok.ok ? '' : ok.reason);
     const deep = decodeTask(message(bodyOfDepth(50_000)));
-    assert.deepEqual(deep, { ok: false, reason: `message body too deeply nested (more than ${MAX_NESTING_DEPTH} levels)` });
+    assert.deepEqual(deep, {
+      ok: false,
+      reason: `message body too deeply nested (more than ${MAX_NESTING_DEPTH} levels)`,
+    });
 
     const headers = { ...HEADERS, x: nestedValue(MAX_NESTING_DEPTH) } as JsonObject;
-    assert.deepEqual(decodeTask(message(bodyOfDepth(10), headers)), { ok: false, reason: `message headers too deeply nested (more than ${MAX_NESTING_DEPTH} levels)` });
+    assert.deepEqual(decodeTask(message(bodyOfDepth(10), headers)), {
+      ok: false,
+      reason: `message headers too deeply nested (more than ${MAX_NESTING_DEPTH} levels)`,
+    });
 
     const envelope = (h: string): string =>
       `{"body": "W10=", "content-type": "application/json", "headers": ${h}, "properties": {"delivery_tag": "t", "delivery_info": {"exchange": "", "routing_key": "q"}, "body_encoding": "base64"}}`;
     const deepHeaders = envelope(`{"x": ${nestedText(20_000)}}`);
     const parsed = parseEnvelope(deepHeaders);
-    assert.deepEqual(parsed, { ok: false, reason: `envelope too deeply nested (more than ${MAX_NESTING_DEPTH + 1} levels)` });
+    assert.deepEqual(parsed, {
+      ok: false,
+      reason: `envelope too deeply nested (more than ${MAX_NESTING_DEPTH + 1} levels)`,
+    });
     assert.ok(parseEnvelope(envelope(`{"x": ${nestedText(MAX_NESTING_DEPTH - 1)}}`)).ok);
   });
 });
@@ -71,7 +96,10 @@ describe('nesting depth', () => {
 describe('message size', () => {
   test('a body over MAX_MESSAGE_BYTES is refused unread', () => {
     const big = Buffer.alloc(MAX_MESSAGE_BYTES + 1, 0x20);
-    assert.deepEqual(decodeTask(message(big)), { ok: false, reason: `message body is ${MAX_MESSAGE_BYTES + 1} bytes, more than the limit of ${MAX_MESSAGE_BYTES}` });
+    assert.deepEqual(decodeTask(message(big)), {
+      ok: false,
+      reason: `message body is ${MAX_MESSAGE_BYTES + 1} bytes, more than the limit of ${MAX_MESSAGE_BYTES}`,
+    });
   });
 
   test('a Redis envelope over MAX_ENVELOPE_CHARS is refused unparsed; one with a body at the limit is read', () => {
@@ -79,7 +107,10 @@ describe('message size', () => {
       `{"body": "${body.toString('base64')}", "content-type": "application/json", "headers": ${headers}, "properties": {"delivery_tag": "t", "delivery_info": {"exchange": "", "routing_key": "q"}, "body_encoding": "base64"}}`;
     assert.ok(parseEnvelope(envelope(Buffer.alloc(MAX_MESSAGE_BYTES, 0x20))).ok);
     const big = envelope(Buffer.alloc(MAX_MESSAGE_BYTES), `{"x": "${'x'.repeat(1024 * 1024)}"}`);
-    assert.deepEqual(parseEnvelope(big), { ok: false, reason: `envelope is ${big.length} characters, more than the limit of ${MAX_ENVELOPE_CHARS}` });
+    assert.deepEqual(parseEnvelope(big), {
+      ok: false,
+      reason: `envelope is ${big.length} characters, more than the limit of ${MAX_ENVELOPE_CHARS}`,
+    });
   });
 
   test('a compressed body may not inflate past MAX_MESSAGE_BYTES (zlib bomb)', () => {

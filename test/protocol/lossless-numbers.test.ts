@@ -10,11 +10,23 @@ import {
   parseLosslessJson,
   restoreLosslessNumbers,
 } from '../../protocol/lossless-numbers';
-import { ingestionArgsFromTask, processEventTask, toPluginEvent, toProcessEventKwargs, type PluginEvent } from '../../protocol/posthog';
+import {
+  ingestionArgsFromTask,
+  processEventTask,
+  toPluginEvent,
+  toProcessEventKwargs,
+  type PluginEvent,
+} from '../../protocol/posthog';
 import { pythonFloatRepr, pythonRepr } from '../../protocol/repr';
 import type { JsonObject, JsonValue } from '../../protocol/types';
 import { decodeOk, jsonMessage } from './helpers';
-import { OTHER_TOKENS_REPR, OTHER_TOKENS_TEXT, PY_NUMBERS_COMPACT, PY_NUMBERS_REPR, PY_NUMBERS_TEXT } from './python-number-cases';
+import {
+  OTHER_TOKENS_REPR,
+  OTHER_TOKENS_TEXT,
+  PY_NUMBERS_COMPACT,
+  PY_NUMBERS_REPR,
+  PY_NUMBERS_TEXT,
+} from './python-number-cases';
 import { prng } from '../helpers/prng';
 
 const obj = (v: JsonValue): JsonObject => v as JsonObject;
@@ -66,9 +78,19 @@ test('the quick checks: no for numbers JSON.parse keeps and for look-alikes insi
 });
 
 test('integers beyond 2^53 and -0 are told by their values; the rest by the text scan', () => {
-  for (const text of ['{"a": 1000000000000000000000000000000}', '[18446744073709551617]', '[9007199254740992]', '{"a": -0}', '[[[-9007199254740993]]]']) {
+  for (const text of [
+    '{"a": 1000000000000000000000000000000}',
+    '[18446744073709551617]',
+    '[9007199254740992]',
+    '{"a": -0}',
+    '[[[-9007199254740993]]]',
+  ]) {
     assert.equal(holdsUnsafeInteger(JSON.parse(text)), true, text);
-    assert.ok(JSON.stringify(parseKombuJson(text)) !== stringifyForPython(parseKombuJson(text)) || text.includes('9007199254740992'), text);
+    assert.ok(
+      JSON.stringify(parseKombuJson(text)) !== stringifyForPython(parseKombuJson(text)) ||
+        text.includes('9007199254740992'),
+      text,
+    );
   }
   assert.equal(stringifyForPython(parseKombuJson('[9007199254740992, -0]')), '[9007199254740992,-0]');
 });
@@ -126,7 +148,21 @@ function randomToken(r: () => number): string {
 }
 
 function randomString(r: () => number): string {
-  const pieces = ['a', '1.0', ' ', '"', '\\', 'é', '\u2028', '\ud83d\ude00', 'Infinity', ', 1.0', ': -0', '\u0000', '[1e+30]'];
+  const pieces = [
+    'a',
+    '1.0',
+    ' ',
+    '"',
+    '\\',
+    'é',
+    '\u2028',
+    '\ud83d\ude00',
+    'Infinity',
+    ', 1.0',
+    ': -0',
+    '\u0000',
+    '[1e+30]',
+  ];
   let s = '';
   const n = Math.floor(r() * 6);
   for (let i = 0; i < n; i++) s += pieces[Math.floor(r() * pieces.length)];
@@ -210,7 +246,9 @@ test('the lossless parser refuses what JSON.parse refuses', () => {
 });
 
 test('the lossless parser: __proto__ stays data, kombu tags are converted, any depth is fine', () => {
-  const v = obj(parseKombuJson('{"__proto__": {"polluted": 1.0}, "d": {"__type__": "decimal", "__value__": "1.10"}, "n": 1.0}'));
+  const v = obj(
+    parseKombuJson('{"__proto__": {"polluted": 1.0}, "d": {"__type__": "decimal", "__value__": "1.10"}, "n": 1.0}'),
+  );
   assert.equal(Object.getPrototypeOf(v), Object.prototype);
   assert.deepEqual(Object.keys(v), ['__proto__', 'd', 'n']);
   assert.equal(({} as Record<string, unknown>).polluted, undefined);
@@ -229,7 +267,11 @@ test('a string that looks like the placeholder of a kept number is written as it
 });
 
 test('restoreLosslessNumbers: values a plugin gave back as it saw them get their text again', () => {
-  const original = obj(parseKombuJson('{"p": {"big": 10000000000000000000000000000000, "one": 1.0, "negz": -0.0, "nan": NaN, "keep": 5, "arr": [1.0, [2.0]]}, "other": 1.0}'));
+  const original = obj(
+    parseKombuJson(
+      '{"p": {"big": 10000000000000000000000000000000, "one": 1.0, "negz": -0.0, "nan": NaN, "keep": 5, "arr": [1.0, [2.0]]}, "other": 1.0}',
+    ),
+  );
   const seen = (): JsonObject => JSON.parse(JSON.stringify(original)) as JsonObject;
 
   const untouched = restoreLosslessNumbers(original, seen());
@@ -249,7 +291,10 @@ test('restoreLosslessNumbers: values a plugin gave back as it saw them get their
   delete p.negz;
   p.nan = 0; // NaN was given as null; 0 is a change
   (p.arr as JsonValue[]).unshift(0); // shifted: 1.0 is no longer at index 0
-  assert.equal(stringifyForPython(restoreLosslessNumbers(original, changed)), '{"p":{"big":2e+31,"one":"1.0","nan":0,"keep":5,"arr":[0,1,[2]]},"other":1.0}');
+  assert.equal(
+    stringifyForPython(restoreLosslessNumbers(original, changed)),
+    '{"p":{"big":2e+31,"one":"1.0","nan":0,"keep":5,"arr":[0,1,[2]]},"other":1.0}',
+  );
 
   const plain = { a: 1 };
   assert.equal(restoreLosslessNumbers({ a: 1 }, plain), plain);
@@ -258,7 +303,9 @@ test('restoreLosslessNumbers: values a plugin gave back as it saw them get their
 
 test('a Python task with such numbers: the plugin event holds them and process_event gets them back', () => {
   const body = `[["user-1", "1.2.3.4", "http://x", {"event": "e", "properties": {"big": 18446744073709551617, "f": 2.0, "list": [1e+16, -0.0]}}, 2.0, "2020-01-01T00:00:00+00:00", null], {}, {"callbacks": null, "errbacks": null, "chain": null, "chord": null}]`;
-  const task = decodeOk(jsonMessage({ task: 'posthog.tasks.process_event.process_event_with_plugins', id: 'i-1', lang: 'py' }, body));
+  const task = decodeOk(
+    jsonMessage({ task: 'posthog.tasks.process_event.process_event_with_plugins', id: 'i-1', lang: 'py' }, body),
+  );
   const parsed = ingestionArgsFromTask(task);
   assert.ok(parsed.ok);
   assert.equal(parsed.args.team_id, 2);
@@ -274,7 +321,9 @@ test('a Python task with such numbers: the plugin event holds them and process_e
 
 test('distinct_id beyond 2^53 becomes its exact digits, as Python’s str() would write them', () => {
   const body = `[[18446744073709551617, null, "", {"event": "e"}, 2, "2020-01-01T00:00:00+00:00", null], {}, null]`;
-  const task = decodeOk(jsonMessage({ task: 'posthog.tasks.process_event.process_event_with_plugins', id: 'i-2' }, body));
+  const task = decodeOk(
+    jsonMessage({ task: 'posthog.tasks.process_event.process_event_with_plugins', id: 'i-2' }, body),
+  );
   const parsed = ingestionArgsFromTask(task);
   assert.ok(parsed.ok);
   assert.equal(parsed.args.distinct_id, '18446744073709551617');

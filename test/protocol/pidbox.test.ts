@@ -55,7 +55,13 @@ test('parseControlRequest reads kombu broadcast bodies, with and without reply_t
       ticket: '6c1bdc3e-2f5e-4d8e-9d5e-1f0e3f1c2a11',
     },
   });
-  const cast = parseControlRequest({ method: 'shutdown', arguments: { msg: 'bye' }, destination: ['a@h'], pattern: null, matcher: null });
+  const cast = parseControlRequest({
+    method: 'shutdown',
+    arguments: { msg: 'bye' },
+    destination: ['a@h'],
+    pattern: null,
+    matcher: null,
+  });
   assert.ok(cast.ok);
   assert.equal(cast.request.replyTo, null);
   assert.deepEqual(cast.request.arguments, { msg: 'bye' });
@@ -81,7 +87,10 @@ test('isForNode: destination list, else glob/pcre pattern (as Python fnmatch / r
 });
 
 test("replies: {node: result} with the ticket header; unknown commands get Celery's KeyError reply", () => {
-  assert.deepEqual(controlReply('n@h', { ok: 'pong' }, 't-1', 7), { body: { 'n@h': { ok: 'pong' } }, headers: { ticket: 't-1', clock: 7 } });
+  assert.deepEqual(controlReply('n@h', { ok: 'pong' }, 't-1', 7), {
+    body: { 'n@h': { ok: 'pong' } },
+    headers: { ticket: 't-1', clock: 7 },
+  });
   // Python: repr(KeyError('foo')) == "KeyError('foo')"; repr(KeyError("it's")) == 'KeyError("it\'s")'
   assert.deepEqual(unknownCommandReply('foo'), { error: "KeyError('foo')" });
   assert.deepEqual(unknownCommandReply("it's"), { error: 'KeyError("it\'s")' });
@@ -95,7 +104,16 @@ test('names: mailbox queue, Redis fanout channels, queue arguments as Celery 5.2
   // python3 -c "from kombu import Queue, Exchange; print(Queue('q', Exchange('q'), routing_key='q').as_dict(recurse=True))"
   const info = activeQueueInfo('q', null);
   assert.equal(info.name, 'q');
-  assert.deepEqual(info.exchange, { name: 'q', type: 'direct', arguments: null, durable: true, passive: false, auto_delete: false, delivery_mode: null, no_declare: false });
+  assert.deepEqual(info.exchange, {
+    name: 'q',
+    type: 'direct',
+    arguments: null,
+    durable: true,
+    passive: false,
+    auto_delete: false,
+    delivery_mode: null,
+    no_declare: false,
+  });
   assert.equal(activeQueueInfo('q', { 'x-max-priority': 10 }).max_priority, 10);
 });
 
@@ -128,7 +146,14 @@ test('celery events: fields of Celery 5.2 dispatcher and heartbeat', () => {
   assert.equal(utcOffsetHours(-330), -6); // UTC+5:30: -19800 // 3600 == -6
   assert.equal(platformSystem('Linux'), 'Linux');
   assert.equal(platformSystem('Windows_NT'), 'Windows');
-  const e = celeryEvent('worker-heartbeat', { hostname: 'n@h', pid: 42 }, 5, 1_700_000_000_500, 0, workerEventFields({ active: 1, processed: 9, loadavg: [0.123, 1, 2.555], system: 'Linux', version: '0.1.0' }));
+  const e = celeryEvent(
+    'worker-heartbeat',
+    { hostname: 'n@h', pid: 42 },
+    5,
+    1_700_000_000_500,
+    0,
+    workerEventFields({ active: 1, processed: 9, loadavg: [0.123, 1, 2.555], system: 'Linux', version: '0.1.0' }),
+  );
   assert.deepEqual(e, {
     hostname: 'n@h',
     utcoffset: 0,
@@ -145,7 +170,27 @@ test('celery events: fields of Celery 5.2 dispatcher and heartbeat', () => {
     type: 'worker-heartbeat',
   });
   assert.deepEqual(
-    taskReceivedFields({ id: 'i', name: 'n', argsrepr: '()', kwargsrepr: '{}', rootId: 'i', parentId: null, retries: 0, eta: null, expires: null }),
-    { uuid: 'i', name: 'n', args: '()', kwargs: '{}', root_id: 'i', parent_id: null, retries: 0, eta: null, expires: null },
+    taskReceivedFields({
+      id: 'i',
+      name: 'n',
+      argsrepr: '()',
+      kwargsrepr: '{}',
+      rootId: 'i',
+      parentId: null,
+      retries: 0,
+      eta: null,
+      expires: null,
+    }),
+    {
+      uuid: 'i',
+      name: 'n',
+      args: '()',
+      kwargs: '{}',
+      root_id: 'i',
+      parent_id: null,
+      retries: 0,
+      eta: null,
+      expires: null,
+    },
   );
 });

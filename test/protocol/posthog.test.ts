@@ -22,7 +22,15 @@ const DATA: JsonObject = {
   properties: { $current_url: 'https://example.com/', token: 'phc_x' },
   timestamp: '2020-11-02T22:13:06.123Z',
 };
-const ARGS7: JsonValue[] = ['user-1', '127.0.0.1', 'http://localhost:8000', DATA, 2, '2020-11-02T22:13:07.000001+00:00', '2020-11-02T22:13:06.500Z'];
+const ARGS7: JsonValue[] = [
+  'user-1',
+  '127.0.0.1',
+  'http://localhost:8000',
+  DATA,
+  2,
+  '2020-11-02T22:13:07.000001+00:00',
+  '2020-11-02T22:13:06.500Z',
+];
 
 function task(args: JsonValue[], kwargs: JsonObject = {}): TaskMessage {
   return decodeOk(jsonMessage({ task: PROCESS_EVENT_WITH_PLUGINS, id: 'in-1' }, [args, kwargs, null]));
@@ -76,10 +84,22 @@ test('ingestionArgsFromTask: binding errors like Python', () => {
     reasonOf(task([...ARGS7, 'extra'])),
     `${PROCESS_EVENT_WITH_PLUGINS}[in-1]: takes at most 7 positional arguments but 8 were given`,
   );
-  assert.equal(reasonOf(task(ARGS7, { colour: 'red' })), `${PROCESS_EVENT_WITH_PLUGINS}[in-1]: got an unexpected keyword argument 'colour'`);
-  assert.equal(reasonOf(task(ARGS7, { ip: null })), `${PROCESS_EVENT_WITH_PLUGINS}[in-1]: got multiple values for argument 'ip'`);
-  assert.equal(reasonOf(task(ARGS7.slice(0, 5))), `${PROCESS_EVENT_WITH_PLUGINS}[in-1]: missing required argument 'now'`);
-  assert.equal(reasonOf(task([])), `${PROCESS_EVENT_WITH_PLUGINS}[in-1]: missing required arguments 'distinct_id', 'ip', 'site_url', 'data', 'team_id', 'now'`);
+  assert.equal(
+    reasonOf(task(ARGS7, { colour: 'red' })),
+    `${PROCESS_EVENT_WITH_PLUGINS}[in-1]: got an unexpected keyword argument 'colour'`,
+  );
+  assert.equal(
+    reasonOf(task(ARGS7, { ip: null })),
+    `${PROCESS_EVENT_WITH_PLUGINS}[in-1]: got multiple values for argument 'ip'`,
+  );
+  assert.equal(
+    reasonOf(task(ARGS7.slice(0, 5))),
+    `${PROCESS_EVENT_WITH_PLUGINS}[in-1]: missing required argument 'now'`,
+  );
+  assert.equal(
+    reasonOf(task([])),
+    `${PROCESS_EVENT_WITH_PLUGINS}[in-1]: missing required arguments 'distinct_id', 'ip', 'site_url', 'data', 'team_id', 'now'`,
+  );
 });
 
 test('ingestionArgsFromTask: type rules', () => {
@@ -90,7 +110,10 @@ test('ingestionArgsFromTask: type rules', () => {
   };
   const prefix = `${PROCESS_EVENT_WITH_PLUGINS}[in-1]: `;
   assert.equal(argsOk(withArg(0, 12345)).distinct_id, '12345');
-  assert.equal(reasonOf(withArg(0, 2 ** 60)), `${prefix}distinct_id must be a string or a safe integer, got number ${2 ** 60}`);
+  assert.equal(
+    reasonOf(withArg(0, 2 ** 60)),
+    `${prefix}distinct_id must be a string or a safe integer, got number ${2 ** 60}`,
+  );
   assert.equal(reasonOf(withArg(0, 1.5)), `${prefix}distinct_id must be a string or a safe integer, got number 1.5`);
   assert.equal(reasonOf(withArg(0, null)), `${prefix}distinct_id must be a string or a safe integer, got null`);
   assert.equal(argsOk(withArg(1, null)).ip, null);
@@ -114,7 +137,18 @@ test('toPluginEvent: six fields from args first, then data; data cannot override
     data: { ...DATA, distinct_id: 999, team_id: 666, ip: 'spoofed', uuid: 'u-1' },
   };
   const event = toPluginEvent(args);
-  assert.deepEqual(Object.keys(event), ['distinct_id', 'ip', 'site_url', 'team_id', 'now', 'sent_at', 'event', 'properties', 'timestamp', 'uuid']);
+  assert.deepEqual(Object.keys(event), [
+    'distinct_id',
+    'ip',
+    'site_url',
+    'team_id',
+    'now',
+    'sent_at',
+    'event',
+    'properties',
+    'timestamp',
+    'uuid',
+  ]);
   assert.deepEqual(event, {
     distinct_id: 'user-1',
     ip: '127.0.0.1',
@@ -140,7 +174,13 @@ test('toProcessEventKwargs: splits the event back; team_id is always the origina
     now: '2020-11-02T22:13:07.000001+00:00',
     sent_at: '2020-11-02T22:13:06.500Z',
   });
-  const changed = { ...event, team_id: 99, distinct_id: 'renamed', ip: null, properties: { added: true } } as PluginEvent;
+  const changed = {
+    ...event,
+    team_id: 99,
+    distinct_id: 'renamed',
+    ip: null,
+    properties: { added: true },
+  } as PluginEvent;
   const kw = toProcessEventKwargs(changed, EXPECTED);
   assert.equal(kw.team_id, 2);
   assert.equal(kw.distinct_id, 'renamed');
@@ -157,8 +197,12 @@ test('toProcessEventKwargs: missing optional fields become null/""; wrong types 
   assert.equal(kw.ip, null);
   assert.equal(kw.sent_at, null);
   assert.equal(kw.site_url, '');
-  const bad = (patch: Record<string, unknown>) => () => toProcessEventKwargs({ ...toPluginEvent(EXPECTED), ...patch } as PluginEvent, EXPECTED);
-  assert.throws(bad({ distinct_id: { a: 1 } }), /^Error: plugin event field distinct_id must be a string, got object \(team 2\)$/);
+  const bad = (patch: Record<string, unknown>) => () =>
+    toProcessEventKwargs({ ...toPluginEvent(EXPECTED), ...patch } as PluginEvent, EXPECTED);
+  assert.throws(
+    bad({ distinct_id: { a: 1 } }),
+    /^Error: plugin event field distinct_id must be a string, got object \(team 2\)$/,
+  );
   assert.throws(bad({ now: 5 }), /plugin event field now must be a string, got number 5/);
   assert.throws(bad({ ip: 1 }), /plugin event field ip must be a string or null, got number 1/);
   assert.throws(bad({ sent_at: [] }), /plugin event field sent_at must be a string or null/);
@@ -189,7 +233,9 @@ test('processEventTask / processEventWithPluginsTask build the OutgoingTasks', (
 test('whole ingestion hop over the Redis envelope: Django-shaped input → plugin event → process_event kwargs', () => {
   // Input as Django would enqueue it (7 positional args, kwargs {}), through the kombu envelope.
   const incoming = encodeTaskV2(processEventWithPluginsTask(EXPECTED, { id: 'in-9', origin: 'gen1@web' }));
-  const inEnv = envelopeOk(buildEnvelope(incoming, { deliveryTag: 'd-9', exchange: '', routingKey: 'posthog-plugins' }));
+  const inEnv = envelopeOk(
+    buildEnvelope(incoming, { deliveryTag: 'd-9', exchange: '', routingKey: 'posthog-plugins' }),
+  );
   const inTask = decodeOk(inEnv.message);
   assert.equal(inTask.task, PROCESS_EVENT_WITH_PLUGINS);
   const args = argsOk(inTask);
@@ -200,8 +246,17 @@ test('whole ingestion hop over the Redis envelope: Django-shaped input → plugi
   (event.properties as JsonObject).plugin = 'ran';
 
   const outId = derivedUuid(`${inTask.id}:process_event`);
-  const out = encodeTaskV2(processEventTask(toProcessEventKwargs(event, args), { id: outId, origin: 'w@h', parentId: inTask.id, rootId: inTask.rootId ?? inTask.id }));
-  const outTask = decodeOk(envelopeOk(buildEnvelope(out, { deliveryTag: 'd-10', exchange: '', routingKey: 'celery' })).message);
+  const out = encodeTaskV2(
+    processEventTask(toProcessEventKwargs(event, args), {
+      id: outId,
+      origin: 'w@h',
+      parentId: inTask.id,
+      rootId: inTask.rootId ?? inTask.id,
+    }),
+  );
+  const outTask = decodeOk(
+    envelopeOk(buildEnvelope(out, { deliveryTag: 'd-10', exchange: '', routingKey: 'celery' })).message,
+  );
   assert.equal(outTask.task, PROCESS_EVENT);
   assert.equal(outTask.id, outId);
   assert.equal(outTask.parentId, 'in-9');

@@ -62,7 +62,11 @@ test('parseEnvelope: raw (non-base64) body when body_encoding is absent or utf-8
       'content-type': 'application/json',
       'content-encoding': 'utf-8',
       headers: { lang: 'js', task: 'proj.add', id: 'raw-1' },
-      properties: { delivery_info: { exchange: '', routing_key: 'q' }, delivery_tag: 't1', ...(enc ? { body_encoding: enc } : {}) },
+      properties: {
+        delivery_info: { exchange: '', routing_key: 'q' },
+        delivery_tag: 't1',
+        ...(enc ? { body_encoding: enc } : {}),
+      },
     });
     const env = envelopeOk(text);
     assert.equal(env.priority, 0);
@@ -86,11 +90,23 @@ test('parseEnvelope: failures have precise reasons and never throw', () => {
   assert.match(reason('not json'), /^envelope is not valid JSON: .* \(text "not json"\)$/);
   assert.equal(reason('[1]'), 'envelope is not a JSON object (got array of 1)');
   assert.equal(reason(variant((e) => delete e.properties)), 'envelope has no properties object (got null)');
-  assert.equal(reason(variant((e) => delete e.properties.delivery_tag)), 'envelope properties.delivery_tag must be a non-empty string, got null');
-  assert.equal(reason(variant((e) => (e.properties.delivery_tag = 7))), 'envelope properties.delivery_tag must be a non-empty string, got number 7');
+  assert.equal(
+    reason(variant((e) => delete e.properties.delivery_tag)),
+    'envelope properties.delivery_tag must be a non-empty string, got null',
+  );
+  assert.equal(
+    reason(variant((e) => (e.properties.delivery_tag = 7))),
+    'envelope properties.delivery_tag must be a non-empty string, got number 7',
+  );
   const ctx = ' (delivery_tag afe1419a-f1ab-48ce-9462-46c59d03e463)';
-  assert.equal(reason(variant((e) => delete e.properties.delivery_info)), `envelope has no properties.delivery_info object${ctx}`);
-  assert.equal(reason(variant((e) => delete e.properties.delivery_info.exchange)), `envelope delivery_info.exchange must be a string, got null${ctx}`);
+  assert.equal(
+    reason(variant((e) => delete e.properties.delivery_info)),
+    `envelope has no properties.delivery_info object${ctx}`,
+  );
+  assert.equal(
+    reason(variant((e) => delete e.properties.delivery_info.exchange)),
+    `envelope delivery_info.exchange must be a string, got null${ctx}`,
+  );
   assert.equal(
     reason(variant((e) => (e.properties.delivery_info.routing_key = 3))),
     `envelope delivery_info.routing_key must be a string, got number 3${ctx}`,
@@ -98,9 +114,15 @@ test('parseEnvelope: failures have precise reasons and never throw', () => {
   assert.equal(reason(variant((e) => (e.body = 12))), `envelope body must be a string, got number 12${ctx}`);
   assert.equal(reason(variant((e) => (e.body = 'W1sy!!'))), `envelope body is not valid base64${ctx}`);
   assert.equal(reason(variant((e) => (e.body = 'W1s'))), `envelope body is not valid base64${ctx}`);
-  assert.equal(reason(variant((e) => (e.properties.body_encoding = 'hex'))), `unsupported envelope body_encoding "hex"${ctx}`);
+  assert.equal(
+    reason(variant((e) => (e.properties.body_encoding = 'hex'))),
+    `unsupported envelope body_encoding "hex"${ctx}`,
+  );
   assert.equal(reason(variant((e) => (e.headers = 'x'))), `envelope headers must be an object, got string "x"${ctx}`);
-  assert.equal(reason(variant((e) => (e['content-type'] = 5))), `envelope content-type must be a string, got number 5${ctx}`);
+  assert.equal(
+    reason(variant((e) => (e['content-type'] = 5))),
+    `envelope content-type must be a string, got number 5${ctx}`,
+  );
   assert.equal(
     reason(variant((e) => (e.headers.custom = { __type__: 'nope', __value__: 1 }))),
     `envelope headers: unknown kombu tagged value __type__ "nope"${ctx}`,
@@ -127,7 +149,10 @@ test('buildEnvelope: kombu envelope layout and content', () => {
   const text = buildEnvelope(msg, { deliveryTag: 'tag-7', exchange: '', routingKey: 'celery' });
   const env = JSON.parse(text);
   assert.deepEqual(Object.keys(env), ['body', 'content-encoding', 'content-type', 'headers', 'properties']);
-  assert.equal(env.body, Buffer.from('[[1],{},{"callbacks":null,"errbacks":null,"chain":null,"chord":null}]').toString('base64'));
+  assert.equal(
+    env.body,
+    Buffer.from('[[1],{},{"callbacks":null,"errbacks":null,"chain":null,"chord":null}]').toString('base64'),
+  );
   assert.equal(env['content-type'], 'application/json');
   assert.equal(env['content-encoding'], 'utf-8');
   assert.deepEqual(env.headers, msg.headers);
@@ -147,7 +172,12 @@ test('buildEnvelope: kombu envelope layout and content', () => {
 test('buildEnvelope: priority defaults to 0; stale transport keys are replaced', () => {
   const msg: RawMessage = {
     headers: { task: 't', id: 'i' },
-    properties: { correlation_id: 'i', delivery_tag: 'old', delivery_info: { exchange: 'x', routing_key: 'y' }, body_encoding: 'utf-8' },
+    properties: {
+      correlation_id: 'i',
+      delivery_tag: 'old',
+      delivery_info: { exchange: 'x', routing_key: 'y' },
+      body_encoding: 'utf-8',
+    },
     contentType: 'application/json',
     contentEncoding: 'utf-8',
     body: Buffer.from('[[],{},null]'),
@@ -165,14 +195,26 @@ test('buildEnvelope: priority defaults to 0; stale transport keys are replaced',
 test('buildEnvelope: refuses to build an envelope a Python worker would crash on', () => {
   const msg = encodeTaskV2({ task: 'proj.add', id: 'id-7', args: [], kwargs: {}, origin: 'w@h' });
   const opts = { deliveryTag: 't', exchange: '', routingKey: 'q' };
-  assert.throws(() => buildEnvelope(msg, { ...opts, deliveryTag: '' }), /deliveryTag must be a non-empty string, got string ""/);
-  assert.throws(() => buildEnvelope(msg, { ...opts, deliveryTag: undefined as never }), /deliveryTag must be a non-empty string, got null/);
-  assert.throws(() => buildEnvelope(msg, { ...opts, exchange: undefined as never }), /exchange must be a string, got null/);
+  assert.throws(
+    () => buildEnvelope(msg, { ...opts, deliveryTag: '' }),
+    /deliveryTag must be a non-empty string, got string ""/,
+  );
+  assert.throws(
+    () => buildEnvelope(msg, { ...opts, deliveryTag: undefined as never }),
+    /deliveryTag must be a non-empty string, got null/,
+  );
+  assert.throws(
+    () => buildEnvelope(msg, { ...opts, exchange: undefined as never }),
+    /exchange must be a string, got null/,
+  );
   assert.throws(() => buildEnvelope(msg, { ...opts, routingKey: '' }), /routingKey must be a non-empty string/);
   assert.throws(() => buildEnvelope(msg, undefined as never), /options are required/);
   assert.throws(() => buildEnvelope({ ...msg, body: 'x' as never }, opts), /body must be a Buffer/);
   assert.throws(() => buildEnvelope({ ...msg, contentType: '' }, opts), /contentType must be a non-empty string/);
-  assert.throws(() => buildEnvelope({ ...msg, properties: { priority: 'high' } }, opts), /priority must be a non-negative integer, got string "high"/);
+  assert.throws(
+    () => buildEnvelope({ ...msg, properties: { priority: 'high' } }, opts),
+    /priority must be a non-negative integer, got string "high"/,
+  );
   assert.throws(
     () => buildEnvelope({ ...msg, headers: { ...msg.headers, x: { __type__: 'a', __value__: 1 } } }, opts),
     /buildEnvelope: .*__type__ and __value__/,
@@ -184,7 +226,7 @@ test('round trip: encodeTaskV2 → buildEnvelope → parseEnvelope → decodeTas
     task: 'posthog.tasks.process_event.process_event',
     id: 'rt-1',
     args: [],
-    kwargs: { distinct_id: 'd', data: { event: '$pageview', properties: { 'ü': [1, 2.5, null] } }, team_id: 2 },
+    kwargs: { distinct_id: 'd', data: { event: '$pageview', properties: { ü: [1, 2.5, null] } }, team_id: 2 },
     origin: 'w@h',
     priority: 3,
     eta: new Date('2030-01-01T00:00:00.123Z'),
@@ -203,7 +245,11 @@ test('round trip: encodeTaskV2 → buildEnvelope → parseEnvelope → decodeTas
   assert.equal(r.task.id, 'rt-1');
   assert.equal(r.task.task, 'posthog.tasks.process_event.process_event');
   assert.deepEqual(r.task.args, []);
-  assert.deepEqual(r.task.kwargs, { distinct_id: 'd', data: { event: '$pageview', properties: { 'ü': [1, 2.5, null] } }, team_id: 2 });
+  assert.deepEqual(r.task.kwargs, {
+    distinct_id: 'd',
+    data: { event: '$pageview', properties: { ü: [1, 2.5, null] } },
+    team_id: 2,
+  });
   assert.equal(r.task.eta?.toISOString(), '2030-01-01T00:00:00.123Z');
   assert.equal(r.task.parentId, 'in-1');
   assert.equal(r.task.rootId, 'in-1');
@@ -212,7 +258,18 @@ test('round trip: encodeTaskV2 → buildEnvelope → parseEnvelope → decodeTas
 
 test('priorityKey: kombu steps [0, 3, 6, 9], clamping, bare queue for step 0', () => {
   const keys = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9].map((p) => priorityKey('q', p));
-  assert.deepEqual(keys, ['q', 'q', 'q', `q${SEP}3`, `q${SEP}3`, `q${SEP}3`, `q${SEP}6`, `q${SEP}6`, `q${SEP}6`, `q${SEP}9`]);
+  assert.deepEqual(keys, [
+    'q',
+    'q',
+    'q',
+    `q${SEP}3`,
+    `q${SEP}3`,
+    `q${SEP}3`,
+    `q${SEP}6`,
+    `q${SEP}6`,
+    `q${SEP}6`,
+    `q${SEP}9`,
+  ]);
   assert.equal(priorityKey('q', 15), `q${SEP}9`);
   assert.equal(priorityKey('q', 255), `q${SEP}9`);
   assert.equal(priorityKey('q', -4), 'q');
@@ -226,7 +283,16 @@ test('priorityKey: kombu steps [0, 3, 6, 9], clamping, bare queue for step 0', (
 
 test('consumeKeys: BRPOP order, priority 0 first, steps outer and queues inner', () => {
   assert.deepEqual(consumeKeys('q'), ['q', `q${SEP}3`, `q${SEP}6`, `q${SEP}9`]);
-  assert.deepEqual(consumeKeys(['a', 'b']), ['a', 'b', `a${SEP}3`, `b${SEP}3`, `a${SEP}6`, `b${SEP}6`, `a${SEP}9`, `b${SEP}9`]);
+  assert.deepEqual(consumeKeys(['a', 'b']), [
+    'a',
+    'b',
+    `a${SEP}3`,
+    `b${SEP}3`,
+    `a${SEP}6`,
+    `b${SEP}6`,
+    `a${SEP}9`,
+    `b${SEP}9`,
+  ]);
   assert.deepEqual(consumeKeys('q', { sep: '|', steps: [0, 5] }), ['q', 'q|5']);
   assert.equal(queueFromKey(`q${SEP}3`), 'q');
   assert.equal(queueFromKey('q'), 'q');
@@ -245,7 +311,10 @@ test('parseUnackedRecord: returns the embedded envelope text verbatim', () => {
   assert.equal(rec.envelopeText, V2_PLAIN);
   assert.equal(rec.exchange, '');
   assert.equal(rec.routingKey, 'research-q');
-  assert.equal((rec.envelope.properties as Record<string, unknown>).delivery_tag, 'afe1419a-f1ab-48ce-9462-46c59d03e463');
+  assert.equal(
+    (rec.envelope.properties as Record<string, unknown>).delivery_tag,
+    'afe1419a-f1ab-48ce-9462-46c59d03e463',
+  );
   // Our own record with awkward strings survives too.
   const env = '{"body": "e30=", "headers": {"q": "a\\"],\\"b"}, "properties": {}}';
   const own = parseUnackedRecord(unackedRecord(env, 'ex "1"', 'rk\\]'));
@@ -284,7 +353,9 @@ test('markRedelivered: sets both flags like kombu restore; delivery tag and body
   tagged.headers.t = { __type__: 'datetime', __value__: '2026-01-01T00:00:00' };
   assert.deepEqual(JSON.parse(markRedelivered(JSON.stringify(tagged))).headers.t, tagged.headers.t);
   // No headers object: kombu's KeyError stops before marking anything.
-  assert.deepEqual(JSON.parse(markRedelivered('{"properties": {"delivery_info": {}}}')), { properties: { delivery_info: {} } });
+  assert.deepEqual(JSON.parse(markRedelivered('{"properties": {"delivery_info": {}}}')), {
+    properties: { delivery_info: {} },
+  });
   assert.throws(() => markRedelivered('nope'), /markRedelivered: envelope is not valid JSON/);
   assert.throws(() => markRedelivered('[]'), /markRedelivered: envelope is not a JSON object/);
 });

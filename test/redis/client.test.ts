@@ -25,7 +25,10 @@ describe('createRedisClient: no await on Redis without an end', () => {
 
   const killByName = async (name: string): Promise<void> => {
     const list = (await admin.client('LIST')) as string;
-    const ids = list.split('\n').filter((l) => l.includes(` name=${name} `)).map((l) => /(?:^| )id=(\d+)/.exec(l)?.[1]);
+    const ids = list
+      .split('\n')
+      .filter((l) => l.includes(` name=${name} `))
+      .map((l) => /(?:^| )id=(\d+)/.exec(l)?.[1]);
     assert.ok(ids.length > 0, `a connection named ${name}`);
     for (const id of ids) await admin.client('KILL', 'ID', id as string);
   };
@@ -38,9 +41,16 @@ describe('createRedisClient: no await on Redis without an end', () => {
       // Blocks 30 s unless the connection goes: the reply is only ever "lost".
       const pending = client.blpop('bounded:never', 30);
       const pendingMulti = client.multi().set('bounded:a', '1').blpop('bounded:never', 30).exec();
-      await waitUntil(async () => ((await admin.client('LIST')) as string).includes('cmd=blpop'), 10_000, 'BLPOP on the server');
+      await waitUntil(
+        async () => ((await admin.client('LIST')) as string).includes('cmd=blpop'),
+        10_000,
+        'BLPOP on the server',
+      );
       await killByName('bounded-kill');
-      await assert.rejects(pending, /connection to Redis closed before the reply to BLPOP \(bounded-kill\): it may or may not have run/);
+      await assert.rejects(
+        pending,
+        /connection to Redis closed before the reply to BLPOP \(bounded-kill\): it may or may not have run/,
+      );
       await assert.rejects(pendingMulti);
       // Reconnects by itself (with its name) and serves the next command.
       assert.equal(await waitUntil(() => client.ping().catch(() => null), 10_000, 'PONG again'), 'PONG');
@@ -58,7 +68,11 @@ describe('createRedisClient: no await on Redis without an end', () => {
     try {
       // Written, unanswered (blocking), then its connection is killed: the socket timer was armed for it.
       const pending = client.blpop('bounded:never', 30);
-      await waitUntil(async () => ((await admin.client('LIST')) as string).includes('name=bounded-stale age'), 10_000, 'the connection');
+      await waitUntil(
+        async () => ((await admin.client('LIST')) as string).includes('name=bounded-stale age'),
+        10_000,
+        'the connection',
+      );
       await killByName('bounded-stale');
       await assert.rejects(pending);
       await waitUntil(() => client.ping().catch(() => null), 10_000, 'PONG again');
@@ -66,7 +80,10 @@ describe('createRedisClient: no await on Redis without an end', () => {
       // Past the moment the old connection's timer would have fired (3 s after the BLPOP was written).
       await new Promise((r) => setTimeout(r, 4_000));
       assert.equal(await client.client('ID'), id, 'still the same connection');
-      assert.deepEqual(errors.filter((e) => /Socket timeout/.test(e)), []);
+      assert.deepEqual(
+        errors.filter((e) => /Socket timeout/.test(e)),
+        [],
+      );
     } finally {
       client.disconnect();
     }

@@ -36,7 +36,7 @@ async function main(): Promise<void> {
     } else {
       const jobs = new JobStore(db);
       const ids: number[] = [];
-      for (let idle = 0; idle < req.idleRounds; ) {
+      for (let idle = 0; idle < req.idleRounds;) {
         const claimed = await jobs.claimDue(req.workerId, req.limit, req.leaseMs);
         if (claimed.length === 0) {
           idle++;
@@ -44,7 +44,8 @@ async function main(): Promise<void> {
         }
         idle = 0;
         for (const j of claimed) {
-          if (!(await jobs.complete(j.id, req.workerId))) throw new Error(`job ${j.id} claimed but not completable by ${req.workerId}`);
+          if (!(await jobs.complete(j.id, req.workerId)))
+            throw new Error(`job ${j.id} claimed but not completable by ${req.workerId}`);
           ids.push(j.id);
         }
       }

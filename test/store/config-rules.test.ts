@@ -27,8 +27,15 @@ describe('whyConfigDoesNotRun', () => {
   });
   it("2021–2023: the plugin is the team's organization's, or global", () => {
     assert.equal(whyConfigDoesNotRun({ ...base, ...org }, both), null);
-    assert.match(String(whyConfigDoesNotRun({ ...base, ...org, pluginOrganizationId: 'B' }, both)), /another organization/);
+    assert.match(
+      String(whyConfigDoesNotRun({ ...base, ...org, pluginOrganizationId: 'B' }, both)),
+      /another organization/,
+    );
     assert.equal(whyConfigDoesNotRun({ ...base, ...org, pluginOrganizationId: 'B', pluginIsGlobal: true }, both), null);
-    assert.equal(whyConfigDoesNotRun({ ...base, ...org, pluginOrganizationId: 'B' }, level), null, 'the 2024 server dropped that rule');
+    assert.equal(
+      whyConfigDoesNotRun({ ...base, ...org, pluginOrganizationId: 'B' }, level),
+      null,
+      'the 2024 server dropped that rule',
+    );
   });
 });

@@ -26,7 +26,13 @@ for (const target of apiDatabases('jobs')) {
   describe(`JobStore on ${target.label}`, () => {
     let db: Knex;
     let jobs: JobStore;
-    const job = (name: string, runAt: Date, pluginConfigId = 1) => ({ pluginConfigId, teamId: 2, name, payloadJson: JSON.stringify({ name, 'é': [1] }), runAt });
+    const job = (name: string, runAt: Date, pluginConfigId = 1) => ({
+      pluginConfigId,
+      teamId: 2,
+      name,
+      payloadJson: JSON.stringify({ name, é: [1] }),
+      runAt,
+    });
 
     before(async () => {
       await target.setup();
@@ -50,13 +56,27 @@ for (const target of apiDatabases('jobs')) {
       const third = await jobs.enqueue(job('third', at(-5)));
       assert.deepEqual(await jobs.nextRunAt(), at(-10));
       const claimed = await jobs.claimDue('w1', 2, 1_000, T0);
-      assert.deepEqual(claimed.map((j) => j.id), [first, third]);
+      assert.deepEqual(
+        claimed.map((j) => j.id),
+        [first, third],
+      );
       assert.deepEqual(claimed[0], {
-        id: first, pluginConfigId: 1, teamId: 2, name: 'first', payloadJson: '{"name":"first","é":[1]}',
-        runAt: at(-10), attempts: 1, lockedUntil: at(1_000), createdAt: claimed[0].createdAt,
+        id: first,
+        pluginConfigId: 1,
+        teamId: 2,
+        name: 'first',
+        payloadJson: '{"name":"first","é":[1]}',
+        runAt: at(-10),
+        attempts: 1,
+        lockedUntil: at(1_000),
+        createdAt: claimed[0].createdAt,
       });
       assert.ok(claimed[0].createdAt.getTime() > 0);
-      assert.deepEqual((await jobs.claimDue('w2', 10, 1_000, T0)).map((j) => j.id), [second], 'held jobs are skipped');
+      assert.deepEqual(
+        (await jobs.claimDue('w2', 10, 1_000, T0)).map((j) => j.id),
+        [second],
+        'held jobs are skipped',
+      );
       assert.deepEqual(await jobs.claimDue('w2', 10, 1_000, T0), []);
       assert.deepEqual((await jobs.claimDue('w2', 10, 1_000, at(5_000))).map((j) => j.id).includes(late), true);
     });
@@ -67,7 +87,10 @@ for (const target of apiDatabases('jobs')) {
       assert.deepEqual(await jobs.claimDue('w2', 5, 1_000, at(999)), [], 'lease still running');
       assert.deepEqual(await jobs.nextRunAt(), at(1_000), 'a held job is next claimable when its lease ends');
       const again = await jobs.claimDue('w2', 5, 1_000, at(1_000));
-      assert.deepEqual(again.map((j) => [j.id, j.attempts]), [[id, 2]]);
+      assert.deepEqual(
+        again.map((j) => [j.id, j.attempts]),
+        [[id, 2]],
+      );
       assert.equal(await jobs.complete(id, 'dead-worker'), false);
       assert.equal(await jobs.extend(id, 'dead-worker', 1_000, at(1_000)), false);
       assert.equal(await jobs.release(id, 'dead-worker', at(0)), false);
@@ -92,7 +115,10 @@ for (const target of apiDatabases('jobs')) {
       assert.deepEqual(await jobs.nextRunAt(), at(60_000));
       assert.deepEqual(await jobs.claimDue('intruder', 1, 1_000, at(59_999)), [], 'released for later: not due yet');
       const retried = await jobs.claimDue('intruder', 1, 1_000, at(60_000));
-      assert.deepEqual(retried.map((j) => [j.id, j.attempts]), [[id, 2]]);
+      assert.deepEqual(
+        retried.map((j) => [j.id, j.attempts]),
+        [[id, 2]],
+      );
       assert.equal(await jobs.complete(id, 'holder'), false);
       assert.equal(await jobs.complete(id, 'intruder'), true);
       assert.equal(await db('posthog_plugins_job').where({ id }).first(), undefined, 'completed jobs are deleted');
@@ -110,7 +136,10 @@ for (const target of apiDatabases('jobs')) {
       const id = await jobs.enqueue(job('persisted', at(0)));
       const restarted = target.open();
       try {
-        assert.deepEqual((await new JobStore(restarted).claimDue('new-process', 5, 1_000, T0)).map((j) => j.id), [id]);
+        assert.deepEqual(
+          (await new JobStore(restarted).claimDue('new-process', 5, 1_000, T0)).map((j) => j.id),
+          [id],
+        );
       } finally {
         await restarted.destroy();
       }
@@ -133,10 +162,19 @@ for (const target of apiDatabases('jobs')) {
             }
           };
           await Promise.all([claimer(a, 'a1'), claimer(b, 'b1'), claimer(a, 'a2'), claimer(b, 'b2')]);
-          assert.equal(got.length, ids.size, `round ${round}: ${got.length} claims for ${ids.size} jobs (a job was claimed twice or missed)`);
+          assert.equal(
+            got.length,
+            ids.size,
+            `round ${round}: ${got.length} claims for ${ids.size} jobs (a job was claimed twice or missed)`,
+          );
           assert.deepEqual(new Set(got), ids);
-          const attempts = (await db('posthog_plugins_job').whereIn('id', [...ids]).pluck('attempts')) as unknown[];
-          assert.ok(attempts.every((n) => Number(n) === 1), `round ${round}: every job claimed exactly once`);
+          const attempts = (await db('posthog_plugins_job')
+            .whereIn('id', [...ids])
+            .pluck('attempts')) as unknown[];
+          assert.ok(
+            attempts.every((n) => Number(n) === 1),
+            `round ${round}: every job claimed exactly once`,
+          );
           await db('posthog_plugins_job').delete();
         }
       } finally {
@@ -147,12 +185,24 @@ for (const target of apiDatabases('jobs')) {
     it('three processes claiming at once never get the same job', async () => {
       for (let round = 0; round < 3; round++) {
         const ids = new Set<number>();
-        for (let i = 0; i < 150; i++) ids.add(await jobs.enqueue(job(`p${round}-${i}`, new Date(Date.now() - 1_000 - i))));
+        for (let i = 0; i < 150; i++)
+          ids.add(await jobs.enqueue(job(`p${round}-${i}`, new Date(Date.now() - 1_000 - i))));
         const answers = await runChildren<number[]>(
-          ['p1', 'p2', 'p3'].map((workerId) => ({ op: 'claim', target: target.target, workerId, limit: 2, leaseMs: 60_000, idleRounds: 3 })),
+          ['p1', 'p2', 'p3'].map((workerId) => ({
+            op: 'claim',
+            target: target.target,
+            workerId,
+            limit: 2,
+            leaseMs: 60_000,
+            idleRounds: 3,
+          })),
         );
         const all = answers.flat();
-        assert.equal(all.length, ids.size, `round ${round}: ${all.length} jobs done for ${ids.size} enqueued (per process: ${answers.map((a) => a.length).join(', ')})`);
+        assert.equal(
+          all.length,
+          ids.size,
+          `round ${round}: ${all.length} jobs done for ${ids.size} enqueued (per process: ${answers.map((a) => a.length).join(', ')})`,
+        );
         assert.deepEqual(new Set(all), ids);
         assert.equal(Number((await db('posthog_plugins_job').count({ n: '*' }))[0].n), 0, 'all completed');
       }

@@ -3,7 +3,12 @@ import { after, before, beforeEach, describe, it } from 'node:test';
 import type { Knex } from 'knex';
 import { databaseKind } from '../../src/store/database';
 import { migrate } from '../../src/store/migrate';
-import { logTypeFor, PluginLogEntryInput, PluginLogWriter, PluginLogWriterOptions } from '../../src/store/plugin-log-writer';
+import {
+  logTypeFor,
+  PluginLogEntryInput,
+  PluginLogWriter,
+  PluginLogWriterOptions,
+} from '../../src/store/plugin-log-writer';
 import { captureLogger, CapturedLog } from '../plugins/helpers';
 import { waitUntil } from '../helpers/services';
 import { apiDatabases } from './api-databases';
@@ -16,11 +21,18 @@ function entry(message: string, extra: Partial<PluginLogEntryInput> = {}): Plugi
   return { teamId: 2, pluginId: 3, pluginConfigId: 4, source: 'CONSOLE', type: 'LOG', message, ...extra };
 }
 
-const matching = (logs: CapturedLog[], level: string, re: RegExp): CapturedLog[] => logs.filter((l) => l.level === level && re.test(l.message));
+const matching = (logs: CapturedLog[], level: string, re: RegExp): CapturedLog[] =>
+  logs.filter((l) => l.level === level && re.test(l.message));
 
 describe('logTypeFor', () => {
   it('maps console levels to PostHog log types', () => {
-    assert.deepEqual((['debug', 'log', 'info', 'warn', 'error'] as const).map(logTypeFor), ['DEBUG', 'LOG', 'INFO', 'WARN', 'ERROR']);
+    assert.deepEqual((['debug', 'log', 'info', 'warn', 'error'] as const).map(logTypeFor), [
+      'DEBUG',
+      'LOG',
+      'INFO',
+      'WARN',
+      'ERROR',
+    ]);
   });
 });
 
@@ -29,7 +41,9 @@ for (const target of apiDatabases('logs')) {
     let db: Knex;
     let writers: PluginLogWriter[] = [];
     const messages = async (): Promise<string[]> =>
-      ((await db(T).orderBy([{ column: 'timestamp' }, { column: 'message' }]).pluck('message')) as string[]);
+      (await db(T)
+        .orderBy([{ column: 'timestamp' }, { column: 'message' }])
+        .pluck('message')) as string[];
     const open = (opts: Partial<PluginLogWriterOptions> = {}): { writer: PluginLogWriter; logs: CapturedLog[] } => {
       const { logger, logs } = captureLogger();
       const writer = new PluginLogWriter(db, { instanceId: INSTANCE, flushIntervalMs: HOUR, logger, ...opts });
@@ -72,7 +86,9 @@ for (const target of apiDatabases('logs')) {
       assert.match(String(short.id), /^[0-9a-f-]{36}$/);
       assert.equal(new Set(rows.map((r) => r.id)).size, 4, 'each entry has its own uuid');
       assert.deepEqual(
-        [short.team_id, short.plugin_id, short.plugin_config_id, short.source, short.type, short.instance_id].map(String),
+        [short.team_id, short.plugin_id, short.plugin_config_id, short.source, short.type, short.instance_id].map(
+          String,
+        ),
         ['2', '3', '4', 'SYSTEM', 'INFO', INSTANCE],
       );
       if (databaseKind(db) === 'postgres') assert.deepEqual(short.timestamp, ts);
@@ -107,13 +123,21 @@ for (const target of apiDatabases('logs')) {
         await assert.rejects(writer.flush());
         await assert.rejects(writer.flush());
         assert.equal(writer.pending, 100);
-        assert.equal(matching(logs, 'warn', /cannot write to posthog_pluginlogentry, will retry/).length, 1, 'one warning per outage');
+        assert.equal(
+          matching(logs, 'warn', /cannot write to posthog_pluginlogentry, will retry/).length,
+          1,
+          'one warning per outage',
+        );
       } finally {
         await heal();
       }
       await writer.flush();
       const written = await messages();
-      assert.deepEqual(written.slice().sort(), Array.from({ length: 100 }, (_, i) => `m${String(150 + i)}`), 'the oldest 150 were dropped');
+      assert.deepEqual(
+        written.slice().sort(),
+        Array.from({ length: 100 }, (_, i) => `m${String(150 + i)}`),
+        'the oldest 150 were dropped',
+      );
       assert.equal(matching(logs, 'warn', /dropped the 150 oldest entries \(queue limit 100/).length, 1);
       assert.equal(matching(logs, 'warn', /dropped/).length, 1);
       assert.equal(matching(logs, 'info', /writing to the database again/).length, 1);
@@ -135,18 +159,18 @@ for (const target of apiDatabases('logs')) {
     it('rows the database rejects for good are dropped alone; the rest of the batch is written', async () => {
       await breakTable();
       try {
-      // a table that refuses one row, as a foreign key to a deleted plugin config would in PostHog's schema
-      await db.schema.createTable(T, (t) => {
-        t.uuid('id').primary('pluginlogentry_check_test_pkey');
-        t.integer('team_id').notNullable();
-        t.integer('plugin_id').notNullable();
-        t.integer('plugin_config_id').notNullable().checkPositive();
-        t.specificType('timestamp', databaseKind(db) === 'postgres' ? 'timestamptz' : 'text').notNullable();
-        t.string('source', 20).notNullable();
-        t.string('type', 20).notNullable();
-        t.text('message').notNullable();
-        t.uuid('instance_id').notNullable();
-      });
+        // a table that refuses one row, as a foreign key to a deleted plugin config would in PostHog's schema
+        await db.schema.createTable(T, (t) => {
+          t.uuid('id').primary('pluginlogentry_check_test_pkey');
+          t.integer('team_id').notNullable();
+          t.integer('plugin_id').notNullable();
+          t.integer('plugin_config_id').notNullable().checkPositive();
+          t.specificType('timestamp', databaseKind(db) === 'postgres' ? 'timestamptz' : 'text').notNullable();
+          t.string('source', 20).notNullable();
+          t.string('type', 20).notNullable();
+          t.text('message').notNullable();
+          t.uuid('instance_id').notNullable();
+        });
         const { writer, logs } = open();
         writer.add(entry('good-1'));
         writer.add(entry('refused', { pluginConfigId: -1 }));

@@ -29,7 +29,9 @@ for (const target of apiDatabases('storage')) {
       await storage.set(1, 'k', 'null');
       assert.equal(await storage.get(1, 'k'), 'null', 'upsert replaces; JSON null is a stored value, not absence');
       assert.equal(await storage.get(2, 'k'), '"other config"');
-      const rows = (await db('posthog_pluginstorage').where({ plugin_config_id: 1 }).select('key', 'value')) as unknown[];
+      const rows = (await db('posthog_pluginstorage')
+        .where({ plugin_config_id: 1 })
+        .select('key', 'value')) as unknown[];
       assert.deepEqual(rows, [{ key: 'k', value: 'null' }], 'one row per (config, key)');
       await storage.del(1, 'k');
       await storage.del(1, 'never-set');
@@ -42,7 +44,12 @@ for (const target of apiDatabases('storage')) {
       await storage.set(3, emojiKey, '1');
       assert.equal(await storage.get(3, emojiKey), '1');
       const long = 'x'.repeat(STORAGE_KEY_MAX_CHARS + 1);
-      for (const op of [() => storage.get(3, long), () => storage.set(3, long, '1'), () => storage.del(3, long), () => storage.cursorIncrement(3, long, 1)]) {
+      for (const op of [
+        () => storage.get(3, long),
+        () => storage.set(3, long, '1'),
+        () => storage.del(3, long),
+        () => storage.cursorIncrement(3, long, 1),
+      ]) {
         await assert.rejects(op, /201 characters, the limit is 200/);
       }
     });
@@ -67,8 +74,13 @@ for (const target of apiDatabases('storage')) {
       try {
         const a = new PluginStorage(db);
         const b = new PluginStorage(other);
-        const values = await Promise.all(Array.from({ length: 200 }, (_, i) => (i % 2 ? a : b).cursorIncrement(5, 'pools', 1)));
-        assert.deepEqual([...values].sort((x, y) => x - y), Array.from({ length: 200 }, (_, i) => i + 1));
+        const values = await Promise.all(
+          Array.from({ length: 200 }, (_, i) => (i % 2 ? a : b).cursorIncrement(5, 'pools', 1)),
+        );
+        assert.deepEqual(
+          [...values].sort((x, y) => x - y),
+          Array.from({ length: 200 }, (_, i) => i + 1),
+        );
         assert.equal(await storage.get(5, 'pools'), '200');
       } finally {
         await other.destroy();
@@ -78,10 +90,20 @@ for (const target of apiDatabases('storage')) {
     it('concurrent increments from three processes lose no update (every value returned exactly once)', async () => {
       const perChild = 300;
       const answers = await runChildren<number[]>(
-        [1, 2, 3].map(() => ({ op: 'increment', target: target.target, configId: 6, key: 'procs', count: perChild, parallel: 4 })),
+        [1, 2, 3].map(() => ({
+          op: 'increment',
+          target: target.target,
+          configId: 6,
+          key: 'procs',
+          count: perChild,
+          parallel: 4,
+        })),
       );
       const all = answers.flat().sort((x, y) => x - y);
-      assert.deepEqual(all, Array.from({ length: 3 * perChild }, (_, i) => i + 1));
+      assert.deepEqual(
+        all,
+        Array.from({ length: 3 * perChild }, (_, i) => i + 1),
+      );
       assert.equal(await storage.get(6, 'procs'), String(3 * perChild));
     });
   });

@@ -91,7 +91,12 @@ describe('PostgreSQL', { concurrency: 1 }, () => {
     });
 
     it('installs into Django tables (NOT NULL columns filled, organization picked) and loads through them', async () => {
-      const pluginId = await store.installPlugin({ name: 'adder', pluginType: 'local', url: 'file:add-property', configSchema: { a: { type: 'string' } } });
+      const pluginId = await store.installPlugin({
+        name: 'adder',
+        pluginType: 'local',
+        url: 'file:add-property',
+        configSchema: { a: { type: 'string' } },
+      });
       const row = (await db('posthog_plugin').where('id', pluginId).first()) as Record<string, unknown>;
       assert.equal(row.organization_id, '0188c2a3-1111-4222-8333-444455556666');
       assert.equal(row.is_global, false);
@@ -103,27 +108,69 @@ describe('PostgreSQL', { concurrency: 1 }, () => {
       // a source plugin as newer PostHog stores it (posthog_plugin has no source column here)
       const [{ id: srcPlugin }] = (await db('posthog_plugin')
         .insert({
-          name: 'editor plugin', plugin_type: 'source', config_schema: '{}', from_json: false, from_web: false, is_global: false, is_preinstalled: false,
-          capabilities: '{}', organization_id: '0188c2a3-1111-4222-8333-444455556666', archive: null,
+          name: 'editor plugin',
+          plugin_type: 'source',
+          config_schema: '{}',
+          from_json: false,
+          from_web: false,
+          is_global: false,
+          is_preinstalled: false,
+          capabilities: '{}',
+          organization_id: '0188c2a3-1111-4222-8333-444455556666',
+          archive: null,
         })
         .returning('id')) as Array<{ id: number }>;
       await db('posthog_pluginsourcefile').insert([
-        { id: '0188c2a3-0000-4000-8000-000000000001', plugin_id: srcPlugin, filename: 'plugin.json', source: '{"name":"editor plugin","main":"index.ts"}' },
-        { id: '0188c2a3-0000-4000-8000-000000000002', plugin_id: srcPlugin, filename: 'index.ts', source: 'export function processEvent(e: any) { e.properties.editor = "yes ✓"; return e }' },
+        {
+          id: '0188c2a3-0000-4000-8000-000000000001',
+          plugin_id: srcPlugin,
+          filename: 'plugin.json',
+          source: '{"name":"editor plugin","main":"index.ts"}',
+        },
+        {
+          id: '0188c2a3-0000-4000-8000-000000000002',
+          plugin_id: srcPlugin,
+          filename: 'index.ts',
+          source: 'export function processEvent(e: any) { e.properties.editor = "yes ✓"; return e }',
+        },
       ]);
-      await db('posthog_pluginconfig').insert({ team_id: 1, plugin_id: srcPlugin, enabled: true, order: 1, config: '{}', created_at: new Date(), updated_at: new Date() });
-      await store.addAttachment({ pluginConfigId: cfg, teamId: 1, key: 'k', contentType: 'text/plain', fileName: 'k.txt', contents: Buffer.from([0xe2, 0x9c, 0x93]) });
+      await db('posthog_pluginconfig').insert({
+        team_id: 1,
+        plugin_id: srcPlugin,
+        enabled: true,
+        order: 1,
+        config: '{}',
+        created_at: new Date(),
+        updated_at: new Date(),
+      });
+      await store.addAttachment({
+        pluginConfigId: cfg,
+        teamId: 1,
+        key: 'k',
+        contentType: 'text/plain',
+        fileName: 'k.txt',
+        contents: Buffer.from([0xe2, 0x9c, 0x93]),
+      });
 
       const loaded = await store.loadEnabledConfigs();
-      assert.deepEqual(loaded.map((l) => [l.teamId, l.order, l.plugin.name]), [
-        [1, 1, 'editor plugin'],
-        [1, 2, 'adder'],
-      ]);
+      assert.deepEqual(
+        loaded.map((l) => [l.teamId, l.order, l.plugin.name]),
+        [
+          [1, 1, 'editor plugin'],
+          [1, 2, 'adder'],
+        ],
+      );
       assert.deepEqual(loaded[0].plugin.sourceFiles?.['index.ts']?.includes('editor'), true);
       assert.equal(loaded[1].attachments[0].contents.toString(), '✓');
       assert.equal((await store.listConfigs()).length, 2, 'deleted configs are not listed');
 
-      await store.setError(cfg, { message: 'x', time: new Date().toISOString(), name: 'Error', stack: 's', event: { a: [1] } });
+      await store.setError(cfg, {
+        message: 'x',
+        time: new Date().toISOString(),
+        name: 'Error',
+        stack: 's',
+        event: { a: [1] },
+      });
       const raw = (await db('posthog_pluginconfig').select('error').where('id', cfg).first()) as { error: unknown };
       assert.deepEqual(raw.error, JSON.parse(JSON.stringify(await store.getError(cfg))));
       assert.equal(typeof raw.error, 'object');
@@ -132,7 +179,11 @@ describe('PostgreSQL', { concurrency: 1 }, () => {
     it('PluginManager runs a chain straight from Django tables', async () => {
       const { logger } = captureLogger();
       const path = await import('node:path');
-      const manager = await PluginManager.create({ store, baseDir: path.resolve(__dirname, '../../../fixtures/plugins'), logger });
+      const manager = await PluginManager.create({
+        store,
+        baseDir: path.resolve(__dirname, '../../../fixtures/plugins'),
+        logger,
+      });
       try {
         const [e] = await manager.runChain(1, [makeEvent('x')]);
         assert.equal(props(e).editor, 'yes ✓');

@@ -47,9 +47,15 @@ describe('openDatabase / describeDatabaseUrl', () => {
   });
 
   it('rejects unknown URLs clearly and masks passwords', () => {
-    assert.throws(() => openDatabase('mysql://u:hunter2@h/db'), (e: Error) => /Unsupported database URL/.test(e.message) && !e.message.includes('hunter2'));
+    assert.throws(
+      () => openDatabase('mysql://u:hunter2@h/db'),
+      (e: Error) => /Unsupported database URL/.test(e.message) && !e.message.includes('hunter2'),
+    );
     assert.throws(() => openDatabase('sqlite:'), /missing path/);
-    assert.equal(describeDatabaseUrl('postgres://user:hunter2@db.example:5432/posthog'), 'postgres://user:***@db.example:5432/posthog');
+    assert.equal(
+      describeDatabaseUrl('postgres://user:hunter2@db.example:5432/posthog'),
+      'postgres://user:***@db.example:5432/posthog',
+    );
     assert.equal(describeDatabaseUrl('postgresql://user@h/db'), 'postgresql://user@h/db');
     assert.equal(describeDatabaseUrl('sqlite:data.sqlite3'), 'sqlite:data.sqlite3');
     assert.ok(!describeDatabaseUrl('weird://u:p@ss@h').includes('p@ss'));

@@ -23,13 +23,37 @@ export function storeSuite(label: string, open: () => Promise<Knex>, cleanup: (d
       assert.deepEqual(await migrate(db), []);
       for (const t of [...PLUGIN_TABLES, ...OWN_TABLES]) assert.ok(await db.schema.hasTable(t), t);
       const cols = Object.keys(await db('posthog_pluginconfig').columnInfo()).sort();
-      assert.deepEqual(cols, ['config', 'created_at', 'enabled', 'error', 'id', 'order', 'plugin_id', 'team_id', 'updated_at']);
+      assert.deepEqual(cols, [
+        'config',
+        'created_at',
+        'enabled',
+        'error',
+        'id',
+        'order',
+        'plugin_id',
+        'team_id',
+        'updated_at',
+      ]);
     });
 
     it('installPlugin / createConfig / loadEnabledConfigs: filter, join, order by team, order, id', async () => {
-      const p1 = await store.installPlugin({ name: 'first', pluginType: 'local', url: 'file:a', configSchema: [{ key: 'x', type: 'string' }] });
-      const p2 = await store.installPlugin({ name: 'second', pluginType: 'custom', url: 'https://github.com/x/y', archive });
-      const p3 = await store.installPlugin({ name: 'third', pluginType: 'source', source: 'export function processEvent(e) { return e }' });
+      const p1 = await store.installPlugin({
+        name: 'first',
+        pluginType: 'local',
+        url: 'file:a',
+        configSchema: [{ key: 'x', type: 'string' }],
+      });
+      const p2 = await store.installPlugin({
+        name: 'second',
+        pluginType: 'custom',
+        url: 'https://github.com/x/y',
+        archive,
+      });
+      const p3 = await store.installPlugin({
+        name: 'third',
+        pluginType: 'source',
+        source: 'export function processEvent(e) { return e }',
+      });
       assert.ok(p1 > 0 && p2 > p1 && p3 > p2);
       const c = {
         t2o5: await store.createConfig({ pluginId: p1, teamId: 2, order: 5, config: { a: '1' } }),
@@ -40,9 +64,19 @@ export function storeSuite(label: string, open: () => Promise<Knex>, cleanup: (d
         noTeam: await store.createConfig({ pluginId: p1, teamId: null, order: 0 }),
         orphan: await store.createConfig({ pluginId: 9999, teamId: 1, order: 2 }),
       };
-      await store.addAttachment({ pluginConfigId: c.t1o3, teamId: 1, key: 'key', contentType: 'application/json', fileName: 'k.json', contents: Buffer.from('{"é":1}') });
+      await store.addAttachment({
+        pluginConfigId: c.t1o3,
+        teamId: 1,
+        key: 'key',
+        contentType: 'application/json',
+        fileName: 'k.json',
+        contents: Buffer.from('{"é":1}'),
+      });
       const loaded = await store.loadEnabledConfigs();
-      assert.deepEqual(loaded.map((l) => l.id), [c.t1o1, c.t1o3, c.t1o3b, c.t2o5]);
+      assert.deepEqual(
+        loaded.map((l) => l.id),
+        [c.t1o1, c.t1o3, c.t1o3b, c.t2o5],
+      );
       const byId = new Map(loaded.map((l) => [l.id, l]));
       const a = byId.get(c.t1o3)!;
       assert.equal(a.teamId, 1);
@@ -64,10 +98,18 @@ export function storeSuite(label: string, open: () => Promise<Knex>, cleanup: (d
 
     it('setError writes PostHog error JSON, null clears it; disable turns a config off', async () => {
       const [first] = await store.loadEnabledConfigs();
-      const error = { message: 'boom', time: new Date().toISOString(), name: 'TypeError', stack: 'TypeError: boom\n    at x', event: { event: '$pageview', distinct_id: 'd', properties: { 'é': [1] } } };
+      const error = {
+        message: 'boom',
+        time: new Date().toISOString(),
+        name: 'TypeError',
+        stack: 'TypeError: boom\n    at x',
+        event: { event: '$pageview', distinct_id: 'd', properties: { é: [1] } },
+      };
       await store.setError(first.id, error);
       assert.deepEqual(await store.getError(first.id), error);
-      const raw = (await db('posthog_pluginconfig').select('error').where('id', first.id).first()) as { error: unknown };
+      const raw = (await db('posthog_pluginconfig').select('error').where('id', first.id).first()) as {
+        error: unknown;
+      };
       if (databaseKind(db) === 'postgres') assert.equal(typeof raw.error, 'object', 'jsonb on Postgres');
       else assert.equal(typeof raw.error, 'string', 'text JSON on SQLite');
       assert.deepEqual(parseJsonColumn(raw.error), error);
@@ -94,7 +136,11 @@ export function storeSuite(label: string, open: () => Promise<Knex>, cleanup: (d
       assert.deepEqual(parseJsonColumn(Buffer.from('[1]')), [1]);
       assert.equal(parseJsonColumn(null), null);
       // a config written as raw text by someone else
-      const id = await store.createConfig({ pluginId: (await store.loadEnabledConfigs())[0].pluginId, teamId: 7, order: 0 });
+      const id = await store.createConfig({
+        pluginId: (await store.loadEnabledConfigs())[0].pluginId,
+        teamId: 7,
+        order: 0,
+      });
       await db('posthog_pluginconfig').where('id', id).update({ config: '{"raw": "text ✓"}' });
       assert.deepEqual((await store.loadEnabledConfigs()).find((l) => l.id === id)?.config, { raw: 'text ✓' });
     });

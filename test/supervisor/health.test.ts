@@ -20,7 +20,16 @@ const NOW = 1_700_000_000_000;
 const rule: HealthRule = { now: NOW, maxAgeMs: 30_000, stuckAfterMs: 300_000, pidAlive: () => true };
 
 function worker(p: Partial<WorkerHealth> = {}): WorkerHealth {
-  return { index: 0, pid: 200, ready: true, startedAt: NOW - 60_000, lastPongAt: NOW - 1_000, progress: null, lastProgressAt: NOW - 60_000, ...p };
+  return {
+    index: 0,
+    pid: 200,
+    ready: true,
+    startedAt: NOW - 60_000,
+    lastPongAt: NOW - 1_000,
+    progress: null,
+    lastProgressAt: NOW - 60_000,
+    ...p,
+  };
 }
 
 function status(p: Partial<HealthStatus> = {}): HealthStatus {
@@ -64,10 +73,25 @@ describe('health rule', () => {
 
   const unhealthy: Array<[string, HealthStatus | null, Partial<HealthRule>, RegExp]> = [
     ['no status file', null, {}, /^no status file/],
-    ['the supervisor is gone', status(), { pidAlive: () => false }, /^supervisor pid 100 is gone \(its last status is 1 s old\)$/],
-    ['the status is stale (stuck supervisor)', status({ writtenAt: NOW - 31_000 }), {}, /^supervisor pid 100 is stuck: its status is 31 s old \(limit 30 s\)$/],
+    [
+      'the supervisor is gone',
+      status(),
+      { pidAlive: () => false },
+      /^supervisor pid 100 is gone \(its last status is 1 s old\)$/,
+    ],
+    [
+      'the status is stale (stuck supervisor)',
+      status({ writtenAt: NOW - 31_000 }),
+      {},
+      /^supervisor pid 100 is stuck: its status is 31 s old \(limit 30 s\)$/,
+    ],
     ['stopping', status({ state: 'stopping' }), {}, /^supervisor pid 100 is stopping$/],
-    ['no worker consuming yet', status({ workers: [worker({ ready: false })] }), {}, /^no worker process is consuming yet \(1 of 2 starting\)$/],
+    [
+      'no worker consuming yet',
+      status({ workers: [worker({ ready: false })] }),
+      {},
+      /^no worker process is consuming yet \(1 of 2 starting\)$/,
+    ],
     ['no worker at all', status({ workers: [] }), {}, /^no worker process is consuming yet \(0 of 2 starting\)$/],
     [
       'a worker silent for longer than the max age',
@@ -90,7 +114,7 @@ describe('health rule', () => {
     });
   }
 
-  test('the limits are the caller\'s: a smaller max age fails sooner', () => {
+  test("the limits are the caller's: a smaller max age fails sooner", () => {
     assert.equal(judgeHealth(status({ writtenAt: NOW - 5_000 }), rule).healthy, true);
     assert.equal(judgeHealth(status({ writtenAt: NOW - 5_000 }), { ...rule, maxAgeMs: 3_000 }).healthy, false);
   });

@@ -124,7 +124,10 @@ describe('restart policy', () => {
     const q = new RestartPolicy({ burst: 3 });
     t = 0;
     for (let i = 0; i < 3; i++) assert.equal(q.onDeath(true, true, (t += 100)).delayMs, 0);
-    assert.ok(q.onDeath(true, true, (t += 100)).delayMs > 0, 'more than `burst` deaths a minute: slowed down whatever the cause');
+    assert.ok(
+      q.onDeath(true, true, (t += 100)).delayMs > 0,
+      'more than `burst` deaths a minute: slowed down whatever the cause',
+    );
   });
 });
 

@@ -149,10 +149,21 @@ export class AmqpBroker implements Broker {
       logger,
       displayUrl,
     });
-    this.publisher = new Publisher({ inputQueue, setAsideQueue, publishWaitMs: opts.publishWaitMs, logger, displayUrl }, this.sessions, this.topology);
+    this.publisher = new Publisher(
+      { inputQueue, setAsideQueue, publishWaitMs: opts.publishWaitMs, logger, displayUrl },
+      this.sessions,
+      this.topology,
+    );
     this.consumer = new Consumer(
       // Quorum queues refuse global QoS (see Consumer); otherwise it is learned at the first refusal.
-      { inputQueue, prefetch: opts.prefetch, globalQos: queueArguments['x-queue-type'] !== 'quorum', logger, displayUrl, onSetAside: opts.onSetAside },
+      {
+        inputQueue,
+        prefetch: opts.prefetch,
+        globalQos: queueArguments['x-queue-type'] !== 'quorum',
+        logger,
+        displayUrl,
+        onSetAside: opts.onSetAside,
+      },
       this.sessions,
       this.publisher,
     );
@@ -180,7 +191,8 @@ export class AmqpBroker implements Broker {
         `amqplib field-table patch not installed (${amqplibPatchState.reason ?? 'unknown'}): a Python message with an integer header beyond 32 bits will drop the connection`,
       );
     }
-    for (const key of this.url.unknownOptions) this.logger.warn(`ignoring unknown AMQP URL option '${key}'`, { broker: this.displayUrl });
+    for (const key of this.url.unknownOptions)
+      this.logger.warn(`ignoring unknown AMQP URL option '${key}'`, { broker: this.displayUrl });
     await this.sessions.connect();
   }
 

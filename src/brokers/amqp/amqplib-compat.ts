@@ -150,7 +150,10 @@ function install(): AmqplibPatchState {
       return { patched: false, reason: 'amqplib was loaded before src/brokers/amqp/amqplib-compat' };
     }
     // eslint-disable-next-line @typescript-eslint/no-require-imports
-    const codec = require('amqplib/lib/codec') as { decodeFields: (slice: Buffer) => Table; __posthogPatched?: boolean };
+    const codec = require('amqplib/lib/codec') as {
+      decodeFields: (slice: Buffer) => Table;
+      __posthogPatched?: boolean;
+    };
     if (codec.__posthogPatched) return { patched: true };
     const original = codec.decodeFields;
     codec.decodeFields = function decodeFields(slice: Buffer): Table {
@@ -161,7 +164,10 @@ function install(): AmqplibPatchState {
           return decodeFieldTable(slice);
         } catch (err) {
           const table: Table = {};
-          const info: UndecodableTable = { error: (err as Error).message, base64: Buffer.from(slice).toString('base64') };
+          const info: UndecodableTable = {
+            error: (err as Error).message,
+            base64: Buffer.from(slice).toString('base64'),
+          };
           Object.defineProperty(table, UNDECODABLE_TABLE, { value: info, enumerable: false });
           return table;
         }

@@ -48,7 +48,8 @@ export function rawTextOf(msg: Message): string {
     if (v === undefined) continue;
     // Headers nested too deep to write (amqplib decodes a few thousand levels, JSON.stringify overflows sooner) are
     // left out, so that the set-aside record of such a message can still be made.
-    properties[k] = k === 'headers' && valueTooDeep(v) ? `(left out: ${tooDeepReason('headers')})` : jsonFromFieldValue(v);
+    properties[k] =
+      k === 'headers' && valueTooDeep(v) ? `(left out: ${tooDeepReason('headers')})` : jsonFromFieldValue(v);
   }
   const { text, encoding } = utf8OrBase64(msg.content);
   return JSON.stringify({ fields: jsonFromFieldValue(msg.fields), properties, body: text, body_encoding: encoding });
@@ -90,9 +91,12 @@ export class Consumer {
   learnQos(err: unknown): boolean {
     if (!this.global || !/does not support global qos/i.test(errorText(err))) return false;
     this.global = false;
-    this.config.logger.warn(`'${this.config.inputQueue}' does not support global QoS (quorum queue): using per-consumer prefetch`, {
-      broker: this.config.displayUrl,
-    });
+    this.config.logger.warn(
+      `'${this.config.inputQueue}' does not support global QoS (quorum queue): using per-consumer prefetch`,
+      {
+        broker: this.config.displayUrl,
+      },
+    );
     return true;
   }
 
@@ -102,7 +106,9 @@ export class Consumer {
     const ch = this.sessions.current?.consumeCh;
     if (!ch || this.prefetchNow() === before) return;
     ch.prefetch(this.prefetchNow(), this.global).catch((err: Error) =>
-      this.config.logger.warn(`could not change prefetch to ${this.prefetchNow()}: ${err.message}`, { broker: this.config.displayUrl }),
+      this.config.logger.warn(`could not change prefetch to ${this.prefetchNow()}: ${err.message}`, {
+        broker: this.config.displayUrl,
+      }),
     );
   }
 
@@ -125,7 +131,8 @@ export class Consumer {
 
   async receive(max: number, waitMs: number): Promise<Delivery[]> {
     const sessions = this.sessions;
-    if (sessions.state === 'idle' || sessions.state === 'connecting') throw new Error('AmqpBroker.receive() before connect() finished');
+    if (sessions.state === 'idle' || sessions.state === 'connecting')
+      throw new Error('AmqpBroker.receive() before connect() finished');
     if (sessions.isClosing()) throw new Error('AmqpBroker is closed');
     if (max <= 0) return [];
     if (this.buffer.length === 0 && waitMs > 0) {
@@ -136,7 +143,8 @@ export class Consumer {
         await sessions.waitChange(left);
       }
     }
-    if (this.buffer.length > 0) return max >= this.buffer.length ? this.buffer.splice(0) : this.buffer.splice(0, Math.max(1, max));
+    if (this.buffer.length > 0)
+      return max >= this.buffer.length ? this.buffer.splice(0) : this.buffer.splice(0, Math.max(1, max));
     if (sessions.isClosing()) throw new Error('AmqpBroker is closed');
     if (!sessions.connected) {
       const down = sessions.lostAt ? ` for ${((Date.now() - sessions.lostAt) / 1000).toFixed(1)}s` : '';

@@ -31,7 +31,17 @@ const INEQUIVALENT =
   /inequivalent arg '([^']*)' for (queue|exchange) '((?:[^']|'(?! in vhost))*)' in vhost '([^']*)': received (.*?) but current is (.*?)"?$/s;
 const NOT_FOUND = /NOT_FOUND - no (queue|exchange) '((?:[^']|'(?! in vhost))*)' in vhost '([^']*)'/;
 
-const INTEGER_TYPES = new Set(['signedint', 'long', 'short', 'byte', 'unsignedbyte', 'unsignedshort', 'unsignedint', 'signedshort', 'signedbyte']);
+const INTEGER_TYPES = new Set([
+  'signedint',
+  'long',
+  'short',
+  'byte',
+  'unsignedbyte',
+  'unsignedshort',
+  'unsignedint',
+  'signedshort',
+  'signedbyte',
+]);
 
 /** "the value '10' of type 'signedint'" → 10; "none" → undefined; "'true'" → 'true'. */
 export function parseRabbitValue(text: string): { present: boolean; value?: JsonValue } {
@@ -71,7 +81,15 @@ export function describeDeclareError(err: unknown, ctx: DescribeContext): Error 
   const text = e.message;
   const m = INEQUIVALENT.exec(text);
   if (m) {
-    const [, argument, kind, name, vhost, received, current] = m as unknown as [string, string, 'queue' | 'exchange', string, string, string, string];
+    const [, argument, kind, name, vhost, received, current] = m as unknown as [
+      string,
+      string,
+      'queue' | 'exchange',
+      string,
+      string,
+      string,
+      string,
+    ];
     const where = `${kind} '${name}' in vhost '${vhost}'`;
     let advice: string;
     if (kind === 'queue' && argument.startsWith('x-')) {
@@ -92,8 +110,7 @@ export function describeDeclareError(err: unknown, ctx: DescribeContext): Error 
         `Celery declares a durable direct exchange named like the queue; this one differs. Start with --amqp-passive ` +
         `(we publish through the default exchange and do not need it), or delete it.`;
     }
-    const msg =
-      `RabbitMQ refused to declare ${where}: argument '${argument}' differs (we sent ${received}, the existing ${kind} has ${current}). ${advice}`;
+    const msg = `RabbitMQ refused to declare ${where}: argument '${argument}' differs (we sent ${received}, the existing ${kind} has ${current}). ${advice}`;
     return new AmqpTopologyError(msg, code || 406, kind, name, argument, received, current);
   }
   const nf = NOT_FOUND.exec(text);

@@ -52,13 +52,22 @@ export class Publisher {
   }
 
   publishOutgoing(s: Session, out: Outgoing): Ticket {
-    const options: Options.Publish = { ...amqpPublishOptions(out.message), priority: amqpPriority(out.priority), mandatory: true };
+    const options: Options.Publish = {
+      ...amqpPublishOptions(out.message),
+      priority: amqpPriority(out.priority),
+      mandatory: true,
+    };
     return this.publishOne(s, out.queue, out.message.body, options);
   }
 
   /** A set-aside record {reason, time, queue, message} for the set-aside queue. */
   publishRecord(s: Session, reason: string, rawText: string): Ticket {
-    const record = JSON.stringify({ reason, time: new Date().toISOString(), queue: this.config.inputQueue, message: rawText });
+    const record = JSON.stringify({
+      reason,
+      time: new Date().toISOString(),
+      queue: this.config.inputQueue,
+      message: rawText,
+    });
     return this.publishOne(s, this.config.setAsideQueue, Buffer.from(record, 'utf8'), SET_ASIDE_PUBLISH);
   }
 
@@ -84,9 +93,12 @@ export class Publisher {
     const key = returnKey(queue, msg.properties.correlationId);
     s.returned.set(key, (s.returned.get(key) ?? 0) + 1);
     s.declared.delete(queue); // declare it again before the next publish
-    this.config.logger.error(`RabbitMQ returned a message published to '${queue}': ${String((msg.fields as { replyText?: string }).replyText ?? 'unroutable')}`, {
-      broker: this.config.displayUrl,
-    });
+    this.config.logger.error(
+      `RabbitMQ returned a message published to '${queue}': ${String((msg.fields as { replyText?: string }).replyText ?? 'unroutable')}`,
+      {
+        broker: this.config.displayUrl,
+      },
+    );
   }
 
   /** Whether RabbitMQ returned (did not route) the ticket's publish; consumes one return. */
@@ -159,9 +171,12 @@ export class Publisher {
       if (failed.length === 0) return;
       if (!s.broken) throw new Error(`RabbitMQ did not accept ${failed.length} published message(s): ${reason}`);
       // The connection died before the confirms: publish them again on the next one (at-least-once).
-      this.config.logger.warn(`AMQP connection lost while publishing; republishing ${failed.length} message(s) after reconnect`, {
-        broker: this.config.displayUrl,
-      });
+      this.config.logger.warn(
+        `AMQP connection lost while publishing; republishing ${failed.length} message(s) after reconnect`,
+        {
+          broker: this.config.displayUrl,
+        },
+      );
       remaining = failed;
     }
   }

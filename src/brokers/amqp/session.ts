@@ -243,7 +243,9 @@ export class ReconnectingSession {
       keepAlive: true,
       keepAliveDelay: 30_000,
       timeout: this.config.connectionTimeoutMs,
-      clientProperties: { connection_name: this.config.connectionName ?? `posthog-plugins ${hostname()}:${process.pid}` },
+      clientProperties: {
+        connection_name: this.config.connectionName ?? `posthog-plugins ${hostname()}:${process.pid}`,
+      },
       ...(url.tls ? { servername: url.hostname, ...this.config.tls } : {}),
     };
     let conn: ChannelModel;
@@ -284,7 +286,9 @@ export class ReconnectingSession {
       this.lose(s, err ?? s.lastError ?? new Error('connection closed'));
     });
     conn.on('blocked', (reason: string) =>
-      logger.warn(`RabbitMQ blocked publishing on this connection (${reason}); confirms will wait`, { broker: this.displayUrl }),
+      logger.warn(`RabbitMQ blocked publishing on this connection (${reason}); confirms will wait`, {
+        broker: this.displayUrl,
+      }),
     );
     conn.on('unblocked', () => logger.info('RabbitMQ unblocked publishing', { broker: this.displayUrl }));
     try {
@@ -308,7 +312,8 @@ export class ReconnectingSession {
 
   private async startConsuming(s: Session): Promise<void> {
     const ch = s.consumeCh;
-    if (!ch || s.dead) throw new AmqpUnavailableError(`AMQP connection lost while starting: ${s.lastError?.message ?? 'closed'}`);
+    if (!ch || s.dead)
+      throw new AmqpUnavailableError(`AMQP connection lost while starting: ${s.lastError?.message ?? 'closed'}`);
     this.session = s;
     await this.hooks.consume(s, ch);
   }
@@ -340,7 +345,10 @@ export class ReconnectingSession {
     this.reconnectAttempt++;
     const next = `reconnecting in ${(delay / 1000).toFixed(1)}s (attempt ${this.reconnectAttempt})`;
     if (!failure) logger.info(`AMQP ${next}`, { broker: this.displayUrl });
-    else logger.log(failure.topology ? 'error' : 'warn', `AMQP reconnect failed: ${failure.text}; ${next}`, { broker: this.displayUrl });
+    else
+      logger.log(failure.topology ? 'error' : 'warn', `AMQP reconnect failed: ${failure.text}; ${next}`, {
+        broker: this.displayUrl,
+      });
     this.reconnectTimer = setTimeout(() => {
       this.reconnectTimer = null;
       void this.reconnect();
@@ -418,9 +426,12 @@ export class ReconnectingSession {
       } catch {
         /* already closed */
       }
-      logger.info(`AMQP connection closed${held ? `; returned ${held} unsettled message(s) to '${this.config.inputQueue}'` : ''}`, {
-        broker: this.displayUrl,
-      });
+      logger.info(
+        `AMQP connection closed${held ? `; returned ${held} unsettled message(s) to '${this.config.inputQueue}'` : ''}`,
+        {
+          broker: this.displayUrl,
+        },
+      );
     } else if (s) {
       this.abandon(s);
       this.session = null;

@@ -47,11 +47,15 @@ export class Settler {
     if (stale) {
       // RabbitMQ requeued these when their connection died; they come back (redelivered=true) and are processed
       // again. Any outputs already published for them will then exist twice.
-      logger.warn(`skipped ${stale} settlement(s) of deliveries from a lost AMQP connection; RabbitMQ redelivers them`, {
-        broker: displayUrl,
-      });
+      logger.warn(
+        `skipped ${stale} settlement(s) of deliveries from a lost AMQP connection; RabbitMQ redelivers them`,
+        {
+          broker: displayUrl,
+        },
+      );
     }
-    if (twice) logger.warn(`skipped ${twice} settlement(s) of deliveries that were already settled`, { broker: displayUrl });
+    if (twice)
+      logger.warn(`skipped ${twice} settlement(s) of deliveries that were already settled`, { broker: displayUrl });
     if (live.length === 0 || !s) return;
     await this.sessions.track(this.settleLive(s, live));
   }
@@ -96,7 +100,8 @@ export class Settler {
       for (const t of p.tickets) {
         const r = results[i++]!;
         if (r.status === 'rejected') error ??= r.reason instanceof Error ? r.reason : new Error(String(r.reason));
-        else if (this.publisher.wasReturned(s, t)) error ??= new Error(`RabbitMQ could not route a message to queue '${t.queue}'`);
+        else if (this.publisher.wasReturned(s, t))
+          error ??= new Error(`RabbitMQ could not route a message to queue '${t.queue}'`);
       }
       if (s.broken) {
         lost++;
@@ -119,7 +124,9 @@ export class Settler {
       );
     }
     if (failures.length) {
-      throw new Error(`RabbitMQ did not accept the outputs of ${failures.length} message(s) (${[...new Set(failures)].join('; ')}); inputs requeued`);
+      throw new Error(
+        `RabbitMQ did not accept the outputs of ${failures.length} message(s) (${[...new Set(failures)].join('; ')}); inputs requeued`,
+      );
     }
   }
 }

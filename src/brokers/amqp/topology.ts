@@ -45,7 +45,8 @@ export class Topology {
     const waits: Promise<void>[] = [];
     for (const q of new Set(queues)) {
       const p = this.ensureQueue(s, q);
-      if (p) waits.push(p.catch((err: unknown) => void failed.set(q, err instanceof Error ? err : new Error(String(err)))));
+      if (p)
+        waits.push(p.catch((err: unknown) => void failed.set(q, err instanceof Error ? err : new Error(String(err)))));
     }
     if (waits.length) await Promise.all(waits);
     return failed;
@@ -75,7 +76,14 @@ export class Topology {
 
   private describe(err: unknown, kind: 'queue' | 'exchange', name: string): Error {
     const { flag, args } = this.argumentsFor(name);
-    return describeDeclareError(err, { kind, name, vhost: this.config.vhost, passive: this.config.passive, queueArguments: args, argumentsFlag: flag });
+    return describeDeclareError(err, {
+      kind,
+      name,
+      vhost: this.config.vhost,
+      passive: this.config.passive,
+      queueArguments: args,
+      argumentsFlag: flag,
+    });
   }
 
   /**
@@ -94,7 +102,10 @@ export class Topology {
       try {
         await this.onTempChannel(conn, (ch) => ch.checkExchange(queue));
       } catch (err) {
-        this.warnOnce(`exchange:${queue}`, `passive mode: ${this.describe(err, 'exchange', queue).message} (not needed by us; Python producers routing via exchange '${queue}' will fail)`);
+        this.warnOnce(
+          `exchange:${queue}`,
+          `passive mode: ${this.describe(err, 'exchange', queue).message} (not needed by us; Python producers routing via exchange '${queue}' will fail)`,
+        );
       }
       return;
     }
@@ -104,7 +115,12 @@ export class Topology {
         await ch.assertExchange(queue, 'direct', { durable: true, autoDelete: false, internal: false });
         stage = 'queue';
         // Integers typed like py-amqp writes them ('I' signedint), so RabbitMQ stores exactly what Celery declares.
-        await ch.assertQueue(queue, { durable: true, exclusive: false, autoDelete: false, arguments: pyAmqpFieldTable(this.argumentsFor(queue).args) });
+        await ch.assertQueue(queue, {
+          durable: true,
+          exclusive: false,
+          autoDelete: false,
+          arguments: pyAmqpFieldTable(this.argumentsFor(queue).args),
+        });
         await ch.bindQueue(queue, queue, queue);
       });
     } catch (err) {
@@ -137,7 +153,11 @@ export class Topology {
     if (s.declared.has(queue)) return undefined;
     let p = s.declaring.get(queue);
     if (!p) {
-      p = (queue === this.config.setAsideQueue ? this.declareSetAside(s.conn) : this.declareCeleryQueue(s.conn, queue, false))
+      p = (
+        queue === this.config.setAsideQueue
+          ? this.declareSetAside(s.conn)
+          : this.declareCeleryQueue(s.conn, queue, false)
+      )
         .then(() => {
           s.declared.add(queue);
         })

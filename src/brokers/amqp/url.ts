@@ -40,7 +40,8 @@ function decode(part: string, what: string, url: string): string {
 
 function seconds(value: string, key: string): number {
   const n = Number(value);
-  if (value.trim() === '' || !Number.isFinite(n) || n < 0) throw new Error(`AMQP URL option ${key}=${value} is not a number of seconds`);
+  if (value.trim() === '' || !Number.isFinite(n) || n < 0)
+    throw new Error(`AMQP URL option ${key}=${value} is not a number of seconds`);
   return n;
 }
 
@@ -100,13 +101,23 @@ export function parseAmqpUrl(url: string): AmqpUrl {
   let port = tls ? 5671 : 5672;
   if (portText !== '') {
     port = Number(portText);
-    if (!/^\d+$/.test(portText) || port < 1 || port > 65535) throw new Error(`invalid port "${portText}" in AMQP URL ${maskPassword(url)}`);
+    if (!/^\d+$/.test(portText) || port < 1 || port > 65535)
+      throw new Error(`invalid port "${portText}" in AMQP URL ${maskPassword(url)}`);
   }
 
   // kombu: the vhost is the path without its leading slash, unquoted; "" (amqp://host/) means "/".
   const vhost = decode(path, 'virtual host', url) || '/';
 
-  const parsed: AmqpUrl = { tls, hostname, port, username, password, vhost, unknownOptions: [], displayUrl: maskPassword(url) };
+  const parsed: AmqpUrl = {
+    tls,
+    hostname,
+    port,
+    username,
+    password,
+    vhost,
+    unknownOptions: [],
+    displayUrl: maskPassword(url),
+  };
   for (const pair of query.split('&')) {
     if (pair === '') continue;
     const eq = pair.indexOf('=');

@@ -1,6 +1,12 @@
 import { hostname } from 'node:os';
 import { randomUUID } from 'node:crypto';
-import { bindingMember, buildEnvelope, consumeKeys, parseEnvelope, priorityKey } from '../../../protocol/redis-envelope';
+import {
+  bindingMember,
+  buildEnvelope,
+  consumeKeys,
+  parseEnvelope,
+  priorityKey,
+} from '../../../protocol/redis-envelope';
 import type { Logger } from '../../log';
 import { type BoundedRedis, createRedisClient } from '../../redis/client';
 import type { Broker, Delivery, Outgoing, SetAsideListener, Settlement } from '../broker';
@@ -56,7 +62,8 @@ export class RedisBroker implements Broker {
   readonly displayUrl: string;
   readonly workerId: string;
   readonly overlapSettle = true;
-  private readonly opts: Required<Omit<RedisBrokerOptions, 'onSetAside' | 'workerId' | 'onReconnect'>> & Pick<RedisBrokerOptions, 'onSetAside' | 'onReconnect'>;
+  private readonly opts: Required<Omit<RedisBrokerOptions, 'onSetAside' | 'workerId' | 'onReconnect'>> &
+    Pick<RedisBrokerOptions, 'onSetAside' | 'onReconnect'>;
   private cmd!: ScriptedRedis;
   private blocking!: BoundedRedis;
   private restorer!: UnackedRestorer;
@@ -85,7 +92,8 @@ export class RedisBroker implements Broker {
       // ioredis rejects with "Connection is closed."; the reason (ECONNREFUSED, WRONGPASS…) came as an 'error'.
       const cause = this.connectError;
       this.connectError = null;
-      if (cause && /Connection is closed/.test((err as Error).message)) throw new Error(`Redis at ${this.displayUrl}: ${cause.message}`);
+      if (cause && /Connection is closed/.test((err as Error).message))
+        throw new Error(`Redis at ${this.displayUrl}: ${cause.message}`);
       throw err;
     }
   }
@@ -98,7 +106,10 @@ export class RedisBroker implements Broker {
       // A failed-over master answers READONLY: reconnect so the client finds the new one.
       reconnectOnError: (err: Error) => err.message.startsWith('READONLY'),
     };
-    this.cmd = createRedisClient(this.opts.url, { ...common, name: `posthog-plugins:${this.workerId}` }) as ScriptedRedis;
+    this.cmd = createRedisClient(this.opts.url, {
+      ...common,
+      name: `posthog-plugins:${this.workerId}`,
+    }) as ScriptedRedis;
     this.blocking = createRedisClient(this.opts.url, { ...common, name: `posthog-plugins:${this.workerId}:wait` });
     for (const client of [this.cmd, this.blocking]) {
       // While connecting, the failed attempt is the caller's one line (worker-process.ts connectWithRetry), with the cause.
@@ -143,7 +154,9 @@ export class RedisBroker implements Broker {
     const info = await this.cmd.info('server');
     const version = /redis_version:(\d+)\.(\d+)/.exec(info);
     if (version && (Number(version[1]) < 6 || (Number(version[1]) === 6 && Number(version[2]) < 2))) {
-      throw new Error(`Redis ${version[1]}.${version[2]} at ${this.displayUrl} is too old: posthog-plugins needs Redis 6.2 or newer (BLMOVE, RPOP with a count)`);
+      throw new Error(
+        `Redis ${version[1]}.${version[2]} at ${this.displayUrl} is too old: posthog-plugins needs Redis 6.2 or newer (BLMOVE, RPOP with a count)`,
+      );
     }
   }
 
@@ -206,7 +219,14 @@ export class RedisBroker implements Broker {
     let taken: string[];
     let bad: string[];
     try {
-      [taken, bad] = await this.cmd.phPop(keys.length, ...keys, String(max), (now / 1000).toFixed(6), new Date(now).toISOString(), this.opts.inputQueue);
+      [taken, bad] = await this.cmd.phPop(
+        keys.length,
+        ...keys,
+        String(max),
+        (now / 1000).toFixed(6),
+        new Date(now).toISOString(),
+        this.opts.inputQueue,
+      );
     } catch (err) {
       // The script may have run although its reply was lost: whatever it took is recorded in our in-flight
       // set but not held by anyone here. Give such orphans back before the next pop.
@@ -225,8 +245,16 @@ export class RedisBroker implements Broker {
         // It has a delivery tag (the pop script checked) but no readable message: set it aside properly. The pop
         // script reads the tag with a pattern; a text where that disagrees with JSON.parse (duplicate keys) is
         // not one a Python worker would read the same way either.
-        const reason = parsed.ok ? `envelope has two different delivery tags (${JSON.stringify(tag)} and ${JSON.stringify(parsed.deliveryTag)})` : parsed.reason;
-        const delivery: Delivery = { tag, queue: this.opts.inputQueue, message: emptyMessage(), redelivered: false, rawText };
+        const reason = parsed.ok
+          ? `envelope has two different delivery tags (${JSON.stringify(tag)} and ${JSON.stringify(parsed.deliveryTag)})`
+          : parsed.reason;
+        const delivery: Delivery = {
+          tag,
+          queue: this.opts.inputQueue,
+          message: emptyMessage(),
+          redelivered: false,
+          rawText,
+        };
         unreadable.push({ kind: 'reject', delivery, reason });
         continue;
       }
@@ -267,9 +295,15 @@ export class RedisBroker implements Broker {
     for (const s of settlements) {
       if (s.kind === 'ack') {
         args.push(s.delivery.tag, String(s.outputs.length));
-        for (const out of s.outputs) args.push(keyIndex(priorityKey(out.queue, out.priority)), Buffer.from(this.envelopeFor(out)));
+        for (const out of s.outputs)
+          args.push(keyIndex(priorityKey(out.queue, out.priority)), Buffer.from(this.envelopeFor(out)));
       } else if (s.kind === 'reject') {
-        const record = JSON.stringify({ reason: s.reason, time: now, queue: s.delivery.queue, message: s.delivery.rawText });
+        const record = JSON.stringify({
+          reason: s.reason,
+          time: now,
+          queue: s.delivery.queue,
+          message: s.delivery.rawText,
+        });
         args.push(s.delivery.tag, '1', keyIndex(setAsideKey(s.delivery.queue)), record);
       }
     }
@@ -277,7 +311,10 @@ export class RedisBroker implements Broker {
       const keys = [KOMBU_UNACKED, KOMBU_UNACKED_INDEX, inflightKey(this.workerId), ...outputKeys.keys()];
       const skipped = await this.cmd.phSettle(keys.length, ...keys, ...args);
       if (skipped.length) {
-        this.opts.logger.warn(`${skipped.length} message(s) were no longer ours to ack: restored by another worker (their restored copies will be published), or acked by an earlier attempt of this settle whose reply was lost (their outputs went out then); nothing was published for them now`, { tags: skipped });
+        this.opts.logger.warn(
+          `${skipped.length} message(s) were no longer ours to ack: restored by another worker (their restored copies will be published), or acked by an earlier attempt of this settle whose reply was lost (their outputs went out then); nothing was published for them now`,
+          { tags: skipped },
+        );
       }
     }
     if (requeue.length) await this.restorer.restoreTags(requeue, inflightKey(this.workerId));
@@ -311,7 +348,9 @@ export class RedisBroker implements Broker {
     } catch (err) {
       // Redis is unreachable: stopping must not wait for it. What we hold stays recorded under our lease, which
       // expires; then any worker (or the supervisor, at once) returns it to the queue.
-      this.opts.logger.warn(`could not return unfinished messages to ${this.opts.inputQueue} while stopping (they are restored when this worker's lease expires): ${(err as Error).message}`);
+      this.opts.logger.warn(
+        `could not return unfinished messages to ${this.opts.inputQueue} while stopping (they are restored when this worker's lease expires): ${(err as Error).message}`,
+      );
     } finally {
       await this.cmd.quit().catch(() => this.cmd.disconnect());
     }

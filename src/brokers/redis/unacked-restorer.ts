@@ -1,7 +1,13 @@
 import { readFileSync, readlinkSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { randomUUID } from 'node:crypto';
-import { markRedelivered, parseBindingMember, parseEnvelope, parseUnackedRecord, priorityKey } from '../../../protocol/redis-envelope';
+import {
+  markRedelivered,
+  parseBindingMember,
+  parseEnvelope,
+  parseUnackedRecord,
+  priorityKey,
+} from '../../../protocol/redis-envelope';
 import type { Logger } from '../../log';
 import { processExists } from '../../process-exists';
 import {
@@ -58,7 +64,8 @@ export class UnackedRestorer {
    */
   async restoreTags(tags: string[], holderInflightKey: string | null): Promise<number> {
     let restored = 0;
-    for (let i = 0; i < tags.length; i += RESTORE_CHUNK) restored += await this.restoreChunk(tags.slice(i, i + RESTORE_CHUNK), holderInflightKey);
+    for (let i = 0; i < tags.length; i += RESTORE_CHUNK)
+      restored += await this.restoreChunk(tags.slice(i, i + RESTORE_CHUNK), holderInflightKey);
     return restored;
   }
 
@@ -162,6 +169,7 @@ function isAlive(leaseValue: string): boolean {
   } catch {
     return true;
   }
-  if (info.host !== hostname() || typeof info.pid !== 'number' || info.processSpace !== SPACE || SPACE === 'unknown') return true;
+  if (info.host !== hostname() || typeof info.pid !== 'number' || info.processSpace !== SPACE || SPACE === 'unknown')
+    return true;
   return processExists(info.pid);
 }

@@ -37,7 +37,17 @@ const MAX_TTL_S = 2 ** 31 - 1;
 const MAX_LPOP_COUNT = 100_000;
 
 export type CacheCommand = 'set' | 'get' | 'incr' | 'expire' | 'lpush' | 'lrange' | 'llen' | 'lrem' | 'lpop';
-const COMMANDS: ReadonlySet<string> = new Set<CacheCommand>(['set', 'get', 'incr', 'expire', 'lpush', 'lrange', 'llen', 'lrem', 'lpop']);
+const COMMANDS: ReadonlySet<string> = new Set<CacheCommand>([
+  'set',
+  'get',
+  'incr',
+  'expire',
+  'lpush',
+  'lrange',
+  'llen',
+  'lrem',
+  'lpop',
+]);
 
 /** The Redis key of a plugin's cache key, exactly PostHog's. */
 export function cacheKey(plugin: Pick<PluginIdentity, 'pluginId' | 'teamId'>, key: string): string {
@@ -59,7 +69,9 @@ function str(a: Args, cmd: string, field: string): string {
 function int(a: Args, cmd: string, field: string, min: number, max: number): number {
   const v = a[field];
   if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) {
-    refuse(`cache.${cmd}: ${field} must be an integer from ${min} to ${max}, got ${typeof v === 'number' ? String(v) : typeName(v)}`);
+    refuse(
+      `cache.${cmd}: ${field} must be an integer from ${min} to ${max}, got ${typeof v === 'number' ? String(v) : typeName(v)}`,
+    );
   }
   return v;
 }
@@ -73,12 +85,28 @@ function typeName(v: unknown): string {
  * (WRONGTYPE, "not an integer") are shown as Redis wrote them; anything else (connection refused, closed,
  * retries exhausted) is reduced to "Redis unavailable": those messages can carry the server's address.
  */
-async function call<T>(cmd: CacheCommand, timeoutMs: number, signal: AbortSignal, warn: (m: string) => void, run: () => Promise<T>): Promise<T> {
+async function call<T>(
+  cmd: CacheCommand,
+  timeoutMs: number,
+  signal: AbortSignal,
+  warn: (m: string) => void,
+  run: () => Promise<T>,
+): Promise<T> {
   if (signal.aborted) throw signal.reason;
   let timer: NodeJS.Timeout | undefined;
   let onAbort: (() => void) | undefined;
   const stop = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new PluginFacingError('CacheError', `cache.${cmd} failed: no reply from Redis within ${timeoutMs} ms`, 'timeout')), timeoutMs);
+    timer = setTimeout(
+      () =>
+        reject(
+          new PluginFacingError(
+            'CacheError',
+            `cache.${cmd} failed: no reply from Redis within ${timeoutMs} ms`,
+            'timeout',
+          ),
+        ),
+      timeoutMs,
+    );
     onAbort = () => reject(signal.reason);
     signal.addEventListener('abort', onAbort, { once: true });
   });
@@ -103,7 +131,8 @@ async function call<T>(cmd: CacheCommand, timeoutMs: number, signal: AbortSignal
 export function createCacheOp(redis: Redis, options: CacheOpOptions = {}): HostOp {
   const opts = { ...DEFAULTS, ...options };
   const checkValue = (cmd: string, bytes: number): void => {
-    if (bytes > opts.maxValueBytes) refuse(`cache.${cmd}: value too large: ${bytes} bytes, limit ${opts.maxValueBytes}`);
+    if (bytes > opts.maxValueBytes)
+      refuse(`cache.${cmd}: value too large: ${bytes} bytes, limit ${opts.maxValueBytes}`);
   };
   return {
     // the value, JSON-escaped (quotes, backslashes: up to twice as long), plus key and fields
@@ -118,12 +147,15 @@ export function createCacheOp(redis: Redis, options: CacheOpOptions = {}): HostO
       if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) refuse('cache: malformed request');
       const a = raw as Args;
       const cmd = a.cmd;
-      if (typeof cmd !== 'string' || !COMMANDS.has(cmd)) refuse(`cache: unknown command ${JSON.stringify(String(cmd).slice(0, 40))}`);
+      if (typeof cmd !== 'string' || !COMMANDS.has(cmd))
+        refuse(`cache: unknown command ${JSON.stringify(String(cmd).slice(0, 40))}`);
       const c = cmd as CacheCommand;
       const key = str(a, c, 'key');
-      if (key.length > opts.maxKeyChars) refuse(`cache.${c}: key too long: ${key.length} characters, limit ${opts.maxKeyChars}`);
+      if (key.length > opts.maxKeyChars)
+        refuse(`cache.${c}: key too long: ${key.length} characters, limit ${opts.maxKeyChars}`);
       const k = cacheKey(ctx.plugin, key);
-      const exec = <T>(run: () => Promise<T>): Promise<T> => call(c, opts.timeoutMs, ctx.signal, (m) => ctx.warn(m), run);
+      const exec = <T>(run: () => Promise<T>): Promise<T> =>
+        call(c, opts.timeoutMs, ctx.signal, (m) => ctx.warn(m), run);
 
       switch (c) {
         case 'set': {
@@ -146,11 +178,14 @@ export function createCacheOp(redis: Redis, options: CacheOpOptions = {}): HostO
         case 'lpush': {
           const values = a.values;
           if (!Array.isArray(values) || values.length === 0 || values.length > MAX_LPUSH_VALUES) {
-            refuse(`cache.lpush: values must be an array of 1 to ${MAX_LPUSH_VALUES} strings, got ${Array.isArray(values) ? `${values.length} items` : typeName(values)}`);
+            refuse(
+              `cache.lpush: values must be an array of 1 to ${MAX_LPUSH_VALUES} strings, got ${Array.isArray(values) ? `${values.length} items` : typeName(values)}`,
+            );
           }
           let bytes = 0;
           for (let i = 0; i < values.length; i++) {
-            if (typeof values[i] !== 'string') refuse(`cache.lpush: values[${i}] must be a string, got ${typeName(values[i])}`);
+            if (typeof values[i] !== 'string')
+              refuse(`cache.lpush: values[${i}] must be a string, got ${typeName(values[i])}`);
             bytes += Buffer.byteLength(values[i] as string, 'utf8');
           }
           checkValue(c, bytes);

@@ -66,10 +66,14 @@ export function parseCaptureRequest(raw: unknown): CaptureRequest {
   if (!isPlainObject(raw)) refuse('posthog.capture: malformed request');
   const { event, properties } = raw;
   if (typeof event !== 'string' || event === '' || event.length > MAX_EVENT_CHARS) {
-    refuse(`posthog.capture: the event name must be a non-empty string of at most ${MAX_EVENT_CHARS} characters, got ${typeof event === 'string' ? `${event.length} characters` : event === null ? 'null' : typeof event}`);
+    refuse(
+      `posthog.capture: the event name must be a non-empty string of at most ${MAX_EVENT_CHARS} characters, got ${typeof event === 'string' ? `${event.length} characters` : event === null ? 'null' : typeof event}`,
+    );
   }
   if (properties !== null && properties !== undefined && !isPlainObject(properties)) {
-    refuse(`posthog.capture: properties must be an object, got ${Array.isArray(properties) ? 'an array' : typeof properties}`);
+    refuse(
+      `posthog.capture: properties must be an object, got ${Array.isArray(properties) ? 'an array' : typeof properties}`,
+    );
   }
   if (properties !== null && properties !== undefined && depthOver(properties, MAX_DEPTH)) {
     refuse(`posthog.capture: properties are nested more than ${MAX_DEPTH} levels deep`);
@@ -104,19 +108,29 @@ function distinctIdOf(value: unknown, fallback: string): string {
   if (value === undefined || value === null) return fallback;
   let id: string;
   if (typeof value === 'string') id = value;
-  else if (typeof value === 'number' && Number.isSafeInteger(value)) id = String(value); // as Python's str()
-  else return refuse(`posthog.capture: properties.distinct_id must be a string or an integer, got ${Array.isArray(value) ? 'an array' : typeof value}`);
-  if (id === '' || id.length > MAX_DISTINCT_ID_CHARS) refuse(`posthog.capture: properties.distinct_id must be 1 to ${MAX_DISTINCT_ID_CHARS} characters, got ${id.length}`);
+  else if (typeof value === 'number' && Number.isSafeInteger(value))
+    id = String(value); // as Python's str()
+  else
+    return refuse(
+      `posthog.capture: properties.distinct_id must be a string or an integer, got ${Array.isArray(value) ? 'an array' : typeof value}`,
+    );
+  if (id === '' || id.length > MAX_DISTINCT_ID_CHARS)
+    refuse(
+      `posthog.capture: properties.distinct_id must be 1 to ${MAX_DISTINCT_ID_CHARS} characters, got ${id.length}`,
+    );
   return id;
 }
 
 function timestampOf(value: unknown, now: string): string {
   if (value === undefined || value === null) return now;
-  if (typeof value !== 'string') refuse(`posthog.capture: properties.timestamp must be an ISO-8601 string, got ${typeof value}`);
+  if (typeof value !== 'string')
+    refuse(`posthog.capture: properties.timestamp must be an ISO-8601 string, got ${typeof value}`);
   try {
     parseIsoDateTime(value);
   } catch {
-    refuse(`posthog.capture: properties.timestamp must be an ISO-8601 date-time, got ${JSON.stringify(value.slice(0, 60))}`);
+    refuse(
+      `posthog.capture: properties.timestamp must be an ISO-8601 date-time, got ${JSON.stringify(value.slice(0, 60))}`,
+    );
   }
   return value;
 }
@@ -161,7 +175,8 @@ export function captureTask(req: CaptureRequest, c: CaptureContext): OutgoingTas
 
 /** The `posthog.capture` entry of the host ops registry; `publish` is the worker's `broker.publish`. */
 export function createCaptureOp(publish: (outgoing: Outgoing[]) => Promise<void>, opts: CaptureOpOptions): HostOp {
-  if (typeof opts.queue !== 'string' || opts.queue === '') throw new Error('createCaptureOp: queue must be a non-empty string');
+  if (typeof opts.queue !== 'string' || opts.queue === '')
+    throw new Error('createCaptureOp: queue must be a non-empty string');
   const maxPayloadBytes = opts.maxPayloadBytes ?? 1024 * 1024;
   const origin = opts.origin ?? `posthog-plugins-${process.pid}@${hostname()}`;
   return {
@@ -186,7 +201,9 @@ export function createCaptureOp(publish: (outgoing: Outgoing[]) => Promise<void>
         outgoing = { queue: opts.queue, message: encodeTaskV2(task), priority: 0 };
       } catch (err) {
         // e.g. an object shaped like kombu's {"__type__", "__value__"} tag, which Python would misread
-        refuse(`posthog.capture: the event cannot be sent: ${(err as Error).message.replace(/^cannot encode task "[^"]*" id "[^"]*": /, '')}`);
+        refuse(
+          `posthog.capture: the event cannot be sent: ${(err as Error).message.replace(/^cannot encode task "[^"]*" id "[^"]*": /, '')}`,
+        );
       }
       if (outgoing.message.body.length > maxPayloadBytes) {
         refuse(`posthog.capture: event too large: ${outgoing.message.body.length} bytes, limit ${maxPayloadBytes}`);
@@ -197,7 +214,11 @@ export function createCaptureOp(publish: (outgoing: Outgoing[]) => Promise<void>
       } catch (err) {
         // the broker's message may name its address: the operator sees it, the plugin does not
         ctx.warn(`posthog.capture: publishing to ${opts.queue} failed: ${(err as Error)?.message ?? String(err)}`);
-        throw new PluginFacingError('CaptureError', `posthog.capture: the event could not be queued (broker unavailable)`, 'unavailable');
+        throw new PluginFacingError(
+          'CaptureError',
+          `posthog.capture: the event could not be queued (broker unavailable)`,
+          'unavailable',
+        );
       }
       return null;
     },

@@ -78,7 +78,19 @@ export class FetchError extends PluginFacingError {
 
 const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
 /** Hop-by-hop and framing headers the host sets itself; a plugin's values are dropped. */
-const DROPPED_HEADERS = new Set(['host', 'content-length', 'transfer-encoding', 'connection', 'keep-alive', 'upgrade', 'te', 'trailer', 'proxy-connection', 'proxy-authorization', 'expect']);
+const DROPPED_HEADERS = new Set([
+  'host',
+  'content-length',
+  'transfer-encoding',
+  'connection',
+  'keep-alive',
+  'upgrade',
+  'te',
+  'trailer',
+  'proxy-connection',
+  'proxy-authorization',
+  'expect',
+]);
 /** Not sent to another host after a redirect (node-fetch ≥2.6.7 does the same). */
 const CREDENTIAL_HEADERS = new Set(['authorization', 'www-authenticate', 'cookie', 'cookie2']);
 const MAX_HEADERS = 100;
@@ -91,16 +103,19 @@ function invalid(message: string): never {
 export function parseFetchRequest(args: unknown): FetchRequest {
   const a = (args ?? {}) as Record<string, unknown>;
   if (typeof a !== 'object' || Array.isArray(a)) invalid('fetch: malformed request');
-  if (typeof a.url !== 'string' || a.url.length > 65536) invalid('fetch: the URL must be a string of at most 65536 characters');
+  if (typeof a.url !== 'string' || a.url.length > 65536)
+    invalid('fetch: the URL must be a string of at most 65536 characters');
   const method = typeof a.method === 'string' && a.method !== '' ? a.method : 'GET';
-  if (!TOKEN.test(method) || method.length > 32) invalid(`fetch: invalid method ${JSON.stringify(method.slice(0, 40))}`);
+  if (!TOKEN.test(method) || method.length > 32)
+    invalid(`fetch: invalid method ${JSON.stringify(method.slice(0, 40))}`);
   const upper = method.toUpperCase();
   if (upper === 'CONNECT' || upper === 'TRACE' || upper === 'TRACK') invalid(`fetch: method ${upper} is not allowed`);
   const headers: Array<[string, string]> = [];
   if (a.headers !== undefined && a.headers !== null) {
     if (!Array.isArray(a.headers) || a.headers.length > MAX_HEADERS) invalid(`fetch: at most ${MAX_HEADERS} headers`);
     for (const pair of a.headers as unknown[]) {
-      if (!Array.isArray(pair) || pair.length !== 2 || typeof pair[0] !== 'string' || typeof pair[1] !== 'string') invalid('fetch: malformed headers');
+      if (!Array.isArray(pair) || pair.length !== 2 || typeof pair[0] !== 'string' || typeof pair[1] !== 'string')
+        invalid('fetch: malformed headers');
       const [name, value] = pair as [string, string];
       if (!TOKEN.test(name)) invalid(`fetch: invalid header name ${JSON.stringify(name.slice(0, 60))}`);
       if (/[\r\n\0]/.test(value)) invalid(`fetch: invalid value for header ${name}`);
@@ -111,7 +126,8 @@ export function parseFetchRequest(args: unknown): FetchRequest {
   if (body !== null && typeof body !== 'string') invalid('fetch: malformed body');
   if (body !== null && (upper === 'GET' || upper === 'HEAD')) invalid('fetch: a GET/HEAD request cannot have a body');
   const redirect = a.redirect === 'manual' || a.redirect === 'error' ? a.redirect : 'follow';
-  const num = (v: unknown): number | null => (typeof v === 'number' && Number.isFinite(v) && v >= 0 ? Math.floor(v) : null);
+  const num = (v: unknown): number | null =>
+    typeof v === 'number' && Number.isFinite(v) && v >= 0 ? Math.floor(v) : null;
   return {
     url: a.url,
     method: ['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'OPTIONS', 'PATCH'].includes(upper) ? upper : method,
@@ -135,7 +151,10 @@ function parseTarget(url: string, base?: string): URL {
     throw new FetchError(`invalid URL ${JSON.stringify(url.slice(0, 200))}`, 'invalid-url');
   }
   if (u.protocol !== 'http:' && u.protocol !== 'https:') {
-    throw new FetchError(`only http: and https: URLs are allowed, got ${u.protocol} (${u.href.slice(0, 200)})`, 'unsupported-protocol');
+    throw new FetchError(
+      `only http: and https: URLs are allowed, got ${u.protocol} (${u.href.slice(0, 200)})`,
+      'unsupported-protocol',
+    );
   }
   return u;
 }
@@ -157,7 +176,10 @@ function send(hop: Hop, target: ResolvedTarget, signal: AbortSignal): Promise<ht
   const literal = parseIp(u.hostname) !== null;
   // Connect to the address NetGuard checked, whatever the name resolves to by now.
   const lookup: LookupFunction = (_host, options, cb) => {
-    if ((options as { all?: boolean }).all) (cb as unknown as (e: null, a: Array<{ address: string; family: number }>) => void)(null, [{ address: target.address, family: target.family }]);
+    if ((options as { all?: boolean }).all)
+      (cb as unknown as (e: null, a: Array<{ address: string; family: number }>) => void)(null, [
+        { address: target.address, family: target.family },
+      ]);
     else cb(null, target.address, target.family);
   };
   const headers: http.OutgoingHttpHeaders = { host: u.host };
@@ -165,8 +187,10 @@ function send(hop: Hop, target: ResolvedTarget, signal: AbortSignal): Promise<ht
     const prev = headers[k];
     headers[k] = prev === undefined ? v : Array.isArray(prev) ? [...prev, v] : [String(prev), v];
   }
-  if (hop.body !== null || hop.method === 'POST' || hop.method === 'PUT' || hop.method === 'PATCH') headers['content-length'] = String(hop.body?.length ?? 0);
-  if (u.username || u.password) headers.authorization ??= `Basic ${Buffer.from(`${decodeURIComponent(u.username)}:${decodeURIComponent(u.password)}`).toString('base64')}`;
+  if (hop.body !== null || hop.method === 'POST' || hop.method === 'PUT' || hop.method === 'PATCH')
+    headers['content-length'] = String(hop.body?.length ?? 0);
+  if (u.username || u.password)
+    headers.authorization ??= `Basic ${Buffer.from(`${decodeURIComponent(u.username)}:${decodeURIComponent(u.password)}`).toString('base64')}`;
   const options: https.RequestOptions = {
     protocol: u.protocol,
     host: literal ? target.address : u.hostname,
@@ -184,7 +208,13 @@ function send(hop: Hop, target: ResolvedTarget, signal: AbortSignal): Promise<ht
     try {
       req = (u.protocol === 'https:' ? https : http).request(options, resolve);
     } catch (err) {
-      reject(new FetchError(`request to ${originOf(u)} failed, reason: ${(err as Error).message}`, 'system', (err as { code?: string }).code));
+      reject(
+        new FetchError(
+          `request to ${originOf(u)} failed, reason: ${(err as Error).message}`,
+          'system',
+          (err as { code?: string }).code,
+        ),
+      );
       return;
     }
     // (cheaper than the `signal` request option) abort = destroy the request and with it the response
@@ -192,7 +222,11 @@ function send(hop: Hop, target: ResolvedTarget, signal: AbortSignal): Promise<ht
     signal.addEventListener('abort', onAbort, { once: true });
     req.on('close', () => signal.removeEventListener('abort', onAbort));
     req.on('error', (err: NodeJS.ErrnoException) => {
-      reject(signal.aborted ? signal.reason : new FetchError(`request to ${u.href} failed, reason: ${err.message}`, 'system', err.code));
+      reject(
+        signal.aborted
+          ? signal.reason
+          : new FetchError(`request to ${u.href} failed, reason: ${err.message}`, 'system', err.code),
+      );
     });
     req.end(hop.body ?? undefined);
   });
@@ -203,7 +237,14 @@ function sizeError(url: URL, maxBytes: number): FetchError {
 }
 
 /** Read the body with the size cap applied to the bytes on the wire and (when decompressing) to the output. */
-async function readBody(res: http.IncomingMessage, url: URL, method: string, compress: boolean, maxBytes: number, signal: AbortSignal): Promise<string> {
+async function readBody(
+  res: http.IncomingMessage,
+  url: URL,
+  method: string,
+  compress: boolean,
+  maxBytes: number,
+  signal: AbortSignal,
+): Promise<string> {
   const declared = Number(res.headers['content-length']);
   if (Number.isFinite(declared) && declared > maxBytes) {
     res.destroy();
@@ -213,7 +254,11 @@ async function readBody(res: http.IncomingMessage, url: URL, method: string, com
     res.resume();
     return '';
   }
-  const enc = compress ? String(res.headers['content-encoding'] ?? '').trim().toLowerCase() : '';
+  const enc = compress
+    ? String(res.headers['content-encoding'] ?? '')
+        .trim()
+        .toLowerCase()
+    : '';
   const inflate =
     enc === 'gzip' || enc === 'x-gzip'
       ? zlib.createGunzip({ finishFlush: zlib.constants.Z_SYNC_FLUSH })
@@ -241,7 +286,11 @@ async function readBody(res: http.IncomingMessage, url: URL, method: string, com
     res.destroy();
     if (signal.aborted) throw signal.reason;
     if (err instanceof PluginFacingError) throw err;
-    throw new FetchError(`invalid response body while trying to fetch ${url.href}: ${(err as Error).message}`, 'system', (err as { code?: string }).code);
+    throw new FetchError(
+      `invalid response body while trying to fetch ${url.href}: ${(err as Error).message}`,
+      'system',
+      (err as { code?: string }).code,
+    );
   }
 }
 
@@ -274,15 +323,26 @@ function collect(stream: Readable, maxBytes: number, url: URL): Promise<Buffer> 
 
 const REDIRECTS = new Set([301, 302, 303, 307, 308]);
 
-async function fetchLoop(req: FetchRequest, opts: ResolvedFetchOptions, signal: AbortSignal): Promise<FetchResponseData> {
+async function fetchLoop(
+  req: FetchRequest,
+  opts: ResolvedFetchOptions,
+  signal: AbortSignal,
+): Promise<FetchResponseData> {
   const maxRedirects = Math.min(opts.maxRedirects, req.follow ?? Infinity);
-  let hop: Hop = { url: parseTarget(req.url), method: req.method, headers: req.headers.filter(([k]) => !DROPPED_HEADERS.has(k)), body: req.body === null ? null : Buffer.from(req.body, req.bodyEncoding) };
-  if (hop.body !== null && hop.body.length > opts.maxBytes) throw new FetchError(`request body over limit: ${hop.body.length} > ${opts.maxBytes} bytes`, 'max-size');
+  let hop: Hop = {
+    url: parseTarget(req.url),
+    method: req.method,
+    headers: req.headers.filter(([k]) => !DROPPED_HEADERS.has(k)),
+    body: req.body === null ? null : Buffer.from(req.body, req.bodyEncoding),
+  };
+  if (hop.body !== null && hop.body.length > opts.maxBytes)
+    throw new FetchError(`request body over limit: ${hop.body.length} > ${opts.maxBytes} bytes`, 'max-size');
   const has = (name: string): boolean => hop.headers.some(([k]) => k === name);
   if (!has('accept')) hop.headers.push(['accept', '*/*']);
   if (!has('user-agent')) hop.headers.push(['user-agent', 'posthog-plugins (node-fetch compatible)']);
   if (req.compress && !has('accept-encoding')) hop.headers.push(['accept-encoding', 'gzip, deflate, br']);
-  if (hop.body !== null && !has('content-type') && req.bodyEncoding === 'utf8') hop.headers.push(['content-type', 'text/plain;charset=UTF-8']);
+  if (hop.body !== null && !has('content-type') && req.bodyEncoding === 'utf8')
+    hop.headers.push(['content-type', 'text/plain;charset=UTF-8']);
 
   for (let redirects = 0; ; redirects++) {
     let target: ResolvedTarget;
@@ -291,9 +351,17 @@ async function fetchLoop(req: FetchRequest, opts: ResolvedFetchOptions, signal: 
     } catch (err) {
       if (err instanceof FetchRefusedError) {
         const via = redirects > 0 ? ` (after a redirect from ${req.url.slice(0, 200)})` : '';
-        throw new FetchError(`request to ${originOf(hop.url)} refused: ${err.message}${via}`, 'refused', 'EFETCHREFUSED');
+        throw new FetchError(
+          `request to ${originOf(hop.url)} refused: ${err.message}${via}`,
+          'refused',
+          'EFETCHREFUSED',
+        );
       }
-      throw new FetchError(`request to ${hop.url.href} failed, reason: ${(err as Error).message}`, 'system', (err as { code?: string }).code ?? 'ENOTFOUND');
+      throw new FetchError(
+        `request to ${hop.url.href} failed, reason: ${(err as Error).message}`,
+        'system',
+        (err as { code?: string }).code ?? 'ENOTFOUND',
+      );
     }
     if (signal.aborted) throw signal.reason;
     const res = await send(hop, target, signal);
@@ -301,8 +369,13 @@ async function fetchLoop(req: FetchRequest, opts: ResolvedFetchOptions, signal: 
     const location = res.headers.location;
     if (REDIRECTS.has(status) && typeof location === 'string' && req.redirect !== 'manual') {
       res.resume();
-      if (req.redirect === 'error') throw new FetchError(`uri requested responds with a redirect, redirect mode is set to error: ${hop.url.href}`, 'no-redirect');
-      if (redirects >= maxRedirects) throw new FetchError(`maximum redirect reached at: ${hop.url.href}`, 'max-redirect');
+      if (req.redirect === 'error')
+        throw new FetchError(
+          `uri requested responds with a redirect, redirect mode is set to error: ${hop.url.href}`,
+          'no-redirect',
+        );
+      if (redirects >= maxRedirects)
+        throw new FetchError(`maximum redirect reached at: ${hop.url.href}`, 'max-redirect');
       const next = parseTarget(location, hop.url.href);
       let { method, body } = hop;
       let headers = hop.headers;
@@ -311,25 +384,38 @@ async function fetchLoop(req: FetchRequest, opts: ResolvedFetchOptions, signal: 
         body = null;
         headers = headers.filter(([k]) => k !== 'content-type');
       }
-      if (next.host !== hop.url.host || next.protocol !== hop.url.protocol) headers = headers.filter(([k]) => !CREDENTIAL_HEADERS.has(k));
+      if (next.host !== hop.url.host || next.protocol !== hop.url.protocol)
+        headers = headers.filter(([k]) => !CREDENTIAL_HEADERS.has(k));
       hop = { url: next, method, headers, body };
       continue;
     }
     const headers: Array<[string, string]> = [];
-    for (let i = 0; i + 1 < res.rawHeaders.length; i += 2) headers.push([res.rawHeaders[i].toLowerCase(), res.rawHeaders[i + 1]]);
+    for (let i = 0; i + 1 < res.rawHeaders.length; i += 2)
+      headers.push([res.rawHeaders[i].toLowerCase(), res.rawHeaders[i + 1]]);
     const body = await readBody(res, hop.url, hop.method, req.compress, opts.maxBytes, signal);
     return { url: hop.url.href, status, statusText: res.statusMessage ?? '', redirected: redirects > 0, headers, body };
   }
 }
 
 /** One plugin request, whole exchange (DNS, redirects, body) bounded by the timeout. Rejects with FetchError. */
-export async function guardedFetch(req: FetchRequest, opts: ResolvedFetchOptions, outer?: AbortSignal): Promise<FetchResponseData> {
+export async function guardedFetch(
+  req: FetchRequest,
+  opts: ResolvedFetchOptions,
+  outer?: AbortSignal,
+): Promise<FetchResponseData> {
   const timeoutMs = Math.min(opts.timeoutMs, req.timeout ?? Infinity);
   const ac = new AbortController();
-  const onOuter = (): void => ac.abort(new FetchError(`request to ${req.url.slice(0, 200)} aborted: the plugin's isolate was closed`, 'aborted'));
+  const onOuter = (): void =>
+    ac.abort(new FetchError(`request to ${req.url.slice(0, 200)} aborted: the plugin's isolate was closed`, 'aborted'));
   if (outer?.aborted) onOuter();
   else outer?.addEventListener('abort', onOuter, { once: true });
-  const timer = setTimeout(() => ac.abort(new FetchError(`network timeout at: ${req.url.slice(0, 200)} (limit ${timeoutMs} ms)`, 'request-timeout')), timeoutMs);
+  const timer = setTimeout(
+    () =>
+      ac.abort(
+        new FetchError(`network timeout at: ${req.url.slice(0, 200)} (limit ${timeoutMs} ms)`, 'request-timeout'),
+      ),
+    timeoutMs,
+  );
   const aborted = new Promise<never>((_, reject) => {
     if (ac.signal.aborted) reject(ac.signal.reason);
     else ac.signal.addEventListener('abort', () => reject(ac.signal.reason), { once: true });
@@ -357,7 +443,8 @@ export function createFetchOp(opts: ResolvedFetchOptions): HostOp {
       try {
         return await guardedFetch(req, opts, ctx.signal);
       } catch (err) {
-        if (err instanceof FetchError && err.type === 'refused') ctx.warn(`plugin fetch refused: ${err.message} (allow with --fetch-allow)`);
+        if (err instanceof FetchError && err.type === 'refused')
+          ctx.warn(`plugin fetch refused: ${err.message} (allow with --fetch-allow)`);
         throw err;
       }
     },

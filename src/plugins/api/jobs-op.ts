@@ -20,12 +20,19 @@ export function createJobsOp(jobs: Pick<JobStore, 'enqueue'>): HostOp {
     async run(raw, ctx) {
       const args = (raw ?? {}) as Record<string, unknown>;
       const { name, payload, runAt } = args;
-      if (typeof name !== 'string' || name.length === 0 || name.length > 200) fail('job names are strings of 1 to 200 characters');
+      if (typeof name !== 'string' || name.length === 0 || name.length > 200)
+        fail('job names are strings of 1 to 200 characters');
       if (name.startsWith('$')) fail(`job names starting with $ are the worker's own: ${JSON.stringify(name)}`);
       if (typeof payload !== 'string') fail('job payloads must be JSON');
       if (typeof runAt !== 'number' || !Number.isFinite(runAt)) fail('invalid run time');
       try {
-        await jobs.enqueue({ pluginConfigId: ctx.plugin.pluginConfigId, teamId: ctx.plugin.teamId, name, payloadJson: payload, runAt: new Date(runAt) });
+        await jobs.enqueue({
+          pluginConfigId: ctx.plugin.pluginConfigId,
+          teamId: ctx.plugin.teamId,
+          name,
+          payloadJson: payload,
+          runAt: new Date(runAt),
+        });
       } catch (err) {
         ctx.logger.warn(`meta.jobs.${name}: could not store the job: ${(err as Error).message}`, ctx.logMeta);
         fail(`job ${JSON.stringify(name)} could not be stored: the database did not answer (see the worker log)`);

@@ -253,7 +253,17 @@ export function blockedReason(ip: ParsedIp): string | null {
 }
 
 /** Names refused before any DNS lookup (their addresses would be refused too; this gives a clearer message). */
-const BLOCKED_NAMES = new Set(['localhost', 'localhost.localdomain', 'ip6-localhost', 'ip6-loopback', 'metadata', 'metadata.google.internal', 'metadata.goog', 'instance-data', 'instance-data.ec2.internal']);
+const BLOCKED_NAMES = new Set([
+  'localhost',
+  'localhost.localdomain',
+  'ip6-localhost',
+  'ip6-loopback',
+  'metadata',
+  'metadata.google.internal',
+  'metadata.goog',
+  'instance-data',
+  'instance-data.ec2.internal',
+]);
 
 function normalizeName(host: string): string {
   let h = host.trim().toLowerCase();
@@ -264,7 +274,10 @@ function normalizeName(host: string): string {
 
 export function blockedName(host: string): string | null {
   const h = normalizeName(host);
-  if (BLOCKED_NAMES.has(h)) return h.startsWith('metadata') || h.startsWith('instance-data') ? 'cloud metadata host name' : 'loopback host name';
+  if (BLOCKED_NAMES.has(h))
+    return h.startsWith('metadata') || h.startsWith('instance-data')
+      ? 'cloud metadata host name'
+      : 'loopback host name';
   if (h.endsWith('.localhost')) return 'loopback host name';
   return null;
 }
@@ -302,7 +315,10 @@ export function parseAllowList(spec: string | readonly string[] | undefined): Al
     const lower = e.toLowerCase();
     const wildcard = lower.startsWith('*.') ? lower.slice(1) : lower.startsWith('.') ? lower : null;
     const name = normalizeName(wildcard !== null ? wildcard.slice(1) : lower);
-    if (!NAME_RE.test(name) || /^[0-9.]+$/.test(name)) throw new Error(`fetch allow-list: cannot read entry ${JSON.stringify(e)} (expected a host name, *.domain, an IP address or a CIDR range)`);
+    if (!NAME_RE.test(name) || /^[0-9.]+$/.test(name))
+      throw new Error(
+        `fetch allow-list: cannot read entry ${JSON.stringify(e)} (expected a host name, *.domain, an IP address or a CIDR range)`,
+      );
     if (wildcard !== null) list.suffixes.push('.' + name);
     else list.names.add(name);
   }
@@ -335,7 +351,10 @@ export class NetGuard {
     allow: string | readonly string[] | AllowList | undefined,
     private readonly lookup: LookupFn = systemLookup,
   ) {
-    this.allow = allow !== undefined && typeof allow === 'object' && 'cidrs' in allow ? allow : parseAllowList(allow as string | readonly string[] | undefined);
+    this.allow =
+      allow !== undefined && typeof allow === 'object' && 'cidrs' in allow
+        ? allow
+        : parseAllowList(allow as string | readonly string[] | undefined);
   }
 
   /** Why this address may not be used (null = it may). */
@@ -357,13 +376,16 @@ export class NetGuard {
     // localhost, metadata.google.internal, …: refused without a DNS query, unless the operator allow-listed the
     // address they resolve to (then only allow-listed addresses of theirs are used).
     const nameBlocked = trusted ? null : blockedName(host);
-    if (nameBlocked && this.allow.cidrs.length === 0) throw new FetchRefusedError(`${host} is not allowed (${nameBlocked})`);
+    if (nameBlocked && this.allow.cidrs.length === 0)
+      throw new FetchRefusedError(`${host} is not allowed (${nameBlocked})`);
     let addrs: Array<{ address: string; family: number }>;
     try {
       addrs = await this.lookup(host);
     } catch (err) {
       const code = (err as { code?: string }).code;
-      throw Object.assign(new Error(`cannot resolve ${host}${code ? ` (${code})` : ''}`), { code: code ?? 'ENOTFOUND' });
+      throw Object.assign(new Error(`cannot resolve ${host}${code ? ` (${code})` : ''}`), {
+        code: code ?? 'ENOTFOUND',
+      });
     }
     let firstWhy: string | null = null;
     for (const a of addrs) {
@@ -371,7 +393,9 @@ export class NetGuard {
       if (!ip) continue;
       const why = trusted ? null : nameBlocked ? (ipAllowed(this.allow, ip) ? null : nameBlocked) : this.checkIp(ip);
       if (why === null) return { address: formatIp(ip), family: ip.family };
-      firstWhy ??= nameBlocked ? `${host} is not allowed (${nameBlocked})` : `${host} resolves to ${formatIp(ip)}, which is not allowed (${why})`;
+      firstWhy ??= nameBlocked
+        ? `${host} is not allowed (${nameBlocked})`
+        : `${host} resolves to ${formatIp(ip)}, which is not allowed (${why})`;
     }
     throw new FetchRefusedError(firstWhy ?? `cannot resolve ${host} (no usable address)`);
   }

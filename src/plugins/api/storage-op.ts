@@ -16,7 +16,8 @@ function fail(message: string): never {
 function keyOf(args: Record<string, unknown>): string {
   const key = args.key;
   if (typeof key !== 'string' || key.length === 0) fail('storage keys must be non-empty strings');
-  if (key.length > STORAGE_KEY_MAX_CHARS) fail(`storage key too long: ${key.length} characters, limit ${STORAGE_KEY_MAX_CHARS}`);
+  if (key.length > STORAGE_KEY_MAX_CHARS)
+    fail(`storage key too long: ${key.length} characters, limit ${STORAGE_KEY_MAX_CHARS}`);
   return key;
 }
 

@@ -51,7 +51,13 @@ export function exportSettings(config: JsonObject): { bufferBytes: number; buffe
     const n = typeof v === 'number' ? v : typeof v === 'string' ? parseInt(v, 10) : NaN;
     return Number.isFinite(n) && n > 0 ? Math.min(max, Math.max(min, n)) : dflt;
   };
-  const ignore = typeof config.exportEventsToIgnore === 'string' ? config.exportEventsToIgnore.split(',').map((s) => s.trim()).filter((s) => s !== '') : [];
+  const ignore =
+    typeof config.exportEventsToIgnore === 'string'
+      ? config.exportEventsToIgnore
+          .split(',')
+          .map((s) => s.trim())
+          .filter((s) => s !== '')
+      : [];
   return {
     bufferBytes: num(config.exportEventsBufferBytes, MIB, 1, 100 * MIB),
     bufferMs: num(config.exportEventsBufferSeconds, 10, 1, 600) * 1000,
@@ -90,7 +96,8 @@ export class EventSink {
     if (this.onEvent) {
       for (const e of events) this.onEventQueue.push(e.json);
       const max = this.opts.maxQueuedEvents ?? 10_000;
-      if (this.onEventQueue.length > max) this.drop(this.onEventQueue.splice(0, this.onEventQueue.length - max).length, 'onEvent');
+      if (this.onEventQueue.length > max)
+        this.drop(this.onEventQueue.splice(0, this.onEventQueue.length - max).length, 'onEvent');
       if (!this.paused) this.onEventRunning ??= this.drainOnEvent();
     }
     if (this.exportEvents) {
@@ -138,26 +145,39 @@ export class EventSink {
     this.closed = true;
     const batches = this.batches.splice(0);
     const onEventLeft = this.onEventQueue.splice(0).length;
-    if (onEventLeft > 0) this.opts.logger.warn(`${onEventLeft} event(s) were still waiting for onEvent when the plugin was unloaded; onEvent does not see them`, this.opts.logMeta);
+    if (onEventLeft > 0)
+      this.opts.logger.warn(
+        `${onEventLeft} event(s) were still waiting for onEvent when the plugin was unloaded; onEvent does not see them`,
+        this.opts.logMeta,
+      );
     const retry = this.opts.retryExport;
     if (batches.length === 0) return;
     if (!retry) {
       const n = batches.reduce((sum, b) => sum + b.length, 0);
-      this.opts.logger.warn(`${n} event(s) were still waiting for exportEvents when the plugin was unloaded; there is no job store to keep them`, this.opts.logMeta);
+      this.opts.logger.warn(
+        `${n} event(s) were still waiting for exportEvents when the plugin was unloaded; there is no job store to keep them`,
+        this.opts.logMeta,
+      );
       return;
     }
     for (const b of batches) {
       try {
         await retry(b, 0);
       } catch (err) {
-        this.opts.logger.error(`could not keep ${b.length} event(s) waiting for exportEvents: ${(err as Error).message}`, this.opts.logMeta);
+        this.opts.logger.error(
+          `could not keep ${b.length} event(s) waiting for exportEvents: ${(err as Error).message}`,
+          this.opts.logMeta,
+        );
       }
     }
   }
 
   private drop(n: number, what: string): void {
     this.dropped += n;
-    this.opts.logger.warn(`${what} cannot keep up: dropped ${n} event(s) (${this.dropped} so far); they reached Python but not this plugin`, this.opts.logMeta);
+    this.opts.logger.warn(
+      `${what} cannot keep up: dropped ${n} event(s) (${this.dropped} so far); they reached Python but not this plugin`,
+      this.opts.logMeta,
+    );
   }
 
   private cutBatch(): void {
@@ -205,13 +225,19 @@ export class EventSink {
     if (outcome.error && !outcome.retry) this.opts.onError('exportEvents', outcome);
     if (!retryable) return;
     if (!this.opts.retryExport) {
-      this.opts.logger.warn(`exportEvents asked for a retry of ${batch.length} event(s), but this worker has no job store: they are not exported`, this.opts.logMeta);
+      this.opts.logger.warn(
+        `exportEvents asked for a retry of ${batch.length} event(s), but this worker has no job store: they are not exported`,
+        this.opts.logMeta,
+      );
       return;
     }
     try {
       await this.opts.retryExport(batch, 0);
     } catch (err) {
-      this.opts.logger.error(`could not schedule the retry of exportEvents for ${batch.length} event(s): ${(err as Error).message}`, this.opts.logMeta);
+      this.opts.logger.error(
+        `could not schedule the retry of exportEvents for ${batch.length} event(s): ${(err as Error).message}`,
+        this.opts.logMeta,
+      );
     }
   }
 }

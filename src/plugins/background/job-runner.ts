@@ -95,13 +95,19 @@ export class JobRunner {
     const maxAttempts = this.opts.maxAttempts ?? 5;
     try {
       if (job.attempts > maxAttempts) {
-        logger.error(`plugin job ${JSON.stringify(job.name)} (#${job.id}) given up: ${job.attempts - 1} earlier runs never finished (the worker died or stopped during each)`, meta);
+        logger.error(
+          `plugin job ${JSON.stringify(job.name)} (#${job.id}) given up: ${job.attempts - 1} earlier runs never finished (the worker died or stopped during each)`,
+          meta,
+        );
         await jobs.complete(job.id, workerId);
         return;
       }
       const outcome = await manager.runTask(job.pluginConfigId, 'job', job.name, job.payloadJson);
       if (outcome === null) {
-        logger.warn(`plugin job ${JSON.stringify(job.name)} (#${job.id}) dropped: plugin config ${job.pluginConfigId} is not enabled or did not load`, meta);
+        logger.warn(
+          `plugin job ${JSON.stringify(job.name)} (#${job.id}) dropped: plugin config ${job.pluginConfigId} is not enabled or did not load`,
+          meta,
+        );
         await jobs.complete(job.id, workerId);
       } else if (outcome.interrupted === 'not-ready') {
         await this.giveBack(job, this.opts.notReadyDelayMs ?? 30_000, true);
@@ -121,7 +127,10 @@ export class JobRunner {
     try {
       await this.opts.jobs.release(job.id, this.opts.workerId, new Date(Date.now() + delayMs), { uncount });
     } catch (err) {
-      this.opts.logger.warn(`plugin job #${job.id}: could not give it back (${(err as Error).message}); its lease will`, { jobId: job.id });
+      this.opts.logger.warn(
+        `plugin job #${job.id}: could not give it back (${(err as Error).message}); its lease will`,
+        { jobId: job.id },
+      );
     }
   }
 

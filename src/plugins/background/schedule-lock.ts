@@ -19,7 +19,8 @@ import type Redis from 'ioredis';
 
 export type ScheduledTask = 'runEveryMinute' | 'runEveryHour' | 'runEveryDay';
 
-export type TryStartResult = { ok: true; release(): Promise<void> } | { ok: false; reason: 'done-this-period' | 'still-running' };
+export type TryStartResult =
+  { ok: true; release(): Promise<void> } | { ok: false; reason: 'done-this-period' | 'still-running' };
 
 export interface ScheduleLockOptions {
   /** This worker's instance id; part of the running key's value (who holds it, for operators). */
@@ -76,7 +77,8 @@ export class ScheduleLock {
     private readonly redis: Redis,
     opts: ScheduleLockOptions,
   ) {
-    if (typeof opts.owner !== 'string' || opts.owner === '') throw new Error('ScheduleLock: owner must be a non-empty string');
+    if (typeof opts.owner !== 'string' || opts.owner === '')
+      throw new Error('ScheduleLock: owner must be a non-empty string');
     this.owner = opts.owner;
     this.prefix = opts.prefix ?? 'posthog-plugins:schedule';
   }
@@ -87,12 +89,18 @@ export class ScheduleLock {
    * the config after maxRunMs. Redis errors are thrown (the caller skips this period and logs).
    */
   async tryStart(configId: number, task: ScheduledTask, start: Date, maxRunMs: number): Promise<TryStartResult> {
-    if (!Number.isSafeInteger(configId) || configId <= 0) throw new Error(`ScheduleLock.tryStart: invalid plugin config id ${String(configId)}`);
+    if (!Number.isSafeInteger(configId) || configId <= 0)
+      throw new Error(`ScheduleLock.tryStart: invalid plugin config id ${String(configId)}`);
     if (!(task in PERIOD_MS)) throw new Error(`ScheduleLock.tryStart: unknown scheduled task ${JSON.stringify(task)}`);
     if (!(start instanceof Date) || periodStart(task, start).getTime() !== start.getTime()) {
-      throw new Error(`ScheduleLock.tryStart(${configId}, ${task}): ${String(start)} is not the start of a period (use periodStart())`);
+      throw new Error(
+        `ScheduleLock.tryStart(${configId}, ${task}): ${String(start)} is not the start of a period (use periodStart())`,
+      );
     }
-    if (!Number.isSafeInteger(maxRunMs) || maxRunMs <= 0) throw new Error(`ScheduleLock.tryStart(${configId}, ${task}): maxRunMs must be a positive integer, got ${String(maxRunMs)}`);
+    if (!Number.isSafeInteger(maxRunMs) || maxRunMs <= 0)
+      throw new Error(
+        `ScheduleLock.tryStart(${configId}, ${task}): maxRunMs must be a positive integer, got ${String(maxRunMs)}`,
+      );
 
     const base = `${this.prefix}:${configId}:${task}`;
     const periodKey = `${base}:period:${start.toISOString()}`;
@@ -101,13 +109,24 @@ export class ScheduleLock {
     const token = `${this.owner}:${randomUUID()}`;
     let code: unknown;
     try {
-      code = await this.redis.eval(TRY_START, 2, periodKey, runningKey, token, String(maxRunMs), String(periodKeyTtlMs(task)));
+      code = await this.redis.eval(
+        TRY_START,
+        2,
+        periodKey,
+        runningKey,
+        token,
+        String(maxRunMs),
+        String(periodKeyTtlMs(task)),
+      );
     } catch (err) {
       throw new Error(`schedule lock for ${task} of plugin config ${configId} failed: ${(err as Error).message}`);
     }
     if (code === 1) return { ok: false, reason: 'done-this-period' };
     if (code === 2) return { ok: false, reason: 'still-running' };
-    if (code !== 0) throw new Error(`schedule lock for ${task} of plugin config ${configId}: unexpected script reply ${JSON.stringify(code)}`);
+    if (code !== 0)
+      throw new Error(
+        `schedule lock for ${task} of plugin config ${configId}: unexpected script reply ${JSON.stringify(code)}`,
+      );
 
     let released: Promise<void> | undefined;
     const release = (): Promise<void> =>
@@ -116,7 +135,9 @@ export class ScheduleLock {
           await this.redis.eval(RELEASE, 1, runningKey, token);
         } catch (err) {
           // the key still expires after maxRunMs; until then the config's next runs are skipped
-          throw new Error(`releasing the schedule lock for ${task} of plugin config ${configId} failed: ${(err as Error).message}`);
+          throw new Error(
+            `releasing the schedule lock for ${task} of plugin config ${configId} failed: ${(err as Error).message}`,
+          );
         }
       })());
     return { ok: true, release };

@@ -58,7 +58,10 @@ export class Scheduler {
         if (this.tried.get(key) === period) continue;
         this.tried.set(key, period);
         if (this.running.has(key)) {
-          this.opts.logger.info(`${task} of plugin ${config.name} (config ${config.id}) skipped this period: the previous run is still going`, meta(config));
+          this.opts.logger.info(
+            `${task} of plugin ${config.name} (config ${config.id}) skipped this period: the previous run is still going`,
+            meta(config),
+          );
           continue;
         }
         const run = this.runOne(config, task, period, key).finally(() => this.running.delete(key));
@@ -74,7 +77,11 @@ export class Scheduler {
       try {
         const r = await lock.tryStart(config.id, task, new Date(period), this.opts.maxRunMs);
         if (!r.ok) {
-          if (r.reason === 'still-running') logger.info(`${task} of plugin ${config.name} (config ${config.id}) skipped this period: its previous run is still going elsewhere`, meta(config));
+          if (r.reason === 'still-running')
+            logger.info(
+              `${task} of plugin ${config.name} (config ${config.id}) skipped this period: its previous run is still going elsewhere`,
+              meta(config),
+            );
           return;
         }
         release = r.release;
@@ -83,7 +90,9 @@ export class Scheduler {
         this.tried.delete(key);
         if (Date.now() - this.lastLockWarning > 60_000) {
           this.lastLockWarning = Date.now();
-          logger.warn(`cannot take the schedule lock (${(err as Error).message}); scheduled plugin tasks wait until Redis is back`);
+          logger.warn(
+            `cannot take the schedule lock (${(err as Error).message}); scheduled plugin tasks wait until Redis is back`,
+          );
         }
         return;
       }
@@ -91,9 +100,16 @@ export class Scheduler {
     const started = Date.now();
     try {
       const outcome = await manager.runTask(config.id, 'schedule', task);
-      if (outcome) logger.info(`${task} of plugin ${config.name} (config ${config.id}) ${outcome.error ? 'failed' : 'ran'} in ${Date.now() - started} ms`, meta(config));
+      if (outcome)
+        logger.info(
+          `${task} of plugin ${config.name} (config ${config.id}) ${outcome.error ? 'failed' : 'ran'} in ${Date.now() - started} ms`,
+          meta(config),
+        );
     } finally {
-      if (release) await release().catch((err: Error) => logger.warn(`could not release the schedule lock of config ${config.id}: ${err.message}`));
+      if (release)
+        await release().catch((err: Error) =>
+          logger.warn(`could not release the schedule lock of config ${config.id}: ${err.message}`),
+        );
     }
   }
 }

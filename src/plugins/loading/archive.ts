@@ -31,7 +31,13 @@ export interface Archive {
 
 /** zip: "PK\3\4" (or "PK\5\6" for an empty one); gzip: 1f 8b; plain tar: "ustar" at offset 257. */
 export function sniffArchive(buf: Buffer): ArchiveKind | null {
-  if (buf.length >= 4 && buf[0] === 0x50 && buf[1] === 0x4b && (buf[2] === 3 || buf[2] === 5) && (buf[3] === 4 || buf[3] === 6)) {
+  if (
+    buf.length >= 4 &&
+    buf[0] === 0x50 &&
+    buf[1] === 0x4b &&
+    (buf[2] === 3 || buf[2] === 5) &&
+    (buf[3] === 4 || buf[3] === 6)
+  ) {
     return 'zip';
   }
   if (buf.length >= 2 && buf[0] === 0x1f && buf[1] === 0x8b) return 'tgz';
@@ -157,7 +163,10 @@ function tarNumber(buf: Buffer, start: number, len: number): number {
     for (let i = 1; i < len; i++) v = v * 256 + buf[start + i];
     return v;
   }
-  const s = buf.toString('latin1', start, start + len).replace(/[\0 ]+.*$/s, '').trim();
+  const s = buf
+    .toString('latin1', start, start + len)
+    .replace(/[\0 ]+.*$/s, '')
+    .trim();
   if (s === '') return 0;
   const v = parseInt(s, 8);
   if (!Number.isFinite(v)) throw new ArchiveError('corrupt tar archive: bad number field');

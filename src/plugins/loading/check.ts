@@ -10,7 +10,10 @@ import type { FetchOptions, SandboxLimits } from '../types';
  * APIs, the code run and its exports read) but without setupPlugin, which may need the config's secrets or the
  * network. Throws the compiler's or loader's error; the isolate is always disposed.
  */
-export async function checkPluginLoads(src: PluginSourceCode, opts: { limits?: Partial<SandboxLimits>; fetch?: FetchOptions; logger: Logger }): Promise<void> {
+export async function checkPluginLoads(
+  src: PluginSourceCode,
+  opts: { limits?: Partial<SandboxLimits>; fetch?: FetchOptions; logger: Logger },
+): Promise<void> {
   const fetch = resolveFetchOptions(opts.fetch);
   const compiled = compilePlugin(src, hostModulesFor(fetch.enabled));
   const vm = new PluginVm({

@@ -26,12 +26,19 @@ export function compilePlugin(src: PluginSourceCode, hostModules: ReadonlySet<st
 }
 
 /** compilePlugin on esbuild's async API (see transpilePluginAsync): what the workers' loads use. */
-export async function compilePluginAsync(src: PluginSourceCode, hostModules: ReadonlySet<string>): Promise<CompiledPlugin> {
+export async function compilePluginAsync(
+  src: PluginSourceCode,
+  hostModules: ReadonlySet<string>,
+): Promise<CompiledPlugin> {
   return checked(src, await transpilePluginAsync(src.code, src.main), hostModules);
 }
 
 function checked(src: PluginSourceCode, t: TranspiledPlugin, hostModules: ReadonlySet<string>): CompiledPlugin {
   const missing = t.imports.find((m) => !hostModules.has(m));
   if (missing !== undefined) throw new SandboxError('load', importNotAvailable(missing));
-  return { code: t.code, filename: `${src.name.replace(/[^\w@.-]+/g, '_')}/${path.posix.basename(src.main)}`, hash: t.hash };
+  return {
+    code: t.code,
+    filename: `${src.name.replace(/[^\w@.-]+/g, '_')}/${path.posix.basename(src.main)}`,
+    hash: t.hash,
+  };
 }

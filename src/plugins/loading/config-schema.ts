@@ -23,7 +23,10 @@ const TYPES = new Set<string>(['string', 'choice', 'attachment', 'json']);
 export function configFields(schema: JsonValue | null | undefined): ConfigField[] {
   let entries: JsonObject[] = [];
   if (Array.isArray(schema)) entries = schema.filter(isJsonObject);
-  else if (isJsonObject(schema)) entries = Object.entries(schema).filter(([, v]) => isJsonObject(v)).map(([key, v]) => ({ key, ...(v as JsonObject) }));
+  else if (isJsonObject(schema))
+    entries = Object.entries(schema)
+      .filter(([, v]) => isJsonObject(v))
+      .map(([key, v]) => ({ key, ...(v as JsonObject) }));
   const out: ConfigField[] = [];
   for (const e of entries) {
     if (typeof e.key !== 'string' || e.key === '') continue;
@@ -48,7 +51,11 @@ export interface ResolvedConfig {
  * `base` (the stored config, `{}` for a new one) updated with `changes` (a null value removes a key), defaults
  * filled for keys still missing, then checked against the schema. A plugin without a schema takes anything.
  */
-export function resolveConfig(schema: JsonValue | null | undefined, changes: JsonObject, base: JsonObject = {}): ResolvedConfig {
+export function resolveConfig(
+  schema: JsonValue | null | undefined,
+  changes: JsonObject,
+  base: JsonObject = {},
+): ResolvedConfig {
   const fields = configFields(schema);
   const byKey = new Map(fields.map((f) => [f.key, f]));
   const problems: string[] = [];
@@ -57,7 +64,8 @@ export function resolveConfig(schema: JsonValue | null | undefined, changes: Jso
     if (value === null) delete config[key];
     else config[key] = value;
   }
-  for (const f of fields) if (config[f.key] === undefined && f.default !== undefined && f.type !== 'attachment') config[f.key] = f.default;
+  for (const f of fields)
+    if (config[f.key] === undefined && f.default !== undefined && f.type !== 'attachment') config[f.key] = f.default;
   if (fields.length === 0) return { config, problems, attachmentsNeeded: [] };
 
   const known = fields.filter((f) => f.type !== 'attachment').map((f) => f.key);
@@ -65,7 +73,8 @@ export function resolveConfig(schema: JsonValue | null | undefined, changes: Jso
     if (value === null) continue;
     const f = byKey.get(key);
     if (!f) problems.push(`unknown key "${key}" (plugin.json config has: ${known.join(', ') || 'no settable keys'})`);
-    else if (f.type === 'attachment') problems.push(`"${key}" is an attachment: it is uploaded as a file, not set in the config`);
+    else if (f.type === 'attachment')
+      problems.push(`"${key}" is an attachment: it is uploaded as a file, not set in the config`);
   }
   for (const f of fields) {
     if (f.type === 'attachment') continue;
@@ -75,13 +84,18 @@ export function resolveConfig(schema: JsonValue | null | undefined, changes: Jso
       continue;
     }
     if (typeof v !== 'string') {
-      problems.push(`"${f.key}" must be a string (plugin.json type ${f.type}; PostHog stores values as entered), got ${JSON.stringify(v)}`);
+      problems.push(
+        `"${f.key}" must be a string (plugin.json type ${f.type}; PostHog stores values as entered), got ${JSON.stringify(v)}`,
+      );
       continue;
     }
     if (f.type === 'choice' && f.choices && !f.choices.includes(v)) {
-      problems.push(`"${f.key}" must be one of ${f.choices.map((c) => JSON.stringify(c)).join(', ')}, got ${JSON.stringify(v)}`);
+      problems.push(
+        `"${f.key}" must be one of ${f.choices.map((c) => JSON.stringify(c)).join(', ')}, got ${JSON.stringify(v)}`,
+      );
     }
-    if (f.type === 'json' && !parsesAsJson(v)) problems.push(`"${f.key}" must be JSON text (plugin.json type json), got ${JSON.stringify(v)}`);
+    if (f.type === 'json' && !parsesAsJson(v))
+      problems.push(`"${f.key}" must be JSON text (plugin.json type json), got ${JSON.stringify(v)}`);
   }
   const attachmentsNeeded = fields.filter((f) => f.type === 'attachment' && f.required).map((f) => f.key);
   return { config, problems, attachmentsNeeded };
@@ -89,9 +103,14 @@ export function resolveConfig(schema: JsonValue | null | undefined, changes: Jso
 
 /** The config for display: secret fields masked, as PostHog's API returned them. */
 export function maskSecrets(schema: JsonValue | null | undefined, config: JsonObject): JsonObject {
-  const secret = new Set(configFields(schema).filter((f) => f.secret).map((f) => f.key));
+  const secret = new Set(
+    configFields(schema)
+      .filter((f) => f.secret)
+      .map((f) => f.key),
+  );
   const out: JsonObject = {};
-  for (const [k, v] of Object.entries(config)) out[k] = secret.has(k) && v !== '' && v !== null ? '**************** POSTHOG SECRET FIELD ****************' : v;
+  for (const [k, v] of Object.entries(config))
+    out[k] = secret.has(k) && v !== '' && v !== null ? '**************** POSTHOG SECRET FIELD ****************' : v;
   return out;
 }
 
@@ -103,4 +122,3 @@ function parsesAsJson(text: string): boolean {
     return false;
   }
 }
-

@@ -38,7 +38,8 @@ function parsePluginJson(text: string, where: string): JsonObject {
   } catch (err) {
     throw new PluginSourceError(`invalid plugin.json in ${where}: ${(err as Error).message}`);
   }
-  if (v === null || typeof v !== 'object' || Array.isArray(v)) throw new PluginSourceError(`invalid plugin.json in ${where}: not an object`);
+  if (v === null || typeof v !== 'object' || Array.isArray(v))
+    throw new PluginSourceError(`invalid plugin.json in ${where}: not an object`);
   return v as JsonObject;
 }
 
@@ -64,12 +65,21 @@ export function readPluginFolder(dir: string): PluginSourceCode {
   const json = fs.existsSync(jsonPath) ? parsePluginJson(fs.readFileSync(jsonPath, 'utf8'), root) : null;
   const main = mainOf(json, (p) => fs.existsSync(path.join(root, p)));
   if (main === null) {
-    throw new PluginSourceError(`main file ${DEFAULT_MAINS.join(' or ')} not found in ${root}${json ? '' : ' (and no plugin.json)'}`);
+    throw new PluginSourceError(
+      `main file ${DEFAULT_MAINS.join(' or ')} not found in ${root}${json ? '' : ' (and no plugin.json)'}`,
+    );
   }
   const file = path.resolve(root, main);
   if (!isInside(root, file)) throw new PluginSourceError(`main file ${main} is outside the plugin folder ${root}`);
-  if (!fs.existsSync(file) || !fs.statSync(file).isFile()) throw new PluginSourceError(`main file ${main} not found in ${root}`);
-  return { name: nameOf(json, path.basename(root)), main, code: decodeText(fs.readFileSync(file)), pluginJson: json, origin: `file:${root}` };
+  if (!fs.existsSync(file) || !fs.statSync(file).isFile())
+    throw new PluginSourceError(`main file ${main} not found in ${root}`);
+  return {
+    name: nameOf(json, path.basename(root)),
+    main,
+    code: decodeText(fs.readFileSync(file)),
+    pluginJson: json,
+    origin: `file:${root}`,
+  };
 }
 
 /**
@@ -90,7 +100,9 @@ export function readPluginArchive(buf: Buffer, label = 'archive'): PluginSourceC
     const candidates = paths.filter((p) => /^[^/]+\/plugin\.json$/.test(p) && !p.startsWith('__MACOSX/'));
     if (candidates.length === 0) throw new PluginSourceError(`${label} has no plugin.json`);
     if (candidates.length > 1) {
-      throw new PluginSourceError(`${label} has several plugin.json files (${candidates.join(', ')}); expected one top-level folder`);
+      throw new PluginSourceError(
+        `${label} has several plugin.json files (${candidates.join(', ')}); expected one top-level folder`,
+      );
     }
     root = candidates[0].slice(0, -'plugin.json'.length);
   }
@@ -98,7 +110,8 @@ export function readPluginArchive(buf: Buffer, label = 'archive'): PluginSourceC
   const json = parsePluginJson(decodeText(jsonBuf ?? Buffer.alloc(0)), label);
   const main = mainOf(json, (p) => archive.has(root + p));
   if (main === null) throw new PluginSourceError(`main file ${DEFAULT_MAINS.join(' or ')} not found in ${label}`);
-  if (main.split('/').includes('..')) throw new PluginSourceError(`main file ${main} is outside the plugin in ${label}`);
+  if (main.split('/').includes('..'))
+    throw new PluginSourceError(`main file ${main} is outside the plugin in ${label}`);
   let code: Buffer | null;
   try {
     code = archive.read(root + main);
@@ -108,7 +121,13 @@ export function readPluginArchive(buf: Buffer, label = 'archive'): PluginSourceC
   }
   if (code === null) throw new PluginSourceError(`main file ${main} not found in ${label}`);
   const fallbackName = root ? root.slice(0, -1) : 'plugin';
-  return { name: nameOf(json, fallbackName), main, code: decodeText(code), pluginJson: json, origin: `${label} (${archive.kind})` };
+  return {
+    name: nameOf(json, fallbackName),
+    main,
+    code: decodeText(code),
+    pluginJson: json,
+    origin: `${label} (${archive.kind})`,
+  };
 }
 
 /** One code file: the plugin is that file alone. */
@@ -131,7 +150,9 @@ export function readPluginPath(p: string): PluginSourceCode {
   if (ARCHIVE_EXTENSIONS.some((e) => lower.endsWith(e)) || sniffArchive(buf) !== null) {
     return { ...readPluginArchive(buf, `archive ${path.basename(abs)}`), origin: `file:${abs}` };
   }
-  throw new PluginSourceError(`don't know how to load ${abs}: expected a folder, a .js/.ts file or a .zip/.tgz archive`);
+  throw new PluginSourceError(
+    `don't know how to load ${abs}: expected a folder, a .js/.ts file or a .zip/.tgz archive`,
+  );
 }
 
 /**
@@ -167,24 +188,39 @@ export function readPluginRowSource(plugin: PluginRow, opts: SourceOptions): Plu
   const files = plugin.sourceFiles;
   if (files && Object.values(files).some((f) => f !== '')) return readSourceFiles(plugin, files);
   if (plugin.source !== null && plugin.source.trim() !== '') {
-    return { name: plugin.name, main: 'index.ts', code: plugin.source, pluginJson: null, origin: 'posthog_plugin.source' };
+    return {
+      name: plugin.name,
+      main: 'index.ts',
+      code: plugin.source,
+      pluginJson: null,
+      origin: 'posthog_plugin.source',
+    };
   }
-  if (plugin.archive && plugin.archive.length > 0) return named(readPluginArchive(plugin.archive, `archive of plugin ${plugin.name}`));
+  if (plugin.archive && plugin.archive.length > 0)
+    return named(readPluginArchive(plugin.archive, `archive of plugin ${plugin.name}`));
   if (plugin.url?.startsWith('file:')) {
     const file = resolveFileUrl(plugin.url, opts.baseDir);
     if (!fs.existsSync(file)) {
       const relative = !/^file:(\/|\/\/\/)/.test(plugin.url);
-      throw new PluginSourceError(`plugin path not found: ${file} (url ${plugin.url}${relative ? `, relative to --base-dir ${opts.baseDir}` : ''})`);
+      throw new PluginSourceError(
+        `plugin path not found: ${file} (url ${plugin.url}${relative ? `, relative to --base-dir ${opts.baseDir}` : ''})`,
+      );
     }
     return named(readPluginPath(file));
   }
-  if (plugin.pluginType === 'source') throw new PluginSourceError(`source plugin ${plugin.name} has no source (no posthog_pluginsourcefile rows, empty source column)`);
-  throw new PluginSourceError(`un-downloaded remote plugin ${plugin.name}${plugin.url ? ` (${plugin.url})` : ''}: no archive stored`);
+  if (plugin.pluginType === 'source')
+    throw new PluginSourceError(
+      `source plugin ${plugin.name} has no source (no posthog_pluginsourcefile rows, empty source column)`,
+    );
+  throw new PluginSourceError(
+    `un-downloaded remote plugin ${plugin.name}${plugin.url ? ` (${plugin.url})` : ''}: no archive stored`,
+  );
 }
 
 /** plugin.json `config` (a map or an array of entries) as stored in posthog_plugin.config_schema. */
 export function configSchemaOf(json: JsonObject | null): JsonObject | JsonObject[] {
   const c = json?.config;
-  if (Array.isArray(c)) return c.filter((e): e is JsonObject => e !== null && typeof e === 'object' && !Array.isArray(e));
+  if (Array.isArray(c))
+    return c.filter((e): e is JsonObject => e !== null && typeof e === 'object' && !Array.isArray(e));
   return isJsonObject(c) ? c : {};
 }

@@ -1,5 +1,14 @@
 import crypto from 'node:crypto';
-import { build, type BuildOptions, type BuildResult, buildSync, stop as stopEsbuild, transform, type TransformOptions, transformSync } from 'esbuild';
+import {
+  build,
+  type BuildOptions,
+  type BuildResult,
+  buildSync,
+  stop as stopEsbuild,
+  transform,
+  type TransformOptions,
+  transformSync,
+} from 'esbuild';
 
 export interface TranspiledPlugin {
   /**
@@ -55,7 +64,10 @@ function importsOf(r: BuildResult<{ metafile: true }>): string[] {
 }
 
 function compileError(err: unknown, filename: string): PluginCompileError {
-  const e = err as { errors?: Array<{ text: string; location?: { line: number; column: number } | null }>; message?: string };
+  const e = err as {
+    errors?: Array<{ text: string; location?: { line: number; column: number } | null }>;
+    message?: string;
+  };
   const first = e.errors?.[0];
   const where = first?.location ? `${filename}:${first.location.line}:${first.location.column}: ` : `${filename}: `;
   return new PluginCompileError(`cannot compile ${where}${first ? first.text : String(e.message ?? err)}`);
@@ -115,7 +127,12 @@ export async function transpilePluginAsync(source: string, filename: string): Pr
   }
 }
 
-async function transpileWithService(loader: 'ts' | 'js', hash: string, source: string, filename: string): Promise<TranspiledPlugin> {
+async function transpileWithService(
+  loader: 'ts' | 'js',
+  hash: string,
+  source: string,
+  filename: string,
+): Promise<TranspiledPlugin> {
   let code: string;
   try {
     code = runnableCode(loader, source, (await transform(source, transformOptions(loader, filename))).code);

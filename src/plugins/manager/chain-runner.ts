@@ -17,7 +17,11 @@ export interface ChainRunnerOptions {
   /** See PluginManagerOptions.onEnter. */
   onEnter?: (configId: number, events: readonly PluginEvent[]) => (() => void) | false | void;
   /** See PluginManagerOptions.onCall. */
-  onCall?: (config: { id: number; name: string }, seconds: number, outcome: { errors: number; recreated: number }) => void;
+  onCall?: (
+    config: { id: number; name: string },
+    seconds: number,
+    outcome: { errors: number; recreated: number },
+  ) => void;
   /** See PluginManagerOptions.taskIdOf. */
   taskIdOf?: (event: PluginEvent) => string | undefined;
   /** Called before a config without an isolate (not created yet, or evicted) gets events. */
@@ -55,15 +59,24 @@ export class ChainRunner {
         if (vm.state !== 'ready') continue; // its load or setupPlugin failed: recorded, events pass it unchanged
       }
 
-      const leave = this.opts.onEnter?.(entry.id, idx.map((i) => events[i]));
+      const leave = this.opts.onEnter?.(
+        entry.id,
+        idx.map((i) => events[i]),
+      );
       if (leave === false) continue;
       let outcome;
       const started = process.hrtime.bigint();
       try {
         outcome = await vm.process(inputs);
-        this.opts.onCall?.(entry, Number(process.hrtime.bigint() - started) / 1e9, { errors: outcome.errors.length + (outcome.failure ? 1 : 0), recreated: outcome.recreated });
+        this.opts.onCall?.(entry, Number(process.hrtime.bigint() - started) / 1e9, {
+          errors: outcome.errors.length + (outcome.failure ? 1 : 0),
+          recreated: outcome.recreated,
+        });
       } catch (err) {
-        logger.error(`plugin chain step failed unexpectedly: ${(err as Error).message}`, { pluginConfigId: entry.id, teamId });
+        logger.error(`plugin chain step failed unexpectedly: ${(err as Error).message}`, {
+          pluginConfigId: entry.id,
+          teamId,
+        });
         continue;
       } finally {
         if (leave) leave();
@@ -80,18 +93,29 @@ export class ChainRunner {
         const event = safeParse(inputs[index]);
         lastError = toPluginError(error, event);
         if (nth < MAX_ERROR_LOG_LINES) {
-          health.logEntry(entry, 'PLUGIN', 'ERROR', `processEvent failed on event ${describeEvent(event)}: ${error.name}: ${error.message}`);
-          logger.warn(`plugin ${entry.name} (config ${entry.id}, team ${teamId}) failed on event ${describeEvent(event)}: ${error.name}: ${error.message}`, {
-            pluginConfigId: entry.id,
-            pluginId: entry.pluginId,
-            teamId,
-            plugin: entry.name,
-            taskId: this.opts.taskIdOf?.(events[idx[index] as number] as PluginEvent) ?? null,
-          });
+          health.logEntry(
+            entry,
+            'PLUGIN',
+            'ERROR',
+            `processEvent failed on event ${describeEvent(event)}: ${error.name}: ${error.message}`,
+          );
+          logger.warn(
+            `plugin ${entry.name} (config ${entry.id}, team ${teamId}) failed on event ${describeEvent(event)}: ${error.name}: ${error.message}`,
+            {
+              pluginConfigId: entry.id,
+              pluginId: entry.pluginId,
+              teamId,
+              plugin: entry.name,
+              taskId: this.opts.taskIdOf?.(events[idx[index] as number] as PluginEvent) ?? null,
+            },
+          );
         }
       });
       if (outcome.errors.length > MAX_ERROR_LOG_LINES) {
-        logger.warn(`plugin ${entry.name} (config ${entry.id}, team ${teamId}) failed on ${outcome.errors.length - MAX_ERROR_LOG_LINES} more event(s) in this batch`, logMetaOf(entry));
+        logger.warn(
+          `plugin ${entry.name} (config ${entry.id}, team ${teamId}) failed on ${outcome.errors.length - MAX_ERROR_LOG_LINES} more event(s) in this batch`,
+          logMetaOf(entry),
+        );
       }
       if (outcome.failure) lastError = toPluginError(outcome.failure, undefined);
       if (lastError !== null) health.errors.set(entry.id, lastError);
@@ -128,7 +152,11 @@ export function feedSinks(chain: ConfigEntry[], { result, finals }: ChainResult)
   let items: SinkEvent[] | null = null;
   for (const entry of chain) {
     if (!entry.sink) continue;
-    items ??= result.flatMap((ev, i) => (ev === null ? [] : [{ json: finals[i] ?? JSON.stringify(ev), name: typeof ev.event === 'string' ? ev.event : undefined }]));
+    items ??= result.flatMap((ev, i) =>
+      ev === null
+        ? []
+        : [{ json: finals[i] ?? JSON.stringify(ev), name: typeof ev.event === 'string' ? ev.event : undefined }],
+    );
     entry.sink.push(items);
   }
 }

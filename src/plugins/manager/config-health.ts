@@ -1,6 +1,13 @@
 import type { Logger } from '../../log';
 import type { PluginStore } from '../../store/plugin-store';
-import { type ConfigEntry, type ConfigIdentity, logMetaOf, type PluginLogEntry, type PluginLogSink, toPluginError } from './config-entry';
+import {
+  type ConfigEntry,
+  type ConfigIdentity,
+  logMetaOf,
+  type PluginLogEntry,
+  type PluginLogSink,
+  toPluginError,
+} from './config-entry';
 import { ConfigErrorWriter } from './error-writer';
 import type { SandboxError } from '../vm/errors';
 import type { SandboxErrorInfo } from '../types';
@@ -46,13 +53,28 @@ export class ConfigHealth {
     this.setupTimers.clear();
   }
 
-  logEntry(entry: Omit<ConfigIdentity, 'name'>, source: PluginLogEntry['source'], type: PluginLogEntry['type'], message: string): void {
-    this.opts.pluginLog?.add({ teamId: entry.teamId, pluginId: entry.pluginId, pluginConfigId: entry.id, source, type, message });
+  logEntry(
+    entry: Omit<ConfigIdentity, 'name'>,
+    source: PluginLogEntry['source'],
+    type: PluginLogEntry['type'],
+    message: string,
+  ): void {
+    this.opts.pluginLog?.add({
+      teamId: entry.teamId,
+      pluginId: entry.pluginId,
+      pluginConfigId: entry.id,
+      source,
+      type,
+      message,
+    });
   }
 
   /** A failure outside processEvent: logged, stored in posthog_pluginconfig.error, and a plugin log entry. */
   recordError(entry: ConfigIdentity, what: string, info: SandboxErrorInfo): void {
-    this.opts.logger.warn(`plugin ${entry.name} (config ${entry.id}, team ${entry.teamId}): ${what} failed: ${info.name}: ${info.message}`, logMetaOf(entry));
+    this.opts.logger.warn(
+      `plugin ${entry.name} (config ${entry.id}, team ${entry.teamId}): ${what} failed: ${info.name}: ${info.message}`,
+      logMetaOf(entry),
+    );
     this.logEntry(entry, 'PLUGIN', 'ERROR', `${what} failed: ${info.name}: ${info.message}`);
     this.errors.set(entry.id, toPluginError(info, undefined));
   }
@@ -73,7 +95,10 @@ export class ConfigHealth {
     entry.pauses++;
     entry.pausedUntil = Date.now() + ms;
     const message = `processEvent hit the wall-clock deadline (${this.opts.wallTimeoutMs} ms) in ${entry.hangs} calls in a row: skipping this plugin for ${ms / 1000} s; events pass it unchanged meanwhile`;
-    this.opts.logger.error(`plugin ${entry.name} (config ${entry.id}, team ${entry.teamId}): ${message}`, logMetaOf(entry));
+    this.opts.logger.error(
+      `plugin ${entry.name} (config ${entry.id}, team ${entry.teamId}): ${message}`,
+      logMetaOf(entry),
+    );
     this.logEntry(entry, 'SYSTEM', 'ERROR', message);
     this.errors.set(entry.id, { message, time: new Date().toISOString(), name: 'PluginPausedError' });
   }
@@ -91,13 +116,28 @@ export class ConfigHealth {
     if (max <= 0 || this.stopped || !entry.vm) return;
     if (entry.setupFailures > max) {
       const error = entry.loadError ?? { message: 'setupPlugin failed', time: new Date().toISOString() };
-      logger.error(`plugin ${entry.name} (config ${entry.id}) failed setupPlugin ${entry.setupFailures} times in a row: disabling it`, meta);
-      this.logEntry(entry, 'SYSTEM', 'ERROR', `Plugin disabled after ${entry.setupFailures} failed setupPlugin attempts: ${error.message}`);
-      store.disable(entry.id, error).catch((e: unknown) => logger.error(`could not disable plugin config ${entry.id}: ${(e as Error).message}`, logMetaOf(entry)));
+      logger.error(
+        `plugin ${entry.name} (config ${entry.id}) failed setupPlugin ${entry.setupFailures} times in a row: disabling it`,
+        meta,
+      );
+      this.logEntry(
+        entry,
+        'SYSTEM',
+        'ERROR',
+        `Plugin disabled after ${entry.setupFailures} failed setupPlugin attempts: ${error.message}`,
+      );
+      store
+        .disable(entry.id, error)
+        .catch((e: unknown) =>
+          logger.error(`could not disable plugin config ${entry.id}: ${(e as Error).message}`, logMetaOf(entry)),
+        );
       return;
     }
     const delayMs = this.opts.setupRetryBaseMs * 2 ** (entry.setupFailures - 1);
-    logger.warn(`plugin ${entry.name} (config ${entry.id}): setupPlugin failed (${entry.setupFailures} of ${max + 1} attempts); retrying in ${delayMs} ms`, meta);
+    logger.warn(
+      `plugin ${entry.name} (config ${entry.id}): setupPlugin failed (${entry.setupFailures} of ${max + 1} attempts); retrying in ${delayMs} ms`,
+      meta,
+    );
     entry.setupRetryPending = true;
     const timer = setTimeout(() => {
       this.setupTimers.delete(timer);

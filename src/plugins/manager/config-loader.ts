@@ -59,7 +59,10 @@ export class ConfigLoader {
   /** The plugin's code, with the entry's fingerprint set; null (and entry.loadError) when it cannot be compiled. */
   private async compile(entry: ConfigEntry, row: LoadedPluginConfig): Promise<PluginCode | null> {
     try {
-      const compiled = await compilePluginAsync(readPluginRowSource(row.plugin, { baseDir: this.opts.baseDir }), this.opts.hostModules);
+      const compiled = await compilePluginAsync(
+        readPluginRowSource(row.plugin, { baseDir: this.opts.baseDir }),
+        this.opts.hostModules,
+      );
       entry.fingerprint = sha256(
         compiled.hash,
         compiled.filename,
@@ -71,13 +74,22 @@ export class ConfigLoader {
       return { code: compiled.code, filename: compiled.filename, hash: compiled.hash };
     } catch (err) {
       entry.loadError = pluginErrorFrom(err);
-      this.opts.logger.error(`plugin ${row.plugin.name} (config ${row.id}, team ${row.teamId}) failed to load: ${(err as Error).message}`, logMetaOf(entry));
+      this.opts.logger.error(
+        `plugin ${row.plugin.name} (config ${row.id}, team ${row.teamId}) failed to load: ${(err as Error).message}`,
+        logMetaOf(entry),
+      );
       return null;
     }
   }
 
   /** Reuse the previous generation's running VM of an unchanged config, or make a new one to start. */
-  private attachVm(plan: LoadPlan, entry: ConfigEntry, row: LoadedPluginConfig, code: PluginCode, prev: ConfigEntry | undefined): void {
+  private attachVm(
+    plan: LoadPlan,
+    entry: ConfigEntry,
+    row: LoadedPluginConfig,
+    code: PluginCode,
+    prev: ConfigEntry | undefined,
+  ): void {
     // Failing setups keep counting across reloads of an unchanged config, so busy installs still disable it.
     if (prev && prev.fingerprint === entry.fingerprint) entry.setupFailures = prev.setupFailures;
     if (prev?.vm && prev.vm.state === 'ready' && prev.fingerprint === entry.fingerprint) {
@@ -110,7 +122,11 @@ export async function startEntries(
 }
 
 /** `fn` over the items, at most `concurrency` at a time. */
-export async function inPool<T>(items: readonly T[], concurrency: number, fn: (item: T) => Promise<void>): Promise<void> {
+export async function inPool<T>(
+  items: readonly T[],
+  concurrency: number,
+  fn: (item: T) => Promise<void>,
+): Promise<void> {
   let cursor = 0;
   const worker = async (): Promise<void> => {
     while (cursor < items.length) await fn(items[cursor++]);

@@ -24,7 +24,14 @@ export interface ConfigStarterOptions {
   exportRetry: ExportRetry;
   taskWallMs: number;
   /** Enter the config's isolate for a background task (under crash attribution). */
-  enterTask(entry: ConfigEntry, vm: PluginVm, kind: TaskKind, name: string, arg: string[], wall: number): Promise<TaskOutcome>;
+  enterTask(
+    entry: ConfigEntry,
+    vm: PluginVm,
+    kind: TaskKind,
+    name: string,
+    arg: string[],
+    wall: number,
+  ): Promise<TaskOutcome>;
   /** The entry is in the live generation and the manager open. */
   isLive(entry: ConfigEntry): boolean;
 }
@@ -44,7 +51,9 @@ export class ConfigStarter {
       onError: (what, outcome) => {
         if (outcome.error && !isInterruption(outcome)) this.opts.health.recordError(entry, what, outcome.error);
       },
-      retryExport: this.opts.exportRetry.enabled ? (events, retriesSoFar) => this.opts.exportRetry.schedule(entry, events, retriesSoFar) : undefined,
+      retryExport: this.opts.exportRetry.enabled
+        ? (events, retriesSoFar) => this.opts.exportRetry.schedule(entry, events, retriesSoFar)
+        : undefined,
     });
   }
 
@@ -52,7 +61,11 @@ export class ConfigStarter {
     return new PluginVm(this.vmSpec(entry, row, code));
   }
 
-  vmSpec(entry: ConfigEntry, row: Pick<LoadedPluginConfig, 'config' | 'attachments'>, code: Pick<PluginCode, 'code' | 'filename'>): PluginVmSpec {
+  vmSpec(
+    entry: ConfigEntry,
+    row: Pick<LoadedPluginConfig, 'config' | 'attachments'>,
+    code: Pick<PluginCode, 'code' | 'filename'>,
+  ): PluginVmSpec {
     return {
       configId: entry.id,
       pluginId: entry.pluginId,
@@ -71,7 +84,13 @@ export class ConfigStarter {
         this.opts.health.errors.set(entry.id, entry.loadError);
         if (this.opts.isLive(entry)) this.opts.health.scheduleSetupRetry(entry);
       },
-      onConsole: (level, line) => this.opts.health.logEntry(entry, 'CONSOLE', level === 'log' ? 'LOG' : (level.toUpperCase() as PluginLogEntry['type']), line),
+      onConsole: (level, line) =>
+        this.opts.health.logEntry(
+          entry,
+          'CONSOLE',
+          level === 'log' ? 'LOG' : (level.toUpperCase() as PluginLogEntry['type']),
+          line,
+        ),
     };
   }
 
@@ -89,8 +108,16 @@ export class ConfigStarter {
       const e = err instanceof SandboxError ? err : new SandboxError('load', String(err));
       const info = e.info();
       entry.loadError = toPluginError(info, undefined);
-      logger.error(`plugin ${entry.name} (config ${entry.id}, team ${entry.teamId}) failed to load: ${info.message}`, meta);
-      this.opts.health.logEntry(entry, 'SYSTEM', 'ERROR', `Plugin failed to load (config ${entry.id}, process ${process.pid}): ${info.message}`);
+      logger.error(
+        `plugin ${entry.name} (config ${entry.id}, team ${entry.teamId}) failed to load: ${info.message}`,
+        meta,
+      );
+      this.opts.health.logEntry(
+        entry,
+        'SYSTEM',
+        'ERROR',
+        `Plugin failed to load (config ${entry.id}, process ${process.pid}): ${info.message}`,
+      );
       return e;
     } finally {
       if (leave) leave();
@@ -99,7 +126,12 @@ export class ConfigStarter {
     // The sink outlives isolate recycles (it holds the VM, not the isolate): a retry after one keeps its buffer.
     entry.sink ??= this.makeSink(entry, vm);
     logger.info(`plugin ${entry.name} loaded (config ${entry.id}, team ${entry.teamId})${how}`, meta);
-    this.opts.health.logEntry(entry, 'SYSTEM', 'INFO', `Plugin loaded (config ${entry.id}, process ${process.pid})${how}.`);
+    this.opts.health.logEntry(
+      entry,
+      'SYSTEM',
+      'INFO',
+      `Plugin loaded (config ${entry.id}, process ${process.pid})${how}.`,
+    );
     return null;
   }
 }

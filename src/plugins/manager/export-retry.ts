@@ -17,7 +17,14 @@ export interface ExportRetryOptions {
   /** Persisted jobs; without them nothing can be retried. */
   jobs?: Pick<JobStore, 'enqueue'>;
   /** Enter the config's isolate for a background task (under crash attribution). */
-  enterTask(entry: ConfigEntry, vm: PluginVm, kind: TaskKind, name: string, arg: string[], wall: number): Promise<TaskOutcome>;
+  enterTask(
+    entry: ConfigEntry,
+    vm: PluginVm,
+    kind: TaskKind,
+    name: string,
+    arg: string[],
+    wall: number,
+  ): Promise<TaskOutcome>;
 }
 
 /** exportEvents that asked to be retried (RetryError, deadline) become persisted jobs, run again with backoff. */
@@ -39,15 +46,25 @@ export class ExportRetry {
       payload = JSON.parse(payloadJson) as typeof payload;
       if (payload === null || typeof payload !== 'object') throw new Error('not an object');
     } catch (err) {
-      const error = { name: 'Error', message: `unreadable ${EXPORT_RETRY_JOB} payload (${(err as Error).message}): dropped` };
+      const error = {
+        name: 'Error',
+        message: `unreadable ${EXPORT_RETRY_JOB} payload (${(err as Error).message}): dropped`,
+      };
       health.recordError(entry, 'exportEvents (retry)', error);
       return { failed: 1, retry: false, interrupted: null, error };
     }
-    const events = Array.isArray(payload.events) ? payload.events.filter((e): e is string => typeof e === 'string') : [];
+    const events = Array.isArray(payload.events)
+      ? payload.events.filter((e): e is string => typeof e === 'string')
+      : [];
     const retries = typeof payload.retriesPerformedSoFar === 'number' ? payload.retriesPerformedSoFar : 0;
     const outcome: TaskOutcome = vm.exports.exportEvents
       ? await this.opts.enterTask(entry, vm, 'exportEvents', '', events, wall)
-      : { failed: 1, retry: false, interrupted: null, error: { name: 'Error', message: 'the plugin no longer exports exportEvents' } };
+      : {
+          failed: 1,
+          retry: false,
+          interrupted: null,
+          error: { name: 'Error', message: 'the plugin no longer exports exportEvents' },
+        };
     if (isInterruption(outcome)) return outcome;
     if (outcome.error && !outcome.retry) health.recordError(entry, 'exportEvents (retry)', outcome.error);
     if (outcome.retry || outcome.interrupted === 'deadline') await this.schedule(entry, events, retries + 1);
@@ -60,8 +77,16 @@ export class ExportRetry {
     const meta = logMetaOf(entry);
     if (!jobs) throw new Error('no job store');
     if (retriesSoFar >= MAX_EXPORT_RETRIES) {
-      this.opts.logger.error(`exportEvents of ${events.length} event(s) still failing after ${retriesSoFar} retries: giving up on them`, meta);
-      this.opts.health.logEntry(entry, 'SYSTEM', 'ERROR', `exportEvents gave up on ${events.length} event(s) after ${retriesSoFar} retries`);
+      this.opts.logger.error(
+        `exportEvents of ${events.length} event(s) still failing after ${retriesSoFar} retries: giving up on them`,
+        meta,
+      );
+      this.opts.health.logEntry(
+        entry,
+        'SYSTEM',
+        'ERROR',
+        `exportEvents gave up on ${events.length} event(s) after ${retriesSoFar} retries`,
+      );
       return;
     }
     const delayMs = 2 ** (retriesSoFar + 1) * 3000;
@@ -72,6 +97,9 @@ export class ExportRetry {
       payloadJson: JSON.stringify({ events, retriesPerformedSoFar: retriesSoFar }),
       runAt: new Date(Date.now() + delayMs),
     });
-    this.opts.logger.info(`exportEvents of ${events.length} event(s) will be retried in ${delayMs / 1000} s (retry ${retriesSoFar + 1} of ${MAX_EXPORT_RETRIES})`, meta);
+    this.opts.logger.info(
+      `exportEvents of ${events.length} event(s) will be retried in ${delayMs / 1000} s (retry ${retriesSoFar + 1} of ${MAX_EXPORT_RETRIES})`,
+      meta,
+    );
   }
 }

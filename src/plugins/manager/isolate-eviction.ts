@@ -81,7 +81,8 @@ export class IsolateEviction {
     for (const { entry, vm, bytes } of live) {
       if (total <= this.opts.budgetBytes || this.opts.isClosed() || vm.lastUsedMs > cutoff) break; // the rest are busy
       if (!evictable(entry, vm)) continue;
-      if (await this.evict(entry, vm, `(least recently used while the isolates held more than the ${mb} MB budget)`)) total -= bytes;
+      if (await this.evict(entry, vm, `(least recently used while the isolates held more than the ${mb} MB budget)`))
+        total -= bytes;
     }
   }
 
@@ -106,7 +107,10 @@ export class IsolateEviction {
     if (!evicted) return false;
     this.heaps.delete(vm);
     this.opts.onEvicted?.(entry.id);
-    this.opts.logger.info(`plugin ${entry.name} (config ${entry.id}, team ${entry.teamId}): isolate evicted ${why}; the next call recreates it`, logMetaOf(entry));
+    this.opts.logger.info(
+      `plugin ${entry.name} (config ${entry.id}, team ${entry.teamId}): isolate evicted ${why}; the next call recreates it`,
+      logMetaOf(entry),
+    );
     return true;
   }
 

@@ -13,7 +13,11 @@ export interface LazyStartOptions {
   /** See PluginManagerOptions.onEnter (loads run plugin code: crash attribution). */
   onEnter?: (configId: number, events: readonly never[]) => (() => void) | false | void;
   /** The spec a config's VM is made from. */
-  vmSpec(entry: ConfigEntry, source: Pick<LoadedPluginConfig, 'config' | 'attachments'>, code: PluginCode): PluginVmSpec;
+  vmSpec(
+    entry: ConfigEntry,
+    source: Pick<LoadedPluginConfig, 'config' | 'attachments'>,
+    code: PluginCode,
+  ): PluginVmSpec;
   /** Start the entry's isolate (load + setupPlugin), log and keep the outcome; resolves to the failure, if any. */
   startEntry(entry: ConfigEntry, vm: PluginVm, how: string): Promise<SandboxError | null>;
   /** The entry is in the live generation and the manager open. */
@@ -61,7 +65,10 @@ export class LazyStart {
 
   /** A plugin's exports from loading its code once without setupPlugin (attributed to the config); null if it fails. */
   private async exportsOf({ entry, code }: LoadPlan['toStart'][number]): Promise<ExportsInfo | null> {
-    const probe = new PluginVm({ ...this.opts.vmSpec(entry, { config: entry.config, attachments: [] }, code), setup: false });
+    const probe = new PluginVm({
+      ...this.opts.vmSpec(entry, { config: entry.config, attachments: [] }, code),
+      setup: false,
+    });
     const leave = this.opts.onEnter?.(entry.id, []);
     try {
       await probe.start();

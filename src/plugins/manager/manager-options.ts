@@ -54,7 +54,11 @@ export interface PluginManagerOptions {
   /** Isolates with a call in this long are kept whatever the budget (default 1 min; see IsolateEvictionOptions). */
   isolateBudgetMinIdleMs?: number;
   /** After each processEvent(Batch) call of a chain step: for metrics. */
-  onCall?: (config: { id: number; name: string }, seconds: number, outcome: { errors: number; recreated: number }) => void;
+  onCall?: (
+    config: { id: number; name: string },
+    seconds: number,
+    outcome: { errors: number; recreated: number },
+  ) => void;
   /** An idle isolate was evicted. */
   onEvicted?: (configId: number) => void;
   /** The Celery task id an event came in with, for log lines (logs, metrics and Celery events join on it). */

@@ -24,12 +24,10 @@ export type { PluginLogEntry, PluginLogSink } from './config-entry';
 export { EXPORT_RETRY_JOB, MAX_EXPORT_RETRIES } from './export-retry';
 export type { LiveConfig, PluginManagerOptions } from './manager-options';
 
-
 /** How often idle isolates are looked for, at most (and a quarter of the idle time when that is shorter). */
 const EVICTION_SCAN_MAX_MS = 60_000;
 /** How often the memory budget is checked besides after each isolate creation. */
 const BUDGET_SCAN_MS = 5_000;
-
 
 /** How long close() lets isolated-vm wind down after disposing an isolate that was running (see close). */
 const BUSY_DISPOSE_GRACE_MS = 500;
@@ -64,7 +62,10 @@ export class PluginManager {
   private constructor(private readonly opts: PluginManagerOptions) {
     this.limits = resolveLimits(opts.limits);
     const fetch = resolveFetchOptions(opts.fetch); // throws on an unreadable allow-list entry
-    this.hostOps = new Map([...(fetch.enabled ? ([['fetch', createFetchOp(fetch)]] as const) : []), ...(opts.ops ?? [])]);
+    this.hostOps = new Map([
+      ...(fetch.enabled ? ([['fetch', createFetchOp(fetch)]] as const) : []),
+      ...(opts.ops ?? []),
+    ]);
     const isLive = (entry: ConfigEntry): boolean => !this.closed && this.gen.entries.get(entry.id) === entry;
     this.health = new ConfigHealth({
       store: opts.store,
@@ -82,7 +83,14 @@ export class PluginManager {
       hostModules: hostModulesFor(fetch.enabled),
       newVm: (entry, row, code) => this.starter.newVm(entry, row, code),
     });
-    this.chains = new ChainRunner({ logger: opts.logger, health: this.health, onEnter: opts.onEnter, onCall: opts.onCall, taskIdOf: opts.taskIdOf, wake: (entry) => this.wake(entry) });
+    this.chains = new ChainRunner({
+      logger: opts.logger,
+      health: this.health,
+      onEnter: opts.onEnter,
+      onCall: opts.onCall,
+      taskIdOf: opts.taskIdOf,
+      wake: (entry) => this.wake(entry),
+    });
     this.lazy = new LazyStart({
       health: this.health,
       concurrency: opts.loadConcurrency ?? 4,
@@ -131,7 +139,10 @@ export class PluginManager {
     await m.reload();
     const idleMs = opts.isolateIdleMs ?? 0;
     if (idleMs > 0) {
-      m.evictionTimer = setInterval(() => void m.eviction.evictIdle(idleMs), Math.max(100, Math.min(EVICTION_SCAN_MAX_MS, Math.floor(idleMs / 4))));
+      m.evictionTimer = setInterval(
+        () => void m.eviction.evictIdle(idleMs),
+        Math.max(100, Math.min(EVICTION_SCAN_MAX_MS, Math.floor(idleMs / 4))),
+      );
       m.evictionTimer.unref();
     }
     if ((opts.isolateMemoryBudgetMb ?? 0) > 0) {
@@ -177,7 +188,8 @@ export class PluginManager {
   liveConfigs(): LiveConfig[] {
     const out: LiveConfig[] = [];
     for (const e of this.gen.entries.values()) {
-      if (e.vm && e.vm.state === 'ready') out.push({ id: e.id, pluginId: e.pluginId, teamId: e.teamId, name: e.name, vm: e.vm });
+      if (e.vm && e.vm.state === 'ready')
+        out.push({ id: e.id, pluginId: e.pluginId, teamId: e.teamId, name: e.name, vm: e.vm });
     }
     return out;
   }
@@ -186,7 +198,12 @@ export class PluginManager {
    * Run a scheduled function (runEveryMinute/Hour/Day) or a job of a config. `null`: the config is not loaded
    * here (disabled, deleted, or failed to load). Errors are recorded like processEvent's.
    */
-  async runTask(configId: number, kind: 'schedule' | 'job', name: string, payloadJson = 'null'): Promise<TaskOutcome | null> {
+  async runTask(
+    configId: number,
+    kind: 'schedule' | 'job',
+    name: string,
+    payloadJson = 'null',
+  ): Promise<TaskOutcome | null> {
     const entry = this.gen.entries.get(configId);
     if (!entry) return null;
     const vm = entry.vm;
@@ -204,7 +221,14 @@ export class PluginManager {
   }
 
   /** Every background entry into an isolate goes through onEnter too (the flight record names the config). */
-  private async enterTask(entry: ConfigEntry, vm: PluginVm, kind: TaskKind, name: string, arg: string[], wall: number): Promise<TaskOutcome> {
+  private async enterTask(
+    entry: ConfigEntry,
+    vm: PluginVm,
+    kind: TaskKind,
+    name: string,
+    arg: string[],
+    wall: number,
+  ): Promise<TaskOutcome> {
     const leave = this.opts.onEnter?.(entry.id, []);
     try {
       return await vm.runTask(kind, name, arg, wall);
@@ -309,7 +333,12 @@ export class PluginManager {
     // Start new isolates (load + setupPlugin), a few at a time; or only learn their exports (lazyIsolates).
     const concurrency = this.opts.loadConcurrency ?? 4;
     const eager = this.opts.lazyIsolates ? await this.lazy.defer(toStart) : toStart;
-    await startEntries(eager, concurrency, (entry) => this.starter.start(entry, entry.vm!, ''), (id) => this.health.errors.set(id, null));
+    await startEntries(
+      eager,
+      concurrency,
+      (entry) => this.starter.start(entry, entry.vm!, ''),
+      (id) => this.health.errors.set(id, null),
+    );
     const loadErrors = [...next.entries.values()].filter((e) => e.loadError !== null);
     for (const e of loadErrors) this.health.errors.set(e.id, e.loadError);
     await this.health.errors.flush();
@@ -321,9 +350,13 @@ export class PluginManager {
     // Swap in one step, then retire what the new generation does not use.
     this.gen = next;
     for (const e of next.entries.values()) if (e.retrySetup) this.health.scheduleSetupRetry(e);
-    const retired = [...old.entries.values()].map((e) => e.vm).filter((v): v is PluginVm => v !== null && !reused.has(v));
+    const retired = [...old.entries.values()]
+      .map((e) => e.vm)
+      .filter((v): v is PluginVm => v !== null && !reused.has(v));
     if (retired.length > 0) this.retire(old, retired);
-    logger.info(`plugins loaded: ${next.entries.size} config(s) for ${next.chains.size} team(s), ${loadErrors.length} failed`);
+    logger.info(
+      `plugins loaded: ${next.entries.size} config(s) for ${next.chains.size} team(s), ${loadErrors.length} failed`,
+    );
   }
 
   /** A call for a config without an isolate: a deferred one is created now; an evicted one by the call itself. */
@@ -340,7 +373,9 @@ export class PluginManager {
   }
 
   private retire(gen: Generation, vms: PluginVm[]): void {
-    const sinks = [...gen.entries.values()].filter((e) => e.vm !== null && vms.includes(e.vm) && e.sink !== null).map((e) => e.sink!);
+    const sinks = [...gen.entries.values()]
+      .filter((e) => e.vm !== null && vms.includes(e.vm) && e.sink !== null)
+      .map((e) => e.sink!);
     for (const vm of vms) this.retiringVms.add(vm);
     const done = (async () => {
       if (gen.active > 0) {

@@ -21,7 +21,14 @@ export interface BatchOutcome {
 }
 
 export function emptyOutcome(n: number): BatchOutcome {
-  return { outputs: new Array<string | null | undefined>(n).fill(undefined), errors: [], recreated: 0, deadlines: 0, notRun: 0, failure: null };
+  return {
+    outputs: new Array<string | null | undefined>(n).fill(undefined),
+    errors: [],
+    recreated: 0,
+    deadlines: 0,
+    notRun: 0,
+    failure: null,
+  };
 }
 
 /** What a processEvent call needs from its PluginVm. */
@@ -62,12 +69,17 @@ interface CallState {
  * the whole call (the plugin may dedupe or aggregate across it, and it runs on the async driver, which gains nothing
  * from slices); processEvent goes in slices (ENTRY_MAX_EVENTS, ENTRY_MAX_CHARS).
  */
-export async function runBatchCall(inputs: string[], exports: ExportsInfo, outcome: BatchOutcome, host: BatchCallHost): Promise<void> {
+export async function runBatchCall(
+  inputs: string[],
+  exports: ExportsInfo,
+  outcome: BatchOutcome,
+  host: BatchCallHost,
+): Promise<void> {
   const n = inputs.length;
   const maxEvents = exports.processEvent ? ENTRY_MAX_EVENTS : n;
   const maxChars = exports.processEvent ? ENTRY_MAX_CHARS : Infinity;
   const call: CallState = { fatal: 0, byEvent: false };
-  for (let start = 0; start < n; ) {
+  for (let start = 0; start < n;) {
     let end = start + 1;
     let chars = inputs[start].length;
     while (end < n && end - start < maxEvents && chars + inputs[end].length <= maxChars) chars += inputs[end++].length;
@@ -75,7 +87,9 @@ export async function runBatchCall(inputs: string[], exports: ExportsInfo, outco
     start = end;
   }
   if (outcome.notRun > 0 && host.ready()) {
-    host.warn(`gave up on ${outcome.notRun} event(s) after ${call.fatal} fatal failures in one call; they pass through unchanged`);
+    host.warn(
+      `gave up on ${outcome.notRun} event(s) after ${call.fatal} fatal failures in one call; they pass through unchanged`,
+    );
   }
 }
 
@@ -84,7 +98,13 @@ export async function runBatchCall(inputs: string[], exports: ExportsInfo, outco
  * fails, and for every later slice of the call once one has failed (a plugin whose slice keeps hitting a limit
  * would otherwise cost a limit and a recreated isolate per slice).
  */
-async function runSlice(inputs: string[], start: number, outcome: BatchOutcome, call: CallState, host: BatchCallHost): Promise<void> {
+async function runSlice(
+  inputs: string[],
+  start: number,
+  outcome: BatchOutcome,
+  call: CallState,
+  host: BatchCallHost,
+): Promise<void> {
   const n = inputs.length;
   if (!host.ready() || call.fatal >= MAX_FATAL_PER_CALL) {
     outcome.notRun += n;

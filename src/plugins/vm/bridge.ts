@@ -80,7 +80,8 @@ interface Lane {
 
 /** Errors from a settle that are the plugin's own (an unhandled rejection), i.e. not a limit or a disposal. */
 export function isFatalEntryError(err: unknown): boolean {
-  const msg = typeof (err as { message?: unknown })?.message === 'string' ? (err as { message: string }).message : String(err);
+  const msg =
+    typeof (err as { message?: unknown })?.message === 'string' ? (err as { message: string }).message : String(err);
   return /timed out|memory limit|disposed|abandoned|Isolate is|released/i.test(msg);
 }
 
@@ -107,7 +108,13 @@ export class Bridge {
     private readonly ops: HostOps,
     private readonly opts: BridgeOptions,
   ) {
-    this.ctx = { plugin: Object.freeze({ ...opts.plugin }), signal: this.abort.signal, logger: opts.logger, logMeta: opts.logMeta, warn: (m) => this.warn(m) };
+    this.ctx = {
+      plugin: Object.freeze({ ...opts.plugin }),
+      signal: this.abort.signal,
+      logger: opts.logger,
+      logMeta: opts.logMeta,
+      warn: (m) => this.warn(m),
+    };
   }
 
   /** Requests running or waiting. */
@@ -120,13 +127,17 @@ export class Bridge {
     if (this.closed) return;
     if (typeof id !== 'number' || !Number.isSafeInteger(id) || id <= 0 || this.ids.has(id)) {
       // Only the guest makes requests, with fresh ids: this one cannot be answered.
-      if (this.invalid++ < MAX_INVALID_WARNINGS) this.opts.logger.warn(`bridge: ignored a request with an invalid id`, this.opts.logMeta);
+      if (this.invalid++ < MAX_INVALID_WARNINGS)
+        this.opts.logger.warn(`bridge: ignored a request with an invalid id`, this.opts.logMeta);
       return;
     }
     this.ids.add(id);
     const hostOp = typeof op === 'string' ? this.ops.get(op) : undefined;
     if (!hostOp) {
-      this.settle(id, false, { name: 'TypeError', message: `unknown host call ${JSON.stringify(String(op).slice(0, 40))}` });
+      this.settle(id, false, {
+        name: 'TypeError',
+        message: `unknown host call ${JSON.stringify(String(op).slice(0, 40))}`,
+      });
       return;
     }
     const name = op as string;
@@ -135,7 +146,11 @@ export class Bridge {
       return;
     }
     if (json.length > hostOp.maxArgBytes) {
-      this.settle(id, false, { name: hostOp.errorName, message: `${name} request too large: ${json.length} bytes, limit ${hostOp.maxArgBytes}`, type: 'max-size' });
+      this.settle(id, false, {
+        name: hostOp.errorName,
+        message: `${name} request too large: ${json.length} bytes, limit ${hostOp.maxArgBytes}`,
+        type: 'max-size',
+      });
       return;
     }
     let args: unknown;
@@ -184,7 +199,11 @@ export class Bridge {
       if (err instanceof PluginFacingError) {
         payload = { name: err.name, message: err.message, type: err.type, code: err.code } satisfies SettleError;
       } else {
-        if (!this.closed) this.opts.logger.error(`host call ${name} failed unexpectedly: ${(err as Error)?.stack ?? String(err)}`, this.opts.logMeta);
+        if (!this.closed)
+          this.opts.logger.error(
+            `host call ${name} failed unexpectedly: ${(err as Error)?.stack ?? String(err)}`,
+            this.opts.logMeta,
+          );
         payload = { name: 'Error', message: `${name} failed (host error)` } satisfies SettleError;
       }
     } finally {
@@ -232,7 +251,12 @@ export class Bridge {
           this.opts.onFatal(err);
         } else {
           const e = (err ?? {}) as { name?: unknown; message?: unknown };
-          this.warn(`unhandled rejection in plugin code after a host call: ${String(e.name ?? 'Error')}: ${String(e.message ?? err)}`.slice(0, 2000));
+          this.warn(
+            `unhandled rejection in plugin code after a host call: ${String(e.name ?? 'Error')}: ${String(e.message ?? err)}`.slice(
+              0,
+              2000,
+            ),
+          );
         }
       },
     );

@@ -56,7 +56,10 @@ export class ConsoleLimiter {
       this.dropReport = null;
       const dropped = this.dropped;
       this.dropped = 0;
-      this.logger.warn(`dropped ${dropped} console line(s) over the rate limit of ${this.maxPerSecond}/s`, this.logMeta);
+      this.logger.warn(
+        `dropped ${dropped} console line(s) over the rate limit of ${this.maxPerSecond}/s`,
+        this.logMeta,
+      );
     }, 1000);
     this.dropReport.unref();
   }

@@ -37,7 +37,8 @@ function readExports(json: string): ExportsInfo {
     if (k === 'jobs') continue;
     out[k] = v[k] === true;
   }
-  if (Array.isArray(v.jobs)) out.jobs = v.jobs.filter((j): j is string => typeof j === 'string' && j.length <= 200).slice(0, 1000);
+  if (Array.isArray(v.jobs))
+    out.jobs = v.jobs.filter((j): j is string => typeof j === 'string' && j.length <= 200).slice(0, 1000);
   return out;
 }
 
@@ -49,7 +50,11 @@ export interface TaskSummary {
 }
 
 export function readTaskSummary(summary: unknown): TaskSummary {
-  const r = (typeof summary === 'string' && summary.length <= 64 * 1024 ? JSON.parse(summary) : null) as { failed?: unknown; retry?: unknown; error?: Record<string, unknown> } | null;
+  const r = (typeof summary === 'string' && summary.length <= 64 * 1024 ? JSON.parse(summary) : null) as {
+    failed?: unknown;
+    retry?: unknown;
+    error?: Record<string, unknown>;
+  } | null;
   if (!r) throw new SandboxError('invalid-result', 'sandbox driver returned an invalid task summary');
   return {
     failed: typeof r.failed === 'number' ? r.failed : 0,
@@ -88,7 +93,10 @@ export interface GuestSetup {
 
 type DriverRefs = { [K in keyof Driver]: ivm.Reference<Driver[K]> };
 
-const NOT_AN_OBJECT: SandboxErrorInfo = Object.freeze({ name: 'TypeError', message: 'processEvent result is not a JSON object' });
+const NOT_AN_OBJECT: SandboxErrorInfo = Object.freeze({
+  name: 'TypeError',
+  message: 'processEvent result is not a JSON object',
+});
 
 /**
  * The host's side of the guest driver in one isolate (the functions the guest returns): every call with the
@@ -102,9 +110,15 @@ export class DriverClient {
   ) {}
 
   /** Run the guest in `context` and keep the driver functions it returns. */
-  static async boot(context: ivm.Context, setup: GuestSetup, limits: SandboxLimits, guard: CallGuard): Promise<DriverClient> {
+  static async boot(
+    context: ivm.Context,
+    setup: GuestSetup,
+    limits: SandboxLimits,
+    guard: CallGuard,
+  ): Promise<DriverClient> {
     const opLimits: Record<string, { maxArgBytes: number; maxPending: number }> = {};
-    for (const [name, op] of setup.ops) opLimits[name] = { maxArgBytes: op.maxArgBytes, maxPending: op.concurrency + op.maxQueued };
+    for (const [name, op] of setup.ops)
+      opLimits[name] = { maxArgBytes: op.maxArgBytes, maxPending: op.concurrency + op.maxQueued };
     const init = JSON.stringify({
       config: setup.config,
       maxLogLine: MAX_LOG_LINE,
@@ -122,7 +136,11 @@ export class DriverClient {
       base64: a.contents.toString('base64'),
     }));
     const driver = await guard.run(
-      context.evalClosure(GUEST_SOURCE, [setup.log, setup.request, init, attachments], { arguments: { copy: true }, result: { reference: true }, timeout: limits.cpuTimeoutMs }),
+      context.evalClosure(GUEST_SOURCE, [setup.log, setup.request, init, attachments], {
+        arguments: { copy: true },
+        result: { reference: true },
+        timeout: limits.cpuTimeoutMs,
+      }),
       'boot',
     );
     const get = (k: string): ivm.Reference => driver.getSync(k, { reference: true }) as ivm.Reference;
@@ -148,22 +166,36 @@ export class DriverClient {
 
   /** The plugin's exports, once its code has run. */
   async exports(): Promise<ExportsInfo> {
-    const info = await this.guard.run(this.refs.resolve.apply(undefined, [], { result: { copy: true }, timeout: this.limits.cpuTimeoutMs }), 'plugin load');
-    if (typeof info !== 'string' || info.length > 256 * 1024) throw new SandboxError('invalid-result', 'sandbox driver returned an invalid export list');
+    const info = await this.guard.run(
+      this.refs.resolve.apply(undefined, [], { result: { copy: true }, timeout: this.limits.cpuTimeoutMs }),
+      'plugin load',
+    );
+    if (typeof info !== 'string' || info.length > 256 * 1024)
+      throw new SandboxError('invalid-result', 'sandbox driver returned an invalid export list');
     return readExports(info);
   }
 
   setup(): Promise<unknown> {
-    return this.guard.run(this.refs.setup.apply(undefined, [], { result: { promise: true }, timeout: this.limits.cpuTimeoutMs }), 'setupPlugin');
+    return this.guard.run(
+      this.refs.setup.apply(undefined, [], { result: { promise: true }, timeout: this.limits.cpuTimeoutMs }),
+      'setupPlugin',
+    );
   }
 
   teardown(): Promise<unknown> {
-    return this.guard.run(this.refs.teardown.apply(undefined, [], { result: { promise: true }, timeout: this.limits.cpuTimeoutMs }), 'teardownPlugin');
+    return this.guard.run(
+      this.refs.teardown.apply(undefined, [], { result: { promise: true }, timeout: this.limits.cpuTimeoutMs }),
+      'teardownPlugin',
+    );
   }
 
   /** Start a background task; its summary (readTaskSummary) is not under the call guard (tasks have their own). */
   task(kind: TaskKind, name: string, arg: string[]): Promise<unknown> {
-    return this.refs.task.apply(undefined, [kind, name, arg], { arguments: { copy: true }, result: { promise: true, copy: true }, timeout: this.limits.cpuTimeoutMs });
+    return this.refs.task.apply(undefined, [kind, name, arg], {
+      arguments: { copy: true },
+      result: { promise: true, copy: true },
+      timeout: this.limits.cpuTimeoutMs,
+    });
   }
 
   /** One processEvent / processEventBatch entry over `inputs`. Throws SandboxError or the isolate's error. */
@@ -174,15 +206,34 @@ export class DriverClient {
     let answer: unknown;
     if (path.sync) {
       try {
-        answer = refs.runSync.applySync(undefined, [inputs, maxResultBytes], { arguments: { copy: true }, result: { copy: true }, timeout });
+        answer = refs.runSync.applySync(undefined, [inputs, maxResultBytes], {
+          arguments: { copy: true },
+          result: { copy: true },
+          timeout,
+        });
       } catch (err) {
         path.onSyncFailure();
         throw err;
       }
       // processEvent returned a promise for some event: the async driver finishes the call from that event on.
-      if (answer === '') answer = await guard.run(refs.resume.apply(undefined, [maxResultBytes], { arguments: { copy: true }, result: { promise: true, copy: true }, timeout }), 'processEvent');
+      if (answer === '')
+        answer = await guard.run(
+          refs.resume.apply(undefined, [maxResultBytes], {
+            arguments: { copy: true },
+            result: { promise: true, copy: true },
+            timeout,
+          }),
+          'processEvent',
+        );
     } else {
-      answer = await guard.run(refs.run.apply(undefined, [inputs, maxResultBytes], { arguments: { copy: true }, result: { promise: true, copy: true }, timeout }), 'processEvent');
+      answer = await guard.run(
+        refs.run.apply(undefined, [inputs, maxResultBytes], {
+          arguments: { copy: true },
+          result: { promise: true, copy: true },
+          timeout,
+        }),
+        'processEvent',
+      );
     }
     // Results that fit come back with the summary ([summary, results]); larger ones are fetched by take() below.
     let summaryJson = answer;
@@ -205,10 +256,14 @@ export class DriverClient {
         : guard.run(refs.take.apply(undefined, [keep], { result: { copy: true }, timeout }), 'processEvent');
     if (reported > maxResultBytes) {
       await take(false);
-      throw new SandboxError('too-large', `processEvent results too large: ${reported} bytes for ${n} event(s), limit ${maxResultBytes}`);
+      throw new SandboxError(
+        'too-large',
+        `processEvent results too large: ${reported} bytes for ${n} event(s), limit ${maxResultBytes}`,
+      );
     }
     const out = taken ?? (await take(true));
-    if (!Array.isArray(out) || out.length !== n) throw new SandboxError('invalid-result', 'sandbox driver returned an invalid result list');
+    if (!Array.isArray(out) || out.length !== n)
+      throw new SandboxError('invalid-result', 'sandbox driver returned an invalid result list');
     return readEntryResults(out, summary.errors, maxResultBytes);
   }
 }
@@ -232,7 +287,10 @@ function readEntryResults(out: unknown[], summaryErrors: unknown, maxResultBytes
     }
   }
   if (total > maxResultBytes) {
-    throw new SandboxError('too-large', `processEvent results too large: ${total} bytes for ${n} event(s), limit ${maxResultBytes}`);
+    throw new SandboxError(
+      'too-large',
+      `processEvent results too large: ${total} bytes for ${n} event(s), limit ${maxResultBytes}`,
+    );
   }
   if (Array.isArray(summaryErrors)) {
     for (const raw of summaryErrors as unknown[]) {

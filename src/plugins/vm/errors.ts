@@ -19,7 +19,15 @@ export class SandboxError extends Error {
     readonly original?: SandboxErrorInfo,
   ) {
     super(message);
-    this.name = original?.name ?? (kind === 'timeout' || kind === 'deadline' ? 'TimeoutError' : kind === 'memory' ? 'MemoryLimitError' : kind === 'too-large' ? 'ResultTooLargeError' : 'Error');
+    this.name =
+      original?.name ??
+      (kind === 'timeout' || kind === 'deadline'
+        ? 'TimeoutError'
+        : kind === 'memory'
+          ? 'MemoryLimitError'
+          : kind === 'too-large'
+            ? 'ResultTooLargeError'
+            : 'Error');
   }
 
   /** After these the isolate's state is unknown (or it is gone): dispose and recreate it. */

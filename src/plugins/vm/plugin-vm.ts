@@ -46,7 +46,8 @@ export function msSinceBusyDispose(): number {
 
 export function resolveLimits(limits: Partial<SandboxLimits> | undefined): SandboxLimits {
   const l = { ...DEFAULT_LIMITS, ...(limits ?? {}) };
-  const int = (v: number, min: number, max: number): number => Math.min(max, Math.max(min, Math.floor(Number.isFinite(v) ? v : min)));
+  const int = (v: number, min: number, max: number): number =>
+    Math.min(max, Math.max(min, Math.floor(Number.isFinite(v) ? v : min)));
   return {
     memoryLimitMb: int(l.memoryLimitMb, 8, 1 << 20),
     cpuTimeoutMs: int(l.cpuTimeoutMs, 1, 2 ** 31 - 1),
@@ -163,7 +164,10 @@ export class PluginVm {
    */
   hibernate(): Promise<boolean> {
     return this.exclusive(async () => {
-      const busy = this.pending > 1 || this.tasks > 0 || (this.bridge !== null && (this.bridge.settling > 0 || this.bridge.inflight > 0));
+      const busy =
+        this.pending > 1 ||
+        this.tasks > 0 ||
+        (this.bridge !== null && (this.bridge.settling > 0 || this.bridge.inflight > 0));
       if (this.state !== 'ready' || this.hibernated || this.closing || busy || !this.driver) return false;
       this.hibernating = true;
       try {
@@ -396,7 +400,8 @@ export class PluginVm {
 
   private runEntry(inputs: string[]): Promise<EntryResult> {
     const driver = this.driver;
-    if (!driver || !this.isolate || this.isolate.isDisposed) return Promise.reject(new SandboxError('disposed', 'isolate is not running'));
+    if (!driver || !this.isolate || this.isolate.isDisposed)
+      return Promise.reject(new SandboxError('disposed', 'isolate is not running'));
     // applySync skips the thread hand-off of an async call (~80 µs), but runs on (and blocks) the host thread, for
     // at most the CPU timeout. It is only safe while nothing else is inside the isolate: a bridge settle (of a
     // fire-and-forget host call) or a background task could hold it on a pool thread, and the host would wait.
@@ -423,7 +428,10 @@ export class PluginVm {
       return;
     }
     // Nothing is waiting: the plugin's fire-and-forget continuation hit the limit between calls.
-    this.spec.logger.warn(`plugin code that ran between calls failed: ${e.message}; the isolate is recreated on the next call`, this.logMeta);
+    this.spec.logger.warn(
+      `plugin code that ran between calls failed: ${e.message}; the isolate is recreated on the next call`,
+      this.logMeta,
+    );
     this.backgroundFailure = e;
     this.disposeIsolate();
   }

@@ -33,7 +33,14 @@ export function describeTask(kind: TaskKind, name: string): string {
  * One background task in `driver`'s isolate. The task has `wallMs` as a whole, after which it is abandoned (not
  * disposed: a never-settling promise only costs memory, which the memory limit caps). Never throws.
  */
-export async function runTaskCall(driver: DriverClient, kind: TaskKind, name: string, arg: string[], wallMs: number, host: TaskCallHost): Promise<TaskOutcome> {
+export async function runTaskCall(
+  driver: DriverClient,
+  kind: TaskKind,
+  name: string,
+  arg: string[],
+  wallMs: number,
+  host: TaskCallHost,
+): Promise<TaskOutcome> {
   const outcome: TaskOutcome = { failed: 0, error: null, retry: false, interrupted: null };
   let timer: NodeJS.Timeout | undefined;
   try {
@@ -46,7 +53,10 @@ export async function runTaskCall(driver: DriverClient, kind: TaskKind, name: st
     if (summary === 'deadline') {
       outcome.interrupted = 'deadline';
       outcome.failed = 1;
-      outcome.error = { name: 'TimeoutError', message: `${describeTask(kind, name)} did not finish within ${wallMs} ms (abandoned)` };
+      outcome.error = {
+        name: 'TimeoutError',
+        message: `${describeTask(kind, name)} did not finish within ${wallMs} ms (abandoned)`,
+      };
       return outcome;
     }
     const r = readTaskSummary(summary);

@@ -4,7 +4,12 @@ import * as net from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import Redis from 'ioredis';
 import { cacheKey, createCacheOp } from '../../../src/plugins/api/cache-op';
-import { PluginFacingError, type HostOp, type HostOpContext, type PluginIdentity } from '../../../src/plugins/vm/bridge';
+import {
+  PluginFacingError,
+  type HostOp,
+  type HostOpContext,
+  type PluginIdentity,
+} from '../../../src/plugins/vm/bridge';
 import { createLogger } from '../../../src/log';
 import { redisUrl } from '../../helpers/services';
 
@@ -15,7 +20,10 @@ import { redisUrl } from '../../helpers/services';
 const DB = 11;
 const logger = createLogger('error');
 
-function context(plugin: PluginIdentity, signal = new AbortController().signal): HostOpContext & { warnings: string[] } {
+function context(
+  plugin: PluginIdentity,
+  signal = new AbortController().signal,
+): HostOpContext & { warnings: string[] } {
   const warnings: string[] = [];
   return { plugin, signal, logger, logMeta: { ...plugin }, warn: (m) => void warnings.push(m), warnings };
 }
@@ -117,21 +125,42 @@ describe('cache host op (Redis db 11)', () => {
     await refused(run({ cmd: 'get' }), /cache\.get: key must be a string, got undefined/);
     await refused(run({ cmd: 'get', key: 5 }), /cache\.get: key must be a string, got number/);
     await refused(run({ cmd: 'get', key: 'x'.repeat(51) }), /key too long: 51 characters, limit 50/);
-    await refused(run({ cmd: 'set', key: 'k', value: { a: 1 }, ttl: null }), /cache\.set: value must be a string, got object/);
-    await refused(run({ cmd: 'set', key: 'k', value: 'é'.repeat(501), ttl: null }), /value too large: 1002 bytes, limit 1000/);
-    await refused(run({ cmd: 'set', key: 'k', value: 'v', ttl: 1.5 }), /ttl must be an integer from 0 to 2147483647, got 1.5/);
+    await refused(
+      run({ cmd: 'set', key: 'k', value: { a: 1 }, ttl: null }),
+      /cache\.set: value must be a string, got object/,
+    );
+    await refused(
+      run({ cmd: 'set', key: 'k', value: 'é'.repeat(501), ttl: null }),
+      /value too large: 1002 bytes, limit 1000/,
+    );
+    await refused(
+      run({ cmd: 'set', key: 'k', value: 'v', ttl: 1.5 }),
+      /ttl must be an integer from 0 to 2147483647, got 1.5/,
+    );
     await refused(run({ cmd: 'set', key: 'k', value: 'v', ttl: -1 }), /ttl must be an integer/);
     await refused(run({ cmd: 'set', key: 'k', value: 'v', ttl: '60' }), /ttl must be an integer .* got string/);
     await refused(run({ cmd: 'expire', key: 'k', ttl: null }), /cache\.expire: ttl must be an integer/);
-    await refused(run({ cmd: 'lpush', key: 'k', values: 'a' }), /values must be an array of 1 to 1000 strings, got string/);
+    await refused(
+      run({ cmd: 'lpush', key: 'k', values: 'a' }),
+      /values must be an array of 1 to 1000 strings, got string/,
+    );
     await refused(run({ cmd: 'lpush', key: 'k', values: [] }), /got 0 items/);
     await refused(run({ cmd: 'lpush', key: 'k', values: Array(1001).fill('a') }), /got 1001 items/);
     await refused(run({ cmd: 'lpush', key: 'k', values: ['a', 1] }), /values\[1\] must be a string, got number/);
-    await refused(run({ cmd: 'lpush', key: 'k', values: ['x'.repeat(600), 'y'.repeat(600)] }), /value too large: 1200 bytes/);
+    await refused(
+      run({ cmd: 'lpush', key: 'k', values: ['x'.repeat(600), 'y'.repeat(600)] }),
+      /value too large: 1200 bytes/,
+    );
     await refused(run({ cmd: 'lrange', key: 'k', start: 0 }), /cache\.lrange: stop must be an integer/);
     await refused(run({ cmd: 'lrange', key: 'k', start: 0.5, stop: 1 }), /start must be an integer/);
-    await refused(run({ cmd: 'lrem', key: 'k', count: 1, value: null }), /cache\.lrem: value must be a string, got null/);
-    await refused(run({ cmd: 'lpop', key: 'k', count: 0 }), /cache\.lpop: count must be an integer from 1 to 100000, got 0/);
+    await refused(
+      run({ cmd: 'lrem', key: 'k', count: 1, value: null }),
+      /cache\.lrem: value must be a string, got null/,
+    );
+    await refused(
+      run({ cmd: 'lpop', key: 'k', count: 0 }),
+      /cache\.lpop: count must be an integer from 1 to 100000, got 0/,
+    );
     assert.equal(await redis.exists(cacheKey(teamA, 'k')), 0, 'nothing was written by a refused call');
   });
 
@@ -145,7 +174,14 @@ describe('cache host op (Redis db 11)', () => {
 
   it('a Redis that cannot be reached gives "Redis unavailable" without its address', async () => {
     // port 1 on loopback: nothing listens there (connection refused at once)
-    const down = new Redis({ host: '127.0.0.1', port: 1, lazyConnect: true, maxRetriesPerRequest: 0, enableOfflineQueue: false, retryStrategy: () => null });
+    const down = new Redis({
+      host: '127.0.0.1',
+      port: 1,
+      lazyConnect: true,
+      maxRetriesPerRequest: 0,
+      enableOfflineQueue: false,
+      retryStrategy: () => null,
+    });
     down.on('error', () => undefined);
     try {
       const downOp = createCacheOp(down);
@@ -169,7 +205,10 @@ describe('cache host op (Redis db 11)', () => {
     stuck.on('error', () => undefined);
     try {
       const stuckOp = createCacheOp(stuck, { timeoutMs: 200 });
-      const err = await refused(stuckOp.run({ cmd: 'incr', key: 'stuck' }, ctxA), /^cache\.incr failed: no reply from Redis within 200 ms$/);
+      const err = await refused(
+        stuckOp.run({ cmd: 'incr', key: 'stuck' }, ctxA),
+        /^cache\.incr failed: no reply from Redis within 200 ms$/,
+      );
       assert.equal(err.type, 'timeout');
     } finally {
       stuck.disconnect();
@@ -181,7 +220,10 @@ describe('cache host op (Redis db 11)', () => {
   it('an aborted context (isolate disposed) runs nothing', async () => {
     const ac = new AbortController();
     ac.abort(new Error('plugin isolate closed'));
-    await assert.rejects(op.run({ cmd: 'set', key: 'aborted', value: 'v', ttl: null }, context(teamA, ac.signal)), /plugin isolate closed/);
+    await assert.rejects(
+      op.run({ cmd: 'set', key: 'aborted', value: 'v', ttl: null }, context(teamA, ac.signal)),
+      /plugin isolate closed/,
+    );
     assert.equal(await redis.exists(cacheKey(teamA, 'aborted')), 0);
   });
 

@@ -10,7 +10,12 @@ import type { JsonObject, JsonValue } from '../../../protocol/types';
 import { RedisBroker } from '../../../src/brokers/redis/redis-broker';
 import { createLogger, silentLogger } from '../../../src/log';
 import { captureTask, createCaptureOp, timeOrderedUuid } from '../../../src/plugins/api/capture-op';
-import { PluginFacingError, type HostOp, type HostOpContext, type PluginIdentity } from '../../../src/plugins/vm/bridge';
+import {
+  PluginFacingError,
+  type HostOp,
+  type HostOpContext,
+  type PluginIdentity,
+} from '../../../src/plugins/vm/bridge';
 import { PYTHON, PYTHON_DIR } from '../../helpers/python';
 import { flushRedisDb, redisUrl } from '../../helpers/services';
 
@@ -22,7 +27,14 @@ const logger = createLogger('error');
 
 function context(p: PluginIdentity = plugin): HostOpContext & { warnings: string[] } {
   const warnings: string[] = [];
-  return { plugin: p, signal: new AbortController().signal, logger, logMeta: { ...p }, warn: (m) => void warnings.push(m), warnings };
+  return {
+    plugin: p,
+    signal: new AbortController().signal,
+    logger,
+    logMeta: { ...p },
+    warn: (m) => void warnings.push(m),
+    warnings,
+  };
 }
 
 async function refused(p: Promise<unknown>, pattern: RegExp): Promise<PluginFacingError> {
@@ -54,11 +66,27 @@ function readWithPython(count: number): Promise<PythonRead[]> {
   return new Promise((resolve, reject) => {
     execFile(
       PYTHON,
-      [path.join(PYTHON_DIR, 'capture_reader.py'), '--broker', redisUrl(DB), '--queue', QUEUE, '--count', String(count), '--timeout', '10'],
+      [
+        path.join(PYTHON_DIR, 'capture_reader.py'),
+        '--broker',
+        redisUrl(DB),
+        '--queue',
+        QUEUE,
+        '--count',
+        String(count),
+        '--timeout',
+        '10',
+      ],
       { cwd: PYTHON_DIR, timeout: 60_000, env: { ...process.env, PYTHONDONTWRITEBYTECODE: '1' } },
       (err, stdout, stderr) => {
         if (err) reject(new Error(`capture_reader.py failed: ${err.message}\n${stdout}\n${stderr}`));
-        else resolve(stdout.split('\n').filter((l) => l.trim() !== '').map((l) => JSON.parse(l) as PythonRead));
+        else
+          resolve(
+            stdout
+              .split('\n')
+              .filter((l) => l.trim() !== '')
+              .map((l) => JSON.parse(l) as PythonRead),
+          );
       },
     );
   });
@@ -90,9 +118,24 @@ describe('posthog.capture host op (Redis db 13, Python Celery)', () => {
 
   it('publishes process_event_with_plugins as Django sends it; our decoder and Python Celery both read it', async () => {
     const before = Date.now();
-    assert.equal(await op.run({ event: 'session_started', properties: { visit: 2, nested: { a: [1, 'x'] }, $lib: 'overridden?' } }, context()), null);
-    assert.equal(await op.run({ event: 'custom', properties: { distinct_id: 'user-9', timestamp: '2021-03-04T05:06:07.891Z' } }, context({ ...plugin, pluginId: 7 })), null);
-    assert.equal(await op.run({ event: 'numeric id', properties: { distinct_id: 1234 } }, context({ ...plugin, pluginId: 7 })), null);
+    assert.equal(
+      await op.run(
+        { event: 'session_started', properties: { visit: 2, nested: { a: [1, 'x'] }, $lib: 'overridden?' } },
+        context(),
+      ),
+      null,
+    );
+    assert.equal(
+      await op.run(
+        { event: 'custom', properties: { distinct_id: 'user-9', timestamp: '2021-03-04T05:06:07.891Z' } },
+        context({ ...plugin, pluginId: 7 }),
+      ),
+      null,
+    );
+    assert.equal(
+      await op.run({ event: 'numeric id', properties: { distinct_id: 1234 } }, context({ ...plugin, pluginId: 7 })),
+      null,
+    );
     const after = Date.now();
 
     // our side: the envelope in the queue decodes to the 7 ingestion args
@@ -127,12 +170,22 @@ describe('posthog.capture host op (Redis db 13, Python Celery)', () => {
     assert.equal(data.timestamp, first.args.now);
     assert.equal(data.team_id, 3);
     assert.match(String(data.uuid), /^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
-    assert.deepEqual(data.properties, { $lib: 'overridden?', $lib_version: '0.1.0', distinct_id: 'First Time Event Tracker', visit: 2, nested: { a: [1, 'x'] } });
+    assert.deepEqual(data.properties, {
+      $lib: 'overridden?',
+      $lib_version: '0.1.0',
+      distinct_id: 'First Time Event Tracker',
+      visit: 2,
+      nested: { a: [1, 'x'] },
+    });
 
     const second = ours[1];
     assert.equal(second.args.distinct_id, 'user-9');
     assert.equal(second.args.data.timestamp, '2021-03-04T05:06:07.891Z', "the plugin's timestamp is the event's");
-    assert.deepEqual(second.args.data.properties, { $lib: 'posthog-plugin-server', $lib_version: '0.1.0', distinct_id: 'user-9' }, 'timestamp is taken out of properties');
+    assert.deepEqual(
+      second.args.data.properties,
+      { $lib: 'posthog-plugin-server', $lib_version: '0.1.0', distinct_id: 'user-9' },
+      'timestamp is taken out of properties',
+    );
     assert.equal(ours[2].args.distinct_id, '1234', 'an integer distinct_id becomes its string, as Python str()');
 
     // Python side: kombu pops them, Celery's worker Request runs them against PostHog's signature
@@ -155,15 +208,25 @@ describe('posthog.capture host op (Redis db 13, Python Celery)', () => {
   });
 
   it('without a name the distinct_id is plugin-id-<pluginId>, like PostHog', () => {
-    const task = captureTask({ event: 'e', properties: {} }, { plugin, pluginName: '', siteUrl: '', origin: 'o@h', now: new Date('2024-01-01T00:00:00Z') });
+    const task = captureTask(
+      { event: 'e', properties: {} },
+      { plugin, pluginName: '', siteUrl: '', origin: 'o@h', now: new Date('2024-01-01T00:00:00Z') },
+    );
     assert.equal(task.args[0], 'plugin-id-42');
     assert.equal(task.args[5], '2024-01-01T00:00:00+00:00');
-    assert.deepEqual((task.args[3] as JsonObject).properties, { $lib: 'posthog-plugin-server', distinct_id: 'plugin-id-42' }, 'no $lib_version when unknown');
+    assert.deepEqual(
+      (task.args[3] as JsonObject).properties,
+      { $lib: 'posthog-plugin-server', distinct_id: 'plugin-id-42' },
+      'no $lib_version when unknown',
+    );
   });
 
   it('a "__proto__" property stays a property', () => {
     const properties = JSON.parse('{"__proto__": {"polluted": true}, "a": 1}') as JsonObject;
-    const task = captureTask({ event: 'e', properties }, { plugin, pluginName: 'p', siteUrl: '', origin: 'o@h', now: new Date() });
+    const task = captureTask(
+      { event: 'e', properties },
+      { plugin, pluginName: 'p', siteUrl: '', origin: 'o@h', now: new Date() },
+    );
     const props = (task.args[3] as JsonObject).properties as JsonObject;
     assert.ok(Object.prototype.hasOwnProperty.call(props, '__proto__'));
     assert.equal(Object.getPrototypeOf(props), Object.prototype);
@@ -181,25 +244,53 @@ describe('posthog.capture host op (Redis db 13, Python Celery)', () => {
     const ctx = context();
     await refused(op.run(null, ctx), /malformed request/);
     await refused(op.run('event', ctx), /malformed request/);
-    await refused(op.run({ properties: {} }, ctx), /event name must be a non-empty string of at most 200 characters, got undefined/);
+    await refused(
+      op.run({ properties: {} }, ctx),
+      /event name must be a non-empty string of at most 200 characters, got undefined/,
+    );
     await refused(op.run({ event: '', properties: {} }, ctx), /got 0 characters/);
     await refused(op.run({ event: 'x'.repeat(201), properties: {} }, ctx), /got 201 characters/);
     await refused(op.run({ event: 5, properties: {} }, ctx), /got number/);
     await refused(op.run({ event: 'e', properties: [1] }, ctx), /properties must be an object, got an array/);
     await refused(op.run({ event: 'e', properties: 'p' }, ctx), /properties must be an object, got string/);
-    await refused(op.run({ event: 'e', properties: { distinct_id: { id: 1 } } }, ctx), /distinct_id must be a string or an integer, got object/);
-    await refused(op.run({ event: 'e', properties: { distinct_id: 1.5 } }, ctx), /distinct_id must be a string or an integer, got number/);
-    await refused(op.run({ event: 'e', properties: { distinct_id: '' } }, ctx), /distinct_id must be 1 to 400 characters, got 0/);
-    await refused(op.run({ event: 'e', properties: { timestamp: 'yesterday' } }, ctx), /timestamp must be an ISO-8601 date-time, got "yesterday"/);
-    await refused(op.run({ event: 'e', properties: { timestamp: 1700000000 } }, ctx), /timestamp must be an ISO-8601 string, got number/);
-    await refused(op.run({ event: 'e', properties: { x: { __type__: 'datetime', __value__: '2020-01-01' } } }, ctx), /cannot be sent: .*__type__/);
+    await refused(
+      op.run({ event: 'e', properties: { distinct_id: { id: 1 } } }, ctx),
+      /distinct_id must be a string or an integer, got object/,
+    );
+    await refused(
+      op.run({ event: 'e', properties: { distinct_id: 1.5 } }, ctx),
+      /distinct_id must be a string or an integer, got number/,
+    );
+    await refused(
+      op.run({ event: 'e', properties: { distinct_id: '' } }, ctx),
+      /distinct_id must be 1 to 400 characters, got 0/,
+    );
+    await refused(
+      op.run({ event: 'e', properties: { timestamp: 'yesterday' } }, ctx),
+      /timestamp must be an ISO-8601 date-time, got "yesterday"/,
+    );
+    await refused(
+      op.run({ event: 'e', properties: { timestamp: 1700000000 } }, ctx),
+      /timestamp must be an ISO-8601 string, got number/,
+    );
+    await refused(
+      op.run({ event: 'e', properties: { x: { __type__: 'datetime', __value__: '2020-01-01' } } }, ctx),
+      /cannot be sent: .*__type__/,
+    );
     let deep: JsonValue = 'bottom';
     for (let i = 0; i < 100; i++) deep = [deep];
     await refused(op.run({ event: 'e', properties: { deep } }, ctx), /nested more than 100 levels deep/);
-    assert.equal(await op.run({ event: 'e', properties: { deep: (deep as JsonValue[])[0] } }, ctx), null, '100 levels in all are fine');
+    assert.equal(
+      await op.run({ event: 'e', properties: { deep: (deep as JsonValue[])[0] } }, ctx),
+      null,
+      '100 levels in all are fine',
+    );
     await redis.del(QUEUE);
     const small = createCaptureOp(broker.publish.bind(broker), { queue: QUEUE, maxPayloadBytes: 2000 });
-    await refused(small.run({ event: 'e', properties: { big: 'é'.repeat(1000) } }, ctx), /event too large: \d+ bytes, limit 2000/);
+    await refused(
+      small.run({ event: 'e', properties: { big: 'é'.repeat(1000) } }, ctx),
+      /event too large: \d+ bytes, limit 2000/,
+    );
     assert.equal(await redis.llen(QUEUE), 0);
   });
 
@@ -209,17 +300,29 @@ describe('posthog.capture host op (Redis db 13, Python Celery)', () => {
     assert.ok(env.ok);
     const decoded = decodeTask(env.message);
     assert.ok(decoded.ok);
-    assert.deepEqual((decoded.task.args[3] as JsonObject).properties, { $lib: 'posthog-plugin-server', $lib_version: '0.1.0', distinct_id: 'First Time Event Tracker' });
+    assert.deepEqual((decoded.task.args[3] as JsonObject).properties, {
+      $lib: 'posthog-plugin-server',
+      $lib_version: '0.1.0',
+      distinct_id: 'First Time Event Tracker',
+    });
   });
 
   it('a broker failure is a CaptureError without broker details, and a warning for the operator', async () => {
     // a real broker whose connection is gone: publish fails as after a lost connection
-    const gone = new RedisBroker({ url: redisUrl(DB), inputQueue: QUEUE, outputQueues: [QUEUE], logger: silentLogger() });
+    const gone = new RedisBroker({
+      url: redisUrl(DB),
+      inputQueue: QUEUE,
+      outputQueues: [QUEUE],
+      logger: silentLogger(),
+    });
     await gone.connect();
     await gone.close();
     const failing = createCaptureOp(gone.publish.bind(gone), { queue: QUEUE });
     const ctx = context();
-    const err = await refused(failing.run({ event: 'e', properties: {} }, ctx), /^posthog\.capture: the event could not be queued \(broker unavailable\)$/);
+    const err = await refused(
+      failing.run({ event: 'e', properties: {} }, ctx),
+      /^posthog\.capture: the event could not be queued \(broker unavailable\)$/,
+    );
     assert.equal(err.type, 'unavailable');
     assert.match(ctx.warnings.join('\n'), /^posthog\.capture: publishing to posthog-plugins failed: ./);
     assert.equal(await redis.llen(QUEUE), 0);

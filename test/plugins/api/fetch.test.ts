@@ -83,7 +83,11 @@ describe('fetch from plugins (127.0.0.1 allow-listed)', () => {
     const payload = { a: 1, list: ['x', 'ü'] };
     const r = await fetchVia(h, 1, {
       url: `${srv.origin}/echo?q=1`,
-      init: { method: 'post', headers: { 'Content-Type': 'application/json', 'X-Custom': 'yes', Host: 'evil.example', 'Content-Length': '1' }, body: JSON.stringify(payload) },
+      init: {
+        method: 'post',
+        headers: { 'Content-Type': 'application/json', 'X-Custom': 'yes', Host: 'evil.example', 'Content-Length': '1' },
+        body: JSON.stringify(payload),
+      },
       read: 'json',
     });
     assert.equal(r.error, undefined, JSON.stringify(r.error));
@@ -124,10 +128,18 @@ describe('fetch from plugins (127.0.0.1 allow-listed)', () => {
   it('binary request bodies (ArrayBuffer, typed-array views) go out byte for byte; a Headers can be passed back in', async () => {
     const [e] = await h.manager.runChain(3, [makeEvent('x', { properties: {} }, 3)]);
     const p = props(e);
-    assert.equal(p.bytes && (p.bytes as JsonObject).body, 'hié', JSON.stringify(await h.store.getError(h.ids[2].configId)));
+    assert.equal(
+      p.bytes && (p.bytes as JsonObject).body,
+      'hié',
+      JSON.stringify(await h.store.getError(h.ids[2].configId)),
+    );
     assert.equal(((p.bytes as JsonObject).headers as JsonObject)['x-from-pairs'], '1');
     assert.equal(((p.bytes as JsonObject).headers as JsonObject)['x-more'], 'b');
-    assert.equal(((p.bytes as JsonObject).headers as JsonObject)['content-type'], undefined, 'no text content-type for bytes');
+    assert.equal(
+      ((p.bytes as JsonObject).headers as JsonObject)['content-type'],
+      undefined,
+      'no text content-type for bytes',
+    );
     assert.equal((p.view as JsonObject).body, 'hi');
     assert.match(String(p.unsupported), /arrayBuffer\(\) is not available in posthog-plugins/);
     assert.deepEqual(p.raw, ['a', 'b']);
@@ -148,7 +160,11 @@ describe('fetch from plugins (127.0.0.1 allow-listed)', () => {
       assert.match(String(r.error?.message), /over limit: 262144 bytes/);
     }
     // and the request body too
-    const big = await fetchVia(h, 1, { url: `${srv.origin}/echo`, init: { method: 'POST', body: 'y'.repeat(300 * 1024) }, read: 'none' });
+    const big = await fetchVia(h, 1, {
+      url: `${srv.origin}/echo`,
+      init: { method: 'POST', body: 'y'.repeat(300 * 1024) },
+      read: 'none',
+    });
     assert.equal(big.error?.type, 'max-size');
   });
 
@@ -173,26 +189,51 @@ describe('fetch from plugins (127.0.0.1 allow-listed)', () => {
     assert.equal(tooMany.error?.type, 'max-redirect');
     const lower = await fetchVia(h, 1, { url: `${srv.origin}/chain?n=2`, init: { follow: 1 }, read: 'json' });
     assert.equal(lower.error?.type, 'max-redirect');
-    const see = await fetchVia(h, 1, { url: `${srv.origin}/redirect?code=303&to=/echo`, init: { method: 'POST', body: 'x' }, read: 'json' });
+    const see = await fetchVia(h, 1, {
+      url: `${srv.origin}/redirect?code=303&to=/echo`,
+      init: { method: 'POST', body: 'x' },
+      read: 'json',
+    });
     assert.equal((see.body as JsonObject).method, 'GET');
-    const keep = await fetchVia(h, 1, { url: `${srv.origin}/redirect?code=307&to=/echo`, init: { method: 'PUT', body: 'x' }, read: 'json' });
+    const keep = await fetchVia(h, 1, {
+      url: `${srv.origin}/redirect?code=307&to=/echo`,
+      init: { method: 'PUT', body: 'x' },
+      read: 'json',
+    });
     assert.equal((keep.body as JsonObject).method, 'PUT');
     assert.equal((keep.body as JsonObject).body, 'x');
-    const manual = await fetchVia(h, 1, { url: `${srv.origin}/redirect?to=/json`, init: { redirect: 'manual' }, read: 'none' });
+    const manual = await fetchVia(h, 1, {
+      url: `${srv.origin}/redirect?to=/json`,
+      init: { redirect: 'manual' },
+      read: 'none',
+    });
     assert.equal(manual.status, 302);
-    const error = await fetchVia(h, 1, { url: `${srv.origin}/redirect?to=/json`, init: { redirect: 'error' }, read: 'none' });
+    const error = await fetchVia(h, 1, {
+      url: `${srv.origin}/redirect?to=/json`,
+      init: { redirect: 'error' },
+      read: 'none',
+    });
     assert.equal(error.error?.type, 'no-redirect');
   });
 
   it('a redirect to a refused address or scheme is refused before anything is sent there', async () => {
     srv.reset();
-    for (const to of [`http://[::1]:${srv.port}/json`, `http://localhost:${srv.port}/json`, `http://127.0.0.2:${srv.port}/json`, 'file:///etc/passwd', `ftp://127.0.0.1:${srv.port}/x`]) {
+    for (const to of [
+      `http://[::1]:${srv.port}/json`,
+      `http://localhost:${srv.port}/json`,
+      `http://127.0.0.2:${srv.port}/json`,
+      'file:///etc/passwd',
+      `ftp://127.0.0.1:${srv.port}/x`,
+    ]) {
       const r = await fetchVia(h, 1, { url: `${srv.origin}/redirect?to=${encodeURIComponent(to)}`, read: 'text' });
       assert.equal(r.error?.name, 'FetchError', to);
       assert.match(String(r.error?.type), /^(refused|unsupported-protocol)$/, to);
     }
     // (the fake resolver gives localhost ::1 only, which is not on the allow-list)
-    assert.ok(srv.hits.every((hit) => hit.startsWith('GET /redirect')), srv.hits.join('\n'));
+    assert.ok(
+      srv.hits.every((hit) => hit.startsWith('GET /redirect')),
+      srv.hits.join('\n'),
+    );
   });
 
   it('names are resolved once by the host and the checked address is the one connected to (Host header kept)', async () => {
@@ -204,7 +245,10 @@ describe('fetch from plugins (127.0.0.1 allow-listed)', () => {
     // ::1 is not on the allow-list: refused although it is where the name points
     const v6 = await fetchVia(h, 1, { url: `http://v6only.test:${srv.port}/json`, read: 'none' });
     assert.equal(v6.error?.type, 'refused');
-    assert.match(String(v6.error?.message), /v6only\.test resolves to 0:0:0:0:0:0:0:1, which is not allowed \(loopback address\)/);
+    assert.match(
+      String(v6.error?.message),
+      /v6only\.test resolves to 0:0:0:0:0:0:0:1, which is not allowed \(loopback address\)/,
+    );
     const nx = await fetchVia(h, 1, { url: 'http://nx.test/', read: 'none' });
     assert.equal(nx.error?.type, 'system');
     assert.equal(nx.error?.code, 'ENOTFOUND');
@@ -287,12 +331,30 @@ describe('fetch from plugins without an allow-list: loopback in every spelling, 
       assert.deepEqual(props(out[i]).trail, ['after'], `${url}: the event went on down the chain`);
     });
     assert.deepEqual(srv.hits, [], 'no request reached the local server');
-    assert.ok(h.logs.some((l) => l.level === 'warn' && /plugin fetch refused: request to http:\/\/127\.0\.0\.1:\d+ refused/.test(l.message) && l.pluginConfigId === h.ids[0].configId));
-    assert.equal(await h.store.getError(h.ids[0].configId), null, 'a refused fetch the plugin handled is not a plugin error');
+    assert.ok(
+      h.logs.some(
+        (l) =>
+          l.level === 'warn' &&
+          /plugin fetch refused: request to http:\/\/127\.0\.0\.1:\d+ refused/.test(l.message) &&
+          l.pluginConfigId === h.ids[0].configId,
+      ),
+    );
+    assert.equal(
+      await h.store.getError(h.ids[0].configId),
+      null,
+      'a refused fetch the plugin handled is not a plugin error',
+    );
   });
 
   it('a refused fetch the plugin does not catch fails that event only, recorded in posthog_pluginconfig.error', async () => {
-    const h2 = await harness([{ source: "exports.processEvent = async (e) => { if (e.event === 'go') await fetch('http://127.0.0.1:1/'); return { ...e, properties: { ...e.properties, done: true } } }", name: 'uncaught', teamId: 1 }]);
+    const h2 = await harness([
+      {
+        source:
+          "exports.processEvent = async (e) => { if (e.event === 'go') await fetch('http://127.0.0.1:1/'); return { ...e, properties: { ...e.properties, done: true } } }",
+        name: 'uncaught',
+        teamId: 1,
+      },
+    ]);
     try {
       const r = await h2.manager.runChain(1, [makeEvent('go'), makeEvent('stay')]);
       assert.equal(props(r[0]).done, undefined);
@@ -306,7 +368,17 @@ describe('fetch from plugins without an allow-list: loopback in every spelling, 
   });
 
   it('fetch can be switched off', async () => {
-    const h3 = await harness([{ source: 'exports.processEvent = (e) => ({ ...e, properties: { ...e.properties, t: typeof fetch } })', name: 'typeof', teamId: 1 }], undefined, { fetch: { enabled: false } });
+    const h3 = await harness(
+      [
+        {
+          source: 'exports.processEvent = (e) => ({ ...e, properties: { ...e.properties, t: typeof fetch } })',
+          name: 'typeof',
+          teamId: 1,
+        },
+      ],
+      undefined,
+      { fetch: { enabled: false } },
+    );
     try {
       const [e] = await h3.manager.runChain(1, [makeEvent('x')]);
       assert.equal(props(e).t, 'undefined');
@@ -316,6 +388,9 @@ describe('fetch from plugins without an allow-list: loopback in every spelling, 
   });
 
   it('an unreadable allow-list entry fails PluginManager.create', async () => {
-    await assert.rejects(harness([], undefined, { fetch: { allow: '10.0.0.0/8,not a host' } }), /fetch allow-list: cannot read entry "not a host"/);
+    await assert.rejects(
+      harness([], undefined, { fetch: { allow: '10.0.0.0/8,not a host' } }),
+      /fetch allow-list: cannot read entry "not a host"/,
+    );
   });
 });

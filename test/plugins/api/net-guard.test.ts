@@ -1,6 +1,14 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { blockedName, blockedReason, FetchRefusedError, formatIp, NetGuard, parseAllowList, parseIp } from '../../../src/plugins/api/net-guard';
+import {
+  blockedName,
+  blockedReason,
+  FetchRefusedError,
+  formatIp,
+  NetGuard,
+  parseAllowList,
+  parseIp,
+} from '../../../src/plugins/api/net-guard';
 
 /**
  * The address check, on its own: no packet is sent by this file. Private, link-local and metadata ranges are
@@ -39,7 +47,15 @@ describe('net-guard: parsing every spelling', () => {
     });
   }
 
-  const LOOPBACK_V6 = ['::1', '[::1]', '0:0:0:0:0:0:0:1', '0000:0000:0000:0000:0000:0000:0000:0001', '::0:1', '::1%lo', '[::1%25lo]'];
+  const LOOPBACK_V6 = [
+    '::1',
+    '[::1]',
+    '0:0:0:0:0:0:0:1',
+    '0000:0000:0000:0000:0000:0000:0000:0001',
+    '::0:1',
+    '::1%lo',
+    '[::1%25lo]',
+  ];
   for (const s of LOOPBACK_V6) {
     it(`IPv6 loopback spelled ${JSON.stringify(s)}`, () => {
       const ip = parseIp(s);
@@ -49,7 +65,14 @@ describe('net-guard: parsing every spelling', () => {
     });
   }
 
-  const MAPPED = ['::ffff:127.0.0.1', '[::ffff:127.0.0.1]', '::ffff:7f00:1', '0:0:0:0:0:ffff:7f00:0001', '::FFFF:127.0.0.1', '::ffff:127.1.2.3'];
+  const MAPPED = [
+    '::ffff:127.0.0.1',
+    '[::ffff:127.0.0.1]',
+    '::ffff:7f00:1',
+    '0:0:0:0:0:ffff:7f00:0001',
+    '::FFFF:127.0.0.1',
+    '::ffff:127.1.2.3',
+  ];
   for (const s of MAPPED) {
     it(`IPv4-mapped IPv6 ${JSON.stringify(s)} is checked (and connected to) as the IPv4 address`, () => {
       const ip = parseIp(s);
@@ -71,7 +94,22 @@ describe('net-guard: parsing every spelling', () => {
   });
 
   it('non-addresses are names, not IPs', () => {
-    for (const s of ['example.com', '127.0.0.1.nip.io', '1.2.3.4.5', '256.1.1.1', '1.2.3.0400', '0x1g.1', '', '::1::', '1:2:3:4:5:6:7:8:9', '12345::', 'fe80::1::2', '[::1', '08.0.0.1', '::ffff:1.2.3']) {
+    for (const s of [
+      'example.com',
+      '127.0.0.1.nip.io',
+      '1.2.3.4.5',
+      '256.1.1.1',
+      '1.2.3.0400',
+      '0x1g.1',
+      '',
+      '::1::',
+      '1:2:3:4:5:6:7:8:9',
+      '12345::',
+      'fe80::1::2',
+      '[::1',
+      '08.0.0.1',
+      '::ffff:1.2.3',
+    ]) {
       assert.equal(parseIp(s), null, s);
     }
     // 4294967295 is the largest single-number IPv4; one more is a name
@@ -157,7 +195,29 @@ describe('net-guard: ranges', () => {
     });
   }
 
-  const PUBLIC = ['8.8.8.8', '1.1.1.1', '93.184.216.34', '172.15.255.255', '172.32.0.0', '100.63.255.255', '100.128.0.0', '192.169.0.1', '169.253.255.255', '169.255.0.0', '11.0.0.0', '9.255.255.255', '223.255.255.255', '198.17.255.255', '198.20.0.0', '2606:4700:4700::1111', '2a00:1450:4001::1', '64:ff9b::808:808', '2002:808:808::1', '::ffff:8.8.8.8', '3fff:ffff::1'];
+  const PUBLIC = [
+    '8.8.8.8',
+    '1.1.1.1',
+    '93.184.216.34',
+    '172.15.255.255',
+    '172.32.0.0',
+    '100.63.255.255',
+    '100.128.0.0',
+    '192.169.0.1',
+    '169.253.255.255',
+    '169.255.0.0',
+    '11.0.0.0',
+    '9.255.255.255',
+    '223.255.255.255',
+    '198.17.255.255',
+    '198.20.0.0',
+    '2606:4700:4700::1111',
+    '2a00:1450:4001::1',
+    '64:ff9b::808:808',
+    '2002:808:808::1',
+    '::ffff:8.8.8.8',
+    '3fff:ffff::1',
+  ];
   for (const addr of PUBLIC) {
     it(`lets ${addr} through`, () => {
       assert.equal(reason(addr), null);
@@ -167,16 +227,43 @@ describe('net-guard: ranges', () => {
 
 describe('net-guard: names', () => {
   it('loopback and metadata names are refused by name', () => {
-    for (const n of ['localhost', 'LOCALHOST', 'localhost.', 'foo.localhost', 'a.b.localhost.', 'localhost.localdomain', 'ip6-localhost', 'ip6-loopback']) assert.equal(blockedName(n), 'loopback host name', n);
-    for (const n of ['metadata.google.internal', 'METADATA.GOOGLE.INTERNAL.', 'metadata', 'metadata.goog', 'instance-data', 'instance-data.ec2.internal']) assert.equal(blockedName(n), 'cloud metadata host name', n);
-    for (const n of ['example.com', 'localhost.example.com', 'mylocalhost', 'metadata.example.com']) assert.equal(blockedName(n), null, n);
+    for (const n of [
+      'localhost',
+      'LOCALHOST',
+      'localhost.',
+      'foo.localhost',
+      'a.b.localhost.',
+      'localhost.localdomain',
+      'ip6-localhost',
+      'ip6-loopback',
+    ])
+      assert.equal(blockedName(n), 'loopback host name', n);
+    for (const n of [
+      'metadata.google.internal',
+      'METADATA.GOOGLE.INTERNAL.',
+      'metadata',
+      'metadata.goog',
+      'instance-data',
+      'instance-data.ec2.internal',
+    ])
+      assert.equal(blockedName(n), 'cloud metadata host name', n);
+    for (const n of ['example.com', 'localhost.example.com', 'mylocalhost', 'metadata.example.com'])
+      assert.equal(blockedName(n), null, n);
   });
 });
 
 describe('net-guard: allow-list', () => {
   it('parses hosts, IPs and CIDRs; rejects what it cannot read', () => {
     const l = parseAllowList(' 127.0.0.1, 10.0.0.0/8 ,::1,fd00::/8, localhost, *.corp.example, .svc.local, ,');
-    assert.deepEqual(l.entries, ['127.0.0.1', '10.0.0.0/8', '::1', 'fd00::/8', 'localhost', '*.corp.example', '.svc.local']);
+    assert.deepEqual(l.entries, [
+      '127.0.0.1',
+      '10.0.0.0/8',
+      '::1',
+      'fd00::/8',
+      'localhost',
+      '*.corp.example',
+      '.svc.local',
+    ]);
     assert.equal(l.cidrs.length, 4);
     assert.deepEqual([...l.names], ['localhost']);
     assert.deepEqual(l.suffixes, ['.corp.example', '.svc.local']);
@@ -220,7 +307,17 @@ describe('net-guard: resolve() with a fake resolver (no DNS, no traffic)', () =>
 
   it('IP literals are checked as they are, never looked up', async () => {
     const { g, asked } = guard(undefined, {});
-    for (const h of ['127.0.0.1', '2130706433', '0x7f000001', '[::1]', '[::ffff:127.0.0.1]', '0.0.0.0', '169.254.169.254', '[fd00:ec2::254]', '10.1.1.1']) {
+    for (const h of [
+      '127.0.0.1',
+      '2130706433',
+      '0x7f000001',
+      '[::1]',
+      '[::ffff:127.0.0.1]',
+      '0.0.0.0',
+      '169.254.169.254',
+      '[fd00:ec2::254]',
+      '10.1.1.1',
+    ]) {
       await assert.rejects(g.resolve(h), FetchRefusedError, h);
     }
     assert.deepEqual(await g.resolve('8.8.8.8'), { address: '8.8.8.8', family: 4 });
@@ -231,7 +328,10 @@ describe('net-guard: resolve() with a fake resolver (no DNS, no traffic)', () =>
   it('loopback and metadata names are refused without a DNS query', async () => {
     const { g, asked } = guard(undefined, { localhost: ['127.0.0.1'] });
     await assert.rejects(g.resolve('localhost'), /localhost is not allowed \(loopback host name\)/);
-    await assert.rejects(g.resolve('Metadata.Google.Internal.'), /metadata\.google\.internal is not allowed \(cloud metadata host name\)/);
+    await assert.rejects(
+      g.resolve('Metadata.Google.Internal.'),
+      /metadata\.google\.internal is not allowed \(cloud metadata host name\)/,
+    );
     assert.deepEqual(asked, []);
   });
 
@@ -243,12 +343,21 @@ describe('net-guard: resolve() with a fake resolver (no DNS, no traffic)', () =>
       'v6.test': ['fe80::1', '2606:4700::1'],
       'public.test': ['93.184.216.34'],
     });
-    await assert.rejects(g.resolve('internal.test'), /internal\.test resolves to 10\.0\.0\.5, which is not allowed \(private network address\)/);
-    await assert.rejects(g.resolve('rebind.test'), /resolves to 169\.254\.169\.254, which is not allowed \(cloud metadata address\)/);
+    await assert.rejects(
+      g.resolve('internal.test'),
+      /internal\.test resolves to 10\.0\.0\.5, which is not allowed \(private network address\)/,
+    );
+    await assert.rejects(
+      g.resolve('rebind.test'),
+      /resolves to 169\.254\.169\.254, which is not allowed \(cloud metadata address\)/,
+    );
     assert.deepEqual(await g.resolve('mixed.test'), { address: '93.184.216.34', family: 4 });
     assert.deepEqual(await g.resolve('v6.test'), { address: '2606:4700:0:0:0:0:0:1', family: 6 });
     assert.deepEqual(await g.resolve('PUBLIC.test.'), { address: '93.184.216.34', family: 4 });
-    await assert.rejects(g.resolve('nx.test'), (err: Error & { code?: string }) => err.code === 'ENOTFOUND' && /cannot resolve nx\.test/.test(err.message));
+    await assert.rejects(
+      g.resolve('nx.test'),
+      (err: Error & { code?: string }) => err.code === 'ENOTFOUND' && /cannot resolve nx\.test/.test(err.message),
+    );
   });
 
   it('allow-listed names are trusted with what they resolve to; allow-listed IPs make localhost usable', async () => {

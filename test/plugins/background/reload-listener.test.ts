@@ -44,9 +44,16 @@ describe('ReloadListener: a Redis that is down at start, and one that drops the 
       const restarting = redis.restart({ downMs: 2_000 });
       await waitUntil(async () => !(await listening(redis.port)), 10_000, 'Redis down');
       await listener.start(); // does not throw: Redis is retried in the background
-      assert.ok(!logs.some((l) => l.message.startsWith('listening for plugin changes')), 'not subscribed while Redis is down');
+      assert.ok(
+        !logs.some((l) => l.message.startsWith('listening for plugin changes')),
+        'not subscribed while Redis is down',
+      );
       await restarting;
-      await waitUntil(() => logs.some((l) => l.message === `listening for plugin changes on Redis channel ${CHANNEL}`), 20_000, 'subscribed after Redis came up');
+      await waitUntil(
+        () => logs.some((l) => l.message === `listening for plugin changes on Redis channel ${CHANNEL}`),
+        20_000,
+        'subscribed after Redis came up',
+      );
       assert.equal(reloads, 0, 'the first subscription reloads nothing');
 
       // Published until one reaches a subscriber: exactly one announcement is heard.
@@ -57,11 +64,17 @@ describe('ReloadListener: a Redis that is down at start, and one that drops the 
 
       // The subscriber's connection is killed: whatever was announced until it is back is lost, so it reloads once.
       const list = (await admin.client('LIST')) as string;
-      const id = list.split('\n').find((l) => l.includes(` name=posthog-plugins:reload:${process.pid} `))?.match(/(?:^| )id=(\d+)/)?.[1];
+      const id = list
+        .split('\n')
+        .find((l) => l.includes(` name=posthog-plugins:reload:${process.pid} `))
+        ?.match(/(?:^| )id=(\d+)/)?.[1];
       assert.ok(id, `the subscriber's connection in CLIENT LIST:\n${list}`);
       await admin.client('KILL', 'ID', id);
       await waitUntil(() => reloads === 2, 20_000, 'one reload after the subscriber is back');
-      assert.ok(logs.some((l) => l.message.startsWith(`reload channel ${CHANNEL} back`)), 'the log says why it reloaded');
+      assert.ok(
+        logs.some((l) => l.message.startsWith(`reload channel ${CHANNEL} back`)),
+        'the log says why it reloaded',
+      );
 
       await waitUntil(async () => (await admin.publish(CHANNEL, 'reload!')) > 0, 10_000, 'subscribed again');
       await waitUntil(() => reloads === 3, 10_000, 'announcements heard again');

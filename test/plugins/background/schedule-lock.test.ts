@@ -19,8 +19,12 @@ describe('periodStart (UTC floor)', () => {
   });
   it('a period start is its own period start; before 1970 floors too', () => {
     const s = new Date('2024-03-01T00:00:00.000Z');
-    for (const task of ['runEveryMinute', 'runEveryHour', 'runEveryDay'] as ScheduledTask[]) assert.equal(periodStart(task, s).getTime(), s.getTime());
-    assert.equal(periodStart('runEveryDay', new Date('1969-12-31T12:00:00Z')).toISOString(), '1969-12-31T00:00:00.000Z');
+    for (const task of ['runEveryMinute', 'runEveryHour', 'runEveryDay'] as ScheduledTask[])
+      assert.equal(periodStart(task, s).getTime(), s.getTime());
+    assert.equal(
+      periodStart('runEveryDay', new Date('1969-12-31T12:00:00Z')).toISOString(),
+      '1969-12-31T00:00:00.000Z',
+    );
   });
   it('refuses an invalid date or task', () => {
     assert.throws(() => periodStart('runEveryMinute', new Date('nope')), /invalid date/);
@@ -51,14 +55,20 @@ describe('ScheduleLock (Redis db 11)', () => {
   it('two workers racing 50 times on the same period: exactly one wins each time, the other is told done-this-period', async () => {
     const wins = { a: 0, b: 0 };
     for (let i = 0; i < 50; i++) {
-      const [ra, rb] = await Promise.all([a.tryStart(1, 'runEveryMinute', minute(i), 60_000), b.tryStart(1, 'runEveryMinute', minute(i), 60_000)]);
+      const [ra, rb] = await Promise.all([
+        a.tryStart(1, 'runEveryMinute', minute(i), 60_000),
+        b.tryStart(1, 'runEveryMinute', minute(i), 60_000),
+      ]);
       assert.equal(Number(ra.ok) + Number(rb.ok), 1, `round ${i}: ${JSON.stringify([ra, rb])}`);
       const [winner, loser] = ra.ok ? [ra, rb] : [rb, ra];
       assert.deepEqual(loser, { ok: false, reason: 'done-this-period' });
       wins[ra.ok ? 'a' : 'b']++;
       if (winner.ok) await winner.release();
       // the period stays done after the run ended
-      assert.deepEqual(await b.tryStart(1, 'runEveryMinute', minute(i), 60_000), { ok: false, reason: 'done-this-period' });
+      assert.deepEqual(await b.tryStart(1, 'runEveryMinute', minute(i), 60_000), {
+        ok: false,
+        reason: 'done-this-period',
+      });
     }
     assert.equal(wins.a + wins.b, 50);
   });
@@ -71,7 +81,10 @@ describe('ScheduleLock (Redis db 11)', () => {
       a.tryStart(2, 'runEveryHour', periodStart('runEveryHour', p), 60_000),
       a.tryStart(2, 'runEveryDay', periodStart('runEveryDay', p), 60_000),
     ]);
-    assert.deepEqual(runs.map((r) => r.ok), [true, true, true, true]);
+    assert.deepEqual(
+      runs.map((r) => r.ok),
+      [true, true, true, true],
+    );
     for (const r of runs) if (r.ok) await r.release();
     const ttl = await r1.pttl(`${prefix}:2:runEveryMinute:period:${p.toISOString()}`);
     assert.ok(ttl > 60_000 && ttl <= 120_000, `period key of a minute lives a bit longer than the minute: ${ttl} ms`);

@@ -36,7 +36,12 @@ describe('archive readers', () => {
     });
 
     it(`${kind}: files at the root`, () => {
-      const buf = fs.readFileSync(makeArchive(kind, { 'plugin.json': JSON.stringify({ name: 'root' }), 'index.js': 'exports.processEvent = e => e' }));
+      const buf = fs.readFileSync(
+        makeArchive(kind, {
+          'plugin.json': JSON.stringify({ name: 'root' }),
+          'index.js': 'exports.processEvent = e => e',
+        }),
+      );
       const src = readPluginArchive(buf);
       assert.equal(src.main, 'index.js');
       assert.equal(src.code, 'exports.processEvent = e => e');
@@ -48,19 +53,25 @@ describe('archive readers', () => {
     });
 
     it(`${kind}: main missing → clear error`, () => {
-      const buf = fs.readFileSync(makeArchive(kind, { 'top/plugin.json': JSON.stringify({ main: 'index.ts' }), 'top/other.ts': 'x' }));
+      const buf = fs.readFileSync(
+        makeArchive(kind, { 'top/plugin.json': JSON.stringify({ main: 'index.ts' }), 'top/other.ts': 'x' }),
+      );
       assert.throws(() => readPluginArchive(buf), /main file index\.ts not found in archive/);
     });
   }
 
   it('zip with stored (uncompressed) entries', () => {
-    const buf = fs.readFileSync(makeArchive('zip', { 'a/plugin.json': '{}', 'a/index.js': 'stored ✓' }, undefined, { stored: true }));
+    const buf = fs.readFileSync(
+      makeArchive('zip', { 'a/plugin.json': '{}', 'a/index.js': 'stored ✓' }, undefined, { stored: true }),
+    );
     assert.equal(readPluginArchive(buf).code, 'stored ✓');
   });
 
   it('tar: long paths (pax) and default main index.ts when there is no index.js', () => {
     const deep = 'very-long-directory-name-'.repeat(6);
-    const buf = fs.readFileSync(makeArchive('tgz', { [`${deep}/plugin.json`]: '{"name":"deep"}', [`${deep}/index.ts`]: 'export const x = 1' }));
+    const buf = fs.readFileSync(
+      makeArchive('tgz', { [`${deep}/plugin.json`]: '{"name":"deep"}', [`${deep}/index.ts`]: 'export const x = 1' }),
+    );
     const src = readPluginArchive(buf);
     assert.equal(src.main, 'index.ts');
     assert.equal(src.code, 'export const x = 1');
@@ -76,7 +87,10 @@ describe('archive readers', () => {
   it('rejects garbage and truncated archives with readable errors', () => {
     assert.throws(() => readPluginArchive(Buffer.from('definitely not an archive')), /unknown archive format/);
     const zip = fs.readFileSync(makeArchive('zip', { 'p/plugin.json': '{}', 'p/index.js': 'x'.repeat(1000) }));
-    assert.throws(() => readPluginArchive(zip.subarray(0, zip.length - 30)), /cannot read archive: corrupt zip archive/);
+    assert.throws(
+      () => readPluginArchive(zip.subarray(0, zip.length - 30)),
+      /cannot read archive: corrupt zip archive/,
+    );
     const tgz = fs.readFileSync(makeArchive('tgz', { 'p/plugin.json': '{}', 'p/index.js': 'x' }));
     assert.throws(() => readPluginArchive(tgz.subarray(0, 20)), /cannot read archive: cannot decompress gzip/);
   });

@@ -15,13 +15,36 @@ describe('plugin.json config schema', () => {
 
   test('both schema forms; markdown entries skipped; a missing type is a string', () => {
     const fields = configFields(schema);
-    assert.deepEqual(fields.map((f) => [f.key, f.type]), [['name', 'string'], ['mode', 'choice'], ['rules', 'json'], ['key', 'attachment'], ['token', 'string']]);
-    assert.deepEqual(configFields({ x: { type: 'choice', choices: ['1'] }, y: { default: 'd' } }).map((f) => [f.key, f.type, f.default ?? null]), [['x', 'choice', null], ['y', 'string', 'd']]);
+    assert.deepEqual(
+      fields.map((f) => [f.key, f.type]),
+      [
+        ['name', 'string'],
+        ['mode', 'choice'],
+        ['rules', 'json'],
+        ['key', 'attachment'],
+        ['token', 'string'],
+      ],
+    );
+    assert.deepEqual(
+      configFields({ x: { type: 'choice', choices: ['1'] }, y: { default: 'd' } }).map((f) => [
+        f.key,
+        f.type,
+        f.default ?? null,
+      ]),
+      [
+        ['x', 'choice', null],
+        ['y', 'string', 'd'],
+      ],
+    );
     assert.deepEqual(configFields(null), []);
   });
 
   test('defaults are filled, attachments reported, changes merge over the stored config', () => {
-    assert.deepEqual(resolveConfig(schema, { name: 'n' }), { config: { name: 'n', mode: 'a', rules: '{}' }, problems: [], attachmentsNeeded: ['key'] });
+    assert.deepEqual(resolveConfig(schema, { name: 'n' }), {
+      config: { name: 'n', mode: 'a', rules: '{}' },
+      problems: [],
+      attachmentsNeeded: ['key'],
+    });
     const r = resolveConfig(schema, { mode: 'b', token: null }, { name: 'n', token: 't', mode: 'a' });
     assert.deepEqual(r.config, { name: 'n', mode: 'b', rules: '{}' });
     assert.deepEqual(r.problems, []);
@@ -44,6 +67,10 @@ describe('plugin.json config schema', () => {
   });
 
   test('secret values are masked for display', () => {
-    assert.deepEqual(maskSecrets(schema, { token: 't', name: 'n', empty: '' }), { token: '**************** POSTHOG SECRET FIELD ****************', name: 'n', empty: '' });
+    assert.deepEqual(maskSecrets(schema, { token: 't', name: 'n', empty: '' }), {
+      token: '**************** POSTHOG SECRET FIELD ****************',
+      name: 'n',
+      empty: '',
+    });
   });
 });

@@ -2,13 +2,29 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { describe, it } from 'node:test';
-import { configSchemaOf, readPluginPath, readPluginRowSource, resolveFileUrl } from '../../../src/plugins/loading/source';
+import {
+  configSchemaOf,
+  readPluginPath,
+  readPluginRowSource,
+  resolveFileUrl,
+} from '../../../src/plugins/loading/source';
 import { transpilePlugin } from '../../../src/plugins/loading/transpile';
 import type { PluginRow } from '../../../src/store/types';
 import { FIXTURES, fixture, makeArchive, tempDir } from '../helpers';
 
 function row(p: Partial<PluginRow>): PluginRow {
-  return { id: 1, name: 'row plugin', pluginType: 'custom', url: null, archive: null, source: null, sourceFiles: null, configSchema: {}, updatedAt: null, ...p };
+  return {
+    id: 1,
+    name: 'row plugin',
+    pluginType: 'custom',
+    url: null,
+    archive: null,
+    source: null,
+    sourceFiles: null,
+    configSchema: {},
+    updatedAt: null,
+    ...p,
+  };
 }
 
 describe('plugin sources', () => {
@@ -51,7 +67,10 @@ describe('plugin sources', () => {
   });
 
   it('.zip and .tgz files on disk', () => {
-    const files = { 'repo-main/plugin.json': JSON.stringify({ name: 'zipped', main: 'src/main.js' }), 'repo-main/src/main.js': 'exports.processEvent = e => e' };
+    const files = {
+      'repo-main/plugin.json': JSON.stringify({ name: 'zipped', main: 'src/main.js' }),
+      'repo-main/src/main.js': 'exports.processEvent = e => e',
+    };
     for (const kind of ['zip', 'tgz'] as const) {
       const src = readPluginPath(makeArchive(kind, files));
       assert.equal(src.name, 'zipped');
@@ -76,27 +95,45 @@ describe('plugin sources', () => {
     assert.equal(rel.name, 'row plugin'); // the row's name wins
     const abs = readPluginRowSource(row({ url: `file:${fixture('trail.js')}` }), { baseDir: '/nowhere' });
     assert.match(abs.code, /config\.tag/);
-    assert.throws(() => readPluginRowSource(row({ url: 'file:missing-plugin' }), { baseDir: base }), /plugin path not found/);
+    assert.throws(
+      () => readPluginRowSource(row({ url: 'file:missing-plugin' }), { baseDir: base }),
+      /plugin path not found/,
+    );
   });
 
   it('rows: archive bytes (zip and tgz sniffed), source column, un-downloaded', () => {
-    const files = { 'x/plugin.json': '{"main":"index.ts"}', 'x/index.ts': 'export function processEvent(e: any) { return e }' };
+    const files = {
+      'x/plugin.json': '{"main":"index.ts"}',
+      'x/index.ts': 'export function processEvent(e: any) { return e }',
+    };
     for (const kind of ['zip', 'tgz'] as const) {
       const archive = fs.readFileSync(makeArchive(kind, files));
       const src = readPluginRowSource(row({ archive, url: 'https://github.com/x/y' }), { baseDir: '/' });
       assert.equal(src.main, 'index.ts');
       assert.match(src.origin, new RegExp(kind));
     }
-    const source = readPluginRowSource(row({ pluginType: 'source', source: 'export function processEvent(e) { return e }' }), { baseDir: '/' });
+    const source = readPluginRowSource(
+      row({ pluginType: 'source', source: 'export function processEvent(e) { return e }' }),
+      { baseDir: '/' },
+    );
     assert.equal(source.main, 'index.ts');
     const files2 = readPluginRowSource(
-      row({ pluginType: 'source', sourceFiles: { 'plugin.json': '{"main":"main.ts"}', 'main.ts': 'export const y = 2' } }),
+      row({
+        pluginType: 'source',
+        sourceFiles: { 'plugin.json': '{"main":"main.ts"}', 'main.ts': 'export const y = 2' },
+      }),
       { baseDir: '/' },
     );
     assert.equal(files2.code, 'export const y = 2');
-    assert.throws(() => readPluginRowSource(row({ url: 'https://github.com/PostHog/x' }), { baseDir: '/' }), /un-downloaded remote plugin row plugin \(https:\/\/github\.com\/PostHog\/x\)/);
+    assert.throws(
+      () => readPluginRowSource(row({ url: 'https://github.com/PostHog/x' }), { baseDir: '/' }),
+      /un-downloaded remote plugin row plugin \(https:\/\/github\.com\/PostHog\/x\)/,
+    );
     assert.throws(() => readPluginRowSource(row({ pluginType: 'source' }), { baseDir: '/' }), /has no source/);
-    assert.throws(() => readPluginRowSource(row({ archive: Buffer.from('zzzz') }), { baseDir: '/' }), /cannot read archive of plugin row plugin/);
+    assert.throws(
+      () => readPluginRowSource(row({ archive: Buffer.from('zzzz') }), { baseDir: '/' }),
+      /cannot read archive of plugin row plugin/,
+    );
   });
 });
 
@@ -120,12 +157,20 @@ describe('transpile', () => {
   });
 
   it('lists required and imported modules', () => {
-    assert.deepEqual(transpilePlugin(fs.readFileSync(fixture('hostile/requires-fs.js'), 'utf8'), 'index.js').imports, ['fs']);
-    assert.deepEqual(transpilePlugin(fs.readFileSync(fixture('hostile/imports-module.ts'), 'utf8'), 'index.ts').imports, ['crypto']);
-    assert.deepEqual(transpilePlugin("const s = 'require(\"fs\")'; export const x = s", 'a.ts').imports, []);
+    assert.deepEqual(transpilePlugin(fs.readFileSync(fixture('hostile/requires-fs.js'), 'utf8'), 'index.js').imports, [
+      'fs',
+    ]);
+    assert.deepEqual(
+      transpilePlugin(fs.readFileSync(fixture('hostile/imports-module.ts'), 'utf8'), 'index.ts').imports,
+      ['crypto'],
+    );
+    assert.deepEqual(transpilePlugin('const s = \'require("fs")\'; export const x = s', 'a.ts').imports, []);
   });
 
   it('syntax errors name file, line and column', () => {
-    assert.throws(() => transpilePlugin(fs.readFileSync(fixture('hostile/syntax-error.js'), 'utf8'), 'index.js'), /cannot compile index\.js:2:\d+: /);
+    assert.throws(
+      () => transpilePlugin(fs.readFileSync(fixture('hostile/syntax-error.js'), 'utf8'), 'index.js'),
+      /cannot compile index\.js:2:\d+: /,
+    );
   });
 });

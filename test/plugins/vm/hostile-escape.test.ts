@@ -23,7 +23,13 @@ describe('hostile plugins: escape attempts', () => {
     h = await harness(
       [
         { url: 'file:trail.js', name: 'good', teamId: GOOD, config: { tag: 'good' } },
-        { url: 'file:hostile/escape.js', name: 'escape', teamId: T.escape, order: 1, config: { url: `${srv.origin}/json` } },
+        {
+          url: 'file:hostile/escape.js',
+          name: 'escape',
+          teamId: T.escape,
+          order: 1,
+          config: { url: `${srv.origin}/json` },
+        },
         { url: 'file:trail.js', name: 'trail', teamId: T.escape, order: 2, config: { tag: 'after' } },
         { url: 'file:hostile/traps.js', name: 'traps', teamId: T.traps, order: 1, config: { url: srv.origin } },
         { url: 'file:trail.js', name: 'trail', teamId: T.traps, order: 2, config: { tag: 'after' } },
@@ -85,7 +91,11 @@ describe('hostile plugins: escape attempts', () => {
       else assert.match(String(r[k]), want, k);
     }
     // Stack frames of host-installed code give away neither their function nor their receiver.
-    const frames = (r.frames as unknown as Array<Array<{ name: string | null; file: string | null; fn: string; self: string }> | null>).flat().filter((f) => f !== null);
+    const frames = (
+      r.frames as unknown as Array<Array<{ name: string | null; file: string | null; fn: string; self: string }> | null>
+    )
+      .flat()
+      .filter((f) => f !== null);
     assert.ok(frames.length >= 5, 'prepareStackTrace saw frames');
     const plugin = frames.filter((f) => /escape\.js/.test(String(f.file)));
     const host = frames.filter((f) => !/escape\.js/.test(String(f.file)));
@@ -106,7 +116,11 @@ describe('hostile plugins: escape attempts', () => {
   it('builtins replaced and prototypes trapped: the host-installed code never calls into them (no bridge internal leaks)', async () => {
     srv.reset();
     const [e] = await h.manager.runChain(T.traps, [makeEvent('$traps', {}, T.traps)]);
-    const t = props(e).traps as { hits: Array<{ trap: string; self: string; args: string[] }>; seen: JsonObject; calledBack: number };
+    const t = props(e).traps as {
+      hits: Array<{ trap: string; self: string; args: string[] }>;
+      seen: JsonObject;
+      calledBack: number;
+    };
     assert.ok(t, `no report: ${JSON.stringify(await h.store.getError(cfg(T.traps)))}`);
     // the window really used the API
     assert.equal(t.seen.status, 200);
@@ -117,7 +131,9 @@ describe('hostile plugins: escape attempts', () => {
     // The only trap host-installed code may touch: resolving a promise with an object looks up `then` on that
     // object, here the Response handed to the plugin and the body json() parsed for it. Nothing else.
     const RESPONSE_KEYS = 'headers,ok,redirected,status,statusText,url';
-    const unexpected = t.hits.filter((x) => !(x.trap === 'get Object.prototype.then' && (x.self === RESPONSE_KEYS || x.self === 'hello,n')));
+    const unexpected = t.hits.filter(
+      (x) => !(x.trap === 'get Object.prototype.then' && (x.self === RESPONSE_KEYS || x.self === 'hello,n')),
+    );
     assert.deepEqual(unexpected, []);
     assert.ok(t.hits.length >= 2, 'the then-lookups on the response and the body were seen (the traps work)');
     // nothing grabbed was callable as a bridge: the server never saw /leak
@@ -129,7 +145,10 @@ describe('hostile plugins: escape attempts', () => {
   });
 
   it('prototype pollution stays in the polluter’s own isolate: not the next plugin, not another team, not the host', async () => {
-    const [polluted, next] = await h.manager.runChain(T.pollute, [makeEvent('$pollute', {}, T.pollute), makeEvent('after-pollution', {}, T.pollute)]);
+    const [polluted, next] = await h.manager.runChain(T.pollute, [
+      makeEvent('$pollute', {}, T.pollute),
+      makeEvent('after-pollution', {}, T.pollute),
+    ]);
     // the polluter's own boot code still works with everything it broke
     assert.equal(props(polluted).polluter, true);
     assert.equal(props(next).polluter, 'still works');

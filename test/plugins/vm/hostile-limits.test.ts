@@ -52,7 +52,11 @@ async function runScenario(h: Harness, s: Scenario): Promise<{ hostile: Array<Pl
   for (const e of goodOut) assert.deepEqual(props(e).trail, ['good']);
   // every hostile-team event went on down its chain
   for (const e of hostile) assert.deepEqual(props(e).trail, ['after'], `event ${e?.event} continued down the chain`);
-  if (s.slow) assert.ok(goodDoneAt < hostileDoneAt, `good team done after ${goodDoneAt - t0} ms, hostile after ${hostileDoneAt - t0} ms`);
+  if (s.slow)
+    assert.ok(
+      goodDoneAt < hostileDoneAt,
+      `good team done after ${goodDoneAt - t0} ms, hostile after ${hostileDoneAt - t0} ms`,
+    );
   return { hostile, ms: hostileDoneAt - t0 };
 }
 
@@ -64,7 +68,12 @@ describe('hostile plugins: limits (one manager, every team keeps flowing)', () =
 
   before(async () => {
     srv = await startServer();
-    const withAfter = (team: number, url: string, name: string, config = {}): Array<Parameters<typeof harness>[0][number]> => [
+    const withAfter = (
+      team: number,
+      url: string,
+      name: string,
+      config = {},
+    ): Array<Parameters<typeof harness>[0][number]> => [
       { url, name, teamId: team, order: 1, config },
       { url: 'file:trail.js', name: 'trail', teamId: team, order: 2, config: { tag: 'after' } },
     ];
@@ -93,7 +102,11 @@ describe('hostile plugins: limits (one manager, every team keeps flowing)', () =
   it('sync infinite loop: CPU timeout, isolate recreated; TimeoutError recorded', async () => {
     const vm = h.manager.vmFor(cfg(T.loop))!;
     const gen = vm.generation;
-    const { hostile } = await runScenario(h, { team: T.loop, events: [makeEvent('$loop', {}, T.loop), makeEvent('ok', {}, T.loop)], slow: true });
+    const { hostile } = await runScenario(h, {
+      team: T.loop,
+      events: [makeEvent('$loop', {}, T.loop), makeEvent('ok', {}, T.loop)],
+      slow: true,
+    });
     assert.equal(props(hostile[0]).looped, undefined);
     assert.equal(props(hostile[1]).looped, false);
     assert.ok(vm.generation > gen);
@@ -109,7 +122,11 @@ describe('hostile plugins: limits (one manager, every team keeps flowing)', () =
     it(`infinite loop ${what}: stopped by the CPU timeout of the re-entry, long before the wall-clock deadline`, async () => {
       const vm = h.manager.vmFor(cfg(T.afterAwait))!;
       const gen = vm.generation;
-      const { hostile, ms } = await runScenario(h, { team: T.afterAwait, events: [makeEvent(event, {}, T.afterAwait), makeEvent('ok', {}, T.afterAwait)], slow: true });
+      const { hostile, ms } = await runScenario(h, {
+        team: T.afterAwait,
+        events: [makeEvent(event, {}, T.afterAwait), makeEvent('ok', {}, T.afterAwait)],
+        slow: true,
+      });
       assert.equal(props(hostile[0]).after_await, undefined);
       assert.equal(props(hostile[1]).after_await, 'ok');
       assert.ok(vm.generation > gen, 'isolate recreated');
@@ -118,13 +135,20 @@ describe('hostile plugins: limits (one manager, every team keeps flowing)', () =
       assert.ok(ms < 7500, `took ${ms} ms`);
       const err = await h.store.getError(cfg(T.afterAwait));
       assert.equal(err?.name, 'TimeoutError');
-      assert.match(err?.message ?? '', /processEvent \(resumed after a host call\) exceeded the CPU time limit of 300 ms/);
+      assert.match(
+        err?.message ?? '',
+        /processEvent \(resumed after a host call\) exceeded the CPU time limit of 300 ms/,
+      );
       assert.equal((err?.event as { event?: string }).event, event);
     });
   }
 
   it('infinite loop after `await null`: the first entry’s timeout covers its microtasks', async () => {
-    const { hostile, ms } = await runScenario(h, { team: T.afterAwait, events: [makeEvent('$loop_after_await_null', {}, T.afterAwait), makeEvent('ok', {}, T.afterAwait)], slow: true });
+    const { hostile, ms } = await runScenario(h, {
+      team: T.afterAwait,
+      events: [makeEvent('$loop_after_await_null', {}, T.afterAwait), makeEvent('ok', {}, T.afterAwait)],
+      slow: true,
+    });
     assert.equal(props(hostile[1]).after_await, 'ok');
     assert.ok(ms < 7500, `took ${ms} ms`);
     const err = await h.store.getError(cfg(T.afterAwait));
@@ -135,7 +159,11 @@ describe('hostile plugins: limits (one manager, every team keeps flowing)', () =
   it('never-settling promise: wall-clock deadline, isolate disposed and recreated', async () => {
     const vm = h.manager.vmFor(cfg(T.hang))!;
     const gen = vm.generation;
-    const { hostile } = await runScenario(h, { team: T.hang, events: [makeEvent('$hang', {}, T.hang), makeEvent('ok', {}, T.hang)], slow: true });
+    const { hostile } = await runScenario(h, {
+      team: T.hang,
+      events: [makeEvent('$hang', {}, T.hang), makeEvent('ok', {}, T.hang)],
+      slow: true,
+    });
     assert.equal(props(hostile[1]).hung, false);
     assert.ok(vm.generation >= gen + 2);
     const err = await h.store.getError(cfg(T.hang));
@@ -146,7 +174,10 @@ describe('hostile plugins: limits (one manager, every team keeps flowing)', () =
   it('huge return value: refused by size before the host parses it; the isolate is kept', async () => {
     const vm = h.manager.vmFor(cfg(T.huge))!;
     const gen = vm.generation;
-    const { hostile } = await runScenario(h, { team: T.huge, events: [makeEvent('$huge', {}, T.huge), makeEvent('ok', {}, T.huge)] });
+    const { hostile } = await runScenario(h, {
+      team: T.huge,
+      events: [makeEvent('$huge', {}, T.huge), makeEvent('ok', {}, T.huge)],
+    });
     assert.equal(props(hostile[0]).blob, undefined);
     assert.equal(props(hostile[1]).small, true);
     assert.equal(vm.generation, gen);
@@ -159,7 +190,10 @@ describe('hostile plugins: limits (one manager, every team keeps flowing)', () =
     const vm = h.manager.vmFor(cfg(T.recursion))!;
     const gen = vm.generation;
     for (const ev of ['$recurse', '$recurse_async']) {
-      const { hostile } = await runScenario(h, { team: T.recursion, events: [makeEvent(ev, {}, T.recursion), makeEvent('ok', {}, T.recursion)] });
+      const { hostile } = await runScenario(h, {
+        team: T.recursion,
+        events: [makeEvent(ev, {}, T.recursion), makeEvent('ok', {}, T.recursion)],
+      });
       assert.equal(props(hostile[0]).recursed, undefined);
       assert.equal(props(hostile[1]).recursed, false);
       const err = await h.store.getError(cfg(T.recursion));
@@ -170,7 +204,10 @@ describe('hostile plugins: limits (one manager, every team keeps flowing)', () =
   });
 
   it('a throw: the error as thrown, with the event, and the isolate kept', async () => {
-    const { hostile } = await runScenario(h, { team: T.throws, events: [makeEvent('$throw', {}, T.throws), makeEvent('ok', {}, T.throws)] });
+    const { hostile } = await runScenario(h, {
+      team: T.throws,
+      events: [makeEvent('$throw', {}, T.throws), makeEvent('ok', {}, T.throws)],
+    });
     assert.equal(props(hostile[1]).survived, true);
     const err = await h.store.getError(cfg(T.throws));
     assert.equal(err?.name, 'TypeError');
@@ -182,7 +219,10 @@ describe('hostile plugins: limits (one manager, every team keeps flowing)', () =
     const { hostile } = await runScenario(h, { team: T.flood, events: [makeEvent('$flood', {}, T.flood)] });
     assert.equal(props(hostile[0]).flooded, true);
     // ignored callbacks arrive asynchronously; drops are reported once a second
-    const isReport = (l: (typeof h.logs)[number]): boolean => l.level === 'warn' && /dropped \d+ console line\(s\) over the rate limit of 1000\/s/.test(l.message) && l.pluginConfigId === cfg(T.flood);
+    const isReport = (l: (typeof h.logs)[number]): boolean =>
+      l.level === 'warn' &&
+      /dropped \d+ console line\(s\) over the rate limit of 1000\/s/.test(l.message) &&
+      l.pluginConfigId === cfg(T.flood);
     for (let i = 0; i < 100 && !h.logs.some(isReport); i++) await new Promise((r) => setTimeout(r, 30));
     const lines = h.logs.filter((l) => l.source === 'console' && l.pluginConfigId === cfg(T.flood));
     assert.ok(lines.length > 0 && lines.length <= 3000, `${lines.length} console lines crossed`);
@@ -194,7 +234,10 @@ describe('hostile plugins: limits (one manager, every team keeps flowing)', () =
   });
 
   it('an error with a huge message, name and stack (String.prototype.slice sabotaged) is stored truncated', async () => {
-    await runScenario(h, { team: T.bigError, events: [makeEvent('$big_error', {}, T.bigError), makeEvent('ok', {}, T.bigError)] });
+    await runScenario(h, {
+      team: T.bigError,
+      events: [makeEvent('$big_error', {}, T.bigError), makeEvent('ok', {}, T.bigError)],
+    });
     const err = await h.store.getError(cfg(T.bigError));
     assert.ok(err);
     assert.ok(err.message.length <= 4096 + 64, `message ${err.message.length}`);
@@ -210,9 +253,13 @@ describe('hostile plugins: limits (one manager, every team keeps flowing)', () =
     h.logs.length = 0;
     const vm = h.manager.vmFor(cfg(T.background))!;
     const gen = vm.generation;
-    const { hostile } = await runScenario(h, { team: T.background, events: [makeEvent('$loop_in_background', {}, T.background)] });
+    const { hostile } = await runScenario(h, {
+      team: T.background,
+      events: [makeEvent('$loop_in_background', {}, T.background)],
+    });
     assert.equal(props(hostile[0]).after_await, 'ok', 'processEvent itself returned normally');
-    for (let i = 0; i < 100 && !h.logs.some((l) => /plugin code that ran between calls failed/.test(l.message)); i++) await new Promise((r) => setTimeout(r, 30));
+    for (let i = 0; i < 100 && !h.logs.some((l) => /plugin code that ran between calls failed/.test(l.message)); i++)
+      await new Promise((r) => setTimeout(r, 30));
     const warn = h.logs.find((l) => /plugin code that ran between calls failed/.test(l.message));
     assert.ok(warn, 'the background failure is logged at once');
     assert.equal(warn.pluginConfigId, cfg(T.background));
@@ -227,7 +274,11 @@ describe('hostile plugins: limits (one manager, every team keeps flowing)', () =
 
   it('after all of the above: every config is ready and every team still works', async () => {
     for (const team of Object.values(T)) {
-      assert.deepEqual(h.manager.configsFor(team).map((c) => c.state), ['ready', 'ready'], `team ${team}`);
+      assert.deepEqual(
+        h.manager.configsFor(team).map((c) => c.state),
+        ['ready', 'ready'],
+        `team ${team}`,
+      );
       const [e] = await h.manager.runChain(team, [makeEvent('fine', {}, team)]);
       assert.deepEqual(props(e).trail, ['after'], `team ${team}`);
     }
@@ -248,7 +299,13 @@ describe('hostile plugins: heap bombs (clean memory-limit errors)', () => {
         { url: 'file:trail.js', name: 'good', teamId: GOOD, config: { tag: 'good' } },
         { url: 'file:hostile/heap-growth.js', name: 'heap growth', teamId: T.grow, order: 1 },
         { url: 'file:trail.js', name: 'trail', teamId: T.grow, order: 2, config: { tag: 'after' } },
-        { url: 'file:hostile/after-await.js', name: 'grow after fetch', teamId: T.growAfterFetch, order: 1, config: { url: `${srv.origin}/json` } },
+        {
+          url: 'file:hostile/after-await.js',
+          name: 'grow after fetch',
+          teamId: T.growAfterFetch,
+          order: 1,
+          config: { url: `${srv.origin}/json` },
+        },
         { url: 'file:trail.js', name: 'trail', teamId: T.growAfterFetch, order: 2, config: { tag: 'after' } },
       ],
       { memoryLimitMb: 16, cpuTimeoutMs: 15_000, wallTimeoutMs: 30_000, maxResultBytes: 1024 * 1024 },
@@ -267,7 +324,11 @@ describe('hostile plugins: heap bombs (clean memory-limit errors)', () => {
     it(`${event}: MemoryLimitError, isolate recreated, other events and teams unaffected`, async () => {
       const vm = h.manager.vmFor(cfg(team))!;
       const gen = vm.generation;
-      const { hostile } = await runScenario(h, { team, events: [makeEvent(event, {}, team), makeEvent('ok', {}, team)], slow: true });
+      const { hostile } = await runScenario(h, {
+        team,
+        events: [makeEvent(event, {}, team), makeEvent('ok', {}, team)],
+        slow: true,
+      });
       assert.equal(props(hostile[0])[prop], undefined);
       assert.ok(props(hostile[1])[prop] === false || props(hostile[1])[prop] === 'ok');
       assert.ok(vm.generation >= gen + 2, 'recreated after the batch and after the rerun');

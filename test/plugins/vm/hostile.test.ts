@@ -9,7 +9,19 @@ import { closeHarness, Harness, harness, makeEvent, props } from '../helpers';
  */
 describe('hostile plugins', () => {
   let h: Harness;
-  const TEAM = { throws: 1, loop: 2, hang: 3, huge: 5, setupLoop: 6, loadLoop: 7, requireFs: 8, importModule: 9, syntax: 10, remote: 11, reject: 12 };
+  const TEAM = {
+    throws: 1,
+    loop: 2,
+    hang: 3,
+    huge: 5,
+    setupLoop: 6,
+    loadLoop: 7,
+    requireFs: 8,
+    importModule: 9,
+    syntax: 10,
+    remote: 11,
+    reject: 12,
+  };
   const cfg = (team: number): number => h.manager.configsFor(team)[0].id;
 
   before(async () => {
@@ -20,21 +32,39 @@ describe('hostile plugins', () => {
       { url: 'file:trail.js', name: 'trail', teamId: TEAM.loop, order: 2, config: { tag: 'next' } },
       { url: 'file:hostile/never-resolves.js', name: 'never resolves', teamId: TEAM.hang, order: 1 },
       { url: 'file:trail.js', name: 'trail', teamId: TEAM.hang, order: 2, config: { tag: 'next' } },
-      { url: 'file:hostile/huge-result.js', name: 'huge result', teamId: TEAM.huge, order: 1, config: { size: String(2 * 1024 * 1024) } },
+      {
+        url: 'file:hostile/huge-result.js',
+        name: 'huge result',
+        teamId: TEAM.huge,
+        order: 1,
+        config: { size: String(2 * 1024 * 1024) },
+      },
       { url: 'file:trail.js', name: 'trail', teamId: TEAM.huge, order: 2, config: { tag: 'next' } },
       { url: 'file:hostile/setup-loop.js', name: 'setup loop', teamId: TEAM.setupLoop, order: 1 },
       { url: 'file:hostile/load-loop.js', name: 'load loop', teamId: TEAM.loadLoop, order: 1 },
       { url: 'file:hostile/requires-fs.js', name: 'requires fs', teamId: TEAM.requireFs, order: 1 },
       { url: 'file:hostile/imports-module.ts', name: 'imports crypto', teamId: TEAM.importModule, order: 1 },
       { url: 'file:hostile/syntax-error.js', name: 'syntax error', teamId: TEAM.syntax, order: 1 },
-      { url: 'https://github.com/PostHog/posthog-hello-world-plugin', name: 'remote', teamId: TEAM.remote, order: 1, pluginType: 'repository' },
+      {
+        url: 'https://github.com/PostHog/posthog-hello-world-plugin',
+        name: 'remote',
+        teamId: TEAM.remote,
+        order: 1,
+        pluginType: 'repository',
+      },
       { url: 'file:hostile/throws.js', name: 'throws', teamId: TEAM.reject, order: 1 },
     ]);
   });
   after(() => closeHarness(h));
 
   it('throw / thrown string / rejection / non-object return: event keeps its previous value, error row in PostHog format', async () => {
-    const r = await h.manager.runChain(TEAM.throws, [makeEvent('ok'), makeEvent('$throw'), makeEvent('$throw_string'), makeEvent('$reject'), makeEvent('$bad_return')]);
+    const r = await h.manager.runChain(TEAM.throws, [
+      makeEvent('ok'),
+      makeEvent('$throw'),
+      makeEvent('$throw_string'),
+      makeEvent('$reject'),
+      makeEvent('$bad_return'),
+    ]);
     assert.equal(props(r[0]).survived, true);
     for (let i = 1; i < 5; i++) {
       assert.equal(props(r[i]).survived, undefined, `event ${i}`);
@@ -57,7 +87,15 @@ describe('hostile plugins', () => {
     assert.equal(rej?.name, 'RangeError');
     assert.match(rej?.stack ?? '', /async rejection/);
     // a log line names plugin, config, team and the event
-    assert.ok(h.logs.some((l) => l.level === 'warn' && /plugin throws \(config \d+, team 12\) failed on event uuid=\S+ event="\$reject" distinct_id="user-\d+"/.test(l.message)));
+    assert.ok(
+      h.logs.some(
+        (l) =>
+          l.level === 'warn' &&
+          /plugin throws \(config \d+, team 12\) failed on event uuid=\S+ event="\$reject" distinct_id="user-\d+"/.test(
+            l.message,
+          ),
+      ),
+    );
   });
 
   it('sync infinite loop: CPU timeout, isolate recreated, only the looping event loses this plugin', async () => {
@@ -84,7 +122,12 @@ describe('hostile plugins', () => {
   it('repeated fatal failures in one call: gives up after two, the rest pass through unchanged by this plugin', async () => {
     const vm = h.manager.vmFor(cfg(TEAM.loop))!;
     const gen = vm.generation;
-    const r = await h.manager.runChain(TEAM.loop, [makeEvent('$loop'), makeEvent('$loop'), makeEvent('$loop'), makeEvent('ok')]);
+    const r = await h.manager.runChain(TEAM.loop, [
+      makeEvent('$loop'),
+      makeEvent('$loop'),
+      makeEvent('$loop'),
+      makeEvent('ok'),
+    ]);
     for (const e of r) {
       assert.equal(props(e).looped, undefined);
       assert.deepEqual(props(e).trail, ['next']);
@@ -127,10 +170,17 @@ describe('hostile plugins', () => {
       [TEAM.requireFs, /^Cannot import 'fs': modules are not available in posthog-plugins$/],
       [TEAM.importModule, /^Cannot import 'crypto': modules are not available in posthog-plugins$/],
       [TEAM.syntax, /cannot compile syntax_error\/index\.js:2:\d+|cannot compile .*syntax-error\.js:2:\d+/],
-      [TEAM.remote, /un-downloaded remote plugin remote \(https:\/\/github\.com\/PostHog\/posthog-hello-world-plugin\)/],
+      [
+        TEAM.remote,
+        /un-downloaded remote plugin remote \(https:\/\/github\.com\/PostHog\/posthog-hello-world-plugin\)/,
+      ],
     ];
     for (const [team, re] of expect) {
-      assert.deepEqual(h.manager.configsFor(team).map((c) => c.state), ['failed'], `team ${team}`);
+      assert.deepEqual(
+        h.manager.configsFor(team).map((c) => c.state),
+        ['failed'],
+        `team ${team}`,
+      );
       const err = await h.store.getError(cfg(team));
       assert.match(err?.message ?? '', re, `team ${team}`);
       const input = [makeEvent('x', {}, team)];
@@ -176,12 +226,14 @@ describe('hostile plugins: heap growth', () => {
     assert.match(err?.message ?? '', /memory limit of 16 MB/);
     assert.ok((await vm.heapUsedBytes())! < 8 * 1024 * 1024);
   });
-
 });
 
 describe('close() while a plugin hangs', () => {
   it('resolves the pending chain call with unchanged events, writes no error, and closes', async () => {
-    const h = await harness([{ url: 'file:hostile/never-resolves.js', name: 'never resolves', teamId: 1 }], { cpuTimeoutMs: 200, wallTimeoutMs: 5000 });
+    const h = await harness([{ url: 'file:hostile/never-resolves.js', name: 'never resolves', teamId: 1 }], {
+      cpuTimeoutMs: 200,
+      wallTimeoutMs: 5000,
+    });
     try {
       const configId = h.ids[0].configId;
       const input = [makeEvent('$hang')];

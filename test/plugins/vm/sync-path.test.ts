@@ -26,12 +26,24 @@ exports.processEvent = (event) => {
 `;
 
 const ev = (name: string): string => JSON.stringify({ event: name, properties: {} });
-const parsed = (s: string | null | undefined): { event: string; properties: Record<string, unknown> } => JSON.parse(s as string);
+const parsed = (s: string | null | undefined): { event: string; properties: Record<string, unknown> } =>
+  JSON.parse(s as string);
 
 describe('processEvent synchronous fast path', () => {
   const vms: PluginVm[] = [];
   const start = async (cpuTimeoutMs = 1000): Promise<PluginVm> => {
-    const vm = new PluginVm({ configId: 1, pluginId: 1, teamId: 1, name: 'sync', code: CODE, filename: 'sync.js', config: {}, attachments: [], logger: captureLogger().logger, limits: { cpuTimeoutMs } });
+    const vm = new PluginVm({
+      configId: 1,
+      pluginId: 1,
+      teamId: 1,
+      name: 'sync',
+      code: CODE,
+      filename: 'sync.js',
+      config: {},
+      attachments: [],
+      logger: captureLogger().logger,
+      limits: { cpuTimeoutMs },
+    });
     vms.push(vm);
     await vm.start();
     return vm;
@@ -56,9 +68,18 @@ describe('processEvent synchronous fast path', () => {
     assert.equal(r.outputs[6], undefined);
     assert.equal(r.outputs[7], undefined);
     const kept = [0, 1, 2, 3, 4, 8].map((i) => parsed(r.outputs[i]));
-    assert.deepEqual(kept.map((e) => e.event), ['a', 'b', 'async', 'c', 'async', 'd']);
-    assert.deepEqual(kept.map((e) => e.properties.seq), [1, 2, 3, 4, 5, 9]);
-    assert.deepEqual(kept.map((e) => e.properties.late === true), [false, false, true, false, true, false]);
+    assert.deepEqual(
+      kept.map((e) => e.event),
+      ['a', 'b', 'async', 'c', 'async', 'd'],
+    );
+    assert.deepEqual(
+      kept.map((e) => e.properties.seq),
+      [1, 2, 3, 4, 5, 9],
+    );
+    assert.deepEqual(
+      kept.map((e) => e.properties.late === true),
+      [false, false, true, false, true, false],
+    );
     // The next call starts on the synchronous path again, with the plugin's state kept.
     const next = await vm.process([ev('e')]);
     assert.equal(parsed(next.outputs[0]).properties.seq, 10);
@@ -71,14 +92,20 @@ describe('processEvent synchronous fast path', () => {
     // It held the host thread for the whole limit once: from now on it runs on the async path.
     assert.equal(vm.syncPath, false);
     assert.ok(r.recreated >= 1);
-    assert.deepEqual(r.errors.map((e) => [e.index, e.error.name]), [[1, 'TimeoutError']]);
+    assert.deepEqual(
+      r.errors.map((e) => [e.index, e.error.name]),
+      [[1, 'TimeoutError']],
+    );
     assert.equal(r.outputs[1], undefined);
     assert.equal(parsed(r.outputs[0]).event, 'a');
     assert.equal(parsed(r.outputs[2]).event, 'b');
     assert.equal(vm.state, 'ready');
     const next = await vm.process(['c', 'async'].map(ev));
     assert.deepEqual(next.errors, []);
-    assert.deepEqual(next.outputs.map((o) => parsed(o).event), ['c', 'async']);
+    assert.deepEqual(
+      next.outputs.map((o) => parsed(o).event),
+      ['c', 'async'],
+    );
   });
 
   it('a large call enters the isolate in slices: every result keeps its position, and a fatal event reruns only its own slice', async () => {
@@ -89,7 +116,13 @@ describe('processEvent synchronous fast path', () => {
     names[150] = 'async';
     names[190] = 'loop';
     const r = await vm.process(names.map(ev));
-    assert.deepEqual(r.errors.map((e) => [e.index, e.error.name]), [[70, 'TypeError'], [190, 'TimeoutError']]);
+    assert.deepEqual(
+      r.errors.map((e) => [e.index, e.error.name]),
+      [
+        [70, 'TypeError'],
+        [190, 'TimeoutError'],
+      ],
+    );
     assert.ok(r.recreated >= 1);
     assert.equal(r.notRun, 0);
     assert.equal(r.outputs[70], undefined);
@@ -122,7 +155,10 @@ describe('processEvent synchronous fast path', () => {
   it('a microtask queued by a synchronous processEvent is bounded by the CPU limit too', async () => {
     const vm = await start(100);
     const r = await vm.process(['a', 'micro', 'b'].map(ev));
-    assert.deepEqual(r.errors.map((e) => [e.index, e.error.name]), [[1, 'TimeoutError']]);
+    assert.deepEqual(
+      r.errors.map((e) => [e.index, e.error.name]),
+      [[1, 'TimeoutError']],
+    );
     assert.equal(parsed(r.outputs[2]).event, 'b');
     const after = await vm.process([ev('c')]);
     assert.deepEqual(after.errors, []);
