@@ -7,7 +7,7 @@ TEST_LINES := $(or $(NODE_LINE),$(shell awk 'NF == 3 && $$1 ~ /^[0-9]+$$/ { prin
 WITH_NODE := bash .ci/with-node.sh
 NODE := node --no-node-snapshot
 
-.PHONY: deps services build start test test-unit check-cycles bench fixtures clean
+.PHONY: deps services build start test test-unit lint bench fixtures clean
 
 deps:
 	@$(WITH_NODE) "$(NODE_LINE)" bash .ci/ensure-deps.sh
@@ -29,8 +29,8 @@ start: build
 
 # Every test: unit tests of protocol/ and the worker, integration tests against the real Redis,
 # RabbitMQ, PostgreSQL and Python Celery of this machine, once per Node line; after each, a check that the
-# tests left nothing behind. First, no import cycles.
-test: build services check-cycles
+# tests left nothing behind. First, lint.
+test: build services lint
 	@set -e; for line in $(TEST_LINES); do \
 	  echo "== make test: Node $$line"; \
 	  PP_TEST_STARTED=$$(date +%s) $(WITH_NODE) $$line sh -c 'node --version && $(NODE) --test --test-concurrency=2 $$(find dist/test -name "*.test.js" | sort) && $(NODE) dist/test/helpers/leftovers.js'; \
@@ -44,8 +44,11 @@ test-unit: build
 	  $(WITH_NODE) $$line sh -c 'node --version && files=$$($(NODE) dist/test/helpers/unit-files.js) && TEST_NO_SERVICES=1 $(NODE) --test $$files'; \
 	done
 
-# Fails (and names each cycle) when modules import each other, directly or around a loop; type-only imports count.
-check-cycles: deps
+# ESLint (typescript-eslint's recommended rules), Prettier's format (120 columns; `npx prettier --write` fixes it)
+# and no import cycles (madge names each loop; type-only imports count).
+lint: deps
+	$(WITH_NODE) "$(NODE_LINE)" npx eslint src protocol test scripts
+	$(WITH_NODE) "$(NODE_LINE)" npx prettier --check --log-level warn "src/**/*.ts" "protocol/**/*.ts" "test/**/*.ts" "scripts/**/*.mjs"
 	$(WITH_NODE) "$(NODE_LINE)" npx madge --circular --no-spinner --extensions ts src protocol test
 
 bench: build services
