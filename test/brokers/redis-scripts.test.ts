@@ -3,17 +3,23 @@ import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import Redis from 'ioredis';
-import { POP_SCRIPT, RESTORE_SCRIPT, SETTLE_SCRIPT, luaScript } from '../../src/brokers/redis/scripts';
+import { POP_SCRIPT, RESTORE_SCRIPT, SETTLE_SCRIPT } from '../../src/brokers/redis/scripts';
+import { luaScript } from '../../src/redis/lua';
 import { type PrivateRedis, startPrivateRedis } from '../helpers/private-redis';
 
 /**
- * The broker's Lua scripts (src/brokers/redis/lua/*.lua): each one documents every KEYS[n] and ARGV[n] it reads
- * in its header, is what the broker sends, and compiles in Redis (SCRIPT LOAD on a private server).
+ * Our Lua scripts (the broker's in src/brokers/redis/lua/, the schedule lock's in src/plugins/background/lua/): each
+ * one documents every KEYS[n] and ARGV[n] it reads in its header, is what the code sends, and compiles in Redis
+ * (SCRIPT LOAD on a private server).
  */
-const LUA_DIR = path.resolve(__dirname, '../../../src/brokers/redis/lua');
-const FILES = readdirSync(LUA_DIR)
-  .filter((f) => f.endsWith('.lua'))
-  .sort();
+const SRC = path.resolve(__dirname, '../../../src');
+const LUA_DIRS = ['brokers/redis/lua', 'plugins/background/lua'];
+const FILES = LUA_DIRS.flatMap((dir) =>
+  readdirSync(path.join(SRC, dir))
+    .filter((f) => f.endsWith('.lua'))
+    .sort()
+    .map((f) => `${dir}/${f}`),
+);
 
 /** The `--[[ … ]]` header and the code after it. */
 function split(text: string): { header: string; code: string } {
@@ -33,13 +39,19 @@ function documented(header: string, table: 'KEYS' | 'ARGV', n: number): boolean 
 }
 
 describe('Redis Lua scripts', () => {
-  test('the three scripts are files', () => {
-    assert.deepEqual(FILES, ['pop.lua', 'restore.lua', 'settle.lua']);
+  test('every script is a file', () => {
+    assert.deepEqual(FILES, [
+      'brokers/redis/lua/pop.lua',
+      'brokers/redis/lua/restore.lua',
+      'brokers/redis/lua/settle.lua',
+      'plugins/background/lua/schedule-release.lua',
+      'plugins/background/lua/schedule-try-start.lua',
+    ]);
   });
 
   for (const file of FILES) {
     test(`${file}: a header with what it does, every KEYS[n] and ARGV[n] it reads, and its output`, () => {
-      const { header, code } = split(readFileSync(path.join(LUA_DIR, file), 'utf8'));
+      const { header, code } = split(readFileSync(path.join(SRC, file), 'utf8'));
       assert.match(header, /^--\[\[\n {2}\S/, 'says what it does first');
       assert.match(header, /\n {4}Input:\n/);
       assert.match(header, /\n {4}Output:\n/);
@@ -51,10 +63,10 @@ describe('Redis Lua scripts', () => {
   }
 
   test('the broker sends the files as they are', () => {
-    assert.equal(POP_SCRIPT, readFileSync(path.join(LUA_DIR, 'pop.lua'), 'utf8'));
-    assert.equal(SETTLE_SCRIPT, luaScript('settle'));
-    assert.equal(RESTORE_SCRIPT, luaScript('restore'));
-    assert.throws(() => luaScript('missing'), /cannot read Redis script .*missing\.lua/);
+    assert.equal(POP_SCRIPT, readFileSync(path.join(SRC, 'brokers/redis/lua/pop.lua'), 'utf8'));
+    assert.equal(SETTLE_SCRIPT, luaScript('brokers/redis/lua', 'settle'));
+    assert.equal(RESTORE_SCRIPT, luaScript('brokers/redis/lua', 'restore'));
+    assert.throws(() => luaScript('brokers/redis/lua', 'missing'), /cannot read Redis script .*missing\.lua/);
   });
 
   describe('in Redis', () => {
@@ -71,7 +83,7 @@ describe('Redis Lua scripts', () => {
 
     for (const file of FILES) {
       test(`${file} compiles (SCRIPT LOAD)`, async () => {
-        const sha = (await redis.script('LOAD', readFileSync(path.join(LUA_DIR, file), 'utf8'))) as string;
+        const sha = (await redis.script('LOAD', readFileSync(path.join(SRC, file), 'utf8'))) as string;
         assert.match(sha, /^[0-9a-f]{40}$/);
       });
     }

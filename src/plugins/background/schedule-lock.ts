@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type Redis from 'ioredis';
+import { luaScript } from '../../redis/lua';
 
 /**
  * runEveryMinute/Hour/Day run once per period across every worker process on every machine, and a config's task
@@ -51,23 +52,10 @@ export function periodStart(task: ScheduledTask, now: Date): Date {
   return new Date(t - (((t % period) + period) % period));
 }
 
-/**
- * KEYS: 1 period key, 2 running key. ARGV: 1 run token, 2 maxRunMs, 3 period key TTL (ms).
- * Returns 0 started, 1 done this period, 2 still running.
- */
-const TRY_START = `
-if redis.call('EXISTS', KEYS[1]) == 1 then return 1 end
-if redis.call('EXISTS', KEYS[2]) == 1 then return 2 end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
-redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
-return 0
-`;
-
-/** KEYS: 1 running key. ARGV: 1 run token. Deletes the key only if this run still holds it. */
-const RELEASE = `
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-`;
+/** Claims a period and the running key in one step (lua/schedule-try-start.lua: 0 started, 1 done, 2 running). */
+const TRY_START = luaScript('plugins/background/lua', 'schedule-try-start');
+/** Deletes the running key only while this run holds it (lua/schedule-release.lua). */
+const RELEASE = luaScript('plugins/background/lua', 'schedule-release');
 
 export class ScheduleLock {
   private readonly owner: string;
