@@ -1,3 +1,6 @@
+// Over 500 lines on purpose: one class owns the worker slots' state (spawn, exit, heartbeats, the metrics relay),
+// and splitting it would pass that state around; the decisions it takes are pure modules beside it
+// (attribution.ts, restart-policy.ts, crash-ledger.ts, health.ts).
 import { type ChildProcess, fork } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';

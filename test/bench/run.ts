@@ -1,5 +1,7 @@
 /**
  * `make bench`: posthog-plugins against the Python Celery 5.2 baseline and the broker-only ceilings, in one run.
+ * (Over 500 lines: the runners and the report share one run's settings and results; what stands alone is beside
+ * it: brokers.ts, procs.ts, envelopes.ts, profile.ts.)
  *
  *   node --no-node-snapshot dist/test/bench/run.js          (after `make build services`)
  *

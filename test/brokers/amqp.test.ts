@@ -1,6 +1,7 @@
 // Integration tests of AmqpBroker against the real RabbitMQ (127.0.0.1:5672, guest/guest) and real Python
 // Celery 5.2.6 / py-amqp 5.1.1 (/usr/bin/python3), in a vhost of our own. The broker module must be imported
-// before amqplib (it patches amqplib's field-table decoder first).
+// before amqplib (it patches amqplib's field-table decoder first). Over 500 lines: one describe per part of the
+// Broker contract, all sharing this file's vhost, Python helpers and message builders.
 import { AmqpBroker, type AmqpBrokerOptions } from '../../src/brokers/amqp/amqp-broker';
 import { UNDECODABLE_TABLE } from '../../src/brokers/amqp/amqplib-compat';
 import { AmqpTopologyError, AmqpUnavailableError } from '../../src/brokers/amqp/errors';

@@ -8,6 +8,8 @@
  *
  * Broker-neutral: `message` is rendered by redisEnvelope() or amqpPublish(); `redisRaw` entries exist only on Redis
  * (an envelope that is itself broken), `amqpOnly` ones only on RabbitMQ.
+ *
+ * Over 500 lines because it is the corpus: one entry per shape, in one file so that a seed names the whole set.
  */
 import { deflateSync } from 'node:zlib';
 import { prng } from './prng';

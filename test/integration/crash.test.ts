@@ -30,7 +30,8 @@ const execFileAsync = promisify(execFile);
  * OOM killer would: SIGKILL of the supervisor alone lets the workers finish cleanly, which is no crash), or,
  * on RabbitMQ, its connections are closed by the server. Every event must still come out at the Python side;
  * duplicates are allowed only for inputs that were in flight. Redis db 3 and vhost `posthog-plugins-test-crash`
- * are reserved for this file (test/helpers/services.ts).
+ * are reserved for this file (test/helpers/services.ts). One file of ~700 lines: every case shares the Python sink,
+ * the worker set-up and the loss accounting, which separate files would repeat.
  */
 const INPUT = 'posthog-plugins';
 const OUTPUT = 'celery';
