@@ -10,6 +10,8 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { openDatabase } from '../../src/store/database';
 import { startPrivateRedis, type PrivateRedis } from '../helpers/private-redis';
+import { sendEvents } from '../helpers/python';
+import { waitUntil } from '../helpers/services';
 import { startWorker, type WorkerProcess } from '../helpers/worker';
 import { reloadCounter, run } from './run';
 
@@ -170,7 +172,9 @@ describe('uninstall, enable, disable, config, order', { timeout: 300_000 }, () =
         await k.destroy();
       }
     };
-    assert.ok((await logEntries(3)) > 0, 'the worker logged the load of config #3');
+    // Workers create an isolate on its config's first event: send team 2 one so config #3 loads and logs it.
+    await sendEvents({ brokerUrl: redis.url(1), count: 1, teamId: 2, timeoutMs: 60_000 });
+    await waitUntil(async () => (await logEntries(3)) > 0, 30_000, 'the worker logged the load of config #3');
     await change(['uninstall', '3']);
     assert.equal(await logEntries(3), 0, "its log entries went with it, as Django's cascade did");
     assert.deepEqual(
