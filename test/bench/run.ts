@@ -32,7 +32,7 @@
  * Not a test: nothing here has a time limit that fails a build, and `make test` does not run it.
  */
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import knex from 'knex';
@@ -281,14 +281,19 @@ async function pluginDb(
   return url;
 }
 
-/** Five plugins in one chain: five plugin rows, each installed through the CLI. */
+/**
+ * Five plugins in one chain: five plugin rows, each installed through the CLI from its own copy of the bench
+ * plugin (install refuses the same source twice for a team).
+ */
 async function fivePluginDb(dir: string): Promise<string> {
   const url = `sqlite:${path.join(dir, 'five.sqlite3')}`;
   for (let k = 1; k <= 5; k++) {
+    const copy = path.join(dir, `add-one-${k}`);
+    cpSync(path.join(REPO_ROOT, 'fixtures/plugins/bench/add-one'), copy, { recursive: true });
     await cli(
       [
         'install',
-        'fixtures/plugins/bench/add-one',
+        copy,
         '--team',
         String(TEAM),
         '--name',
