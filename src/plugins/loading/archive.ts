@@ -134,15 +134,20 @@ function readZip(buf: Buffer, limits: ArchiveLimits): Archive {
       const start = localOffset + 30 + buf.readUInt16LE(localOffset + 26) + buf.readUInt16LE(localOffset + 28);
       const data = buf.subarray(start, start + compressedSize);
       if (data.length !== compressedSize) throw new ArchiveError(`corrupt zip archive: truncated data for ${name}`);
-      if (method === 0) return Buffer.from(data);
-      if (method === 8) {
+      let out: Buffer;
+      if (method === 0) out = Buffer.from(data);
+      else if (method === 8) {
         try {
-          return zlib.inflateRawSync(data, { maxOutputLength: limits.maxFileBytes });
+          // Capped at the declared size (already within the limit), so a bomb whose sizes lie stops there.
+          out = zlib.inflateRawSync(data, { maxOutputLength: Math.max(1, size) });
         } catch (err) {
           throw new ArchiveError(`cannot inflate ${name}: ${(err as Error).message}`);
         }
+      } else throw new ArchiveError(`${name}: unsupported zip compression method ${method}`);
+      if (out.length !== size) {
+        throw new ArchiveError(`corrupt zip archive: ${name} holds ${out.length} bytes, its header says ${size}`);
       }
-      throw new ArchiveError(`${name}: unsupported zip compression method ${method}`);
+      return out;
     });
   }
   return new MapArchive('zip', files);
