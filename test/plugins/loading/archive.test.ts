@@ -95,6 +95,23 @@ describe('archive readers', () => {
     assert.throws(() => readPluginArchive(tgz.subarray(0, 20)), /cannot read archive: cannot decompress gzip/);
   });
 
+  it('zip: an entry must hold exactly the size its header declares (a bomb that lies stops there)', () => {
+    const zip = fs.readFileSync(makeArchive('zip', { 'p/plugin.json': '{}', 'p/index.js': 'x'.repeat(100_000) }));
+    const declare = (size: number): Buffer => {
+      const b = Buffer.from(zip);
+      // The name's second occurrence is in the central directory, the only size the reader trusts.
+      const cdName = b.indexOf('p/index.js', b.indexOf('p/index.js') + 1);
+      b.writeUInt32LE(size, cdName - 46 + 24);
+      return b;
+    };
+    assert.equal(readPluginArchive(declare(100_000)).code.length, 100_000);
+    assert.throws(
+      () => readPluginArchive(declare(100)),
+      /cannot read index\.js from archive: cannot inflate p\/index\.js: .*100 bytes/,
+    );
+    assert.throws(() => readPluginArchive(declare(200_000)), /p\/index\.js holds 100000 bytes, its header says 200000/);
+  });
+
   it('several top-level plugin.json files are ambiguous', () => {
     const buf = fs.readFileSync(makeArchive('zip', { 'a/plugin.json': '{}', 'b/plugin.json': '{}', 'a/index.js': '' }));
     assert.throws(() => readPluginArchive(buf), /several plugin\.json/);
