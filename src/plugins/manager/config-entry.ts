@@ -1,6 +1,7 @@
 import type { JsonObject } from '../../../protocol/types';
 import type { PluginError } from '../../store/types';
 import type { EventSink } from '../background/event-sink';
+import type { TaskKind } from '../vm/driver-client';
 import type { PluginVm } from '../vm/plugin-vm';
 import type { TaskOutcome } from '../vm/task-call';
 import type { SandboxErrorInfo } from '../types';
@@ -61,6 +62,16 @@ export interface Generation {
   retired: boolean;
   onIdle: (() => void) | null;
 }
+
+/** Enters a config's isolate for a background task, under crash attribution (the manager's enterTask). */
+export type EnterTask = (
+  entry: ConfigEntry,
+  vm: PluginVm,
+  kind: TaskKind,
+  name: string,
+  arg: string[],
+  wall: number,
+) => Promise<TaskOutcome>;
 
 export function emptyGeneration(): Generation {
   return { chains: new Map(), entries: new Map(), active: 0, retired: false, onIdle: null };

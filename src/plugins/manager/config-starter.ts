@@ -1,15 +1,20 @@
 import type { Logger } from '../../log';
 import type { LoadedPluginConfig } from '../../store/types';
 import type { HostOps } from '../vm/bridge';
-import { type ConfigEntry, isInterruption, logMetaOf, type PluginLogEntry, toPluginError } from './config-entry';
+import {
+  type ConfigEntry,
+  type EnterTask,
+  isInterruption,
+  logMetaOf,
+  type PluginLogEntry,
+  toPluginError,
+} from './config-entry';
 import type { ConfigHealth } from './config-health';
 import type { PluginCode } from './config-loader';
 import { EventSink } from '../background/event-sink';
 import type { ExportRetry } from './export-retry';
-import type { TaskKind } from '../vm/driver-client';
 import { SandboxError } from '../vm/errors';
 import { PluginVm, type PluginVmSpec } from '../vm/plugin-vm';
-import type { TaskOutcome } from '../vm/task-call';
 import type { PluginEvent, SandboxLimits } from '../types';
 
 export interface ConfigStarterOptions {
@@ -24,14 +29,7 @@ export interface ConfigStarterOptions {
   exportRetry: ExportRetry;
   taskWallMs: number;
   /** Enter the config's isolate for a background task (under crash attribution). */
-  enterTask(
-    entry: ConfigEntry,
-    vm: PluginVm,
-    kind: TaskKind,
-    name: string,
-    arg: string[],
-    wall: number,
-  ): Promise<TaskOutcome>;
+  enterTask: EnterTask;
   /** The entry is in the live generation and the manager open. */
   isLive(entry: ConfigEntry): boolean;
 }

@@ -1,8 +1,7 @@
 import type { Logger } from '../../log';
 import type { JobStore } from '../../store/job-store';
-import { type ConfigEntry, type ConfigIdentity, isInterruption, logMetaOf } from './config-entry';
+import { type ConfigEntry, type ConfigIdentity, type EnterTask, isInterruption, logMetaOf } from './config-entry';
 import type { ConfigHealth } from './config-health';
-import type { TaskKind } from '../vm/driver-client';
 import type { PluginVm } from '../vm/plugin-vm';
 import type { TaskOutcome } from '../vm/task-call';
 
@@ -17,14 +16,7 @@ export interface ExportRetryOptions {
   /** Persisted jobs; without them nothing can be retried. */
   jobs?: Pick<JobStore, 'enqueue'>;
   /** Enter the config's isolate for a background task (under crash attribution). */
-  enterTask(
-    entry: ConfigEntry,
-    vm: PluginVm,
-    kind: TaskKind,
-    name: string,
-    arg: string[],
-    wall: number,
-  ): Promise<TaskOutcome>;
+  enterTask: EnterTask;
 }
 
 /** exportEvents that asked to be retried (RetryError, deadline) become persisted jobs, run again with backoff. */
