@@ -7,7 +7,7 @@ import { jsonFromFieldValue } from '../../protocol/amqp-properties';
 import { isJsonObject } from '../../protocol/json';
 import { NODE_QUEUE_ARGUMENTS, PIDBOX_EXCHANGE, nodeQueueName } from '../../protocol/pidbox';
 import type { JsonObject } from '../../protocol/types';
-import { parseAmqpUrl, type AmqpUrl } from '../brokers/amqp/url';
+import { connectTarget, parseAmqpUrl, type AmqpUrl } from '../brokers/amqp/url';
 import type { Logger } from '../log';
 import { JSON_CONTENT, type ControlTransport, type MailboxMessage } from './transport';
 
@@ -86,14 +86,8 @@ export class AmqpControlTransport implements ControlTransport {
     const u = this.url;
     const conn = await amqp.connect(
       {
-        protocol: u.tls ? 'amqps' : 'amqp',
-        hostname: u.hostname,
-        port: u.port,
-        username: u.username,
-        password: u.password,
-        vhost: encodeURIComponent(u.vhost),
+        ...connectTarget(u),
         heartbeat: u.heartbeat ?? 60,
-        locale: 'en_US',
       },
       {
         noDelay: true,

@@ -1,7 +1,7 @@
 import * as amqp from 'amqplib';
 import type { ChannelModel } from 'amqplib';
 import { consumeKeys } from '../../protocol/redis-envelope';
-import { parseAmqpUrl } from '../brokers/amqp/url';
+import { connectTarget, parseAmqpUrl } from '../brokers/amqp/url';
 import { type BoundedRedis, createRedisClient } from '../redis/client';
 
 /** Messages waiting in each queue, read at scrape time on a connection of its own. */
@@ -52,12 +52,7 @@ class AmqpDepth implements QueueDepthSampler {
     if (!this.conn) {
       const u = parseAmqpUrl(this.url);
       this.conn = amqp.connect({
-        protocol: u.tls ? 'amqps' : 'amqp',
-        hostname: u.hostname,
-        port: u.port,
-        username: u.username,
-        password: u.password,
-        vhost: encodeURIComponent(u.vhost),
+        ...connectTarget(u),
         heartbeat: 60,
       });
       this.conn.then(

@@ -6,7 +6,7 @@ import { hostname } from 'node:os';
 import type { ConnectionOptions as TlsOptions } from 'node:tls';
 import type { Logger } from '../../log';
 import { AmqpTopologyError, AmqpUnavailableError, errorText } from './errors';
-import type { AmqpUrl } from './url';
+import { type AmqpUrl, connectTarget } from './url';
 
 export type SessionState = 'idle' | 'connecting' | 'connected' | 'reconnecting' | 'closing' | 'closed';
 
@@ -226,16 +226,9 @@ export class ReconnectingSession {
     const { url, logger } = this.config;
     const gen = ++this.gen;
     const connectOptions: Options.Connect = {
-      protocol: url.tls ? 'amqps' : 'amqp',
-      hostname: url.hostname,
-      port: url.port,
-      username: url.username,
-      password: url.password,
-      // amqplib unescapes the vhost it is given (querystring.unescape), so hand it over escaped.
-      vhost: encodeURIComponent(url.vhost),
+      ...connectTarget(url),
       frameMax: this.config.frameMax,
       heartbeat: this.config.heartbeat,
-      locale: 'en_US',
     };
     const socketOptions: Record<string, unknown> = {
       // Nagle + delayed ACK cost celery-node ~40 ms per round trip; publish/confirm/ack is latency-bound.

@@ -141,3 +141,25 @@ export function parseAmqpUrl(url: string): AmqpUrl {
   }
   return parsed;
 }
+
+/** What amqplib's connect() needs from a parsed URL (its other options — heartbeat, frameMax — are the caller's). */
+export function connectTarget(u: AmqpUrl): {
+  protocol: 'amqp' | 'amqps';
+  hostname: string;
+  port: number;
+  username: string;
+  password: string;
+  vhost: string;
+  locale: string;
+} {
+  return {
+    protocol: u.tls ? 'amqps' : 'amqp',
+    hostname: u.hostname,
+    port: u.port,
+    username: u.username,
+    password: u.password,
+    // amqplib unescapes the vhost it is given (querystring.unescape), so hand it over escaped.
+    vhost: encodeURIComponent(u.vhost),
+    locale: 'en_US',
+  };
+}
