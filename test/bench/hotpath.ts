@@ -6,7 +6,7 @@
 import path from 'node:path';
 import v8 from 'node:v8';
 import { execFileSync } from 'node:child_process';
-import { parseEnvelope, buildEnvelope } from '../../protocol/redis-envelope';
+import { parseEnvelope, buildEnvelopeBytes } from '../../protocol/redis-envelope';
 import { BatchProcessor } from '../../src/pipeline/batch-processor';
 import { PluginManager } from '../../src/plugins/manager/plugin-manager';
 import { openStore } from '../../src/store/open-store';
@@ -62,12 +62,10 @@ async function main(): Promise<void> {
       for (const o of outcomes) {
         if (o.kind !== 'ack' || o.outputs.length !== 1) throw new Error(`unexpected outcome ${o.kind}`);
         const out = o.outputs[0]!;
-        // As the Redis settle sends it: a UTF-8 Buffer.
-        const env = Buffer.from(
-          buildEnvelope(
-            { ...out.message, properties: { ...out.message.properties, priority: 0 } },
-            { deliveryTag: 'x', exchange: '', routingKey: 'celery' },
-          ),
+        // As the Redis settle sends it: UTF-8 bytes.
+        const env = buildEnvelopeBytes(
+          { ...out.message, properties: { ...out.message.properties, priority: 0 } },
+          { deliveryTag: 'x', exchange: '', routingKey: 'celery' },
         );
         outBytes = env.length;
       }

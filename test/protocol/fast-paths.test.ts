@@ -19,7 +19,8 @@ import {
   stringifyForPython,
   stringifyIfPlain,
 } from '../../protocol/json';
-import { buildEnvelope, parseEnvelope } from '../../protocol/redis-envelope';
+import { buildEnvelope, buildEnvelopeBytes, parseEnvelope } from '../../protocol/redis-envelope';
+import { utf8Join } from '../../protocol/utf8-join';
 import { NAMESPACE_DNS, POSTHOG_PLUGINS_NAMESPACE, derivedUuid, uuidV5 } from '../../protocol/ids';
 import { pythonNumberRepr, pythonRepr, pythonStrRepr, truncateRepr, truncatedRepr } from '../../protocol/repr';
 import type { JsonObject, JsonValue, RawMessage } from '../../protocol/types';
@@ -355,6 +356,18 @@ test('buildEnvelope: refusals name the key, as before (headers itself included)'
     () => buildEnvelope(message({ a: 1 }, { priority: 0, x: [undefined] }), OPTS),
     /cannot send undefined as an array item \(at key "0"\)/,
   );
+});
+
+test('buildEnvelopeBytes: the UTF-8 bytes of buildEnvelope, on either path', () => {
+  for (const headers of [{ a: 1, c: { d: '"quoted" \\ \u2028 é \ud83d\ude00 \ud800' } }, { when: new Date(0) }, {}]) {
+    assert.deepEqual(buildEnvelopeBytes(message(headers), OPTS), Buffer.from(buildEnvelope(message(headers), OPTS)));
+  }
+  assert.throws(() => buildEnvelopeBytes(message({ a: [1, NaN] }), OPTS), /non-finite number NaN/);
+});
+
+test('utf8Join: the bytes Buffer.from gives the joined text (no pair split between parts)', () => {
+  const cases = [[], [''], ['a', '', 'é€'], ['\ud800', 'x\udfff', '\ud83d\ude00'], ['x'.repeat(5000), 'ÿ']];
+  for (const parts of cases) assert.deepEqual(utf8Join(parts), Buffer.from(parts.join(''), 'utf8'));
 });
 
 // ------------------------------------------------------------------------------------------------------ repr
