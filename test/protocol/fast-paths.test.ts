@@ -392,6 +392,31 @@ test('truncatedRepr: exactly at the limit, one over, one under (plain ASCII: a c
   }
 });
 
+test('truncatedRepr: the Latin-1 writer and the string fallback give the cut of the full repr', () => {
+  const values: JsonValue[] = [
+    ['é ÿ \x80 \xa0 ©', "a'b", 'c"d\'', { 'k\x85ey': 'v\u00ad' }],
+    ['ascii first', '€ then not Latin-1', 'x'.repeat(2000)],
+    [{ ['\u4e2d'.repeat(20)]: 1 }, 'after a non-Latin-1 key'],
+    ['x'.repeat(1100) + '€'], // the non-Latin-1 character is past the cut: it is never rendered
+    [{ ['k'.repeat(3000)]: 'a key longer than the limit' }],
+    ['\ud83d\ude00 emoji', '\ud800 lone surrogate'],
+    [],
+    {},
+  ];
+  for (const value of values) {
+    for (const max of [3, 4, 5, 10, 1023, 1024, 1025, 4000]) {
+      assert.equal(
+        truncatedRepr(value, max),
+        truncateRepr(pythonRepr(value), max),
+        `${JSON.stringify(value).slice(0, 40)} max ${max}`,
+      );
+    }
+  }
+  // A larger limit than any before grows the scratch buffer; the default limit still works after it.
+  assert.equal(truncatedRepr(['y'.repeat(50_000)], 40_000), truncateRepr(pythonRepr(['y'.repeat(50_000)]), 40_000));
+  assert.equal(truncatedRepr(['y'.repeat(2000)]), truncateRepr(pythonRepr(['y'.repeat(2000)]), 1024));
+});
+
 test('pythonStrRepr / pythonNumberRepr: fast paths agree with the general rules at their edges', () => {
   assert.equal(pythonStrRepr(' !"#$%&()*+,-./09:;<=>?@AZ[]^_`az{|}~'), `' !"#$%&()*+,-./09:;<=>?@AZ[]^_\`az{|}~'`);
   assert.equal(pythonStrRepr("a'b"), `"a'b"`);
