@@ -246,6 +246,33 @@ test('decodeStrictBase64: exactly what the strict regex accepts, decoded like Bu
   for (const text of invalid) assert.equal(decodeStrictBase64(text), null, JSON.stringify(text));
 });
 
+test('decodeStrictBase64: mutated base64 of every length class, as the strict regex decides', () => {
+  const strict = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
+  const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/';
+  const odd = ['=', '==', '-', '_', ' ', '\n', '.', '\0', 'é', '€', '\ud800', '*', '\x7f', '\u00a0', '\ufeff'];
+  let seed = 12345;
+  const rand = (k: number): number => {
+    seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
+    return (seed >>> 8) % k;
+  };
+  let accepted = 0;
+  for (let round = 0; round < 30_000; round++) {
+    const bytes = Buffer.alloc(rand(4) === 0 ? rand(300) : rand(12));
+    for (let i = 0; i < bytes.length; i++) bytes[i] = rand(256);
+    let text = bytes.toString('base64');
+    for (let edits = rand(4); edits > 0; edits--) {
+      const at = rand(text.length + 1);
+      const c = rand(2) === 0 ? odd[rand(odd.length)] : alphabet[rand(64)];
+      const op = rand(3);
+      text = text.slice(0, at) + (op === 2 ? '' : c) + text.slice(op === 0 ? at : at + 1);
+    }
+    const want = strict.test(text);
+    if (want) accepted++;
+    assert.deepEqual(decodeStrictBase64(text), want ? Buffer.from(text, 'base64') : null, JSON.stringify(text));
+  }
+  assert.ok(accepted > 5_000 && accepted < 25_000, `${accepted} accepted`);
+});
+
 test('parseEnvelope: base64 bodies — line breaks tolerated, anything else refused with the same reason', () => {
   const body = Buffer.from([
     0xfb, 0xef, 0xff, 0x00, 0x10, 0x83, 0x3e, 0x7b, 0x22, 0x61, 0x22, 0x7d, 0xfe, 0xfa, 0xf0, 0x0a,
