@@ -11,6 +11,7 @@
 import { describe, isJsonObject, stringifyForPython } from './json';
 import { truncatedRepr } from './repr';
 import { formatPythonUtcIso } from './time';
+import { utf8Join } from './utf8-join';
 import type { JsonObject, OutgoingTask, RawMessage } from './types';
 
 /** Celery's `lang` header for messages we produce. */
@@ -18,6 +19,8 @@ export const LANG = 'js';
 
 /** The embed Python sends when there is no canvas (callbacks/errbacks/chain/chord). */
 const EMPTY_EMBED = '{"callbacks":null,"errbacks":null,"chain":null,"chord":null}';
+/** What follows the kwargs in the body: the embed and the closing bracket. */
+const EMBED_TAIL = `,${EMPTY_EMBED}]`;
 
 function isPlainObject(v: unknown): v is JsonObject {
   return isJsonObject(v) && !Buffer.isBuffer(v);
@@ -112,6 +115,6 @@ export function encodeTaskV2(t: OutgoingTask): RawMessage {
     priority,
   };
   // Each part was validated on its own above; joining them avoids a second traversal of the event data.
-  const body = Buffer.from(`[${argsJson},${kwargsJson},${EMPTY_EMBED}]`, 'utf8');
+  const body = utf8Join(['[', argsJson, ',', kwargsJson, EMBED_TAIL]);
   return { headers, properties, contentType: 'application/json', contentEncoding: 'utf-8', body };
 }

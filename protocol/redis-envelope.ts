@@ -12,6 +12,7 @@ import {
   stringifyIfPlain,
   truncate,
 } from './json';
+import { utf8Join } from './utf8-join';
 import { MAX_ENVELOPE_CHARS, MAX_NESTING_DEPTH, jsonTextTooDeep, tooDeepReason, tooLargeReason } from './limits';
 import type { JsonObject, JsonValue, RawMessage } from './types';
 
@@ -170,6 +171,16 @@ export interface EnvelopeOptions {
  * worker (no delivery_tag → KeyError, no exchange/routing_key → KeyError 'exchange').
  */
 export function buildEnvelope(message: RawMessage, opts: EnvelopeOptions): string {
+  return envelopeParts(message, opts).join('');
+}
+
+/** buildEnvelope's text as UTF-8 bytes, written without first joining the text into one string. */
+export function buildEnvelopeBytes(message: RawMessage, opts: EnvelopeOptions): Buffer {
+  return utf8Join(envelopeParts(message, opts));
+}
+
+/** The envelope's text in pieces (joined, exactly buildEnvelope's text). */
+function envelopeParts(message: RawMessage, opts: EnvelopeOptions): string[] {
   if (opts === null || typeof opts !== 'object') throw new Error('buildEnvelope: options are required');
   const { deliveryTag, exchange, routingKey } = opts;
   if (typeof deliveryTag !== 'string' || deliveryTag === '') {
@@ -222,10 +233,15 @@ export function buildEnvelope(message: RawMessage, opts: EnvelopeOptions): strin
   const headersJson = stringifyIfPlain(headers);
   const propertiesJson = typeof headersJson === 'string' ? stringifyIfPlain(properties) : null;
   if (typeof headersJson === 'string' && typeof propertiesJson === 'string') {
-    return (
-      `{"body":"${body}","content-encoding":${JSON.stringify(message.contentEncoding)},` +
-      `"content-type":${JSON.stringify(message.contentType)},"headers":${headersJson},"properties":${propertiesJson}}`
-    );
+    return [
+      '{"body":"',
+      body,
+      `","content-encoding":${JSON.stringify(message.contentEncoding)},"content-type":${JSON.stringify(message.contentType)},"headers":`,
+      headersJson,
+      ',"properties":',
+      propertiesJson,
+      '}',
+    ];
   }
   const envelope = {
     body,
@@ -235,7 +251,7 @@ export function buildEnvelope(message: RawMessage, opts: EnvelopeOptions): strin
     properties,
   };
   try {
-    return stringifyForPython(envelope);
+    return [stringifyForPython(envelope)];
   } catch (err) {
     throw new Error(`buildEnvelope: ${(err as Error).message} (delivery_tag ${deliveryTag})`);
   }

@@ -1,11 +1,12 @@
 /**
  * The worker's CPU per event without a broker: envelope text in (as the Redis pop returns it), envelope text
- * out (as the settle call sends it), through the real BatchProcessor and PluginManager with the bench plugin.
+ * out (as the Redis settle sends it), through the real BatchProcessor and PluginManager with the bench plugin.
  * For profiling the event path in one process: `node --no-node-snapshot dist/test/bench/hotpath.js [events] [batch]`.
  */
 import path from 'node:path';
+import v8 from 'node:v8';
 import { execFileSync } from 'node:child_process';
-import { parseEnvelope, buildEnvelope } from '../../protocol/redis-envelope';
+import { parseEnvelope, buildEnvelopeBytes } from '../../protocol/redis-envelope';
 import { BatchProcessor } from '../../src/pipeline/batch-processor';
 import { PluginManager } from '../../src/plugins/manager/plugin-manager';
 import { openStore } from '../../src/store/open-store';
@@ -49,7 +50,7 @@ async function main(): Promise<void> {
     redisEnvelope(captureMessage(benchTask(i, 2, 1, sentMs), producer)),
   );
   console.log(`input envelope ${texts[0]!.length} chars`);
-  let outChars = 0;
+  let outBytes = 0;
   const run = async (n: number): Promise<void> => {
     for (let done = 0; done < n; done += batch) {
       const deliveries: Delivery[] = texts.map((rawText) => {
@@ -61,25 +62,42 @@ async function main(): Promise<void> {
       for (const o of outcomes) {
         if (o.kind !== 'ack' || o.outputs.length !== 1) throw new Error(`unexpected outcome ${o.kind}`);
         const out = o.outputs[0]!;
-        const env = buildEnvelope(
+        // As the Redis settle sends it: UTF-8 bytes.
+        const env = buildEnvelopeBytes(
           { ...out.message, properties: { ...out.message.properties, priority: 0 } },
           { deliveryTag: 'x', exchange: '', routingKey: 'celery' },
         );
-        outChars = env.length;
+        outBytes = env.length;
       }
     }
   };
   await run(20_000);
+  const gcs = new v8.GCProfiler();
+  gcs.start();
+  const used0 = v8.getHeapStatistics().used_heap_size;
   const t0 = process.cpuUsage();
   const w0 = performance.now();
   await run(total);
   const cpu = process.cpuUsage(t0);
   const wall = performance.now() - w0;
+  const allocated = hostBytesAllocated(used0, v8.getHeapStatistics().used_heap_size, gcs.stop());
   console.log(
-    `output envelope ${outChars} chars; ${total} events: ${((cpu.user + cpu.system) / total).toFixed(1)} µs CPU/event (all threads), ${((wall * 1000) / total).toFixed(1)} µs wall/event`,
+    `output envelope ${outBytes} bytes; ${total} events: ${((cpu.user + cpu.system) / total).toFixed(1)} µs CPU/event (all threads), ${((wall * 1000) / total).toFixed(1)} µs wall/event, ${Math.round(allocated / total)} bytes allocated/event on the host heap`,
   );
   await plugins.close();
   await db.destroy();
+}
+
+/**
+ * Bytes the host's V8 heap allocated in a span: what the heap grew by plus what every collection in between
+ * freed. Isolates' own heaps and Buffers' backing stores (external memory) are not counted.
+ */
+function hostBytesAllocated(usedBefore: number, usedAfter: number, profile: v8.GCProfilerResult): number {
+  let freed = 0;
+  for (const gc of profile.statistics) {
+    freed += gc.beforeGC.heapStatistics.usedHeapSize - gc.afterGC.heapStatistics.usedHeapSize;
+  }
+  return usedAfter - usedBefore + freed;
 }
 
 main().catch((err) => {

@@ -19,7 +19,8 @@ import {
   stringifyForPython,
   stringifyIfPlain,
 } from '../../protocol/json';
-import { buildEnvelope, parseEnvelope } from '../../protocol/redis-envelope';
+import { buildEnvelope, buildEnvelopeBytes, parseEnvelope } from '../../protocol/redis-envelope';
+import { utf8Join } from '../../protocol/utf8-join';
 import { NAMESPACE_DNS, POSTHOG_PLUGINS_NAMESPACE, derivedUuid, uuidV5 } from '../../protocol/ids';
 import { pythonNumberRepr, pythonRepr, pythonStrRepr, truncateRepr, truncatedRepr } from '../../protocol/repr';
 import type { JsonObject, JsonValue, RawMessage } from '../../protocol/types';
@@ -245,6 +246,33 @@ test('decodeStrictBase64: exactly what the strict regex accepts, decoded like Bu
   for (const text of invalid) assert.equal(decodeStrictBase64(text), null, JSON.stringify(text));
 });
 
+test('decodeStrictBase64: mutated base64 of every length class, as the strict regex decides', () => {
+  const strict = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
+  const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/';
+  const odd = ['=', '==', '-', '_', ' ', '\n', '.', '\0', 'é', '€', '\ud800', '*', '\x7f', '\u00a0', '\ufeff'];
+  let seed = 12345;
+  const rand = (k: number): number => {
+    seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
+    return (seed >>> 8) % k;
+  };
+  let accepted = 0;
+  for (let round = 0; round < 30_000; round++) {
+    const bytes = Buffer.alloc(rand(4) === 0 ? rand(300) : rand(12));
+    for (let i = 0; i < bytes.length; i++) bytes[i] = rand(256);
+    let text = bytes.toString('base64');
+    for (let edits = rand(4); edits > 0; edits--) {
+      const at = rand(text.length + 1);
+      const c = rand(2) === 0 ? odd[rand(odd.length)] : alphabet[rand(64)];
+      const op = rand(3);
+      text = text.slice(0, at) + (op === 2 ? '' : c) + text.slice(op === 0 ? at : at + 1);
+    }
+    const want = strict.test(text);
+    if (want) accepted++;
+    assert.deepEqual(decodeStrictBase64(text), want ? Buffer.from(text, 'base64') : null, JSON.stringify(text));
+  }
+  assert.ok(accepted > 5_000 && accepted < 25_000, `${accepted} accepted`);
+});
+
 test('parseEnvelope: base64 bodies — line breaks tolerated, anything else refused with the same reason', () => {
   const body = Buffer.from([
     0xfb, 0xef, 0xff, 0x00, 0x10, 0x83, 0x3e, 0x7b, 0x22, 0x61, 0x22, 0x7d, 0xfe, 0xfa, 0xf0, 0x0a,
@@ -357,6 +385,18 @@ test('buildEnvelope: refusals name the key, as before (headers itself included)'
   );
 });
 
+test('buildEnvelopeBytes: the UTF-8 bytes of buildEnvelope, on either path', () => {
+  for (const headers of [{ a: 1, c: { d: '"quoted" \\ \u2028 é \ud83d\ude00 \ud800' } }, { when: new Date(0) }, {}]) {
+    assert.deepEqual(buildEnvelopeBytes(message(headers), OPTS), Buffer.from(buildEnvelope(message(headers), OPTS)));
+  }
+  assert.throws(() => buildEnvelopeBytes(message({ a: [1, NaN] }), OPTS), /non-finite number NaN/);
+});
+
+test('utf8Join: the bytes Buffer.from gives the joined text (no pair split between parts)', () => {
+  const cases = [[], [''], ['a', '', 'é€'], ['\ud800', 'x\udfff', '\ud83d\ude00'], ['x'.repeat(5000), 'ÿ']];
+  for (const parts of cases) assert.deepEqual(utf8Join(parts), Buffer.from(parts.join(''), 'utf8'));
+});
+
 // ------------------------------------------------------------------------------------------------------ repr
 
 test('truncatedRepr: exactly at the limit, one over, one under (plain ASCII: a cut of the full repr)', () => {
@@ -377,6 +417,31 @@ test('truncatedRepr: exactly at the limit, one over, one under (plain ASCII: a c
       assert.equal(truncatedRepr(value, max), truncateRepr(pythonRepr(value), max), `pad ${pad} max ${max}`);
     }
   }
+});
+
+test('truncatedRepr: the Latin-1 writer and the string fallback give the cut of the full repr', () => {
+  const values: JsonValue[] = [
+    ['é ÿ \x80 \xa0 ©', "a'b", 'c"d\'', { 'k\x85ey': 'v\u00ad' }],
+    ['ascii first', '€ then not Latin-1', 'x'.repeat(2000)],
+    [{ ['\u4e2d'.repeat(20)]: 1 }, 'after a non-Latin-1 key'],
+    ['x'.repeat(1100) + '€'], // the non-Latin-1 character is past the cut: it is never rendered
+    [{ ['k'.repeat(3000)]: 'a key longer than the limit' }],
+    ['\ud83d\ude00 emoji', '\ud800 lone surrogate'],
+    [],
+    {},
+  ];
+  for (const value of values) {
+    for (const max of [3, 4, 5, 10, 1023, 1024, 1025, 4000]) {
+      assert.equal(
+        truncatedRepr(value, max),
+        truncateRepr(pythonRepr(value), max),
+        `${JSON.stringify(value).slice(0, 40)} max ${max}`,
+      );
+    }
+  }
+  // A larger limit than any before grows the scratch buffer; the default limit still works after it.
+  assert.equal(truncatedRepr(['y'.repeat(50_000)], 40_000), truncateRepr(pythonRepr(['y'.repeat(50_000)]), 40_000));
+  assert.equal(truncatedRepr(['y'.repeat(2000)]), truncateRepr(pythonRepr(['y'.repeat(2000)]), 1024));
 });
 
 test('pythonStrRepr / pythonNumberRepr: fast paths agree with the general rules at their edges', () => {

@@ -56,7 +56,7 @@ describe('nesting depth', () => {
     assert.equal(jsonTextTooDeep(nestedText(1_000_000)), true);
   });
 
-  test('valueTooDeep walks without recursion, cycles included', () => {
+  test('valueTooDeep stops at the limit: a 200,000-level value or a cycle costs max + 1 levels', () => {
     assert.equal(valueTooDeep(nestedValue(MAX_NESTING_DEPTH)), false);
     assert.equal(valueTooDeep(nestedValue(MAX_NESTING_DEPTH + 1)), true);
     assert.equal(valueTooDeep(nestedValue(200_000)), true);
@@ -64,6 +64,11 @@ describe('nesting depth', () => {
     const cycle: Record<string, unknown> = {};
     cycle.self = cycle;
     assert.equal(valueTooDeep(cycle), true);
+    // Own enumerable values only, as Object.values gives them; a Buffer is a leaf.
+    const inherited = Object.create({ deep: nestedValue(10) }) as Record<string, unknown>;
+    assert.equal(valueTooDeep({ a: inherited }, 2), false);
+    assert.equal(valueTooDeep([Buffer.from('xyz')], 2), false);
+    assert.equal(valueTooDeep([[[]]], 2), true);
   });
 
   test('a body, headers or envelope nested too deep is refused before it is parsed, at the limit it is read', () => {

@@ -3,10 +3,13 @@ import { randomUUID } from 'node:crypto';
 import {
   bindingMember,
   buildEnvelope,
+  buildEnvelopeBytes,
   consumeKeys,
   parseEnvelope,
   priorityKey,
+  type EnvelopeOptions,
 } from '../../../protocol/redis-envelope';
+import type { RawMessage } from '../../../protocol/types';
 import type { Logger } from '../../log';
 import { type BoundedRedis, createRedisClient } from '../../redis/client';
 import type { Broker, Delivery, Outgoing, SetAsideListener, Settlement } from '../broker';
@@ -296,7 +299,7 @@ export class RedisBroker implements Broker {
       if (s.kind === 'ack') {
         args.push(s.delivery.tag, String(s.outputs.length));
         for (const out of s.outputs)
-          args.push(keyIndex(priorityKey(out.queue, out.priority)), Buffer.from(this.envelopeFor(out)));
+          args.push(keyIndex(priorityKey(out.queue, out.priority)), this.envelopeBytesFor(out));
       } else if (s.kind === 'reject') {
         const record = JSON.stringify({
           reason: s.reason,
@@ -322,10 +325,18 @@ export class RedisBroker implements Broker {
   }
 
   private envelopeFor(out: Outgoing): string {
-    return buildEnvelope(
+    return buildEnvelope(...this.envelopeArgs(out));
+  }
+
+  private envelopeBytesFor(out: Outgoing): Buffer {
+    return buildEnvelopeBytes(...this.envelopeArgs(out));
+  }
+
+  private envelopeArgs(out: Outgoing): [RawMessage, EnvelopeOptions] {
+    return [
       { ...out.message, properties: { ...out.message.properties, priority: out.priority } },
       { deliveryTag: randomUUID(), exchange: '', routingKey: out.queue },
-    );
+    ];
   }
 
   async publish(outgoing: Outgoing[]): Promise<void> {
